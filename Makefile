@@ -1,0 +1,51 @@
+# agentkeys — two commands for a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages: swtpm for the TPM, libtss2-dev + pkg-config to build
+# tpm2-pytss, iproute2 for the network-namespace tests.
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 gcc
+
+.PHONY: setup system-deps test lint typecheck pytest demo bench contracts clean
+
+setup: system-deps $(BIN)/.installed node_modules/.installed
+
+system-deps:
+	@deploy/dev/ensure-apt.sh $(APT_PACKAGES)
+
+$(BIN)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+node_modules/.installed: package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/agentkeys dev demo
+
+bench: setup
+	$(BIN)/python -m bench
+
+contracts: setup
+	$(BIN)/python contracts/build.py
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,48 @@
+"""The ``agentkeys`` command line.
+
+Each command group lives in its own module exposing
+``register(subparsers) -> None``; the module sets ``func`` on its parsers, a
+callable taking the parsed namespace and returning the exit code.
+
+Exit codes: 0 success, 1 an operation failed (the message says what to do),
+2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from agentkeys import __version__
+from agentkeys.cli import dev
+
+_GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    dev.register,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentkeys",
+        description="Let AI agents use API credentials without holding them.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentkeys {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in _GROUPS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from agentkeys.cli import main
+
+sys.exit(main())
