@@ -1,0 +1,1 @@
+"""Recorded test vectors (JSON) and the script that generated them; see README.md."""
