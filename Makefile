@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: swtpm for the TPM, libtss2-dev + pkg-config to build
 # tpm2-pytss, iproute2 for the network-namespace tests.
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 gcc
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc
 
 .PHONY: setup system-deps test lint typecheck pytest demo bench contracts clean
 
