@@ -15,9 +15,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agentkeys import __version__
+from agentkeys.cli import attest as attest_cli
 from agentkeys.cli import dev
 
 _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    attest_cli.register,
     dev.register,
 )
 

@@ -1,0 +1,274 @@
+"""Serve an ASGI app (Quart-Trio) with Hypercorn, attesting every connection's caller.
+
+Hypercorn 0.18 puts nothing about an AF_UNIX peer into the ASGI scope, so this
+module accepts connections itself (``trio.serve_listeners`` over sockets it is
+given), attests the peer of each connection (E1 for Unix sockets, E2 for
+loopback TCP) *before* reading a byte from it, and then runs Hypercorn's
+per-connection server (``hypercorn.trio.tcp_server.TCPServer``, an internal
+class: hypercorn is pinned to 0.18.0 and tests/attest/test_serve.py guards the
+contract) on the stream. Every HTTP/WebSocket scope of that connection carries
+the identity as ``scope["extensions"]["agentkeys.caller"]``; read it with
+:func:`caller_from_scope`. A connection whose caller cannot be attested gets a
+403 and is closed; the app never sees it.
+
+This mirrors ``hypercorn.trio.run.worker_serve``: lifespan startup, then
+serving, then a drain bounded by ``config.graceful_timeout`` once the shutdown
+trigger fires, then lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ConnectionState, Scope
+
+from attest._files import check_private_dir, ensure_private_dir
+from attest.caller import CallerIdentity, Transport
+from attest.errors import CallerUnidentified, InsecurePath
+from attest.netns import identify_tcp_peer
+from attest.peercred import ExeHashCache, boot_ticks_now, identify_unix_peer
+
+SCOPE_KEY = "agentkeys.caller"
+
+_log = logging.getLogger(__name__)
+_REFUSAL_BODY = b'{"error":"caller_unidentified","reason":"the caller could not be attested"}'
+_REFUSAL = (
+    b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
+)
+
+
+def create_unix_listener(path: Path, *, backlog: int = 128) -> socket.socket:
+    """Create a listening AF_UNIX socket at ``path``: mode 0600 in a 0700 directory.
+
+    The parent directory is created 0700 (or must already be a 0700 directory
+    owned by us), so nobody else can reach the socket between ``bind`` and
+    ``chmod``; the socket listens only after its mode is 0600. No umask change.
+    A stale socket at ``path`` is replaced; any other file there is refused.
+
+    Returns:
+        The listening socket; the caller owns it (close it, and unlink ``path``).
+
+    Raises:
+        InsecurePath: the directory is not private, or ``path`` is not a socket.
+    """
+    ensure_private_dir(path.parent)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise InsecurePath(f"{path} exists and is not a socket; refusing to replace it")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, 0o600)
+        check_private_dir(path.parent)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def create_loopback_listener(
+    port: int, *, host: str = "127.0.0.1", backlog: int = 128
+) -> socket.socket:
+    """A listening TCP socket on a loopback address only (E2 container deployments).
+
+    Raises:
+        InsecurePath: ``host`` is not a loopback address.
+    """
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InsecurePath(f"refusing to listen on non-loopback address {host}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass
+class CallerAttestor:
+    """Attests the peer of an accepted socket (E1 or E2); shared by all connections.
+
+    Attributes:
+        pod_wide: E2 policy "any process in this pod" for loopback callers whose
+            process is not visible from here.
+        use_pidfd: pin pids with SO_PEERPIDFD when the kernel has it.
+        cache: executable digests, bounded.
+        limiter: bounds the worker threads doing ``/proc`` I/O and hashing.
+    """
+
+    pod_wide: bool = False
+    use_pidfd: bool = True
+    cache: ExeHashCache = field(default_factory=ExeHashCache)
+    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
+
+    def identify_blocking(self, sock: socket.socket, accepted_at: int) -> CallerIdentity:
+        """Attest ``sock``'s peer now (blocking).
+
+        Raises:
+            CallerUnidentified (or a leaf): refuse the connection.
+        """
+        try:
+            if sock.family == socket.AF_UNIX:
+                process = identify_unix_peer(
+                    sock, cache=self.cache, accepted_at=accepted_at, use_pidfd=self.use_pidfd
+                )
+                return CallerIdentity(transport=Transport.UNIX, process=process)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return identify_tcp_peer(
+                    sock, cache=self.cache, accepted_at=accepted_at, pod_wide=self.pod_wide
+                )
+        except OSError as exc:
+            # Anything /proc refuses (hidepid, a vanished entry) means "not attested".
+            raise CallerUnidentified(f"cannot attest the caller: {exc.strerror}") from exc
+        raise CallerUnidentified("unsupported socket family")
+
+    async def identify(self, sock: socket.socket) -> CallerIdentity:
+        """Attest ``sock``'s peer in a worker thread."""
+        accepted_at = boot_ticks_now()
+        return await trio.to_thread.run_sync(
+            self.identify_blocking, sock, accepted_at, limiter=self.limiter
+        )
+
+
+def caller_from_scope(scope: Mapping[str, Any]) -> CallerIdentity:
+    """The attested caller of an ASGI request served by :func:`serve_attested`.
+
+    Raises:
+        CallerUnidentified: the scope carries no identity (fail closed).
+    """
+    caller = scope.get("extensions", {}).get(SCOPE_KEY)
+    if not isinstance(caller, CallerIdentity):
+        raise CallerUnidentified("the request carries no attested caller")
+    return caller
+
+
+class _CallerApp:
+    """Hypercorn AppWrapper for one connection: adds the caller to each scope."""
+
+    def __init__(self, inner: ASGIWrapper, caller: CallerIdentity) -> None:
+        self._inner = inner
+        self._caller = caller
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> None:
+        if scope["type"] == "http" or scope["type"] == "websocket":
+            extensions: dict[str, Any] = dict(scope.get("extensions") or {})
+            extensions[SCOPE_KEY] = self._caller
+            scope["extensions"] = extensions
+        await self._inner(scope, receive, send, sync_spawn, call_soon)
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    with (
+        trio.CancelScope(deadline=trio.current_time() + 1, shield=True),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(_REFUSAL)
+    await stream.aclose()
+
+
+async def serve_attested(
+    app: Any,
+    sockets: Sequence[socket.socket],
+    *,
+    config: Config | None = None,
+    attestor: CallerAttestor | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI ``app`` on listening ``sockets``, attesting every caller.
+
+    Args:
+        app: an ASGI application (e.g. a ``quart_trio.QuartTrio``).
+        sockets: listening sockets (from :func:`create_unix_listener`, or a TCP
+            socket bound to 127.0.0.1). Ownership passes here: they are closed
+            when serving ends.
+        config: Hypercorn settings (timeouts, keep-alive); binds in it are ignored.
+        attestor: how callers are attested; a default one when None.
+        shutdown_trigger: when it returns, stop accepting, drain open
+            connections for ``config.graceful_timeout`` seconds, run lifespan
+            shutdown and return. Cancelling the call stops at once instead.
+        task_status: ``started()`` once the app's startup ran and sockets accept.
+    """
+    config = config or Config()
+    attestor = attestor or CallerAttestor()
+    wrapped = ASGIWrapper(app)
+    lifespan_state: dict[str, Any] = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+    listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            caller = await attestor.identify(stream.socket)  # type: ignore[arg-type]
+        except CallerUnidentified as exc:
+            _log.warning("refused a connection: %s", exc.reason)
+            await _refuse(stream)
+            return
+        server = TCPServer(
+            _CallerApp(wrapped, caller),
+            config,
+            context,
+            ConnectionState(lifespan_state.copy()),
+            stream,  # type: ignore[arg-type]  # TCPServer handles plain streams too
+        )
+        await server.run()
+
+    try:
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as accepting:
+                    serve = partial(trio.serve_listeners, handler_nursery=connections)
+                    accepting.start_soon(serve, handle, listeners)
+                    task_status.started()
+                    if shutdown_trigger is None:
+                        await trio.sleep_forever()
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+                await context.terminated.set()
+                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+    finally:
+        for listener in listeners:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()

@@ -1,0 +1,172 @@
+"""E1 core: peer credentials, executable digests and pid-reuse refusal, with real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from attest.errors import CallerGone, CallerUnidentified
+from attest.peercred import (
+    ExeHashCache,
+    boot_ticks_now,
+    identify_unix_peer,
+    parse_stat_start_time,
+    read_peercred,
+)
+
+CONNECT_AND_WAIT = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "s.connect(sys.argv[1])\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "s.sock")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.listen(8)
+    yield sock, path
+    sock.close()
+
+
+def _connect_child(path: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", CONNECT_AND_WAIT, path], stdin=subprocess.PIPE)
+
+
+def _take_pid(pid: int) -> subprocess.Popen[bytes] | None:
+    """Start a process that gets exactly ``pid`` (via ns_last_pid), or None if raced."""
+    for _ in range(50):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        proc = subprocess.Popen(["sleep", "60"])
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+def test_identifies_a_live_caller(listener: tuple[socket.socket, str]) -> None:
+    sock, path = listener
+    child = _connect_child(path)
+    conn, _ = sock.accept()
+    try:
+        for use_pidfd in (True, False):
+            ident = identify_unix_peer(
+                conn, cache=ExeHashCache(), accepted_at=boot_ticks_now(), use_pidfd=use_pidfd
+            )
+            exe = os.path.realpath(sys.executable)
+            assert ident.pid == child.pid
+            assert (ident.uid, ident.gid) == (os.getuid(), os.getgid())
+            assert ident.exe_path == exe
+            assert ident.exe_sha256 == hashlib.sha256(Path(exe).read_bytes()).hexdigest()
+            assert ident.pidfd_checked is use_pidfd
+    finally:
+        child.communicate(b"")
+        conn.close()
+
+
+@pytest.mark.parametrize("use_pidfd", [True, False])
+def test_exited_caller_is_refused(listener: tuple[socket.socket, str], use_pidfd: bool) -> None:
+    sock, path = listener
+    child = _connect_child(path)
+    conn, _ = sock.accept()
+    child.communicate(b"")
+    try:
+        with pytest.raises(CallerGone):
+            identify_unix_peer(
+                conn, cache=ExeHashCache(), accepted_at=boot_ticks_now(), use_pidfd=use_pidfd
+            )
+    finally:
+        conn.close()
+
+
+def test_reused_pid_is_refused_with_pidfd(listener: tuple[socket.socket, str]) -> None:
+    """The caller exits, its pid goes to another process, then the lookup happens."""
+    sock, path = listener
+    child = _connect_child(path)
+    conn, _ = sock.accept()
+    assert read_peercred(conn).pid == child.pid
+    child.communicate(b"")
+    impostor = _take_pid(child.pid)
+    if impostor is None:
+        pytest.skip("another process took the pid first (busy machine)")
+    try:
+        assert read_peercred(conn).pid == impostor.pid  # the naive lookup would see the impostor
+        with pytest.raises(CallerGone):
+            identify_unix_peer(conn, cache=ExeHashCache(), accepted_at=boot_ticks_now())
+    finally:
+        impostor.kill()
+        impostor.wait()
+        conn.close()
+
+
+def test_reused_pid_is_refused_by_start_time_fallback(
+    listener: tuple[socket.socket, str],
+) -> None:
+    sock, path = listener
+    child = _connect_child(path)
+    conn, _ = sock.accept()
+    accepted_at = boot_ticks_now()
+    child.communicate(b"")
+    time.sleep(2 / os.sysconf("SC_CLK_TCK"))  # let the tick clock pass the accept time
+    impostor = _take_pid(child.pid)
+    if impostor is None:
+        pytest.skip("another process took the pid first (busy machine)")
+    try:
+        with pytest.raises(CallerGone, match="started after"):
+            identify_unix_peer(
+                conn, cache=ExeHashCache(), accepted_at=accepted_at, use_pidfd=False
+            )
+    finally:
+        impostor.kill()
+        impostor.wait()
+        conn.close()
+
+
+def test_not_a_unix_socket_is_unidentified() -> None:
+    with socket.socket(socket.AF_INET) as s, pytest.raises(CallerUnidentified):
+        identify_unix_peer(s, cache=ExeHashCache(), accepted_at=boot_ticks_now())
+
+
+def test_stat_start_time_parser() -> None:
+    line = "42 (a (weird) name) S " + " ".join(str(n) for n in range(4, 30))
+    assert parse_stat_start_time(line) == 22
+    with pytest.raises(CallerUnidentified):
+        parse_stat_start_time("42 (short) S 1 2")
+    with pytest.raises(CallerUnidentified):
+        parse_stat_start_time("42 (x) S " + " ".join(["z"] * 30))
+
+
+def test_exe_cache_is_bounded_and_sees_changes(tmp_path: Path) -> None:
+    cache = ExeHashCache(max_entries=2)
+    files = []
+    for i in range(3):
+        f = tmp_path / f"bin{i}"
+        f.write_bytes(b"x" * i)
+        files.append(f)
+
+    def digest(path: Path) -> str:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return cache.digest(fd)
+        finally:
+            os.close(fd)
+
+    for f in files:
+        assert digest(f) == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert len(cache) == 2
+    files[0].write_bytes(b"changed")
+    assert digest(files[0]) == hashlib.sha256(b"changed").hexdigest()
+    with pytest.raises(CallerUnidentified):
+        ExeHashCache(max_entries=0)
