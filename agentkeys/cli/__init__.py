@@ -17,10 +17,12 @@ from collections.abc import Callable, Sequence
 from agentkeys import __version__
 from agentkeys.cli import attest as attest_cli
 from agentkeys.cli import dev
+from agentkeys.cli import pki as pki_cli
 
 _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     attest_cli.register,
     dev.register,
+    pki_cli.register,
 )
 
 
