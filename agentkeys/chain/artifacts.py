@@ -1,0 +1,55 @@
+"""The compiled contract artifacts (contracts/artifacts/*.json, built by contracts/build.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from agentkeys.chain._abi import ContractAbi
+from agentkeys.chain.errors import ChainConfigError
+
+__all__ = ["ARTIFACT_DIR", "CONTRACT_NAMES", "Artifact", "load_artifact"]
+
+#: contracts/artifacts of this source tree.
+ARTIFACT_DIR = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
+
+#: The contracts a deployment consists of, in deployment order.
+CONTRACT_NAMES = ("SidecarRegistry", "ScopeContract", "K3EpochCounter")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One contract's ABI and creation bytecode, with the sha256 of the artifact file."""
+
+    name: str
+    abi: ContractAbi
+    bytecode: bytes
+    sha256: str
+
+
+@cache
+def load_artifact(name: str) -> Artifact:
+    """Load ``contracts/artifacts/<name>.json``.
+
+    Raises:
+        ChainConfigError: missing or malformed artifact.
+    """
+    if not name.isidentifier():
+        raise ChainConfigError("artifact name must be a contract identifier")
+    path = ARTIFACT_DIR / f"{name}.json"
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+        return Artifact(
+            name=name,
+            abi=ContractAbi(data["abi"]),
+            bytecode=bytes.fromhex(data["bytecode"].removeprefix("0x")),
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+    except FileNotFoundError:
+        raise ChainConfigError(f"artifact {name} not built (run make contracts)") from None
+    except (ValueError, KeyError, TypeError):
+        raise ChainConfigError(f"artifact {name} is malformed") from None

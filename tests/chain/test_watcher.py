@@ -1,0 +1,198 @@
+"""The chain watcher: exactly once across an outage, reorg handling, revocations delivered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from agentkeys.chain.client import ChainClient, Receipt, account_from_key
+from agentkeys.chain.deploy import deploy_all
+from agentkeys.chain.errors import ReorgTooDeep
+from agentkeys.chain.events import ChainEvent, DeviceRegistered, ScopeRevoked, ScopeSet
+from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
+from agentkeys.chain.watcher import ChainWatcher
+from agentkeys.devstack import start_anvil
+from agentkeys.omni import actor_omni_for_wallet, agent_omni
+from agentkeys.softauthn import SoftAuthenticator
+from tests.chain.conftest import ORIGIN, RP_ID, Chain, Operator, new_master, register_operator
+
+HANG_GUARD = 60  # seconds; a guard against hanging, not a timing assertion
+
+
+async def _collect(
+    channel: trio.MemoryReceiveChannel[ChainEvent], into: list[ChainEvent], count: int
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        while len(into) < count:
+            into.append(await channel.receive())
+
+
+async def test_every_event_exactly_once_across_anvil_restart(tmp_path: Path) -> None:
+    state = tmp_path / "anvil-state.json"
+    expected: list[ChainEvent] = []
+    received: list[ChainEvent] = []
+
+    def record(client: ChainClient, receipt: Receipt) -> None:
+        expected.extend(client.receipt_events(receipt))
+
+    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+        async with start_anvil(state_path=state, run_dir=tmp_path / "run1") as anvil:
+            port = anvil.rpc_url
+            accounts = [account_from_key(a.private_key) for a in anvil.accounts]
+            client = ChainClient(http, anvil.rpc_url)
+            deployment = await deploy_all(
+                client, accounts[0], governance=[accounts[8].address], threshold=1
+            )
+            watcher = ChainWatcher(
+                client.rpc,
+                deployment.addresses,
+                start_block=deployment.block_number + 1,
+                poll_interval=0.05,
+                max_backoff=0.2,
+            )
+            events = watcher.subscribe()
+            await nursery.start(watcher.run)
+
+            wallet = accounts[1]
+            k10 = SoftwareK10Signer.generate()
+            passkey = SoftAuthenticator(rp_id=RP_ID, origin=ORIGIN)
+            registration = await client.prepare_register_first_master(
+                wallet.address, new_master(k10, passkey), k10, passkey
+            )
+            record(client, await client.submit(registration, wallet))
+            op = Operator(wallet, actor_omni_for_wallet(wallet.address), k10, passkey)
+            for label in ("a", "b"):
+                mutation = await client.prepare_set_scope(
+                    op.omni, agent_omni(op.omni, label), ["openai"], False, op.authority
+                )
+                record(client, await client.submit(mutation, wallet))
+            await _collect(events, received, len(expected))
+        # anvil is down: the watcher keeps retrying
+        with trio.fail_after(HANG_GUARD):
+            while watcher.rpc_failures < 2:  # noqa: ASYNC110 - polls another task's counter
+                await trio.sleep(0.05)
+        async with start_anvil(
+            state_path=state, port=int(port.rsplit(":", 1)[1]), run_dir=tmp_path / "run2"
+        ) as anvil:
+            assert await client.operator_nonce(op.omni) == 3  # state kept
+            authority = MasterAuthority(k10.device_key_hash, k10, passkey)
+            for label in ("c", "d"):
+                mutation = await client.prepare_set_scope(
+                    op.omni, agent_omni(op.omni, label), ["github"], True, authority
+                )
+                record(client, await client.submit(mutation, wallet))
+            revoke = await client.prepare_revoke_scope(op.omni, agent_omni(op.omni, "a"), authority)
+            record(client, await client.submit(revoke, wallet))
+            await _collect(events, received, len(expected))
+            # nothing more arrives: a further event is the next one, not a duplicate
+            mutation = await client.prepare_set_scope(
+                op.omni, agent_omni(op.omni, "e"), ["x"], True, authority
+            )
+            record(client, await client.submit(mutation, wallet))
+            await _collect(events, received, len(expected))
+            nursery.cancel_scope.cancel()
+
+    assert received == expected
+    assert len({e.position for e in received}) == len(received)
+    kinds = [type(e).__name__ for e in received]
+    assert kinds.count("ScopeSet") == 5
+    assert kinds.count("ScopeRevoked") == 1
+    assert isinstance(received[0], DeviceRegistered)
+
+
+async def test_scope_revocation_reaches_subscriber(chain_default: Chain) -> None:
+    chain = chain_default
+    op = await register_operator(chain, chain.accounts[1])
+    agent = agent_omni(op.omni, "bot")
+    watcher = ChainWatcher(
+        chain.client.rpc,
+        chain.deployment.addresses,
+        start_block=await chain.client.block_number() + 1,
+        poll_interval=0.05,
+    )
+    events = watcher.subscribe()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watcher.run)
+        await chain.client.submit(
+            await chain.client.prepare_set_scope(op.omni, agent, ["openai"], False, op.authority),
+            op.wallet,
+        )
+        relay = chain.accounts[7]
+        await chain.client.submit(
+            await chain.client.prepare_revoke_scope(op.omni, agent, op.authority), relay
+        )
+        with trio.fail_after(HANG_GUARD):
+            first = await events.receive()
+            second = await events.receive()
+        nursery.cancel_scope.cancel()
+    assert isinstance(first, ScopeSet)
+    assert isinstance(second, ScopeRevoked)
+    assert (second.operator_omni, second.agent_omni) == (op.omni, agent)
+    assert second.sender == relay.address.lower()
+    assert await chain.client.get_scope(op.omni, agent) is None
+
+
+async def _scope_for(chain: Chain, op: Operator, label: str) -> None:
+    await chain.client.submit(
+        await chain.client.prepare_set_scope(
+            op.omni, agent_omni(op.omni, label), ["openai"], False, op.authority
+        ),
+        op.wallet,
+    )
+
+
+async def _drain(channel: trio.MemoryReceiveChannel[ChainEvent]) -> list[ChainEvent]:
+    out = []
+    while True:
+        try:
+            out.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            return out
+
+
+async def test_reorg_inside_confirmation_window_is_never_delivered(chain_default: Chain) -> None:
+    chain = chain_default
+    rpc = chain.client.rpc
+    op = await register_operator(chain, chain.accounts[1])
+    watcher = ChainWatcher(
+        rpc,
+        chain.deployment.addresses,
+        start_block=await chain.client.block_number() + 1,
+        confirmations=2,
+    )
+    events = watcher.subscribe()
+
+    snapshot = await rpc.call("evm_snapshot")
+    await _scope_for(chain, op, "orphan")
+    assert not await watcher.poll_once() or await _drain(events) == []
+    assert await rpc.call("evm_revert", snapshot) is True
+    await _scope_for(chain, op, "canonical")
+    for _ in range(2):
+        await rpc.call("evm_mine")
+    while await watcher.poll_once():
+        pass
+    delivered = await _drain(events)
+    assert [e.agent_omni for e in delivered if isinstance(e, ScopeSet)] == [
+        agent_omni(op.omni, "canonical")
+    ]
+
+
+async def test_reorg_below_delivered_events_is_detected(chain_default: Chain) -> None:
+    chain = chain_default
+    rpc = chain.client.rpc
+    op = await register_operator(chain, chain.accounts[1])
+    watcher = ChainWatcher(
+        rpc, chain.deployment.addresses, start_block=await chain.client.block_number() + 1
+    )
+    events = watcher.subscribe()
+    snapshot = await rpc.call("evm_snapshot")
+    await _scope_for(chain, op, "orphan")
+    assert await watcher.poll_once()
+    assert len(await _drain(events)) == 1
+    await rpc.call("evm_revert", snapshot)
+    await _scope_for(chain, op, "replacement")
+    with pytest.raises(ReorgTooDeep):
+        await watcher.poll_once()
