@@ -1,0 +1,93 @@
+"""The signer's configuration (built once with agentkeys.config.load_config).
+
+TOML sections and their environment overlay (``AGENTKEYS_<SECTION>_<OPTION>``)::
+
+    [signer]  listening and mutual TLS (agentkeys.service.ServerSettings); the
+              three tls_* paths are required: the signer serves mTLS only
+    [keys]    state_dir (sealed K3 epochs, master and OIDC secrets),
+              seal_backend auto|tpm|software, seal_key_file, tpm_tcti
+    [chain]   rpc_url, deployment (the record agentkeys.chain.deploy writes),
+              epoch_poll_interval
+    [oidc]    issuer (the broker's issuer URL, exactly as ``iss``), audience,
+              token_lifetime
+    [sts]     endpoint, role_arn, region, duration_seconds
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agentkeys.config import ConfigError
+from agentkeys.service import ServerSettings
+
+__all__ = ["ChainSettings", "KeysSettings", "OidcSettings", "SignerConfig", "StsSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeysSettings:
+    """Where and how the signer's secrets are sealed."""
+
+    state_dir: Path
+    seal_backend: Literal["auto", "tpm", "software"] = "auto"
+    seal_key_file: Path | None = None
+    tpm_tcti: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainSettings:
+    """Where the K3EpochCounter is read."""
+
+    rpc_url: str
+    deployment: Path
+    epoch_poll_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.epoch_poll_interval <= 0:
+            raise ConfigError("chain.epoch_poll_interval must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OidcSettings:
+    """The web-identity tokens the signer mints for STS."""
+
+    issuer: str
+    audience: str = "agentkeys-s3"
+    token_lifetime: int = 300
+
+    def __post_init__(self) -> None:
+        if not 30 <= self.token_lifetime <= 3600:
+            raise ConfigError("oidc.token_lifetime must be within 30..3600 seconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StsSettings:
+    """The STS endpoint and role the tokens are exchanged for."""
+
+    endpoint: str
+    role_arn: str
+    region: str = "us-east-1"
+    duration_seconds: int = 900
+
+    def __post_init__(self) -> None:
+        if not 900 <= self.duration_seconds <= 43200:
+            raise ConfigError("sts.duration_seconds must be within 900..43200")
+
+
+@dataclass(frozen=True)
+class SignerConfig:
+    """The whole signer configuration."""
+
+    signer: ServerSettings
+    keys: KeysSettings
+    chain: ChainSettings
+    oidc: OidcSettings
+    sts: StsSettings
+
+    def __post_init__(self) -> None:
+        if not self.signer.tls_enabled:
+            raise ConfigError(
+                "the signer serves mutual TLS only: set signer.tls_cert, "
+                "signer.tls_key and signer.tls_client_ca"
+            )
