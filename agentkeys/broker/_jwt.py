@@ -1,0 +1,88 @@
+"""Compact JWS (ES256) for the broker's sessions and OIDC tokens.
+
+``header.claims.signature``: base64url (no padding) of the JSON header ``{"alg": "ES256",
+"kid", "typ": "JWT"}``, of the JSON claims, and of the raw 64-byte r ‖ s signature over the
+ASCII ``header.claims``. Decoding is strict: exactly three parts, canonical base64url, a JSON
+object header with ``alg`` ES256 and a ``kid`` from the trusted set, a JSON object body
+without duplicate members, bounded size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agentkeys.broker.errors import SessionInvalid
+from agentkeys.errors import FormatError
+from agentkeys.jwks import b64url_decode, b64url_encode, es256_sign, es256_verify
+
+__all__ = ["MAX_JWT_CHARS", "decode_jwt", "encode_jwt"]
+
+MAX_JWT_CHARS = 8192
+
+
+def _dumps(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def encode_jwt(claims: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, kid: str) -> str:
+    """Sign ``claims`` with ``key`` under ``kid``."""
+    header = {"alg": "ES256", "kid": kid, "typ": "JWT"}
+    signing_input = b64url_encode(_dumps(header)) + "." + b64url_encode(_dumps(claims))
+    signature = es256_sign(key, signing_input.encode("ascii"))
+    return signing_input + "." + b64url_encode(signature)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise SessionInvalid("duplicate member in token JSON")
+        out[name] = value
+    return out
+
+
+def _json_object(part: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(b64url_decode(part).decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except SessionInvalid:
+        raise
+    except (FormatError, UnicodeDecodeError, ValueError, RecursionError):
+        raise SessionInvalid(f"token {what} is not base64url JSON") from None
+    if not isinstance(value, dict):
+        raise SessionInvalid(f"token {what} is not a JSON object")
+    return value
+
+
+def decode_jwt(
+    token: str, keys: Mapping[str, ec.EllipticCurvePublicKey]
+) -> tuple[str, dict[str, Any]]:
+    """Verify the signature of ``token`` against ``keys`` (by kid); return (kid, claims).
+
+    Claims (issuer, audience, expiry) are the caller's to check.
+
+    Raises:
+        SessionInvalid: malformed, unknown kid, or a signature that does not verify.
+    """
+    if not isinstance(token, str) or len(token) > MAX_JWT_CHARS or not token.isascii():
+        raise SessionInvalid("token must be a compact JWS of bounded size")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise SessionInvalid("token must have three parts")
+    header = _json_object(parts[0], "header")
+    if header.get("alg") != "ES256" or set(header) - {"alg", "kid", "typ"}:
+        raise SessionInvalid("token header must be ES256 with kid")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or kid not in keys:
+        raise SessionInvalid("token kid is not a trusted key")
+    try:
+        signature = b64url_decode(parts[2])
+        valid = es256_verify(keys[kid], (parts[0] + "." + parts[1]).encode("ascii"), signature)
+    except FormatError:
+        raise SessionInvalid("token signature is malformed") from None
+    if not valid:
+        raise SessionInvalid("token signature does not verify")
+    return kid, _json_object(parts[1], "claims")

@@ -1,0 +1,154 @@
+"""Running the broker from its configuration with the real dependencies wired in.
+
+Wires: the SQLite state store and the key files under ``state.dir``, SMTP, the chain client and
+watcher (JSON-RPC over httpx) into the cached chain view, the relay wallet when relay mode is
+enabled, and, when ``[signer]`` is configured, a mutual-TLS client to the signer (K4 SIWE for
+email identities; the signer's OIDC key in the published JWKS).
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+import httpx
+import trio
+
+from agentkeys.broker._chainview import CachedChainView
+from agentkeys.broker._email import SmtpMailer
+from agentkeys.broker._keys import BrokerKeys
+from agentkeys.broker._relay import Relay
+from agentkeys.broker._service import BrokerService
+from agentkeys.broker._store import SqliteStateStore
+from agentkeys.broker.config import BrokerConfig
+from agentkeys.broker.errors import SignerUnavailable
+from agentkeys.chain.client import ChainClient, account_from_key
+from agentkeys.chain.deploy import read_deployment_record
+from agentkeys.chain.watcher import ChainWatcher
+from agentkeys.config import check_private_file
+from agentkeys.pki import Role
+from agentkeys.service import AuditSink, JsonLinesAudit, MemoryAudit, mtls_client
+
+__all__ = ["SignerK4Client", "run_broker"]
+
+
+class SignerK4Client:
+    """The signer's K4 and JWKS routes over an mTLS ``httpx.AsyncClient`` (caller owns it)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def _post(self, path: str, body: dict[str, str]) -> dict[str, Any]:
+        try:
+            response = await self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise SignerUnavailable(f"the signer is unreachable ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise SignerUnavailable(f"the signer answered {response.status_code}")
+        data = response.json()
+        if not isinstance(data, dict):
+            raise SignerUnavailable("the signer answered a non-object")
+        return data
+
+    async def k4_address(self, identity_omni: str) -> str:
+        """See :class:`agentkeys.broker.K4Signer`."""
+        data = await self._post("/k4/address", {"identity_omni": identity_omni})
+        wallet = data.get("wallet")
+        if not isinstance(wallet, str):
+            raise SignerUnavailable("the signer answered no wallet")
+        return wallet
+
+    async def k4_siwe_sign(self, identity_omni: str, message: str) -> str:
+        """See :class:`agentkeys.broker.K4Signer`."""
+        data = await self._post(
+            "/k4/siwe-sign", {"identity_omni": identity_omni, "message": message}
+        )
+        signature = data.get("signature")
+        if not isinstance(signature, str):
+            raise SignerUnavailable("the signer answered no signature")
+        return signature
+
+    async def oidc_keys(self) -> list[dict[str, str]]:
+        """The signer's OIDC token-signing keys (public JWKs)."""
+        try:
+            response = await self._http.get("/oidc/jwks")
+        except httpx.HTTPError as exc:
+            raise SignerUnavailable(f"the signer is unreachable ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise SignerUnavailable(f"the signer answered {response.status_code}")
+        keys = response.json().get("keys")
+        if not isinstance(keys, list):
+            raise SignerUnavailable("the signer's JWKS has no keys")
+        return [{str(k): str(v) for k, v in key.items()} for key in keys if isinstance(key, dict)]
+
+
+async def run_broker(
+    config: BrokerConfig,
+    *,
+    task_status: trio.TaskStatus[BrokerService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open state and keys, connect to the chain (and signer), serve until cancelled.
+
+    ``task_status.started`` receives the running :class:`BrokerService`.
+
+    Raises:
+        InsecureFileError, StoreError, ChainConfigError, PkiFileError: start-up failures.
+    """
+    async with AsyncExitStack() as stack:
+        state_dir = config.state.dir
+        keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, state_dir)
+        store = await SqliteStateStore.open(state_dir / "broker.sqlite3")
+        stack.push_async_callback(store.aclose)
+        audit: AuditSink = MemoryAudit()
+        if config.broker.audit_log is not None:
+            file_audit = JsonLinesAudit(config.broker.audit_log)
+            stack.callback(file_audit.close)
+            audit = file_audit
+        deployment = await trio.to_thread.run_sync(
+            read_deployment_record, config.chain.deployment
+        )
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0, trust_env=False))
+        client = ChainClient(http, config.chain.rpc_url, deployment.addresses)
+        watcher = ChainWatcher(
+            client.rpc, deployment.addresses, start_block=deployment.block_number,
+            confirmations=config.chain.confirmations, poll_interval=config.chain.poll_interval,
+        )
+        view = CachedChainView(client)
+        relay = None
+        if config.relay.enabled and config.relay.key_file is not None:
+            key_file = config.relay.key_file
+            await trio.to_thread.run_sync(check_private_file, key_file)
+            text = (await trio.to_thread.run_sync(key_file.read_text)).strip()
+            relay = Relay(client, account_from_key(text), batch_size=config.relay.batch_size)
+        signer = None
+        link = config.signer
+        if link.url is not None and link.ca and link.cert and link.key:
+            signer_http = await stack.enter_async_context(
+                mtls_client(base_url=link.url, ca=link.ca, cert=link.cert, key=link.key,
+                            expected_role=Role.SIGNER)
+            )
+            signer = SignerK4Client(signer_http)
+        service = BrokerService(
+            settings=config.broker,
+            site=config.site,
+            email=config.email,
+            caps=config.caps,
+            oidc=config.oidc,
+            keys=keys,
+            store=store,
+            mailer=SmtpMailer(
+                host=config.email.smtp_host, port=config.email.smtp_port,
+                sender=config.email.sender, starttls=config.email.starttls,
+                timeout=config.email.timeout,
+            ),
+            chain=view,
+            audit=audit,
+            follow=partial(view.follow, watcher, poll_interval=config.chain.poll_interval),
+            k4=signer,
+            extra_oidc_jwks=signer.oidc_keys if signer is not None else None,
+            relay=relay,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.serve)
+            task_status.started(service)

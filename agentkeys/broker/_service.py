@@ -1,0 +1,860 @@
+"""The broker service: sign-in stages, cap minting, OIDC issuer, relay (SPEC.md section 7).
+
+Routes (all JSON; docs/broker.md has the wire format). ``session`` is what the route needs,
+from ONE table (:data:`SESSION_REQUIREMENTS`); a route missing from it fails at start-up.
+
+==========================  ======  =========================================  =========
+name                        method  path                                       session
+==========================  ======  =========================================  =========
+email_start                 POST    /v1/auth/email/start                       -
+email_verify                GET     /v1/auth/email/verify?token=…              -
+email_poll                  POST    /v1/auth/email/poll                        -
+passkey_register_options    POST    /v1/auth/passkey/register/options          J0
+passkey_register_verify     POST    /v1/auth/passkey/register/verify           J0
+siwe_start                  POST    /v1/auth/siwe/start                        J0
+siwe_verify                 POST    /v1/auth/siwe/verify                       J0
+siwe_k4                     POST    /v1/auth/siwe/k4                           J0
+session_info                GET     /v1/auth/session                           J0, J1
+session_revoke              POST    /v1/auth/session/revoke                    J0, J1
+cap_fetch                   POST    /v1/cap/cred-fetch                         J1
+cap_store                   POST    /v1/cap/cred-store                         J1
+cap_list                    POST    /v1/cap/cred-list                          J1
+cap_teardown                POST    /v1/cap/cred-teardown                      J1
+cap_jwks                    GET     /v1/cap/jwks.json                          -
+oidc_configuration          GET     /.well-known/openid-configuration          -
+oidc_jwks                   GET     /.well-known/jwks.json                     -
+mint_oidc_jwt               POST    /v1/mint-oidc-jwt                          J1
+relay_scope                 POST    /v1/relay/scope                            J1
+health                      GET     /v1/health                                 -
+==========================  ======  =========================================  =========
+
+No ``/credential/*`` route exists and the broker holds no key that decrypts anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import trio
+from eth_utils.address import to_checksum_address
+
+from agentkeys.broker import _passkey as pk
+from agentkeys.broker._chainview import CachedChainView
+from agentkeys.broker._email import Mailer, hash_secret, new_secret
+from agentkeys.broker._keys import BrokerKeys
+from agentkeys.broker._mint import ScopeSource, check_binding, decide_scope
+from agentkeys.broker._oidc import discovery_document, mint_oidc_token
+from agentkeys.broker._relay import Relay
+from agentkeys.broker._sessions import J0, J1, Session, SessionIssuer, bearer_token
+from agentkeys.broker._store import MintRecord, PasskeyCredential, StateStore
+from agentkeys.broker.config import CapSettings, EmailSettings, OidcSettings, SiteSettings
+from agentkeys.broker.errors import (
+    ChallengeUnknown,
+    EmailRateLimited,
+    EmailRequestUnknown,
+    EmailTokenExpired,
+    EmailTokenInvalid,
+    EpochMismatch,
+    OperatorMismatch,
+    PasskeyNotEnrolled,
+    PasskeyRegistrationRejected,
+    PasskeySignCountReplayed,
+    PopRejected,
+    RelayDisabled,
+    ReplayedNonce,
+    StalePop,
+)
+from agentkeys.cap import CapOp, new_cap_payload, sign_cap
+from agentkeys.errors import (
+    AgentkeysError,
+    FormatError,
+    InvalidIdentifier,
+    PopError,
+    PopStale,
+)
+from agentkeys.jwks import b64url_encode
+from agentkeys.omni import (
+    IdentityType,
+    actor_omni_for_wallet,
+    device_key_hash_from_point,
+    identity_omni,
+    normalize_hex32,
+    normalize_service,
+    p256_public_key_from_point,
+)
+from agentkeys.pop import POP_MINT_PREFIX, MintPopClaims, NonceRegistry, PopProof, verify_mint_pop
+from agentkeys.service import (
+    PUBLIC,
+    AuditSink,
+    BoundAddress,
+    Call,
+    JsonObject,
+    Reply,
+    Route,
+    ServerSettings,
+    ServiceApp,
+    serve_http,
+)
+from agentkeys.service.errors import RouteTableError, WrongType
+from agentkeys.siwe import SiweMessage, verify_siwe
+
+__all__ = ["MAX_PENDING_LINKS", "SESSION_REQUIREMENTS", "BrokerService", "K4Signer"]
+
+log = logging.getLogger("agentkeys.broker")
+
+PUBLIC_ROUTE: tuple[str, ...] = ()
+# Addresses we send links to: no quoting, comments, lists or display names, so the SMTP
+# recipient is exactly the identity the link signs in.
+_MAILBOX = re.compile(
+    r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?", re.ASCII
+)
+MAX_PENDING_LINKS = 5
+"""Unexpired sign-in links one address may have at once (bounds mail sent to a victim)."""
+
+SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = {
+    "email_start": PUBLIC_ROUTE,
+    "email_verify": PUBLIC_ROUTE,
+    "email_poll": PUBLIC_ROUTE,
+    "passkey_register_options": (J0,),
+    "passkey_register_verify": (J0,),
+    "siwe_start": (J0,),
+    "siwe_verify": (J0,),
+    "siwe_k4": (J0,),
+    "session_info": (J0, J1),
+    "session_revoke": (J0, J1),
+    "cap_fetch": (J1,),
+    "cap_store": (J1,),
+    "cap_list": (J1,),
+    "cap_teardown": (J1,),
+    "cap_jwks": PUBLIC_ROUTE,
+    "oidc_configuration": PUBLIC_ROUTE,
+    "oidc_jwks": PUBLIC_ROUTE,
+    "mint_oidc_jwt": (J1,),
+    "relay_scope": (J1,),
+    "health": PUBLIC_ROUTE,
+}
+"""The broker's authorization table: route name → session stages accepted (empty: public)."""
+
+_ENROLL = "enroll"
+_SIWE = "siwe"
+
+
+_Handler = Callable[[Call, "Session | None"], Awaitable[JsonObject | Reply]]
+_BrokerRoute = tuple[str, Literal["GET", "POST"], str, _Handler]
+
+
+class K4Signer(Protocol):
+    """The signer's K4 operations for email identities (over mutual TLS in production)."""
+
+    async def k4_address(self, identity_omni: str) -> str:
+        """The identity's K4 wallet, lowercase ``0x`` hex."""
+        ...
+
+    async def k4_siwe_sign(self, identity_omni: str, message: str) -> str:
+        """The K4 EIP-191 signature (hex) over a SIWE message for that wallet."""
+        ...
+
+
+# -- request bodies ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmailStartRequest:
+    email: str
+
+
+@dataclass(frozen=True)
+class EmailPollRequest:
+    request: str
+
+
+@dataclass(frozen=True)
+class RegisterOptionsRequest:
+    k10_public_key: str
+
+
+@dataclass(frozen=True)
+class RegisterVerifyRequest:
+    challenge_id: str
+    credential: dict[str, object]
+    k10_signature: str
+
+
+@dataclass(frozen=True)
+class SiweStartRequest:
+    wallet: str | None = None
+
+
+@dataclass(frozen=True)
+class SiweVerifyRequest:
+    challenge_id: str
+    message: str
+    signature: str
+    assertion: dict[str, object]
+
+
+@dataclass(frozen=True)
+class SiweK4Request:
+    challenge_id: str
+    assertion: dict[str, object]
+
+
+@dataclass(frozen=True)
+class CapMintRequest:
+    operator_omni: str
+    actor_omni: str
+    service: str
+    device_key_hash: str
+    pop: str
+    k3_epoch: int | None = None
+    lifetime: int | None = None
+
+
+@dataclass(frozen=True)
+class RelayScopeRequest:
+    operator_omni: str
+    agent_omni: str
+    device_key_hash: str
+    k10_signature: str
+    assertion: dict[str, object]
+    services: list[str] | None = None
+    read_only: bool = False
+    revoke: bool = False
+
+
+def _rfc3339(now: float) -> str:
+    moment = datetime.datetime.fromtimestamp(int(now), datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _point_from_hex(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text[2:] if text[:2] in ("0x", "0X") else text)
+    except ValueError:
+        raise WrongType("k10_public_key must be 64 bytes X || Y as hex") from None
+    if len(raw) != 64:
+        raise WrongType("k10_public_key must be 64 bytes X || Y as hex")
+    p256_public_key_from_point(raw)
+    return raw
+
+
+class BrokerService:
+    """The broker core: owns its nursery (HTTP server, chain follower, state purger).
+
+    Args:
+        settings: listening options.
+        site: public URL, WebAuthn relying party, SIWE expectations, session lifetimes.
+        email: magic-link settings.
+        caps: cap audience, lifetime, PoP window.
+        oidc: OIDC token audience and lifetime.
+        keys: K1, K2 and the session key.
+        store: the state store (the caller opens and closes it).
+        mailer: sends magic links.
+        chain: cached chain reads.
+        audit: receives one event per request (denials included).
+        follow: drives the chain watcher into ``chain`` (a task of :meth:`serve`); ``None``
+            when the caller runs it.
+        k4: the signer's K4 operations (email identities); ``None`` disables ``siwe_k4``.
+        extra_oidc_jwks: returns further public JWKs that sign OIDC tokens for this issuer
+            (the signer's key), published in ``/.well-known/jwks.json``.
+        relay: hosted-relay submitter; ``None`` keeps relay mode off.
+        clock: Unix seconds (tests may fix it).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: ServerSettings,
+        site: SiteSettings,
+        email: EmailSettings,
+        caps: CapSettings,
+        oidc: OidcSettings,
+        keys: BrokerKeys,
+        store: StateStore,
+        mailer: Mailer,
+        chain: CachedChainView,
+        audit: AuditSink,
+        follow: Callable[..., Awaitable[None]] | None = None,
+        k4: K4Signer | None = None,
+        extra_oidc_jwks: Callable[[], Awaitable[list[dict[str, str]]]] | None = None,
+        relay: Relay | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._site = site
+        self._email = email
+        self._caps = caps
+        self._oidc = oidc
+        self.keys = keys
+        self.store = store
+        self._mailer = mailer
+        self.chain = chain
+        self._follow = follow
+        self._k4 = k4
+        self._extra_jwks = extra_oidc_jwks
+        self._extra_cache: list[dict[str, str]] = []
+        self._extra_fetched = -1e9
+        self._relay = relay
+        self._clock = clock
+        self._stop = trio.Event()
+        self.sessions = SessionIssuer(
+            keys.session, store, issuer=site.public_url, audience=site.session_audience
+        )
+        routes: tuple[_BrokerRoute, ...] = (
+            ("email_start", "POST", "/v1/auth/email/start", self._email_start),
+            ("email_verify", "GET", "/v1/auth/email/verify", self._email_verify),
+            ("email_poll", "POST", "/v1/auth/email/poll", self._email_poll),
+            ("passkey_register_options", "POST", "/v1/auth/passkey/register/options",
+                  self._register_options),
+            ("passkey_register_verify", "POST", "/v1/auth/passkey/register/verify",
+                  self._register_verify),
+            ("siwe_start", "POST", "/v1/auth/siwe/start", self._siwe_start),
+            ("siwe_verify", "POST", "/v1/auth/siwe/verify", self._siwe_verify),
+            ("siwe_k4", "POST", "/v1/auth/siwe/k4", self._siwe_k4),
+            ("session_info", "GET", "/v1/auth/session", self._session_info),
+            ("session_revoke", "POST", "/v1/auth/session/revoke", self._session_revoke),
+            ("cap_fetch", "POST", "/v1/cap/cred-fetch", self._cap(CapOp.FETCH)),
+            ("cap_store", "POST", "/v1/cap/cred-store", self._cap(CapOp.STORE)),
+            ("cap_list", "POST", "/v1/cap/cred-list", self._cap(CapOp.LIST)),
+            ("cap_teardown", "POST", "/v1/cap/cred-teardown", self._cap(CapOp.TEARDOWN)),
+            ("cap_jwks", "GET", "/v1/cap/jwks.json", self._cap_jwks),
+            ("oidc_configuration", "GET", "/.well-known/openid-configuration",
+                  self._oidc_configuration),
+            ("oidc_jwks", "GET", "/.well-known/jwks.json", self._oidc_jwks),
+            ("mint_oidc_jwt", "POST", "/v1/mint-oidc-jwt", self._mint_oidc_jwt),
+            ("relay_scope", "POST", "/v1/relay/scope", self._relay_scope),
+            ("health", "GET", "/v1/health", self._health),
+        )
+        names = {r[0] for r in routes}
+        if names != set(SESSION_REQUIREMENTS) or len(names) != len(routes):
+            raise RouteTableError("broker: routes and SESSION_REQUIREMENTS disagree")
+        wrapped = tuple(
+            Route(name, method, path, self._guarded(name, handler))
+            for name, method, path, handler in routes
+        )
+        self.app = ServiceApp(
+            "broker",
+            wrapped,
+            dict.fromkeys(names, PUBLIC),  # transport: anyone; sessions: SESSION_REQUIREMENTS
+            audit=audit,
+            max_body_bytes=settings.max_body_bytes,
+        )
+
+    # -- lifecycle ----------
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[BoundAddress] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Follow the chain, purge expired state, and serve HTTP until :meth:`shutdown`.
+
+        ``task_status.started`` receives the bound address once listening.
+        """
+        async with trio.open_nursery() as nursery:
+            if self._follow is not None:
+                await nursery.start(self._follow)
+            nursery.start_soon(self._purge_loop)
+            if self._relay is not None:
+                await nursery.start(self._relay.run)
+
+            async def http(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
+                await serve_http(
+                    self.app, self._settings, tls=None, shutdown_trigger=self._stop.wait,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()
+
+            bound: BoundAddress = await nursery.start(http)
+            log.info("broker listening on %s", bound.url)
+            task_status.started(bound)
+
+    def shutdown(self) -> None:
+        """Stop serving gracefully."""
+        self._stop.set()
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await trio.sleep(60)
+            try:
+                await self.store.purge_expired(self._now())
+            except AgentkeysError as exc:
+                log.warning("broker state purge failed: %s", exc.reason)
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- session guard ----------
+
+    def _guarded(
+        self, name: str, handler: _Handler
+    ) -> Callable[[Call], Awaitable[JsonObject | Reply]]:
+        stages = SESSION_REQUIREMENTS[name]
+
+        async def guarded(call: Call) -> JsonObject | Reply:
+            session: Session | None = None
+            if stages:
+                session = await self.sessions.verify(
+                    bearer_token(call.headers), now=self._now(), stages=stages
+                )
+                call.audit["session_stage"] = session.stage
+                call.audit["subject"] = session.subject
+            return await handler(call, session)
+
+        return guarded
+
+    @staticmethod
+    def _need(session: Session | None) -> Session:
+        if session is None:  # pragma: no cover - the table guarantees it
+            raise RouteTableError("route without a session requirement used a session")
+        return session
+
+    # -- stage 1: email magic link ----------
+
+    async def _email_start(self, call: Call, _: Session | None) -> JsonObject:
+        req = call.decode(EmailStartRequest)
+        if _MAILBOX.fullmatch(req.email) is None:
+            raise InvalidIdentifier("email must be a plain address local@domain")
+        identity = identity_omni(IdentityType.EMAIL, req.email)
+        email = req.email.lower()
+        call.audit["identity"] = identity
+        now = self._now()
+        if await self.store.pending_email_requests(identity, now=now) >= MAX_PENDING_LINKS:
+            raise EmailRateLimited("too many pending sign-in links for this address")
+        token, handle = new_secret(), new_secret()
+        expires_at = now + self._email.link_lifetime
+        await self.store.add_email_request(
+            token_hash=hash_secret(token), request_hash=hash_secret(handle), email=email,
+            identity_omni=identity, expires_at=expires_at,
+        )
+        link = f"{self._site.public_url}/v1/auth/email/verify?token={token}"
+        minutes = self._email.link_lifetime // 60
+        await self._mailer.send(
+            to=email,
+            subject="Your agentkeys sign-in link",
+            body=(
+                "Follow this link to sign in to agentkeys:\n\n"
+                f"{link}\n\n"
+                f"It works once and expires in {minutes} minutes. If you did not ask to sign "
+                "in, ignore this message.\n"
+            ),
+        )
+        return {"request": handle, "expires_at": expires_at}
+
+    async def _email_verify(self, call: Call, _: Session | None) -> JsonObject:
+        token = call.query.get("token", "")
+        if not token or len(token) > 128:
+            raise EmailTokenInvalid("the sign-in link is invalid or was already used")
+        now = self._now()
+        request = await self.store.follow_email_link(hash_secret(token), now=now)
+        if request is None or request.verified:
+            raise EmailTokenInvalid("the sign-in link is invalid or was already used")
+        call.audit["identity"] = request.identity_omni
+        if request.expires_at < now:
+            raise EmailTokenExpired("the sign-in link has expired")
+        return {"verified": True, "message": "Signed in: you may return to agentkeys."}
+
+    async def _email_poll(self, call: Call, _: Session | None) -> JsonObject | Reply:
+        req = call.decode(EmailPollRequest)
+        handle = hash_secret(req.request)
+        request = await self.store.get_email_request(handle)
+        now = self._now()
+        if request is None:
+            raise EmailRequestUnknown("no such sign-in request")
+        call.audit["identity"] = request.identity_omni
+        if request.expires_at < now:
+            raise EmailTokenExpired("the sign-in request has expired")
+        if not request.verified:
+            return Reply.json({"status": "pending"}, status=202)
+        collected = await self.store.collect_email_request(handle)
+        if collected is None:
+            raise EmailRequestUnknown("no such sign-in request")
+        token, session = await self.sessions.issue(
+            stage=J0, subject=collected.identity_omni, now=now,
+            lifetime=self._site.j0_lifetime, extra={"email": collected.email},
+        )
+        return {
+            "status": "verified",
+            "session": token,
+            "stage": J0,
+            "identity_omni": collected.identity_omni,
+            "expires_at": session.expires_at,
+        }
+
+    # -- stage 2: passkey enrollment bound to K10 ----------
+
+    async def _register_options(self, call: Call, session: Session | None) -> JsonObject:
+        s = self._need(session)
+        req = call.decode(RegisterOptionsRequest)
+        point = _point_from_hex(req.k10_public_key)
+        challenge = pk.enrollment_challenge(point, secrets.token_bytes(32))
+        challenge_id = secrets.token_urlsafe(16)
+        existing = await self.store.credentials_of(s.subject)
+        await self.store.add_challenge(
+            challenge_id=challenge_id, purpose=_ENROLL, session_jti=s.jti,
+            payload={"challenge": challenge.hex(), "k10_point": point.hex()},
+            expires_at=self._now() + self._site.challenge_lifetime,
+        )
+        options = pk.registration_options(
+            rp_id=self._site.rp_id,
+            rp_name=self._site.rp_name,
+            user_id=bytes.fromhex(s.subject),
+            user_name=str(s.claims.get("email", s.subject)),
+            challenge=challenge,
+            exclude=[c.credential_id for c in existing],
+            timeout_ms=self._site.challenge_lifetime * 1000,
+        )
+        return {"challenge_id": challenge_id, "options": options}
+
+    async def _register_verify(self, call: Call, session: Session | None) -> JsonObject:
+        s = self._need(session)
+        req = call.decode(RegisterVerifyRequest)
+        payload = await self.store.take_challenge(
+            challenge_id=req.challenge_id, purpose=_ENROLL, session_jti=s.jti, now=self._now()
+        )
+        if payload is None:
+            raise ChallengeUnknown("no such enrollment challenge for this session")
+        point = bytes.fromhex(payload["k10_point"])
+        verified = pk.verify_enrollment(
+            req.credential,
+            challenge=bytes.fromhex(payload["challenge"]),
+            k10_point=point,
+            k10_signature=req.k10_signature,
+            rp_id=self._site.rp_id,
+            origin=self._site.origin,
+        )
+        existing = await self.store.credentials_of(s.subject)
+        if any(c.credential_id == verified.credential_id for c in existing):
+            raise PasskeyRegistrationRejected("this passkey is already enrolled")
+        await self.store.add_credential(
+            PasskeyCredential(
+                identity_omni=s.subject,
+                credential_id=verified.credential_id,
+                public_key=verified.public_key,
+                sign_count=verified.sign_count,
+                k10_point=point,
+                rp_id=self._site.rp_id,
+                created_at=self._now(),
+            )
+        )
+        dkh = device_key_hash_from_point(point)
+        call.audit["device_key_hash"] = dkh
+        return {
+            "credential_id": b64url_encode(verified.credential_id),
+            "device_key_hash": dkh,
+            "sign_count": verified.sign_count,
+        }
+
+    # -- stage 3: SIWE → J1 ----------
+
+    async def _siwe_start(self, call: Call, session: Session | None) -> JsonObject:
+        s = self._need(session)
+        req = call.decode(SiweStartRequest)
+        credentials = await self.store.credentials_of(s.subject)
+        if not credentials:
+            raise PasskeyNotEnrolled("enroll a passkey before signing in with a wallet")
+        nonce = secrets.token_hex(16)
+        challenge_id = secrets.token_urlsafe(16)
+        now = self._now()
+        expires_at = now + self._site.challenge_lifetime
+        await self.store.add_challenge(
+            challenge_id=challenge_id, purpose=_SIWE, session_jti=s.jti,
+            payload={"nonce": nonce}, expires_at=expires_at,
+        )
+        answer: JsonObject = {
+            "challenge_id": challenge_id,
+            "nonce": nonce,
+            "domain": self._site.siwe_domain,
+            "uri": self._site.siwe_uri,
+            "chain_id": self._site.chain_id,
+            "issued_at": _rfc3339(now),
+            "expiration_time": _rfc3339(expires_at),
+            "webauthn": pk.assertion_options(
+                rp_id=self._site.rp_id,
+                challenge=pk.assertion_challenge(pk.SIWE_ASSERT_TAG, nonce),
+                allow=[c.credential_id for c in credentials],
+                timeout_ms=self._site.challenge_lifetime * 1000,
+            ),
+        }
+        if req.wallet is not None:
+            answer["message"] = self.siwe_message(
+                wallet=req.wallet, nonce=nonce, now=now, expires_at=expires_at
+            ).to_text()
+        return answer
+
+    def siwe_message(self, *, wallet: str, nonce: str, now: int, expires_at: int) -> SiweMessage:
+        """The SIWE message this broker asks ``wallet`` to sign for ``nonce``."""
+        try:
+            address = to_checksum_address(wallet)
+        except ValueError:
+            raise InvalidIdentifier("wallet is not an EVM address") from None
+        return SiweMessage(
+            domain=self._site.siwe_domain,
+            address=address,
+            statement="Sign in to agentkeys as the master wallet of this operator.",
+            uri=self._site.siwe_uri,
+            chain_id=self._site.chain_id,
+            nonce=nonce,
+            issued_at=_rfc3339(now),
+            expiration_time=_rfc3339(expires_at),
+        )
+
+    async def _check_passkey(
+        self, session: Session, assertion: Mapping[str, Any], nonce: str
+    ) -> None:
+        credentials = {c.credential_id: c for c in await self.store.credentials_of(session.subject)}
+        credential = credentials.get(pk.credential_id_of(assertion))
+        if credential is None:
+            raise PasskeyNotEnrolled("the assertion is not by an enrolled passkey")
+        verified = pk.verify_assertion(
+            assertion,
+            challenge=pk.assertion_challenge(pk.SIWE_ASSERT_TAG, nonce),
+            public_key=credential.public_key,
+            stored_sign_count=credential.sign_count,
+            rp_id=self._site.rp_id,
+            origin=self._site.origin,
+        )
+        if not await self.store.update_sign_count(
+            credential.credential_id, old=credential.sign_count, new=verified.new_sign_count
+        ):
+            raise PasskeySignCountReplayed("a concurrent assertion used this sign count")
+
+    async def _take_siwe_nonce(self, session: Session, challenge_id: str) -> str:
+        payload = await self.store.take_challenge(
+            challenge_id=challenge_id, purpose=_SIWE, session_jti=session.jti, now=self._now()
+        )
+        if payload is None:
+            raise ChallengeUnknown("no such SIWE challenge for this session")
+        return payload["nonce"]
+
+    async def _issue_j1(self, call: Call, session: Session, wallet: str) -> JsonObject:
+        actor = actor_omni_for_wallet(wallet)
+        call.audit["actor"] = actor
+        token, j1 = await self.sessions.issue(
+            stage=J1, subject=actor, now=self._now(), lifetime=self._site.j1_lifetime,
+            extra={"wallet": wallet, "identity_omni": session.subject},
+        )
+        await self.sessions.revoke(session)
+        return {
+            "session": token,
+            "stage": J1,
+            "actor_omni": actor,
+            "wallet": wallet,
+            "expires_at": j1.expires_at,
+        }
+
+    async def _siwe_verify(self, call: Call, session: Session | None) -> JsonObject:
+        s = self._need(session)
+        req = call.decode(SiweVerifyRequest)
+        nonce = await self._take_siwe_nonce(s, req.challenge_id)
+        verified = verify_siwe(
+            req.message,
+            req.signature,
+            expected_domain=self._site.siwe_domain,
+            expected_nonce=nonce,
+            expected_chain_id=self._site.chain_id,
+            expected_uri=self._site.siwe_uri,
+            now=self._clock(),
+            max_age=self._site.challenge_lifetime,
+        )
+        await self._check_passkey(s, req.assertion, nonce)
+        return await self._issue_j1(call, s, verified.wallet)
+
+    async def _siwe_k4(self, call: Call, session: Session | None) -> JsonObject:
+        s = self._need(session)
+        if self._k4 is None:
+            raise RelayDisabled("this broker has no signer for email wallets")
+        req = call.decode(SiweK4Request)
+        nonce = await self._take_siwe_nonce(s, req.challenge_id)
+        await self._check_passkey(s, req.assertion, nonce)
+        wallet = await self._k4.k4_address(s.subject)
+        now = self._now()
+        message = self.siwe_message(
+            wallet=wallet, nonce=nonce, now=now, expires_at=now + self._site.challenge_lifetime
+        ).to_text()
+        signature = await self._k4.k4_siwe_sign(s.subject, message)
+        verified = verify_siwe(
+            message, signature, expected_domain=self._site.siwe_domain, expected_nonce=nonce,
+            expected_chain_id=self._site.chain_id, expected_uri=self._site.siwe_uri,
+            now=self._clock(),
+        )
+        return await self._issue_j1(call, s, verified.wallet)
+
+    async def _session_info(self, call: Call, session: Session | None) -> JsonObject:
+        s = self._need(session)
+        return {
+            "stage": s.stage,
+            "subject": s.subject,
+            "wallet": s.wallet,
+            "identity_omni": s.identity_omni if s.stage == J1 else s.subject,
+            "expires_at": s.expires_at,
+        }
+
+    async def _session_revoke(self, call: Call, session: Session | None) -> JsonObject:
+        await self.sessions.revoke(self._need(session))
+        return {"revoked": True}
+
+    # -- cap minting ----------
+
+    def _cap(self, op: CapOp) -> _Handler:
+        async def handler(call: Call, session: Session | None) -> JsonObject | Reply:
+            return await self.mint(call, self._need(session), op)
+
+        return handler
+
+    async def _verify_pop(self, claims: MintPopClaims, signature: str, point: bytes) -> None:
+        now = self._now()
+        window = self._caps.pop_window
+        try:
+            verified = verify_mint_pop(
+                claims, signature, public_key=p256_public_key_from_point(point), now=now,
+                nonces=NonceRegistry(1), window=window,
+            )
+        except PopStale as exc:
+            raise StalePop(exc.reason) from exc
+        except PopError as exc:
+            raise PopRejected(exc.reason) from exc
+        key = POP_MINT_PREFIX + bytes.fromhex(verified.device_key_hash) + claims.nonce
+        if not await self.store.consume_nonce(key, expires_at=claims.timestamp + window, now=now):
+            raise ReplayedNonce("the PoP nonce was already used")
+
+    async def mint(self, call: Call, session: Session, op: CapOp) -> JsonObject:
+        """Check and mint one cap (SPEC section 5; the checks are listed in ``_mint``)."""
+        req = call.decode(CapMintRequest)
+        operator = normalize_hex32(req.operator_omni)
+        actor = normalize_hex32(req.actor_omni)
+        service = normalize_service(req.service)
+        dkh = normalize_hex32(req.device_key_hash)
+        call.audit.update(
+            op=op.value, operator=operator, actor=actor, service=service, device_key_hash=dkh
+        )
+        if session.subject != operator:
+            raise OperatorMismatch("the session is not this operator's")
+        try:
+            proof = PopProof.from_header_value(req.pop)
+            claims = MintPopClaims(
+                op=op, operator_omni=operator, actor_omni=actor, service=service,
+                device_key_hash=dkh, nonce=proof.nonce, timestamp=proof.timestamp,
+            )
+        except FormatError as exc:
+            raise PopRejected(exc.reason) from exc
+        device = await self.chain.device(dkh)
+        if device is not None:
+            await self._verify_pop(claims, proof.signature, device.k10_point)
+        check_binding(device, op=op, operator_omni=operator, actor_omni=actor)
+        chain_scope = None
+        legacy = None
+        if actor != operator:
+            chain_scope = await self.chain.scope(operator, actor)
+            if chain_scope is None:
+                legacy = await self.store.get_legacy_scope(operator, actor)
+        try:
+            decision = decide_scope(
+                op=op, operator_omni=operator, actor_omni=actor, service=service,
+                chain_scope=chain_scope, legacy_scope=legacy,
+            )
+        except AgentkeysError:
+            source = (
+                ScopeSource.CHAIN if chain_scope is not None
+                else ScopeSource.LEGACY if legacy is not None else ScopeSource.NONE
+            )
+            call.audit["scope_source"] = source.value
+            raise
+        call.audit["scope_source"] = decision.scope_source.value
+        epoch = await self.chain.epoch()
+        call.audit["epoch"] = epoch
+        if req.k3_epoch is not None and req.k3_epoch != epoch:
+            raise EpochMismatch(f"the chain's current K3 epoch is {epoch}")
+        lifetime = req.lifetime if req.lifetime is not None else self._caps.lifetime
+        if not 1 <= lifetime <= self._caps.lifetime:
+            raise WrongType(f"lifetime must be within 1..{self._caps.lifetime}")
+        now = self._now()
+        payload = new_cap_payload(
+            op=op, operator_omni=operator, actor_omni=actor, service=service,
+            device_key_hash=dkh, k3_epoch=epoch, aud=self._caps.audience, now=now,
+            lifetime=lifetime,
+        )
+        signed = sign_cap(payload, self.keys.cap.active, self.keys.cap.active_kid)
+        await self.store.add_mint_record(
+            MintRecord(
+                cap_nonce=payload.nonce, op=op.value, operator_omni=operator, actor_omni=actor,
+                service=service, device_key_hash=dkh, k3_epoch=epoch,
+                scope_source=decision.scope_source.value, issued_at=now,
+            )
+        )
+        return {
+            "cap": signed.to_wire(),
+            "token": signed.to_token(),
+            "scope_source": decision.scope_source.value,
+            "expires_at": payload.expires_at,
+        }
+
+    async def _cap_jwks(self, call: Call, _: Session | None) -> JsonObject:
+        return dict(self.keys.cap.published.to_dict())
+
+    # -- OIDC ----------
+
+    async def _oidc_configuration(self, call: Call, _: Session | None) -> JsonObject:
+        return discovery_document(self._site.public_url)
+
+    async def _oidc_jwks(self, call: Call, _: Session | None) -> JsonObject:
+        keys = [dict(k) for k in self.keys.oidc.published.to_dict()["keys"]]
+        if self._extra_jwks is not None and self._clock() - self._extra_fetched > 60:
+            try:
+                self._extra_cache = await self._extra_jwks()
+                self._extra_fetched = self._clock()
+            except AgentkeysError as exc:
+                log.warning("cannot fetch the signer's OIDC keys: %s", exc.reason)
+        known = {k["kid"] for k in keys}
+        keys += [k for k in self._extra_cache if k.get("kid") not in known]
+        return {"keys": keys}
+
+    async def _mint_oidc_jwt(self, call: Call, session: Session | None) -> JsonObject:
+        s = self._need(session)
+        now = self._now()
+        token = mint_oidc_token(
+            self.keys.oidc,
+            issuer=self._site.public_url,
+            audience=self._oidc.audience,
+            actor_omni=s.subject,
+            wallet=s.wallet,
+            now=now,
+            lifetime=self._oidc.token_lifetime,
+        )
+        call.audit["actor"] = s.subject
+        return {"token": token, "expires_at": now + self._oidc.token_lifetime}
+
+    # -- relay ----------
+
+    async def _relay_scope(self, call: Call, session: Session | None) -> JsonObject:
+        s = self._need(session)
+        if self._relay is None:
+            raise RelayDisabled("hosted-relay mode is not enabled on this broker")
+        req = call.decode(RelayScopeRequest)
+        operator = normalize_hex32(req.operator_omni)
+        call.audit.update(operator=operator, actor=normalize_hex32(req.agent_omni))
+        if s.subject != operator:
+            raise OperatorMismatch("the session is not this operator's")
+        receipt = await self._relay.scope_mutation(
+            operator_omni=operator,
+            agent_omni=normalize_hex32(req.agent_omni),
+            device_key_hash=normalize_hex32(req.device_key_hash),
+            k10_signature=req.k10_signature,
+            assertion=req.assertion,
+            services=None if req.revoke else [normalize_service(x) for x in req.services or []],
+            read_only=req.read_only,
+            rp_id=self._site.rp_id,
+            origin=self._site.origin,
+        )
+        return {"tx_hash": receipt.tx_hash, "block_number": receipt.block_number}
+
+    async def _health(self, call: Call, _: Session | None) -> JsonObject:
+        return {
+            "chain_synced_through": self.chain.synced_through,
+            "relay": self._relay is not None,
+        }

@@ -1,0 +1,142 @@
+"""Broker sessions: J0 (email verified) and J1 (wallet signed in), as revocable ES256 JWTs.
+
+SPEC section 7 (broker, bootstrap stages). A session is a compact JWS signed by the broker's
+session key with claims ``iss`` (the broker's public URL), ``aud`` (the session audience),
+``sub`` (J0: the email identity omni; J1: the actor_omni of the wallet), ``stage`` (``j0`` or
+``j1``), ``iat``, ``exp``, ``jti`` (128 random bits, hex) and, for J1, ``wallet`` (lowercase
+``0x`` hex) and, when the operator signed up by email, ``identity_omni``. Every issued session
+is recorded in the state store; verification requires the record to exist and not be revoked,
+so a session is revocable before its expiry.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agentkeys.broker._jwt import decode_jwt, encode_jwt
+from agentkeys.broker._keys import KeyRing
+from agentkeys.broker._store import SessionRecord, StateStore
+from agentkeys.broker.errors import (
+    SessionExpired,
+    SessionInvalid,
+    SessionMissing,
+    SessionRevoked,
+    SessionStageMismatch,
+)
+
+__all__ = ["J0", "J1", "Session", "SessionIssuer", "bearer_token"]
+
+J0 = "j0"
+J1 = "j1"
+_MAX_SKEW = 5
+
+
+@dataclass(frozen=True)
+class Session:
+    """A verified session."""
+
+    jti: str
+    stage: str
+    subject: str
+    expires_at: int
+    claims: Mapping[str, Any]
+
+    @property
+    def wallet(self) -> str | None:
+        """The J1 wallet (lowercase ``0x`` hex), if any."""
+        value = self.claims.get("wallet")
+        return value if isinstance(value, str) else None
+
+    @property
+    def identity_omni(self) -> str | None:
+        """The email identity omni behind the session, if any."""
+        value = self.claims.get("identity_omni")
+        return value if isinstance(value, str) else None
+
+
+def bearer_token(headers: Mapping[str, str]) -> str:
+    """The token of an ``Authorization: Bearer`` header (headers keyed in lowercase).
+
+    Raises:
+        SessionMissing: no such header.
+    """
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise SessionMissing("this endpoint needs Authorization: Bearer <session>")
+    return token.strip()
+
+
+class SessionIssuer:
+    """Issues and verifies sessions (see the module docstring).
+
+    Args:
+        keys: the session key ring (active signs; all verify).
+        store: where sessions are recorded and revoked.
+        issuer: ``iss`` (the broker's public URL).
+        audience: ``aud``.
+    """
+
+    def __init__(self, keys: KeyRing, store: StateStore, *, issuer: str, audience: str) -> None:
+        self._keys = keys
+        self._store = store
+        self._issuer = issuer
+        self._audience = audience
+
+    async def issue(
+        self, *, stage: str, subject: str, now: int, lifetime: int, extra: Mapping[str, str]
+    ) -> tuple[str, Session]:
+        """Sign and record a new session; returns (token, session)."""
+        jti = secrets.token_hex(16)
+        claims: dict[str, Any] = {
+            **extra,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": subject,
+            "stage": stage,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": jti,
+        }
+        token = encode_jwt(claims, self._keys.active, self._keys.active_kid)
+        await self._store.add_session(
+            SessionRecord(jti=jti, stage=stage, subject=subject, expires_at=now + lifetime,
+                          revoked=False)
+        )
+        return token, Session(jti, stage, subject, now + lifetime, claims)
+
+    async def verify(self, token: str, *, now: int, stages: tuple[str, ...]) -> Session:
+        """Verify signature, issuer, audience, expiry, stage and revocation.
+
+        Raises:
+            SessionInvalid, SessionExpired, SessionRevoked, SessionStageMismatch.
+        """
+        _, claims = decode_jwt(token, self._keys.published.by_kid)
+        if claims.get("iss") != self._issuer:
+            raise SessionInvalid("session was issued by another broker")
+        audience = claims.get("aud")
+        if not isinstance(audience, str) or not hmac.compare_digest(
+            audience.encode(), self._audience.encode()
+        ):
+            raise SessionInvalid("session is for another audience")
+        jti, sub, stage, exp = (claims.get(k) for k in ("jti", "sub", "stage", "exp"))
+        if not isinstance(jti, str) or not isinstance(sub, str) or not isinstance(stage, str):
+            raise SessionInvalid("session lacks jti, sub or stage")
+        if isinstance(exp, bool) or not isinstance(exp, int):
+            raise SessionInvalid("session lacks exp")
+        if now >= exp + _MAX_SKEW:
+            raise SessionExpired("session has expired")
+        record = await self._store.get_session(jti)
+        if record is None or record.revoked or record.subject != sub or record.stage != stage:
+            raise SessionRevoked("session was revoked")
+        if stage not in stages:
+            raise SessionStageMismatch(f"this endpoint needs a {' or '.join(stages)} session")
+        return Session(jti, stage, sub, exp, claims)
+
+    async def revoke(self, session: Session) -> None:
+        """Revoke one session."""
+        await self._store.revoke_session(session.jti)

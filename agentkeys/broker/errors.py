@@ -1,0 +1,361 @@
+"""Errors of the broker (SPEC.md section 7, broker; issue 6 denial reasons).
+
+    AgentkeysError
+    └── BrokerError
+        ├── SessionError (401)            J0/J1 session problems
+        │   ├── SessionMissing            no ``Authorization: Bearer`` session
+        │   ├── SessionInvalid            malformed, wrong key, wrong audience or signature
+        │   ├── SessionExpired            past ``exp``
+        │   ├── SessionRevoked            revoked (or unknown to the state store)
+        │   └── SessionStageMismatch (403) a J0 where a J1 is needed, or the reverse
+        ├── EmailLinkError (401)          the magic link
+        │   ├── EmailTokenInvalid         unknown or already used token
+        │   ├── EmailTokenExpired         older than 10 minutes
+        │   └── EmailRequestUnknown (404) no such sign-in request (or already collected)
+        ├── EmailDeliveryFailed (502)     the SMTP relay refused or is unreachable
+        ├── EmailRateLimited (429)        too many pending sign-in links for one address
+        ├── PasskeyError (401)            WebAuthn enrollment / assertion
+        │   ├── ChallengeUnknown          no such (or used, or expired) challenge
+        │   ├── PasskeyRegistrationRejected  py_webauthn refused the registration
+        │   ├── PasskeyAssertionRejected  py_webauthn refused the assertion (origin, challenge…)
+        │   ├── PasskeySignCountReplayed  sign count did not increase
+        │   ├── PasskeyNotEnrolled (403)  the identity has no passkey
+        │   └── K10ProofRejected          the K10 signature over the enrollment challenge
+        ├── CapDenied (403)               a cap mint refused (each leaf is one reason)
+        │   ├── DeviceNotRegistered       device_not_registered
+        │   ├── DeviceRevoked             device_revoked
+        │   ├── BindingMismatch           binding_mismatch
+        │   ├── RoleMissing               role_missing
+        │   ├── ServiceNotInScope         service_not_in_scope
+        │   ├── ReadOnlyScope             read_only_scope
+        │   ├── MasterOnly                master_only (store / teardown / list by an agent)
+        │   ├── OperatorMismatch          operator_mismatch (session is another operator's)
+        │   └── EpochMismatch             epoch_mismatch (the device asked for another epoch)
+        ├── StalePop (401)                stale_pop (PoP timestamp outside the window)
+        ├── ReplayedNonce (401)           replayed_nonce
+        ├── PopRejected (401)             pop_rejected (key mismatch, bad signature, malformed)
+        ├── ChainUnavailable (503)        chain_unavailable
+        ├── OidcRefused (400)             oidc_refused (empty / non-hex tag value)
+        ├── RelayDisabled (404)           relay_disabled
+        ├── RelayRejected (403)           relay_rejected (K10 or K11 did not verify)
+        ├── SignerUnavailable (502)       signer_unavailable (the signer failed or refused)
+        └── StoreError (500)              store_error (the state store failed)
+
+Reasons never carry tokens, keys or signatures.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from agentkeys.errors import AgentkeysError
+
+__all__ = [
+    "BindingMismatch",
+    "BrokerError",
+    "CapDenied",
+    "ChainUnavailable",
+    "ChallengeUnknown",
+    "DeviceNotRegistered",
+    "DeviceRevoked",
+    "EmailDeliveryFailed",
+    "EmailLinkError",
+    "EmailRateLimited",
+    "EmailRequestUnknown",
+    "EmailTokenExpired",
+    "EmailTokenInvalid",
+    "EpochMismatch",
+    "K10ProofRejected",
+    "MasterOnly",
+    "OidcRefused",
+    "OperatorMismatch",
+    "PasskeyAssertionRejected",
+    "PasskeyError",
+    "PasskeyNotEnrolled",
+    "PasskeyRegistrationRejected",
+    "PasskeySignCountReplayed",
+    "PopRejected",
+    "ReadOnlyScope",
+    "RelayDisabled",
+    "RelayRejected",
+    "ReplayedNonce",
+    "RoleMissing",
+    "ServiceNotInScope",
+    "SessionError",
+    "SessionExpired",
+    "SessionInvalid",
+    "SessionMissing",
+    "SessionRevoked",
+    "SessionStageMismatch",
+    "SignerUnavailable",
+    "StalePop",
+    "StoreError",
+]
+
+
+class BrokerError(AgentkeysError):
+    """Base of the broker's errors."""
+
+    error: ClassVar[str] = "broker_error"
+    status: ClassVar[int] = 500
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+
+class SessionError(BrokerError):
+    """Branch: the request's session is not acceptable."""
+
+    error: ClassVar[str] = "session_error"
+    status: ClassVar[int] = 401
+
+
+class SessionMissing(SessionError):
+    """No ``Authorization: Bearer <session>`` header."""
+
+    error: ClassVar[str] = "session_missing"
+
+
+class SessionInvalid(SessionError):
+    """Malformed token, unknown kid, bad signature, wrong issuer or audience."""
+
+    error: ClassVar[str] = "session_invalid"
+
+
+class SessionExpired(SessionError):
+    """The session is past its ``exp``."""
+
+    error: ClassVar[str] = "session_expired"
+
+
+class SessionRevoked(SessionError):
+    """The session was revoked (or the state store does not know it)."""
+
+    error: ClassVar[str] = "session_revoked"
+
+
+class SessionStageMismatch(SessionError):
+    """A J0 session where a J1 is required, or the reverse."""
+
+    error: ClassVar[str] = "session_stage_mismatch"
+    status: ClassVar[int] = 403
+
+
+# --- email magic link ---------------------------------------------------------------------------
+
+
+class EmailLinkError(BrokerError):
+    """Branch: the email magic link or its sign-in request."""
+
+    error: ClassVar[str] = "email_link_error"
+    status: ClassVar[int] = 401
+
+
+class EmailTokenInvalid(EmailLinkError):
+    """Unknown or already used link token."""
+
+    error: ClassVar[str] = "email_token_invalid"
+
+
+class EmailTokenExpired(EmailLinkError):
+    """The link is older than its lifetime (10 minutes)."""
+
+    error: ClassVar[str] = "email_token_expired"
+
+
+class EmailRequestUnknown(EmailLinkError):
+    """No such sign-in request, or its session was already collected."""
+
+    error: ClassVar[str] = "email_request_unknown"
+    status: ClassVar[int] = 404
+
+
+class EmailDeliveryFailed(BrokerError):
+    """The SMTP relay could not be reached or refused the message."""
+
+    error: ClassVar[str] = "email_delivery_failed"
+    status: ClassVar[int] = 502
+
+
+class EmailRateLimited(BrokerError):
+    """Too many unexpired sign-in requests for one address (no more mail is sent)."""
+
+    error: ClassVar[str] = "email_rate_limited"
+    status: ClassVar[int] = 429
+
+
+# --- passkeys -----------------------------------------------------------------------------------
+
+
+class PasskeyError(BrokerError):
+    """Branch: WebAuthn enrollment or assertion."""
+
+    error: ClassVar[str] = "passkey_error"
+    status: ClassVar[int] = 401
+
+
+class ChallengeUnknown(PasskeyError):
+    """No such challenge for this session (never issued, already used or expired)."""
+
+    error: ClassVar[str] = "challenge_unknown"
+
+
+class PasskeyRegistrationRejected(PasskeyError):
+    """The registration response does not verify (origin, challenge, rpId, flags, format)."""
+
+    error: ClassVar[str] = "passkey_registration_rejected"
+
+
+class PasskeyAssertionRejected(PasskeyError):
+    """The assertion does not verify (origin, challenge, rpId, flags, signature)."""
+
+    error: ClassVar[str] = "passkey_assertion_rejected"
+
+
+class PasskeySignCountReplayed(PasskeyError):
+    """The authenticator's sign count did not increase: a cloned or replayed assertion."""
+
+    error: ClassVar[str] = "passkey_sign_count_replayed"
+
+
+class PasskeyNotEnrolled(PasskeyError):
+    """The identity has no enrolled passkey (or not this credential)."""
+
+    error: ClassVar[str] = "passkey_not_enrolled"
+    status: ClassVar[int] = 403
+
+
+class K10ProofRejected(PasskeyError):
+    """The K10 signature over the enrollment challenge does not verify."""
+
+    error: ClassVar[str] = "k10_proof_rejected"
+
+
+# --- cap minting --------------------------------------------------------------------------------
+
+
+class CapDenied(BrokerError):
+    """Branch: a cap mint refused after the chain checks (SPEC section 5)."""
+
+    error: ClassVar[str] = "cap_denied"
+    status: ClassVar[int] = 403
+
+
+class DeviceNotRegistered(CapDenied):
+    """The device_key_hash is not in SidecarRegistry."""
+
+    error: ClassVar[str] = "device_not_registered"
+
+
+class DeviceRevoked(CapDenied):
+    """The device is registered but revoked."""
+
+    error: ClassVar[str] = "device_revoked"
+
+
+class BindingMismatch(CapDenied):
+    """The device is bound to another operator_omni or actor_omni than the request's."""
+
+    error: ClassVar[str] = "binding_mismatch"
+
+
+class RoleMissing(CapDenied):
+    """The device lacks the CAP_MINT role."""
+
+    error: ClassVar[str] = "role_missing"
+
+
+class ServiceNotInScope(CapDenied):
+    """The service is not in scope[operator][actor] (chain, or legacy table without chain entry)."""
+
+    error: ClassVar[str] = "service_not_in_scope"
+
+
+class ReadOnlyScope(CapDenied):
+    """A write operation on a read-only scope."""
+
+    error: ClassVar[str] = "read_only_scope"
+
+
+class MasterOnly(CapDenied):
+    """store, teardown and list are for a master acting on its own vault."""
+
+    error: ClassVar[str] = "master_only"
+
+
+class OperatorMismatch(CapDenied):
+    """The session's subject is not the request's operator_omni."""
+
+    error: ClassVar[str] = "operator_mismatch"
+
+
+class EpochMismatch(CapDenied):
+    """The request names a K3 epoch other than the chain's current one."""
+
+    error: ClassVar[str] = "epoch_mismatch"
+
+
+class StalePop(BrokerError):
+    """The PoP timestamp is outside the freshness window."""
+
+    error: ClassVar[str] = "stale_pop"
+    status: ClassVar[int] = 401
+
+
+class ReplayedNonce(BrokerError):
+    """The PoP nonce was already used within its window."""
+
+    error: ClassVar[str] = "replayed_nonce"
+    status: ClassVar[int] = 401
+
+
+class PopRejected(BrokerError):
+    """The PoP is malformed, names another key, or its signature does not verify."""
+
+    error: ClassVar[str] = "pop_rejected"
+    status: ClassVar[int] = 401
+
+
+class ChainUnavailable(BrokerError):
+    """The chain could not be read: fail closed."""
+
+    error: ClassVar[str] = "chain_unavailable"
+    status: ClassVar[int] = 503
+
+
+# --- OIDC, relay, store -------------------------------------------------------------------------
+
+
+class OidcRefused(BrokerError):
+    """A token would carry an empty or non-canonical tag value."""
+
+    error: ClassVar[str] = "oidc_refused"
+    status: ClassVar[int] = 400
+
+
+class RelayDisabled(BrokerError):
+    """Hosted-relay mode is not configured on this broker."""
+
+    error: ClassVar[str] = "relay_disabled"
+    status: ClassVar[int] = 404
+
+
+class RelayRejected(BrokerError):
+    """The mutation's K10 signature or K11 assertion did not verify at the broker."""
+
+    error: ClassVar[str] = "relay_rejected"
+    status: ClassVar[int] = 403
+
+
+class SignerUnavailable(BrokerError):
+    """The signer could not be reached or refused the request."""
+
+    error: ClassVar[str] = "signer_unavailable"
+    status: ClassVar[int] = 502
+
+
+class StoreError(BrokerError):
+    """The state store failed."""
+
+    error: ClassVar[str] = "store_error"
+    status: ClassVar[int] = 500

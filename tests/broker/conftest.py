@@ -1,0 +1,262 @@
+"""Broker fixtures: a real anvil with the contracts, a real SMTP sink, the broker on a socket.
+
+The broker runs in-process on a real 127.0.0.1 port with its real SQLite store, real keys,
+the real chain client and watcher, and SMTP delivery into the sink. Its clock is the wall
+clock plus an offset the tests may move (expiry paths).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric import ec
+from eth_account.signers.local import LocalAccount
+
+from agentkeys.broker import (
+    BrokerKeys,
+    BrokerService,
+    CachedChainView,
+    CapSettings,
+    EmailSettings,
+    OidcSettings,
+    SiteSettings,
+    SmtpMailer,
+    SqliteStateStore,
+)
+from agentkeys.broker._relay import Relay
+from agentkeys.chain import challenge as ch
+from agentkeys.chain.client import ChainClient, account_from_key
+from agentkeys.chain.deploy import Deployment, deploy_all
+from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
+from agentkeys.chain.watcher import ChainWatcher
+from agentkeys.devstack import Anvil, pick_port
+from agentkeys.omni import actor_omni_for_wallet
+from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
+from agentkeys.smtp_sink import SmtpSink, run_smtp_sink
+from agentkeys.softauthn import SoftAuthenticator
+
+RP_ID = "agentkeys.localhost"
+ORIGIN = "https://agentkeys.localhost"
+ALL_ROLES = 7
+
+
+class Clock:
+    """Wall clock plus an adjustable offset."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@dataclass
+class Chain:
+    anvil: Anvil
+    client: ChainClient
+    deployment: Deployment
+    accounts: list[LocalAccount]
+
+
+@dataclass
+class Device:
+    """A K10 key we hold the private half of."""
+
+    key: ec.EllipticCurvePrivateKey
+    signer: SoftwareK10Signer
+
+    @classmethod
+    def generate(cls) -> Device:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return cls(key, SoftwareK10Signer(key))
+
+    @property
+    def point(self) -> bytes:
+        return self.signer.public_point
+
+    @property
+    def hash(self) -> str:
+        return self.signer.device_key_hash.hex()
+
+
+@dataclass
+class Operator:
+    wallet: LocalAccount
+    omni: str
+    master: Device
+    passkey: SoftAuthenticator
+
+    @property
+    def authority(self) -> MasterAuthority:
+        return MasterAuthority(self.master.signer.device_key_hash, self.master.signer,
+                               self.passkey)
+
+
+def new_master(device: Device, passkey: SoftAuthenticator, roles: int = ALL_ROLES) -> Any:
+    import hashlib
+
+    return ch.NewMaster(
+        k10_point=device.point,
+        k11_credential_id_hash=hashlib.sha256(passkey.credential_id).digest(),
+        k11_point=passkey.public_point,
+        rp_id_hash=passkey.rp_id_hash,
+        roles=roles,
+    )
+
+
+async def register_operator(chain: Chain, wallet: LocalAccount) -> Operator:
+    """First-master registration of ``wallet``'s operator (sovereign)."""
+    device = Device.generate()
+    passkey = SoftAuthenticator(rp_id=RP_ID, origin=ORIGIN)
+    mutation = await chain.client.prepare_register_first_master(
+        wallet.address, new_master(device, passkey), device.signer, passkey
+    )
+    await chain.client.submit(mutation, wallet)
+    return Operator(wallet, actor_omni_for_wallet(wallet.address), device, passkey)
+
+
+@pytest.fixture
+async def chain(anvil: Anvil) -> AsyncIterator[Chain]:
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        client = ChainClient(http, anvil.rpc_url)
+        accounts = [account_from_key(a.private_key) for a in anvil.accounts]
+        deployment = await deploy_all(
+            client, accounts[0], governance=[accounts[0].address], threshold=1
+        )
+        yield Chain(anvil, client, deployment, accounts)
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpSink]:
+    async with run_smtp_sink() as sink:
+        yield sink
+
+
+@dataclass
+class RunningBroker:
+    service: BrokerService
+    bound: BoundAddress
+    audit: MemoryAudit
+    clock: Clock
+    http: httpx.AsyncClient
+    state_dir: Path
+    view: CachedChainView
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.bound.url
+
+    def denials(self, error: str) -> list[Any]:
+        return [e for e in self.audit.events if e.error == error and e.outcome == "denied"]
+
+
+StartBroker = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_broker(
+    nursery: trio.Nursery, tmp_path: Path, smtp: SmtpSink
+) -> AsyncIterator[StartBroker]:
+    """A factory: start a broker against ``rpc_url`` / ``deployment`` (watcher optional)."""
+    clients: list[httpx.AsyncClient] = []
+    stores: list[SqliteStateStore] = []
+    running: list[tuple[trio.CancelScope, trio.Event]] = []
+    counter = [0]
+
+    async def start(
+        *,
+        chain: Chain | None,
+        rpc_url: str | None = None,
+        relay_account: LocalAccount | None = None,
+        caps: CapSettings | None = None,
+    ) -> RunningBroker:
+        counter[0] += 1
+        port = pick_port()
+        public_url = f"http://127.0.0.1:{port}"
+        state_dir = tmp_path / f"broker-{counter[0]}"
+        keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, state_dir)
+        store = await SqliteStateStore.open(state_dir / "broker.sqlite3")
+        stores.append(store)
+        rpc_http = httpx.AsyncClient(trust_env=False, timeout=5)
+        clients.append(rpc_http)
+        if chain is not None:
+            client = ChainClient(rpc_http, chain.anvil.rpc_url, chain.deployment.addresses)
+        else:
+            assert rpc_url is not None
+            from agentkeys.chain.client import ContractAddresses
+
+            zero = "0x" + "11" * 20
+            client = ChainClient(rpc_http, rpc_url, ContractAddresses(zero, zero, zero))
+        view = CachedChainView(client)
+        follow = None
+        if chain is not None:
+            watcher = ChainWatcher(
+                client.rpc, chain.deployment.addresses,
+                start_block=chain.deployment.block_number, poll_interval=0.05,
+            )
+
+            async def follow(*, task_status: trio.TaskStatus[None]) -> None:
+                await view.follow(watcher, poll_interval=0.05, task_status=task_status)
+
+        relay = Relay(client, relay_account) if relay_account is not None else None
+        audit = MemoryAudit()
+        clock = Clock()
+        chain_id = await client.chain_id() if chain is not None else 31337
+        service = BrokerService(
+            settings=ServerSettings(port=port),
+            site=SiteSettings(public_url=public_url, rp_id=RP_ID, origin=ORIGIN,
+                              chain_id=chain_id),
+            email=EmailSettings(smtp_port=smtp.port),
+            caps=caps or CapSettings(),
+            oidc=OidcSettings(),
+            keys=keys,
+            store=store,
+            mailer=SmtpMailer(host=smtp.host, port=smtp.port, sender="broker@agentkeys.test"),
+            chain=view,
+            audit=audit,
+            follow=follow,
+            relay=relay,
+            clock=clock,
+        )
+        async def run(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
+            done = trio.Event()
+            with trio.CancelScope() as scope:
+                running.append((scope, done))
+                try:
+                    await service.serve(task_status=task_status)
+                finally:
+                    done.set()
+
+        bound: BoundAddress = await nursery.start(run)
+        http = httpx.AsyncClient(base_url=bound.url, trust_env=False, timeout=30)
+        clients.append(http)
+        return RunningBroker(service, bound, audit, clock, http, state_dir, view)
+
+    yield start
+    for scope, done in running:
+        scope.cancel()
+        await done.wait()
+    for client in clients:
+        await client.aclose()
+    for store in stores:
+        await store.aclose()
+
+
+@pytest.fixture
+async def broker(chain: Chain, start_broker: StartBroker) -> RunningBroker:
+    running: RunningBroker = await start_broker(chain=chain)
+    return running
+
+
+@pytest.fixture
+async def operator(chain: Chain) -> Operator:
+    """Operator A (dev account 1) with its first master device registered."""
+    return await register_operator(chain, chain.accounts[1])
