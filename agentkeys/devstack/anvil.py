@@ -81,16 +81,19 @@ async def _chain_id(client: httpx.AsyncClient, url: str) -> int | None:
         return None
 
 
-def _read_accounts(config_out: Path) -> tuple[DevAccount, ...]:
+def _read_accounts(config_out: Path) -> tuple[DevAccount, ...] | None:
+    """The dev accounts from anvil's ``--config-out`` file; None until it is complete.
+
+    anvil answers JSON-RPC before it has always finished writing this file, so
+    readiness waits for both.
+    """
     try:
         data = json.loads(config_out.read_text())
         addresses = data["available_accounts"]
         keys = data["private_keys"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ComponentStartFailed(
-            f"anvil did not write a readable account list to {config_out}"
-        ) from exc
-    return tuple(DevAccount(str(a), str(k)) for a, k in zip(addresses, keys, strict=True))
+        return tuple(DevAccount(str(a), str(k)) for a, k in zip(addresses, keys, strict=True))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @asynccontextmanager
@@ -117,7 +120,7 @@ async def start_anvil(
         chain_id: the chain id.
         run_dir: where ``anvil.log`` and ``anvil-config.json`` go; None uses a
             temporary directory removed afterwards.
-        startup_timeout: seconds to wait for ``eth_chainId`` to answer.
+        startup_timeout: seconds to wait for ``eth_chainId`` and the account list.
 
     Raises:
         BinaryNotFound: anvil is not installed.
@@ -148,7 +151,8 @@ async def start_anvil(
         async with httpx.AsyncClient(timeout=2.0) as client:
 
             async def ready(chosen: int) -> bool:
-                return await _chain_id(client, f"http://{LOOPBACK}:{chosen}") == chain_id
+                answered = await _chain_id(client, f"http://{LOOPBACK}:{chosen}") == chain_id
+                return answered and _read_accounts(config_out) is not None
 
             async with launch(
                 "anvil",
@@ -159,11 +163,14 @@ async def start_anvil(
                 grace=_GRACE,
                 attempts=1 if port is not None else _ATTEMPTS,
             ) as (chosen, process):
+                accounts = _read_accounts(config_out)
+                if accounts is None:  # ready() saw it; only a vanished file gets here
+                    raise ComponentStartFailed(f"anvil's account list vanished: {config_out}")
                 yield Anvil(
                     rpc_url=f"http://{LOOPBACK}:{chosen}",
                     port=chosen,
                     chain_id=chain_id,
-                    accounts=_read_accounts(config_out),
+                    accounts=accounts,
                     hardfork=hardfork,
                     state_path=state_path,
                     log_path=log_path,
