@@ -1,0 +1,324 @@
+"""The worker core: one request in, one JSON answer out (SPEC.md sections 5, 7 and 9).
+
+Both front ends (the Hypercorn microservice and the Lambda handler) call
+:meth:`WorkerCore.execute` with the operation, the request headers (lowercase names)
+and the raw body. Per request, in order:
+
+1. ``Authorization: Cap <token>`` and ``Agentkeys-Pop: <ts>.<nonce>.<sig>`` are present;
+2. the cap verifies under the K1 key set: signature, audience, operation, validity;
+3. the cap's device is registered (its K10 key is read from the chain), and the K10 proof
+   verifies over sha256(canonical cap) ‖ op ‖ sha256(body) ‖ timestamp, fresh, nonce
+   single-use;
+4. the binding, scope, epoch and master-wallet rules of ``_checks`` hold, read from the
+   chain now (independently of the broker);
+5. the operation runs on a :class:`~agentkeys.worker._vault.Vault` whose S3 credentials the
+   signer issued for exactly this actor (and the operator's master wallet), so the bucket
+   policy confines the request even if steps 1-4 were wrong.
+
+Any failure raises the :class:`~agentkeys.errors.AgentkeysError` leaf that names it.
+Plaintext exists only in memory and in the answer; it is never logged or written to disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+
+from agentkeys.cap import CapOp, VerifiedCap, parse_cap_token, verify_cap
+from agentkeys.chain.errors import ChainError
+from agentkeys.errors import FormatError, InvalidEncoding
+from agentkeys.jwks import b64url_decode, b64url_encode
+from agentkeys.omni import normalize_hex32, p256_public_key_from_point
+from agentkeys.pop import NonceRegistry, PopProof, WorkerPopClaims, verify_worker_pop
+from agentkeys.service import JsonObject, decode, parse_json_object
+from agentkeys.worker._checks import ChainFacts, check_chain, require_device
+from agentkeys.worker._ports import CapKeySource, ChainReader
+from agentkeys.worker._s3 import ObjectStore
+from agentkeys.worker._signer import AwsCredentials, SignerClient
+from agentkeys.worker._vault import Vault
+from agentkeys.worker.errors import (
+    CapMissing,
+    ChainUnavailable,
+    PopMissing,
+    RequestRefused,
+)
+
+__all__ = [
+    "CAP_HEADER",
+    "MAX_CREDENTIAL_BYTES",
+    "POP_HEADER",
+    "StorageSettings",
+    "WorkerCore",
+]
+
+CAP_HEADER = "authorization"
+CAP_SCHEME = "Cap "
+POP_HEADER = "agentkeys-pop"
+MAX_CREDENTIAL_BYTES = 16 * 1024
+_CREDENTIAL_CACHE = 256
+_CREDENTIAL_MARGIN = datetime.timedelta(seconds=60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    """Where credentials live: the bucket and the S3 endpoint (``None``: AWS)."""
+
+    bucket: str
+    endpoint: str | None = None
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class FetchBody:
+    """``POST /v1/cred/fetch`` body (may be empty)."""
+
+    legacy_identity_omni: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreBody:
+    """``POST /v1/cred/store`` body: the credential as base64url (no padding)."""
+
+    credential: str
+
+
+@dataclass(frozen=True)
+class EmptyBody:
+    """``list`` and ``teardown`` take no fields (the body may be empty or ``{}``)."""
+
+
+@contextmanager
+def _chain_errors() -> Iterator[None]:
+    try:
+        yield
+    except ChainError as exc:
+        raise ChainUnavailable(f"chain read failed ({exc.error})") from None
+    except httpx.HTTPError as exc:
+        raise ChainUnavailable(f"chain unreachable ({type(exc).__name__})") from None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    return value.strip() if isinstance(value, str) else None
+
+
+def _body(cls: type[Any], body: bytes) -> Any:
+    return decode(cls, parse_json_object(body) if body.strip() else {})
+
+
+class WorkerCore:
+    """The worker's decisions and their I/O, shared by both front ends.
+
+    Args:
+        audience: this worker's ``aud`` (caps for another audience are refused).
+        cap_keys: the trusted K1 key set.
+        chain: chain reads (``agentkeys.chain.ChainClient``).
+        signer: the signer client (mTLS, role worker).
+        storage: bucket and endpoint.
+        nonces: the PoP nonce registry (one per process).
+        clock: Unix seconds.
+        limiter: bounds concurrent boto3 calls.
+    """
+
+    def __init__(
+        self,
+        *,
+        audience: str,
+        cap_keys: CapKeySource,
+        chain: ChainReader,
+        signer: SignerClient,
+        storage: StorageSettings,
+        nonces: NonceRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
+        self.audience = audience
+        self._cap_keys = cap_keys
+        self._chain = chain
+        self._signer = signer
+        self._storage = storage
+        self._nonces = nonces if nonces is not None else NonceRegistry()
+        self._clock = clock
+        self._limiter = limiter or trio.CapacityLimiter(8)
+        self._stores: OrderedDict[tuple[str, str], tuple[AwsCredentials, ObjectStore]] = (
+            OrderedDict()
+        )
+        self._store_lock = trio.Lock()
+
+    @property
+    def chain(self) -> ChainReader:
+        """The chain reader this core re-checks caps against."""
+        return self._chain
+
+    # -- checks -------------------------------------------------------------------------
+
+    async def authorize(
+        self, op: CapOp, headers: Mapping[str, str], body: bytes, audit: dict[str, Any]
+    ) -> tuple[VerifiedCap, ChainFacts, str]:
+        """Steps 1-4 of the module docstring; returns (cap, chain facts, master wallet).
+
+        Raises:
+            CapMissing, PopMissing, CapError leaves, PopError leaves, ChainCheckFailed
+            leaves, ChainUnavailable, CapKeysUnavailable.
+        """
+        authorization = _header(headers, CAP_HEADER)
+        if authorization is None or not authorization.startswith(CAP_SCHEME):
+            raise CapMissing("the request carries no 'Authorization: Cap <token>' header")
+        proof_text = _header(headers, POP_HEADER)
+        if proof_text is None:
+            raise PopMissing("a cap is only accepted with its K10 proof (Agentkeys-Pop header)")
+        signed = parse_cap_token(authorization[len(CAP_SCHEME) :].strip())
+        keys = await self._cap_keys.keys_for(signed.kid)
+        now = self._clock()
+        cap = verify_cap(signed, keys=keys, expected_aud=self.audience, now=now, expected_op=op)
+        payload = cap.payload
+        audit.update(operator=payload.operator_omni, actor=payload.actor_omni,
+                     service=payload.service, device=payload.device_key_hash)  # fmt: skip
+        proof = PopProof.from_header_value(proof_text)
+        with _chain_errors():
+            device = require_device(await self._chain.get_device(payload.device_key_hash))
+        claims = WorkerPopClaims(
+            cap_digest=cap.digest,
+            op=op,
+            body_sha256=hashlib.sha256(body).digest(),
+            timestamp=proof.timestamp,
+            nonce=proof.nonce,
+        )
+        verify_worker_pop(
+            claims,
+            proof.signature,
+            public_key=p256_public_key_from_point(device.k10_point),
+            expected_device_key_hash=payload.device_key_hash,
+            now=self._clock(),
+            nonces=self._nonces,
+        )
+        with _chain_errors():
+            scope = None
+            if payload.actor_omni != payload.operator_omni:
+                scope = await self._chain.get_scope(payload.operator_omni, payload.actor_omni)
+            facts = ChainFacts(
+                device=device,
+                scope=scope,
+                current_epoch=await self._chain.current_epoch(),
+                master_wallet=await self._chain.master_wallet(payload.operator_omni),
+            )
+        wallet = check_chain(payload, facts)
+        return cap, facts, wallet
+
+    # -- storage ------------------------------------------------------------------------
+
+    async def _object_store(self, actor_omni: str, wallet: str) -> ObjectStore:
+        key = (actor_omni, wallet)
+        async with self._store_lock:
+            cached = self._stores.get(key)
+            now = datetime.datetime.now(datetime.UTC)
+            if cached is not None and cached[0].expiration - _CREDENTIAL_MARGIN > now:
+                self._stores.move_to_end(key)
+                return cached[1]
+            credentials = await self._signer.sts_credentials(actor_omni, wallet)
+            store = await ObjectStore.open(
+                endpoint=self._storage.endpoint,
+                region=self._storage.region,
+                bucket=self._storage.bucket,
+                credentials=credentials,
+                limiter=self._limiter,
+            )
+            self._stores[key] = (credentials, store)
+            while len(self._stores) > _CREDENTIAL_CACHE:
+                self._stores.popitem(last=False)
+            return store
+
+    @asynccontextmanager
+    async def vault(
+        self, *, operator_omni: str, actor_omni: str, wallet: str, current_epoch: int,
+        identity_omni: str | None,
+    ) -> AsyncIterator[Vault]:  # fmt: skip
+        """A :class:`Vault` for ``actor_omni`` with its own STS credentials."""
+        store = await self._object_store(actor_omni, wallet)
+        yield Vault(
+            store=store,
+            signer=self._signer,
+            operator_omni=operator_omni,
+            actor_omni=actor_omni,
+            wallet=wallet,
+            current_epoch=current_epoch,
+            identity_omni=identity_omni,
+        )
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def execute(
+        self, op: CapOp, headers: Mapping[str, str], body: bytes, audit: dict[str, Any]
+    ) -> JsonObject:
+        """Authorize and run one request; returns the JSON answer.
+
+        Args:
+            audit: filled with identifiers (never secrets) for the request's audit row.
+
+        Raises:
+            AgentkeysError: the leaf naming the failed check or upstream failure.
+        """
+        cap, facts, wallet = await self.authorize(op, headers, body, audit)
+        payload = cap.payload
+        parsed = _body({CapOp.FETCH: FetchBody, CapOp.STORE: StoreBody}.get(op, EmptyBody), body)
+        identity = None
+        if isinstance(parsed, FetchBody) and parsed.legacy_identity_omni is not None:
+            try:
+                identity = normalize_hex32(parsed.legacy_identity_omni)
+            except FormatError:
+                raise RequestRefused("legacy_identity_omni must be 64 hex digits") from None
+        async with self.vault(
+            operator_omni=payload.operator_omni,
+            actor_omni=payload.actor_omni,
+            wallet=wallet,
+            current_epoch=facts.current_epoch,
+            identity_omni=identity,
+        ) as vault:
+            base: JsonObject = {"operator_omni": payload.operator_omni,
+                                "actor_omni": payload.actor_omni}  # fmt: skip
+            if op is CapOp.FETCH:
+                fetched = await vault.fetch(payload.service)
+                audit.update(source=fetched.source.value, migrated=fetched.migrated)
+                migration: JsonObject = {"migrated": fetched.migrated}
+                if fetched.migration_error is not None:
+                    migration.update(error=fetched.migration_error,
+                                     reason=fetched.migration_reason)  # fmt: skip
+                return {
+                    **base,
+                    "service": payload.service,
+                    "credential": b64url_encode(fetched.opened.plaintext),
+                    "source": fetched.source.value,
+                    "key": fetched.key,
+                    "envelope_version": int(fetched.opened.version),
+                    "k3_epoch": fetched.opened.epoch,
+                    "migration": migration,
+                }
+            if op is CapOp.STORE:
+                assert isinstance(parsed, StoreBody)
+                try:
+                    plaintext = b64url_decode(parsed.credential)
+                except InvalidEncoding:
+                    raise RequestRefused("credential must be unpadded base64url") from None
+                if not 0 < len(plaintext) <= MAX_CREDENTIAL_BYTES:
+                    raise RequestRefused(f"credential must be 1..{MAX_CREDENTIAL_BYTES} bytes")
+                key = await vault.store(payload.service, plaintext)
+                return {**base, "service": payload.service, "key": key, "envelope_version": 4,
+                        "k3_epoch": facts.current_epoch}  # fmt: skip
+            include_v1 = payload.actor_omni == payload.operator_omni
+            if op is CapOp.LIST:
+                listed = await vault.list_services(include_v1=include_v1)
+                services = [{"service": s, "source": src.value} for s, src in listed.items()]
+                return {**base, "services": services}
+            deleted = await vault.teardown(include_v1=include_v1)
+            audit.update(deleted_v2=deleted["v2"], deleted_v1=deleted["v1"])
+            return {**base, "deleted": deleted}
+

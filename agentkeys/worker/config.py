@@ -1,0 +1,79 @@
+"""The worker's configuration (built once with agentkeys.config.load_config).
+
+TOML sections and their environment overlay (``AGENTKEYS_<SECTION>_<OPTION>``)::
+
+    [worker]   listening (agentkeys.service.ServerSettings; plain HTTP on loopback behind
+               the deployment's TLS front, or mTLS when the three tls_* paths are set)
+    [caps]     audience (this worker's ``aud``); jwks_file (a configured K1 key set) or
+               jwks_url (the broker's /v1/cap/jwks.json)
+    [chain]    rpc_url, deployment (record written by agentkeys.chain.deploy)
+    [signer]   url, ca, cert, key (the worker's role certificate)
+    [storage]  bucket, endpoint (omit for AWS), region
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentkeys.config import ConfigError
+from agentkeys.service import ServerSettings
+
+__all__ = [
+    "CapSettings",
+    "ChainSettings",
+    "SignerSettings",
+    "StorageConfig",
+    "WorkerConfig",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapSettings:
+    """How caps are checked: this worker's audience and the trusted K1 key set."""
+
+    audience: str
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ConfigError("caps: set exactly one of jwks_file and jwks_url")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainSettings:
+    """The chain the worker re-checks caps against."""
+
+    rpc_url: str
+    deployment: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignerSettings:
+    """The signer (mutual TLS; the worker presents its ``worker`` role certificate)."""
+
+    url: str
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageConfig:
+    """The credential bucket."""
+
+    bucket: str
+    endpoint: str | None = None
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The whole worker configuration."""
+
+    worker: ServerSettings
+    caps: CapSettings
+    chain: ChainSettings
+    signer: SignerSettings
+    storage: StorageConfig

@@ -1,0 +1,207 @@
+"""Errors of the credentials-service worker (SPEC.md sections 5, 7 worker and 9).
+
+    AgentkeysError
+    └── WorkerError                      500 worker_error
+        ├── RequestRefused               400 request_refused     malformed request
+        │   ├── CapMissing               401 cap_missing         no ``Authorization: Cap …``
+        │   ├── PopMissing               401 pop_missing         no ``Agentkeys-Pop`` proof
+        │   └── LegacyIdentityRequired   409 legacy_identity_required
+        ├── ChainCheckFailed             403 chain_check_failed  (the worker's own chain checks)
+        │   ├── DeviceNotRegistered      403 device_not_registered
+        │   ├── DeviceRevoked            403 device_revoked
+        │   ├── BindingMismatch          403 binding_mismatch
+        │   ├── RoleMissing              403 role_missing
+        │   ├── MasterOnly               403 master_only
+        │   ├── ServiceNotInScope        403 service_not_in_scope
+        │   ├── ReadOnlyScope            403 read_only_scope
+        │   ├── EpochNotCurrent          409 epoch_not_current
+        │   └── MasterWalletInvalid      409 master_wallet_invalid
+        ├── CredentialNotFound           404 credential_not_found
+        ├── StoredEnvelopeInvalid        500 stored_envelope_invalid
+        ├── MigrationFailed              500 migration_failed    (read-back did not verify)
+        ├── ChainUnavailable             503 chain_unavailable
+        ├── SignerFailed                 502 signer_failed       (carries the signer's code)
+        ├── StorageDenied                403 storage_denied      (S3 AccessDenied: policy)
+        └── StorageFailed                502 storage_failed      (other S3 errors)
+
+Reasons name the failed check, the S3 operation, key and error code, or the signer's
+error code; never a KEK, credential, token or signature.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from agentkeys.errors import AgentkeysError
+
+__all__ = [
+    "BindingMismatch",
+    "CapMissing",
+    "ChainCheckFailed",
+    "ChainUnavailable",
+    "CredentialNotFound",
+    "DeviceNotRegistered",
+    "DeviceRevoked",
+    "EpochNotCurrent",
+    "LegacyIdentityRequired",
+    "MasterOnly",
+    "MasterWalletInvalid",
+    "MigrationFailed",
+    "PopMissing",
+    "ReadOnlyScope",
+    "RequestRefused",
+    "RoleMissing",
+    "ServiceNotInScope",
+    "SignerFailed",
+    "StorageDenied",
+    "StorageFailed",
+    "StoredEnvelopeInvalid",
+    "WorkerError",
+]
+
+
+class WorkerError(AgentkeysError):
+    """Base of the worker's errors."""
+
+    error: ClassVar[str] = "worker_error"
+    status: ClassVar[int] = 500
+
+
+class RequestRefused(WorkerError):
+    """The request is malformed (headers or body)."""
+
+    error: ClassVar[str] = "request_refused"
+    status: ClassVar[int] = 400
+
+
+class CapMissing(RequestRefused):
+    """No ``Authorization: Cap <token>`` header."""
+
+    error: ClassVar[str] = "cap_missing"
+    status: ClassVar[int] = 401
+
+
+class PopMissing(RequestRefused):
+    """No ``Agentkeys-Pop`` header: a cap without its K10 proof is refused."""
+
+    error: ClassVar[str] = "pop_missing"
+    status: ClassVar[int] = 401
+
+
+class LegacyIdentityRequired(RequestRefused):
+    """A legacy (v1 KEK) envelope exists but the request named no ``legacy_identity_omni``."""
+
+    error: ClassVar[str] = "legacy_identity_required"
+    status: ClassVar[int] = 409
+
+
+class ChainCheckFailed(WorkerError):
+    """Branch: the worker's independent chain re-check refused the cap."""
+
+    error: ClassVar[str] = "chain_check_failed"
+    status: ClassVar[int] = 403
+
+
+class DeviceNotRegistered(ChainCheckFailed):
+    """The cap's device_key_hash is not in SidecarRegistry."""
+
+    error: ClassVar[str] = "device_not_registered"
+
+
+class DeviceRevoked(ChainCheckFailed):
+    """The cap's device is revoked."""
+
+    error: ClassVar[str] = "device_revoked"
+
+
+class BindingMismatch(ChainCheckFailed):
+    """The device is bound to another operator or actor."""
+
+    error: ClassVar[str] = "binding_mismatch"
+
+
+class RoleMissing(ChainCheckFailed):
+    """The device lacks CAP_MINT."""
+
+    error: ClassVar[str] = "role_missing"
+
+
+class MasterOnly(ChainCheckFailed):
+    """store, list and teardown need a master device."""
+
+    error: ClassVar[str] = "master_only"
+
+
+class ServiceNotInScope(ChainCheckFailed):
+    """The service is not in scope[operator][actor] on chain (or there is no entry)."""
+
+    error: ClassVar[str] = "service_not_in_scope"
+
+
+class ReadOnlyScope(ChainCheckFailed):
+    """A write operation on a read-only scope."""
+
+    error: ClassVar[str] = "read_only_scope"
+
+
+class EpochNotCurrent(ChainCheckFailed):
+    """The cap's k3_epoch is not the chain's current epoch."""
+
+    error: ClassVar[str] = "epoch_not_current"
+    status: ClassVar[int] = 409
+
+
+class MasterWalletInvalid(ChainCheckFailed):
+    """The registry has no master wallet for the operator, or it does not hash to it."""
+
+    error: ClassVar[str] = "master_wallet_invalid"
+    status: ClassVar[int] = 409
+
+
+class CredentialNotFound(WorkerError):
+    """Neither the v2 nor the v1 key holds the credential."""
+
+    error: ClassVar[str] = "credential_not_found"
+    status: ClassVar[int] = 404
+
+
+class StoredEnvelopeInvalid(WorkerError):
+    """The stored envelope does not open (truncated, unknown version, tampered)."""
+
+    error: ClassVar[str] = "stored_envelope_invalid"
+    status: ClassVar[int] = 500
+
+
+class MigrationFailed(WorkerError):
+    """A migrated copy did not read back identical; nothing was reported migrated."""
+
+    error: ClassVar[str] = "migration_failed"
+    status: ClassVar[int] = 500
+
+
+class ChainUnavailable(WorkerError):
+    """The chain could not be read: fail closed."""
+
+    error: ClassVar[str] = "chain_unavailable"
+    status: ClassVar[int] = 503
+
+
+class SignerFailed(WorkerError):
+    """The signer refused or could not be reached (the reason carries its error code)."""
+
+    error: ClassVar[str] = "signer_failed"
+    status: ClassVar[int] = 502
+
+
+class StorageDenied(WorkerError):
+    """S3 refused the per-actor credentials (the bucket policy, not our code, said no)."""
+
+    error: ClassVar[str] = "storage_denied"
+    status: ClassVar[int] = 403
+
+
+class StorageFailed(WorkerError):
+    """Any other S3 failure (the reason names the operation, key and error code)."""
+
+    error: ClassVar[str] = "storage_failed"
+    status: ClassVar[int] = 502
