@@ -4,8 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: swtpm for the TPM, libtss2-dev + pkg-config to build
-# tpm2-pytss, iproute2 for the network-namespace tests.
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc
+# tpm2-pytss, iproute2 for the network-namespace tests, chromium for the
+# passkey-page browser test.
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc chromium
 
 .PHONY: setup system-deps test lint typecheck pytest demo bench contracts clean
 

@@ -4,8 +4,8 @@ Each command group lives in its own module exposing
 ``register(subparsers) -> None``; the module sets ``func`` on its parsers, a
 callable taking the parsed namespace and returning the exit code.
 
-Exit codes: 0 success, 1 an operation failed (the message says what to do),
-2 usage error.
+Exit codes are documented in docs/cli.md (0 success, 2 usage, 3-6 the
+operator's state, passkey, chain or a refused request, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -15,14 +15,22 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agentkeys import __version__
+from agentkeys.cli import agent as agent_cli
 from agentkeys.cli import attest as attest_cli
 from agentkeys.cli import dev
+from agentkeys.cli import device as device_cli
 from agentkeys.cli import pki as pki_cli
+from agentkeys.cli import scope as scope_cli
+from agentkeys.cli import whoami as whoami_cli
 
 _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    agent_cli.register,
     attest_cli.register,
     dev.register,
+    device_cli.register,
     pki_cli.register,
+    scope_cli.register,
+    whoami_cli.register,
 )
 
 

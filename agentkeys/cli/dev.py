@@ -1,17 +1,149 @@
-"""``agentkeys dev``: the embedded local stack and the demo scenario."""
+"""``agentkeys dev up|down|status|demo``: the embedded local stack (SPEC.md section 10).
+
+``dev up`` runs every component in one process until Ctrl-C (or ``dev down``), under one state
+directory (``--state-dir``, default ``./.agentkeys-state``); see agentkeys.devup.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from agentkeys.cli._common import EXIT_NO_STATE, EXIT_OK, add_output_options, run
+from agentkeys.devup import (
+    DEFAULT_STATE_DIR,
+    DevUpOptions,
+    StackStatus,
+    read_status,
+    running_pid,
+    serve_until_signalled,
+    stop_dev_stack,
+)
+
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dev = sub.add_parser("dev", help="run the embedded local stack")
+    """Add ``dev up``, ``dev down``, ``dev status`` and ``dev demo``."""
+    dev = sub.add_parser("dev", allow_abbrev=False, help="run the embedded local stack")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND", required=True)
-    demo = dev_sub.add_parser("demo", help="run the scripted demo on the local stack")
+
+    up = dev_sub.add_parser(
+        "up",
+        allow_abbrev=False,
+        help="start anvil, contracts, SeaweedFS, swtpm, PKI, signer, … until Ctrl-C",
+    )
+    up.add_argument("--no-swtpm", action="store_true", help="do not start swtpm")
+    up.add_argument(
+        "--hardfork", metavar="NAME", help="anvil hardfork (prague: no P-256 precompile)"
+    )
+    up.set_defaults(func=_up)
+    down = dev_sub.add_parser("down", allow_abbrev=False, help="stop the running `dev up`")
+    down.set_defaults(func=_down)
+    status = dev_sub.add_parser(
+        "status", allow_abbrev=False, help="what the running `dev up` serves"
+    )
+    status.set_defaults(func=_status)
+    for parser in (up, down, status):
+        parser.add_argument(
+            "--state-dir",
+            type=Path,
+            default=DEFAULT_STATE_DIR,
+            metavar="DIR",
+            help=f"the stack's state directory (default ./{DEFAULT_STATE_DIR})",
+        )
+        add_output_options(parser)
+    demo = dev_sub.add_parser(
+        "demo", allow_abbrev=False, help="run the scripted demo on the local stack"
+    )
     demo.set_defaults(func=_demo)
 
 
+def _status_lines(data: dict[str, object]) -> list[str]:
+    lines = []
+    components = data.get("components")
+    if isinstance(components, dict):
+        for name, info in components.items():
+            if not isinstance(info, dict):
+                continue
+            details = "  ".join(f"{k}={v}" for k, v in info.items() if k != "state")
+            lines.append(f"  {name:<10} {info.get('state', '?'):<14} {details}".rstrip())
+    return lines
+
+
+def _up(args: argparse.Namespace) -> int:
+    options = DevUpOptions(
+        state_dir=args.state_dir, swtpm=not args.no_swtpm, hardfork=args.hardfork
+    )
+
+    def started(status: StackStatus) -> None:
+        data = status.to_json()
+        if args.json:
+            print(json.dumps({**data, "source": status.source_line}, sort_keys=True))
+        else:
+            print(f"agentkeys dev stack up (pid {status.pid}), state in {status.state_dir}")
+            for line in _status_lines(data):
+                print(line)
+            print("Point your shell at it with:")
+            print(f"  {status.source_line}")
+            print("Stop with Ctrl-C, or `agentkeys dev down` from another shell.")
+        sys.stdout.flush()
+
+    async def command() -> None:
+        await serve_until_signalled(options, started)
+        if not args.json:
+            print("agentkeys dev stack stopped", flush=True)
+
+    return run(args, command)
+
+
+def _down(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        pid = await stop_dev_stack(args.state_dir)
+        if args.json:
+            print(json.dumps({"stopped": pid}))
+        elif pid is None:
+            print(f"no dev stack runs on {args.state_dir}")
+        else:
+            print(f"dev stack (pid {pid}) stopped")
+
+    return run(args, command)
+
+
+def _status(args: argparse.Namespace) -> int:
+    pid = running_pid(args.state_dir)
+    data = read_status(args.state_dir) if pid is not None else None
+    if pid is None or data is None:
+        if args.json:
+            print(json.dumps({"running": False}))
+        else:
+            print(f"no dev stack runs on {args.state_dir}; start one with `agentkeys dev up`")
+        return EXIT_NO_STATE
+    if args.json:
+        print(json.dumps({"running": True, **data}, sort_keys=True))
+    else:
+        print(f"dev stack running (pid {pid}), state in {data.get('state_dir')}")
+        for line in _status_lines(data):
+            print(line)
+        print(f"  source {Path(str(data.get('state_dir'))) / 'env.sh'}")
+    return EXIT_OK
+
+
+_DEMO_STEPS = (
+    ("dev up: anvil, contracts, SeaweedFS (IAM/STS), swtpm, PKI, signer", "works"),
+    ("agent create / scope add|remove / device revoke with K10 + passkey", "works"),
+    ("passkey page (browser) and --dev-authenticator", "works"),
+    ("master bootstrap (`agentkeys init`: email link, passkey, SIWE)", "not yet"),
+    ("broker, worker and daemon in dev up", "not yet"),
+    ("store a key, agent call through the sidecar, denied call, fail-closed", "not yet"),
+    ("migration of a legacy v1 credential", "not yet"),
+)
+
+
 def _demo(args: argparse.Namespace) -> int:
-    print("agentkeys demo: not yet built")
+    print("agentkeys demo: the scripted scenario is not built yet. State of its parts:")
+    for step, state in _DEMO_STEPS:
+        print(f"  [{state:^7}] {step}")
     return 0

@@ -1,0 +1,126 @@
+"""``agentkeys device revoke <hash>`` and ``device list`` (SPEC.md sections 6 and 7).
+
+Revocation is final. It is signed by this master device's K10 and approved with the passkey;
+revoking this very device needs ``--this-device`` (when it is the last master, the operator
+can make no further changes: recovery is outside stage 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from agentkeys.chain import DeviceEntry, Tier
+from agentkeys.cli._common import (
+    OperatorSession,
+    Rejected,
+    add_output_options,
+    add_session_options,
+    emit,
+    load_wallet,
+    open_session,
+    run,
+)
+from agentkeys.errors import InvalidIdentifier
+from agentkeys.omni import normalize_hex32
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``device revoke`` and ``device list``."""
+    device = sub.add_parser(
+        "device", allow_abbrev=False, help="list or revoke this operator's devices"
+    )
+    device_sub = device.add_subparsers(
+        dest="device_command", metavar="DEVICE_COMMAND", required=True
+    )
+    revoke = device_sub.add_parser(
+        "revoke", allow_abbrev=False, help="revoke a device for good (asks for your passkey)"
+    )
+    revoke.add_argument("device_key_hash", help="the device's 64-hex device_key_hash")
+    revoke.add_argument(
+        "--this-device",
+        action="store_true",
+        help="allow revoking the master device this command runs on",
+    )
+    add_session_options(revoke)
+    add_output_options(revoke)
+    revoke.set_defaults(func=_revoke)
+    listing = device_sub.add_parser(
+        "list", allow_abbrev=False, help="the operator's devices on chain"
+    )
+    add_session_options(listing, passkey=False)
+    add_output_options(listing)
+    listing.set_defaults(func=_list)
+
+
+def _device_data(entry: DeviceEntry, label: str | None = None) -> dict[str, object]:
+    return {
+        "device_key_hash": entry.device_key_hash,
+        "actor_omni": entry.actor_omni,
+        "tier": "master" if entry.tier == Tier.MASTER else "agent",
+        "label": label,
+        "roles": entry.roles,
+        "revoked": entry.revoked,
+        "registered_at": entry.registered_at,
+    }
+
+
+async def _owned_device(session: OperatorSession, text: str) -> DeviceEntry:
+    try:
+        key = normalize_hex32(text)
+    except InvalidIdentifier:
+        raise Rejected(
+            "a device_key_hash is 64 hex characters (see `agentkeys device list`)"
+        ) from None
+    entry = await session.chain.get_device(key)
+    if entry is None or entry.operator_omni != session.state.operator_omni:
+        raise Rejected(f"no device {key} of this operator; see `agentkeys device list`")
+    return entry
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        async with open_session(args, signing=True) as session:
+            wallet = load_wallet(args, session.state.wallet)
+            entry = await _owned_device(session, args.device_key_hash)
+            if entry.revoked:
+                raise Rejected(f"device {entry.device_key_hash} is already revoked")
+            if entry.device_key_hash == session.state.device_key_hash and not args.this_device:
+                raise Rejected("that is this master device; pass --this-device to revoke it anyway")
+            mutation = await session.chain.prepare_revoke_device(
+                session.state.operator_omni, entry.device_key_hash, session.authority()
+            )
+            receipt = await session.chain.submit(mutation, wallet)
+            after = await session.chain.get_device(entry.device_key_hash)
+            data = _device_data(after if after is not None else entry)
+            data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
+            state = "revoked" if data["revoked"] else "NOT revoked"
+            emit(
+                args,
+                data,
+                [
+                    f"device {entry.device_key_hash} {state}",
+                    f"tx {receipt.tx_hash} (block {receipt.block_number})",
+                ],
+            )
+
+    return run(args, command)
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        async with open_session(args, signing=False) as session:
+            rows: list[dict[str, object]] = []
+            for event in await session.registered_devices():
+                entry = await session.chain.get_device(event.device_key_hash)
+                if entry is not None:
+                    rows.append(_device_data(entry))
+            lines = [
+                f"{r['device_key_hash']}  {r['tier']:<6}  "
+                f"{'revoked' if r['revoked'] else 'live':<7}  actor {r['actor_omni']}"
+                for r in rows
+            ]
+            emit(args, {"devices": rows}, lines or ["no devices"])
+
+    return run(args, command)

@@ -1,0 +1,74 @@
+"""``agentkeys whoami``: who this machine acts for (SPEC.md section 7).
+
+Prints the master wallet beside its ``agentkeys_actor_omni``, this device's
+``device_key_hash`` and K10 backend, the passkey's rpId, the chain profile and, unless
+``--offline``, what the chain says about the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from agentkeys.chain import Tier
+from agentkeys.cli._common import (
+    add_output_options,
+    add_session_options,
+    agentkeys_home,
+    emit,
+    load_operator_state,
+    open_session,
+    run,
+)
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``whoami``."""
+    whoami = sub.add_parser(
+        "whoami", allow_abbrev=False, help="the operator, wallet and device this machine uses"
+    )
+    whoami.add_argument("--offline", action="store_true", help="do not ask the chain")
+    add_session_options(whoami, passkey=False)
+    add_output_options(whoami)
+    whoami.set_defaults(func=_whoami)
+
+
+def _whoami(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        home = agentkeys_home(args.home)
+        state = load_operator_state(home)
+        data: dict[str, object] = {
+            "wallet": state.wallet,
+            "agentkeys_actor_omni": state.operator_omni,
+            "device_key_hash": state.device_key_hash,
+            "k10_backend": state.k10_backend,
+            "passkey_rp_id": state.passkey.rp_id,
+            "dev_passkey": state.passkey.dev_key_file is not None,
+            "submit": state.submit,
+            "home": str(home),
+            "session": None,
+        }
+        lines = [
+            f"wallet                {state.wallet}",
+            f"agentkeys_actor_omni  {state.operator_omni}",
+            f"device                {state.device_key_hash} (K10: {state.k10_backend})",
+            f"passkey               rpId {state.passkey.rp_id}"
+            + (" (development passkey)" if state.passkey.dev_key_file is not None else ""),
+            "broker session        none (broker sign-in is not in the CLI yet)",
+        ]
+        if not args.offline:
+            async with open_session(args, signing=False) as session:
+                device = await session.chain.get_device(state.device_key_hash)
+                if device is None:
+                    chain_state = "not registered"
+                elif device.revoked:
+                    chain_state = "revoked"
+                else:
+                    tier = "master" if device.tier == Tier.MASTER else "agent"
+                    chain_state = f"registered {tier}, roles {device.roles}"
+                data.update(chain=session.chain_name, device_on_chain=chain_state)
+                lines.append(f"chain                 {session.chain_name}: device {chain_state}")
+        emit(args, data, lines)
+
+    return run(args, command)
