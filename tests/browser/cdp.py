@@ -179,8 +179,9 @@ async def start_chromium(workdir: Path) -> AsyncIterator[Browser]:
     page: CdpSession | None = None
     try:
         port = await _debug_port(profile, process)
-        page, authenticator = await trio.to_thread.run_sync(_open_tab, port)
-        yield Browser(port, page, authenticator)
+        opened, authenticator = await trio.to_thread.run_sync(_open_tab, port)
+        page = opened
+        yield Browser(port, opened, authenticator)
     finally:
         if page is not None:
             page.close()

@@ -41,9 +41,9 @@ async def _start(state: Path) -> tuple[trio.Process, dict[str, Any]]:
             if not chunk:
                 err = b""
                 if process.stderr is not None:
-                    err = await process.stderr.receive_some(65536)
+                    err = bytes(await process.stderr.receive_some(65536))
                 raise AssertionError(f"dev up exited: {err.decode(errors='replace')}")
-            buffer += chunk
+            buffer += bytes(chunk)
     return process, json.loads(buffer.split(b"\n", 1)[0])
 
 
