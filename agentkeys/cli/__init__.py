@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from agentkeys import __version__
 from agentkeys.cli import agent as agent_cli
 from agentkeys.cli import attest as attest_cli
+from agentkeys.cli import audit as audit_cli
+from agentkeys.cli import daemon as daemon_cli
 from agentkeys.cli import dev
 from agentkeys.cli import device as device_cli
 from agentkeys.cli import pki as pki_cli
@@ -26,6 +28,8 @@ from agentkeys.cli import whoami as whoami_cli
 _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     agent_cli.register,
     attest_cli.register,
+    audit_cli.register,
+    daemon_cli.register,
     dev.register,
     device_cli.register,
     pki_cli.register,

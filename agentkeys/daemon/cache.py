@@ -1,0 +1,153 @@
+"""The in-memory credential cache (SPEC.md section 8).
+
+* An entry lives at most ``ttl`` seconds (5 minutes by default) and never past the
+  credential's own expiry (the cap's ``expires_at``).
+* At most ``max_entries`` entries (least recently used evicted first).
+* Concurrent misses for one service make ONE fetch; the others wait for its result.
+* A failed fetch is remembered for ``negative_ttl`` seconds, so a refusing authority is
+  not hammered; callers get the same refusal meanwhile.
+* :meth:`drop` (revocation events) and :meth:`clear` (shutdown) wipe entries; a fetch in
+  flight when they happen is discarded, and its waiters are refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from agentkeys.daemon.credentials import Credential
+from agentkeys.daemon.errors import CredentialUnavailable, ScopeRevoked
+from agentkeys.errors import AgentkeysError
+
+__all__ = ["CredentialCache"]
+
+
+@dataclass
+class _Entry:
+    credential: Credential | None
+    error: AgentkeysError | None
+    expires_at: float
+
+
+@dataclass
+class _Flight:
+    done: trio.Event
+    generation: int
+    entry: _Entry | None = None
+
+
+def _copy(error: AgentkeysError) -> AgentkeysError:
+    """A fresh copy of ``error`` (one instance raised in many tasks tangles tracebacks)."""
+    try:
+        return type(error)(error.reason)
+    except TypeError:
+        return CredentialUnavailable(error.reason)
+
+
+class CredentialCache:
+    """See the module docstring. Keys are service names (one actor per daemon)."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 300.0,
+        negative_ttl: float = 5.0,
+        max_entries: int = 256,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < ttl <= 300.0:
+            raise CredentialUnavailable("cache ttl must be within (0, 300] seconds")
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self._generation = 0
+        #: fetches made (for health output and tests)
+        self.fetches = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, service: str, fetch: Callable[[str], Awaitable[Credential]]) -> Credential:
+        """The cached credential of ``service``, fetching it once on a miss.
+
+        Raises:
+            AgentkeysError: the (possibly negative-cached) fetch failure.
+            ScopeRevoked: the entry was wiped while this fetch was in flight.
+        """
+        now = self._clock()
+        entry = self._entries.get(service)
+        if entry is not None:
+            if entry.expires_at > now:
+                self._entries.move_to_end(service)
+                return self._unpack(entry)
+            del self._entries[service]
+        flight = self._flights.get(service)
+        if flight is None:
+            flight = _Flight(done=trio.Event(), generation=self._generation)
+            self._flights[service] = flight
+            try:
+                flight.entry = await self._fetch(service, fetch)
+            finally:
+                del self._flights[service]
+                flight.done.set()
+            if flight.generation == self._generation:
+                self._store(service, flight.entry)
+        else:
+            await flight.done.wait()
+        if flight.entry is None:
+            raise CredentialUnavailable("the credential fetch was interrupted")
+        if flight.generation != self._generation:
+            raise ScopeRevoked("the credential was revoked while it was being fetched")
+        return self._unpack(flight.entry)
+
+    async def _fetch(self, service: str, fetch: Callable[[str], Awaitable[Credential]]) -> _Entry:
+        self.fetches += 1
+        try:
+            credential = await fetch(service)
+        except AgentkeysError as exc:
+            return _Entry(None, exc, self._clock() + self._negative_ttl)
+        expires = min(self._clock() + self._ttl, credential.expires_at)
+        return _Entry(credential, None, expires)
+
+    def _store(self, service: str, entry: _Entry) -> None:
+        if entry.expires_at <= self._clock():
+            return
+        self._entries[service] = entry
+        self._entries.move_to_end(service)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    @staticmethod
+    def _unpack(entry: _Entry) -> Credential:
+        if entry.credential is not None:
+            return entry.credential
+        assert entry.error is not None
+        raise _copy(entry.error)
+
+    def purge(self) -> int:
+        """Remove expired entries; returns how many."""
+        now = self._clock()
+        stale = [k for k, e in self._entries.items() if e.expires_at <= now]
+        for key in stale:
+            del self._entries[key]
+        return len(stale)
+
+    def drop(self, services: frozenset[str] | None = None) -> None:
+        """Wipe ``services`` (all when None); fetches in flight are discarded."""
+        self._generation += 1
+        if services is None:
+            self._entries.clear()
+            return
+        for service in services:
+            self._entries.pop(service, None)
+
+    def clear(self) -> None:
+        """Wipe everything (shutdown)."""
+        self.drop(None)

@@ -1,0 +1,210 @@
+"""The daemon's configuration (a frozen object built once by :func:`agentkeys.config.load_config`).
+
+Every option can be set in the TOML file (``--config``) or as
+``AGENTKEYS_<SECTION>_<OPTION>``, e.g. ``AGENTKEYS_LISTEN_SOCKET`` or
+``AGENTKEYS_BROKER_UNREACHABLE_AFTER``. Unset paths default to the XDG locations below.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agentkeys.config import ConfigError
+
+__all__ = [
+    "AuditSection",
+    "BrokerSection",
+    "CacheSection",
+    "ChainSection",
+    "CredentialsSection",
+    "DaemonConfig",
+    "DeviceSection",
+    "IdentitySection",
+    "ListenSection",
+    "PolicySection",
+    "UpstreamSection",
+    "default_audit_path",
+    "default_env_path",
+    "default_policy_path",
+    "default_socket_path",
+]
+
+SOCKET_NAME = "agentkeys-proxy.sock"
+
+
+def _config_home() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def default_socket_path() -> Path:
+    """``$XDG_RUNTIME_DIR/agentkeys-proxy.sock``, else ``~/.agentkeys/agentkeys-proxy.sock``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / SOCKET_NAME
+    return Path.home() / ".agentkeys" / SOCKET_NAME
+
+
+def default_policy_path() -> Path:
+    """``$XDG_CONFIG_HOME/agentkeys/policy.toml``."""
+    return _config_home() / "agentkeys" / "policy.toml"
+
+
+def default_env_path() -> Path:
+    """``$XDG_CONFIG_HOME/agentkeys/env``."""
+    return _config_home() / "agentkeys" / "env"
+
+
+def default_audit_path() -> Path:
+    """``$XDG_STATE_HOME/agentkeys/daemon-audit.log`` (``~/.local/state`` when unset)."""
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "agentkeys" / "daemon-audit.log"
+
+
+@dataclass(frozen=True)
+class ListenSection:
+    """Where callers reach the daemon."""
+
+    socket: Path | None = None
+    tcp_port: int | None = None  # e.g. 9090 for container deployments (E2)
+    tcp_host: str = "127.0.0.1"
+    pod_wide: bool = False
+    max_body_bytes: int = 10 * 1024 * 1024
+    graceful_timeout: float = 30.0
+    keep_alive_timeout: float = 75.0
+
+    def __post_init__(self) -> None:
+        if self.tcp_port is not None and not 0 <= self.tcp_port <= 65535:
+            raise ConfigError("listen.tcp_port must be within 0..65535")
+        if self.max_body_bytes <= 0 or self.graceful_timeout <= 0:
+            raise ConfigError("listen.max_body_bytes and graceful_timeout must be positive")
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    path: Path | None = None
+    reload_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class BrokerSection:
+    """The broker: heartbeat target and cap minting."""
+
+    url: str | None = None
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 5.0
+    unreachable_after: float = 60.0
+    session_file: Path | None = None  # the operator's J1 session token, 0600
+
+    def __post_init__(self) -> None:
+        if min(self.heartbeat_interval, self.heartbeat_timeout, self.unreachable_after) <= 0:
+            raise ConfigError("broker heartbeat settings must be positive")
+
+
+@dataclass(frozen=True)
+class CredentialsSection:
+    """Where credentials come from: ``broker`` (+ worker) or the interim ``file``."""
+
+    source: Literal["broker", "file"] = "broker"
+    worker_url: str | None = None
+    file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ChainSection:
+    """The chain the watcher follows for revocations (both set, or neither)."""
+
+    rpc_url: str | None = None
+    deployment: Path | None = None  # a deployment record (agentkeys.chain.deploy)
+    poll_interval: float = 2.0
+    confirmations: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.rpc_url is None) != (self.deployment is None):
+            raise ConfigError("chain.rpc_url and chain.deployment are set together")
+
+
+@dataclass(frozen=True)
+class IdentitySection:
+    operator_omni: str | None = None
+    actor_omni: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceSection:
+    """K10: created at first start, TPM when present."""
+
+    backend: Literal["auto", "tpm", "software"] = "auto"
+    key_path: Path | None = None
+    tcti: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheSection:
+    ttl: float = 300.0
+    negative_ttl: float = 5.0
+    max_entries: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ttl <= 300 or self.negative_ttl < 0 or self.max_entries < 1:
+            raise ConfigError("cache.ttl must be within (0, 300], max_entries >= 1")
+
+
+@dataclass(frozen=True)
+class AuditSection:
+    path: Path | None = None
+    relay_queue: int = 10_000
+    relay_batch: int = 100
+
+
+@dataclass(frozen=True)
+class UpstreamSection:
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    write_timeout: float = 60.0
+    max_connections: int = 100
+
+
+@dataclass(frozen=True)
+class EnvSection:
+    path: Path | None = None
+    write: bool = True
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """The whole daemon configuration."""
+
+    listen: ListenSection = field(default_factory=ListenSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    broker: BrokerSection = field(default_factory=BrokerSection)
+    credentials: CredentialsSection = field(default_factory=CredentialsSection)
+    identity: IdentitySection = field(default_factory=IdentitySection)
+    chain: ChainSection = field(default_factory=ChainSection)
+    device: DeviceSection = field(default_factory=DeviceSection)
+    cache: CacheSection = field(default_factory=CacheSection)
+    audit: AuditSection = field(default_factory=AuditSection)
+    upstream: UpstreamSection = field(default_factory=UpstreamSection)
+    env: EnvSection = field(default_factory=EnvSection)
+
+    @property
+    def socket_path(self) -> Path:
+        """The Unix socket path (configured or default)."""
+        return self.listen.socket or default_socket_path()
+
+    @property
+    def policy_path(self) -> Path:
+        """The policy file (configured or default)."""
+        return self.policy.path or default_policy_path()
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit log (configured or default)."""
+        return self.audit.path or default_audit_path()
+
+    @property
+    def env_path(self) -> Path:
+        """The environment file (configured or default)."""
+        return self.env.path or default_env_path()

@@ -1,0 +1,92 @@
+"""The environment file clients ``source`` to reach the daemon (SPEC.md section 8).
+
+``$XDG_CONFIG_HOME/agentkeys/env`` (0600 in a 0700 directory, replaced atomically) holds,
+per policy service, the base-URL variable its official SDK reads and a placeholder key:
+
+* ``openai`` → ``OPENAI_BASE_URL=<daemon>/openai/v1``, ``OPENAI_API_KEY=agentkeys-placeholder``
+* ``anthropic`` → ``ANTHROPIC_BASE_URL=<daemon>/anthropic``, ``ANTHROPIC_API_KEY=…``
+* ``openrouter`` → ``OPENROUTER_BASE_URL=<daemon>/openrouter/api/v1``, ``OPENROUTER_API_KEY=…``
+* every service also ``AGENTKEYS_<SVC>_BASE_URL`` and ``AGENTKEYS_<SVC>_API_KEY``
+  (``<SVC>``: the name uppercased, ``.``/``-`` → ``_``); a policy ``env_prefix`` /
+  ``sdk_base_path`` overrides the table.
+
+``<daemon>`` is ``http://127.0.0.1:<port>`` when the TCP listener is on. For a Unix-socket
+only daemon it is ``http://agentkeys.localhost`` and ``AGENTKEYS_PROXY_SOCKET`` names the
+socket: clients must connect through it (``curl --unix-socket``, or an httpx
+``HTTPTransport(uds=…)`` passed as the SDK's ``http_client``); see docs/daemon.md.
+The placeholder is not a secret: the daemon strips it and injects the real key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+from agentkeys.daemon.policy import Policy
+
+__all__ = ["PLACEHOLDER_KEY", "SDK_DEFAULTS", "render_env", "write_env_file"]
+
+PLACEHOLDER_KEY = "agentkeys-placeholder"
+SDK_DEFAULTS: dict[str, tuple[str, str]] = {
+    "openai": ("OPENAI", "/v1"),
+    "anthropic": ("ANTHROPIC", ""),
+    "openrouter": ("OPENROUTER", "/api/v1"),
+}
+UNIX_BASE = "http://agentkeys.localhost"
+
+
+def _generic(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def render_env(policy: Policy, *, base_url: str | None, socket_path: Path) -> str:
+    """The env file's text for ``policy``.
+
+    Args:
+        base_url: the TCP listener's URL (``http://127.0.0.1:9090``), or None for a
+            Unix-socket-only daemon.
+        socket_path: the daemon's socket.
+    """
+    base = (base_url or UNIX_BASE).rstrip("/")
+    lines = [
+        "# written by agentkeys daemon; placeholders only, no secrets",
+        f"export AGENTKEYS_PROXY_SOCKET={shlex.quote(str(socket_path))}",
+        f"export AGENTKEYS_PROXY_URL={shlex.quote(base)}",
+    ]
+    for name in sorted(policy.services):
+        svc = policy.services[name]
+        prefix, path = SDK_DEFAULTS.get(name, (None, ""))
+        prefix = svc.env_prefix or prefix
+        path = svc.sdk_base_path if svc.sdk_base_path is not None else path
+        url = f"{base}/{name}{path}"
+        names = [_generic(f"AGENTKEYS_{name}")]
+        if prefix is not None:
+            names.insert(0, prefix)
+        for var in dict.fromkeys(names):
+            lines.append(f"export {var}_BASE_URL={shlex.quote(url)}")
+            lines.append(f"export {var}_API_KEY={PLACEHOLDER_KEY}")
+    return "\n".join(lines) + "\n"
+
+
+def write_env_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, 0600 in a 0700 directory (created if needed).
+
+    Raises:
+        OSError: the directory cannot be created or written.
+    """
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,428 @@
+"""The host-local policy of the sidecar (SPEC.md section 8): pure parsing and matching.
+
+A TOML file, **deny by default**. Example::
+
+    [[caller]]
+    name = "coder"                      # quota key and audit label
+    uid = 1000
+    exe = "/usr/bin/python3.11"         # and/or exe_sha256 = "<64 hex>"
+    services = ["openai"]
+
+    [service.openai]
+    upstream = "https://api.openai.com"
+    inject_header = "Authorization"     # default
+    inject_format = "Bearer {key}"      # default; exactly one {key}
+    allow = ["POST /v1/chat/completions", "GET /v1/models"]
+    per_minute = 60                     # quotas per (caller, service); 0 = no limit
+    per_hour = 1000
+    daily_usd = 5.0
+
+    [service.openai.prices]             # USD per million tokens (required with daily_usd)
+    default = { prompt = 2.5, completion = 10.0 }
+    "gpt-4o-mini" = { prompt = 0.15, completion = 0.6 }
+
+A caller entry matches when its ``uid`` equals the attested uid and every executable
+constraint it names holds (``exe``: exact path of ``/proc/<pid>/exe``; ``exe_sha256``: the
+digest of those bytes). An entry must name at least one of them, or say ``any_exe = true``
+explicitly. ``pod_wide = true`` (and nothing else) matches E2 callers accepted as "some
+process in this pod". The first matching entry wins. Allowlist patterns are ``METHOD PATH``
+where a path segment ``*`` matches one segment, ``*`` inside a segment any characters but
+``/``, and a final ``**`` any rest (one or more segments).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from agentkeys.config import ConfigError, check_not_writable_by_others
+from agentkeys.daemon.errors import (
+    CallerNotAllowed,
+    PolicyInvalid,
+    RouteNotAllowed,
+    ServiceNotAllowed,
+    UnknownService,
+)
+from agentkeys.errors import FormatError
+from agentkeys.omni import normalize_service
+from attest.caller import CallerIdentity
+
+__all__ = [
+    "CallerRule",
+    "Decision",
+    "Policy",
+    "Price",
+    "RoutePattern",
+    "ServicePolicy",
+    "load_policy",
+    "parse_policy",
+]
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}", re.ASCII)
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+_ENV_PREFIX = re.compile(r"[A-Z][A-Z0-9_]{0,31}", re.ASCII)
+_SEGMENT = re.compile(r"[A-Za-z0-9._~*:@!$&'()+,;=-]+", re.ASCII)
+MAX_POLICY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RoutePattern:
+    """One allowlist entry: a method and a compiled path pattern."""
+
+    method: str
+    pattern: str
+    regex: re.Pattern[str] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> RoutePattern:
+        """Parse ``"METHOD /path/pattern"``.
+
+        Raises:
+            PolicyInvalid: unknown method or malformed pattern.
+        """
+        method, _, path = text.strip().partition(" ")
+        method = method.upper()
+        path = path.strip()
+        if method not in _METHODS:
+            raise PolicyInvalid(f"allow entry {text!r}: unknown method")
+        if not path.startswith("/") or "//" in path or "?" in path:
+            raise PolicyInvalid(f"allow entry {text!r}: path must be /segment/... without query")
+        segments = path[1:].split("/") if path != "/" else []
+        parts: list[str] = []
+        for i, segment in enumerate(segments):
+            if segment == "**":
+                if i != len(segments) - 1:
+                    raise PolicyInvalid(f"allow entry {text!r}: ** only as the last segment")
+                parts.append("/.+")
+                continue
+            if segment == "*":
+                parts.append("/[^/]+")
+                continue
+            if segment in ("", ".", "..") or not _SEGMENT.fullmatch(segment):
+                raise PolicyInvalid(f"allow entry {text!r}: invalid path segment")
+            parts.append("/" + "[^/]*".join(re.escape(p) for p in segment.split("*")))
+        regex = re.compile("".join(parts) or "/", re.ASCII)
+        return cls(method=method, pattern=path, regex=regex)
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether ``method`` and the (already validated) ``path`` are allowed."""
+        return method == self.method and self.regex.fullmatch(path) is not None
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million prompt and completion tokens."""
+
+    prompt: float
+    completion: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The cost in USD of one call's usage."""
+        return (prompt_tokens * self.prompt + completion_tokens * self.completion) / 1_000_000
+
+
+@dataclass(frozen=True)
+class ServicePolicy:
+    """How one service is reached: upstream, injection, allowlist, quotas and prices."""
+
+    name: str
+    upstream: str
+    inject_header: str
+    inject_format: str
+    allow: tuple[RoutePattern, ...]
+    per_minute: int = 0
+    per_hour: int = 0
+    daily_usd: float = 0.0
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    env_prefix: str | None = None
+    sdk_base_path: str | None = None
+
+    def allows(self, method: str, path: str) -> bool:
+        """Whether the allowlist admits ``method path``."""
+        return any(p.matches(method, path) for p in self.allow)
+
+    def price_for(self, model: str | None) -> Price | None:
+        """The price of ``model``, else the ``default`` price, else None."""
+        if model is not None and model in self.prices:
+            return self.prices[model]
+        return self.prices.get("default")
+
+    def header_value(self, secret: bytes) -> str:
+        """The injected header's value for the credential ``secret`` (ASCII, no CR/LF)."""
+        return self.inject_format.replace("{key}", secret.decode("ascii"))
+
+
+@dataclass(frozen=True)
+class CallerRule:
+    """One caller entry (see the module docstring)."""
+
+    name: str
+    services: frozenset[str]
+    uid: int | None = None
+    exe: str | None = None
+    exe_sha256: str | None = None
+    any_exe: bool = False
+    pod_wide: bool = False
+
+    def matches(self, caller: CallerIdentity) -> bool:
+        """Whether the attested ``caller`` is this entry's caller."""
+        if self.pod_wide:
+            return caller.process is None and caller.pod_wide
+        process = caller.process
+        if process is None or process.uid != self.uid:
+            return False
+        if self.exe is not None and process.exe_path != self.exe:
+            return False
+        return self.exe_sha256 is None or hmac.compare_digest(
+            process.exe_sha256.encode("ascii"), self.exe_sha256.encode("ascii")
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy allowed: the caller entry and the service."""
+
+    caller: CallerRule
+    service: ServicePolicy
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The whole host-local policy (immutable; a reload builds a new one)."""
+
+    callers: tuple[CallerRule, ...]
+    services: Mapping[str, ServicePolicy]
+    digest: str = ""
+
+    def decide(self, caller: CallerIdentity, service: str, method: str, path: str) -> Decision:
+        """Match a request against the policy; deny by default.
+
+        Args:
+            caller: the attested caller.
+            service: the service named by the request path (normalised).
+            method: the HTTP method (uppercase).
+            path: the upstream path (validated by the proxy: no ``..``, no ``//``).
+
+        Raises:
+            CallerNotAllowed, UnknownService, ServiceNotAllowed, RouteNotAllowed.
+        """
+        rule = next((r for r in self.callers if r.matches(caller)), None)
+        if rule is None:
+            raise CallerNotAllowed("no policy entry matches this caller (uid, executable)")
+        svc = self.services.get(service)
+        if svc is None:
+            raise UnknownService(f"no service {service!r} in the policy")
+        if service not in rule.services:
+            raise ServiceNotAllowed(f"caller {rule.name!r} may not use {service!r}")
+        if not svc.allows(method, path):
+            raise RouteNotAllowed(f"{method} {path[:128]} is not allowed for {service!r}")
+        return Decision(caller=rule, service=svc)
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = table.pop(key, None)
+    if value is None:
+        return None
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise PolicyInvalid(f"{where}.{key} has the wrong type")
+    if not isinstance(value, kind):
+        raise PolicyInvalid(f"{where}.{key} has the wrong type")
+    return value
+
+
+def _no_extra(table: Mapping[str, Any], where: str) -> None:
+    if table:
+        raise PolicyInvalid(f"unknown option(s) in {where}: {', '.join(sorted(table))}")
+
+
+def _service_name(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise PolicyInvalid(f"{where}: service names are strings")
+    try:
+        return normalize_service(value)
+    except FormatError as exc:
+        raise PolicyInvalid(f"{where}: {exc.reason}") from exc
+
+
+def _parse_upstream(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise PolicyInvalid(f"{where}.upstream is required")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PolicyInvalid(f"{where}.upstream must be an http(s) URL")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise PolicyInvalid(f"{where}.upstream must not carry query, fragment or userinfo")
+    return value.rstrip("/")
+
+
+def _parse_price(value: object, where: str) -> Price:
+    if not isinstance(value, dict):
+        raise PolicyInvalid(f"{where} must be a table {{prompt, completion}}")
+    table = dict(value)
+    prompt = _take(table, "prompt", (int, float), where)
+    completion = _take(table, "completion", (int, float), where)
+    _no_extra(table, where)
+    if prompt is None or completion is None or prompt < 0 or completion < 0:
+        raise PolicyInvalid(f"{where} needs non-negative prompt and completion prices")
+    return Price(prompt=float(prompt), completion=float(completion))
+
+
+def _nonneg_int(value: int | None, where: str) -> int:
+    if value is None:
+        return 0
+    if value < 0:
+        raise PolicyInvalid(f"{where} must not be negative")
+    return value
+
+
+def _parse_service(name: str, raw: object) -> ServicePolicy:
+    where = f"service.{name}"
+    if not isinstance(raw, dict):
+        raise PolicyInvalid(f"{where} must be a table")
+    table = dict(raw)
+    upstream = _parse_upstream(table.pop("upstream", None), where)
+    header = _take(table, "inject_header", str, where) or "Authorization"
+    if not _HEADER_NAME.fullmatch(header):
+        raise PolicyInvalid(f"{where}.inject_header is not a valid header name")
+    fmt = _take(table, "inject_format", str, where) or "Bearer {key}"
+    if fmt.count("{key}") != 1 or any(c in fmt for c in "\r\n\x00"):
+        raise PolicyInvalid(f"{where}.inject_format must contain {{key}} exactly once")
+    allow_raw = _take(table, "allow", list, where)
+    if not allow_raw:
+        raise PolicyInvalid(f"{where}.allow must list at least one 'METHOD /path'")
+    if not all(isinstance(a, str) for a in allow_raw):
+        raise PolicyInvalid(f"{where}.allow entries are strings")
+    allow = tuple(RoutePattern.parse(a) for a in allow_raw)
+    per_minute = _nonneg_int(_take(table, "per_minute", int, where), f"{where}.per_minute")
+    per_hour = _nonneg_int(_take(table, "per_hour", int, where), f"{where}.per_hour")
+    daily = _take(table, "daily_usd", (int, float), where)
+    daily_usd = float(daily) if daily is not None else 0.0
+    if daily_usd < 0:
+        raise PolicyInvalid(f"{where}.daily_usd must not be negative")
+    prices_raw = _take(table, "prices", dict, where) or {}
+    prices = {str(k): _parse_price(v, f"{where}.prices.{k}") for k, v in prices_raw.items()}
+    if daily_usd > 0 and "default" not in prices:
+        raise PolicyInvalid(f"{where}: daily_usd needs a prices.default entry (fail closed)")
+    env_prefix = _take(table, "env_prefix", str, where)
+    if env_prefix is not None and not _ENV_PREFIX.fullmatch(env_prefix):
+        raise PolicyInvalid(f"{where}.env_prefix must match {_ENV_PREFIX.pattern}")
+    base_path = _take(table, "sdk_base_path", str, where)
+    if base_path is not None and base_path and not base_path.startswith("/"):
+        raise PolicyInvalid(f"{where}.sdk_base_path must start with /")
+    _no_extra(table, where)
+    return ServicePolicy(
+        name=name,
+        upstream=upstream,
+        inject_header=header,
+        inject_format=fmt,
+        allow=allow,
+        per_minute=per_minute,
+        per_hour=per_hour,
+        daily_usd=daily_usd,
+        prices=prices,
+        env_prefix=env_prefix,
+        sdk_base_path=base_path,
+    )
+
+
+def _parse_caller(index: int, raw: object, services: Mapping[str, ServicePolicy]) -> CallerRule:
+    where = f"caller[{index}]"
+    if not isinstance(raw, dict):
+        raise PolicyInvalid(f"{where} must be a table")
+    table = dict(raw)
+    name = _take(table, "name", str, where) or f"caller-{index}"
+    if not _CALLER_NAME.fullmatch(name):
+        raise PolicyInvalid(f"{where}.name must match {_CALLER_NAME.pattern}")
+    uid = _take(table, "uid", int, where)
+    exe = _take(table, "exe", str, where)
+    exe_sha256 = _take(table, "exe_sha256", str, where)
+    any_exe = bool(_take(table, "any_exe", bool, where))
+    pod_wide = bool(_take(table, "pod_wide", bool, where))
+    svc_raw = _take(table, "services", list, where) or []
+    _no_extra(table, where)
+    names = frozenset(_service_name(s, f"{where}.services") for s in svc_raw)
+    unknown = sorted(names - set(services))
+    if unknown:
+        raise PolicyInvalid(f"{where}.services names unknown services: {', '.join(unknown)}")
+    if pod_wide:
+        if uid is not None or exe is not None or exe_sha256 is not None or any_exe:
+            raise PolicyInvalid(f"{where}: pod_wide entries name no uid or executable")
+        return CallerRule(name=name, services=names, pod_wide=True)
+    if uid is None or uid < 0:
+        raise PolicyInvalid(f"{where}.uid is required")
+    if exe is not None and not exe.startswith("/"):
+        raise PolicyInvalid(f"{where}.exe must be an absolute path")
+    if exe_sha256 is not None:
+        exe_sha256 = exe_sha256.lower()
+        if not _SHA256.fullmatch(exe_sha256):
+            raise PolicyInvalid(f"{where}.exe_sha256 must be 64 hex digits")
+    if exe is None and exe_sha256 is None and not any_exe:
+        raise PolicyInvalid(f"{where} needs exe or exe_sha256 (or an explicit any_exe = true)")
+    return CallerRule(
+        name=name, services=names, uid=uid, exe=exe, exe_sha256=exe_sha256, any_exe=any_exe
+    )
+
+
+def parse_policy(text: bytes) -> Policy:
+    """Parse a policy document.
+
+    Raises:
+        PolicyInvalid: anything malformed or ambiguous (never a partial policy).
+    """
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyInvalid("policy file too large")
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyInvalid(f"policy is not valid TOML: {exc}") from exc
+    services_raw = data.pop("service", {})
+    callers_raw = data.pop("caller", [])
+    _no_extra(data, "the policy's top level")
+    if not isinstance(services_raw, dict) or not isinstance(callers_raw, list):
+        raise PolicyInvalid("[service.<name>] tables and [[caller]] entries expected")
+    services: dict[str, ServicePolicy] = {}
+    for raw_name, raw in services_raw.items():
+        name = _service_name(raw_name, "service")
+        if name in services or name != raw_name:
+            raise PolicyInvalid(f"service {raw_name!r}: write names lowercase, once")
+        services[name] = _parse_service(name, raw)
+    callers = tuple(_parse_caller(i, raw, services) for i, raw in enumerate(callers_raw))
+    seen: set[str] = set()
+    for rule in callers:
+        if rule.name in seen:
+            raise PolicyInvalid(f"two caller entries are named {rule.name!r}")
+        seen.add(rule.name)
+    return Policy(callers=callers, services=services, digest=hashlib.sha256(text).hexdigest())
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and parse the policy at ``path`` (refused if others can write it).
+
+    Raises:
+        PolicyInvalid: unreadable, unsafe or malformed.
+    """
+    try:
+        check_not_writable_by_others(path)
+        text = path.read_bytes()
+    except ConfigError as exc:
+        raise PolicyInvalid(exc.reason) from exc
+    except OSError as exc:
+        raise PolicyInvalid(f"cannot read the policy {path}: {exc.strerror}") from exc
+    return parse_policy(text)
+
+
+def services_of(policy: Policy) -> Sequence[ServicePolicy]:
+    """The policy's services in name order."""
+    return [policy.services[k] for k in sorted(policy.services)]

@@ -1,0 +1,503 @@
+"""The daemon's request path: a bare ASGI app (no framework routing on the hot path).
+
+Per request, in order (SPEC.md section 8):
+
+1. the attested caller (``attest``: E1/E2, put into the scope per connection);
+2. the path names the service: ``/<service>/<upstream path>``; malformed paths (encoded
+   slashes or dots, ``..``, ``//``) are refused;
+3. the host-local policy (deny by default): caller → services → method/path allowlist;
+4. the chain's revocations known to this daemon;
+5. fail closed: the broker must have answered a heartbeat within the window (503);
+6. quotas per (caller entry, service): 429 with ``Retry-After``;
+7. header validation; the caller's auth headers (placeholder key) are stripped;
+8. the credential from the cache, fetched lazily through the credential source;
+9. the request is forwarded with httpx, request and response bodies streamed;
+10. one audit row, whatever happened (denials included).
+
+``GET /healthz`` (alive) and ``GET /readyz`` (broker reachable, audit log writable) are
+answered before policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from agentkeys.daemon.auditlog import AuditLog, AuditRow
+from agentkeys.daemon.cache import CredentialCache
+from agentkeys.daemon.credentials import CredentialSource
+from agentkeys.daemon.errors import (
+    AuditLogError,
+    BadProxyRequest,
+    DaemonError,
+    RequestTooLarge,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from agentkeys.daemon.heartbeat import BrokerLiveness
+from agentkeys.daemon.policy import Decision, Policy, ServicePolicy
+from agentkeys.daemon.quota import QuotaBook, QuotaKey, QuotaLimits
+from agentkeys.daemon.revocation import RevocationState
+from agentkeys.daemon.usage import UsageScanner
+from agentkeys.errors import AgentkeysError
+from attest.caller import CallerIdentity
+from attest.errors import AttestError
+from attest.serve import caller_from_scope
+
+__all__ = ["ProxyApp", "ProxyLimits"]
+
+_log = logging.getLogger("agentkeys.daemon")
+
+_SERVICE = re.compile(rb"/([a-z0-9][a-z0-9._-]{0,63})(/[\x21-\x7e]*)", re.ASCII)
+_BAD_PATH = re.compile(rb"%2[fFeE]|%5[cC]|\\|//|/\.\.?(/|$)", re.ASCII)
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]", re.ASCII)
+_QUERY = re.compile(rb"[\x21-\x7e]*", re.ASCII)
+
+# never forwarded upstream: hop-by-hop, the caller's auth (placeholder), proxy headers
+_DROP_REQUEST = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"authorization",
+        b"x-api-key",
+        b"api-key",
+        b"accept-encoding",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+    }
+)
+_DROP_RESPONSE = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+@dataclass(frozen=True)
+class ProxyLimits:
+    """Bounds of the request path."""
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_headers: int = 100
+    max_header_bytes: int = 32 * 1024
+
+
+class _ClientGone(Exception):
+    """The caller disconnected while its body was being read."""
+
+
+@dataclass
+class _Audit:
+    method: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    audited: bool = False
+    caller: CallerIdentity | None = None
+    rule: str | None = None
+    service: str | None = None
+    upstream_status: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    responded: bool = False
+    body_done: bool = False
+
+
+def _error_response(exc: AgentkeysError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body = json.dumps(exc.to_json(), separators=(",", ":")).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"cache-control", b"no-store"),
+    ]
+    if exc.status in (400, 413):
+        # the request body may be unread: close rather than wait for the rest of it
+        headers.append((b"connection", b"close"))
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int):
+        headers.append((b"retry-after", str(retry_after).encode("ascii")))
+    return exc.status, headers, body
+
+
+class ProxyApp:
+    """The ASGI app of the daemon (see the module docstring).
+
+    Args:
+        policy: returns the current policy (reloads swap it).
+        quotas, cache, source, liveness, revocations, audit: the daemon's state.
+        transport: the upstream transport (owned by the caller); requests go to it
+            directly, so nothing of httpx's client layer (redirects, auth, cookies, env
+            proxies) applies.
+        timeout: upstream timeouts.
+        actor: the actor omni audit rows name.
+        limits: request bounds.
+        clock: Unix seconds (quotas, audit).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Callable[[], Policy],
+        quotas: QuotaBook,
+        cache: CredentialCache,
+        source: CredentialSource,
+        liveness: BrokerLiveness,
+        revocations: RevocationState,
+        audit: AuditLog,
+        transport: httpx.AsyncBaseTransport,
+        timeout: httpx.Timeout,
+        actor: str | None,
+        limits: ProxyLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policy = policy
+        self._quotas = quotas
+        self._cache = cache
+        self._source = source
+        self._liveness = liveness
+        self._revocations = revocations
+        self._audit = audit
+        self._transport = transport
+        self._timeout = timeout.as_dict()
+        self._actor = actor
+        self._limits = limits or ProxyLimits()
+        self._clock = clock
+        #: set when the audit log could not be written: requests fail closed
+        self.audit_broken = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """ASGI entry point (http and lifespan)."""
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    # -- health ------------------------------------------------------------------------------
+
+    async def _health(self, path: str, send: Any) -> None:
+        if path == "/healthz":
+            status = 200
+            doc: dict[str, object] = {"status": "alive"}
+        else:
+            problems = []
+            if not self._liveness.reachable():
+                problems.append("broker_unreachable")
+            if self.audit_broken:
+                problems.append("audit_log_error")
+            status = 503 if problems else 200
+            since = self._liveness.seconds_since_contact()
+            doc = {
+                "status": "ready" if not problems else "not_ready",
+                "problems": problems,
+                "broker_last_contact_s": None if since is None else round(since, 1),
+            }
+        body = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+        await _respond(send, status, [(b"content-type", b"application/json")], body)
+
+    # -- the request path -----------------------------------------------------------------------
+
+    async def _http(self, scope: Any, receive: Any, send: Any) -> None:
+        method: str = scope["method"]
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        if method == "GET" and raw_path in (b"/healthz", b"/readyz"):
+            await self._health(raw_path.decode("ascii"), send)
+            return
+        note = _Audit(method=method[:16], path=raw_path.decode("latin-1")[:512])
+        try:
+            note.caller = caller_from_scope(scope)
+            if self.audit_broken:
+                raise AuditLogError("the audit log cannot be written; refusing requests")
+            service, upstream_path = _split_path(raw_path)
+            note.service = service
+            allowed = self._policy().decide(note.caller, service, method, upstream_path)
+            note.rule = allowed.caller.name
+            self._revocations.check(service)
+            self._liveness.require()
+            svc = allowed.service
+            key = QuotaKey(allowed.caller.name, service)
+            limits = QuotaLimits(svc.per_minute, svc.per_hour, svc.daily_usd)
+            headers, has_body = self._request_headers(scope["headers"], method, svc)
+            self._quotas.admit(key, limits, now=self._clock())
+            credential = await self._cache.get(service, self._source.fetch)
+            headers.append(
+                (
+                    svc.inject_header.lower().encode("ascii"),
+                    svc.header_value(credential.secret).encode("ascii"),
+                )
+            )
+            await self._forward(
+                scope, receive, send, allowed, upstream_path, headers, has_body, note, key
+            )
+        except AgentkeysError as exc:
+            status, head, body = _error_response(exc)
+            denied = status in (403, 404, 429, 503) or isinstance(exc, AttestError)
+            if status >= 500 and not isinstance(exc, DaemonError):
+                _log.warning("request failed: %s", exc.reason)
+            if note.responded:
+                # the upstream's status line is already out: the row records the failure
+                self._finish(note, "error", exc.error, note.upstream_status or status)
+            else:
+                # the row is written before the caller sees the refusal
+                self._finish(note, "deny" if denied else "error", exc.error, status)
+                await _respond_draining(receive, send, status, head, body)
+        except _ClientGone:
+            self._finish(note, "error", "client_disconnected", 499)
+        finally:
+            if not note.audited:
+                self._finish(note, "error", "internal_error", 500)
+
+    def record_unattested(self, exc: AttestError) -> None:
+        """Audit a connection refused before any request: its caller could not be attested."""
+        self._finish(_Audit(method="-", path="-"), "deny", exc.error, 403)
+
+    def _finish(self, note: _Audit, decision: str, reason: str | None, status: int) -> None:
+        if note.audited:
+            return
+        note.audited = True
+        process = note.caller.process if note.caller is not None else None
+        row = AuditRow(
+            decision=decision,
+            reason=reason,
+            caller_uid=process.uid if process else None,
+            caller_pid=process.pid if process else None,
+            caller_exe=process.exe_path if process else None,
+            caller_exe_sha256=process.exe_sha256 if process else None,
+            caller_rule=note.rule,
+            actor=self._actor,
+            service=note.service,
+            method=note.method,
+            path=note.path,
+            status=status,
+            upstream_status=note.upstream_status,
+            prompt_tokens=note.prompt_tokens,
+            completion_tokens=note.completion_tokens,
+            cost_usd=note.cost_usd,
+            duration_ms=(time.perf_counter() - note.started) * 1000,
+        )
+        try:
+            self._audit.append(row)
+        except AuditLogError as exc:
+            self.audit_broken = True
+            _log.error("audit log append failed, refusing further requests: %s", exc.reason)
+
+    def _request_headers(
+        self, raw: Iterable[tuple[bytes, bytes]], method: str, svc: ServicePolicy
+    ) -> tuple[list[tuple[bytes, bytes]], bool]:
+        limits = self._limits
+        inject = svc.inject_header.lower().encode("ascii")
+        out: list[tuple[bytes, bytes]] = []
+        hop: set[bytes] = set()
+        count = size = 0
+        has_body = method not in _BODYLESS
+        for name, value in raw:
+            count += 1
+            size += len(name) + len(value)
+            if count > limits.max_headers or size > limits.max_header_bytes:
+                raise BadProxyRequest("too many or too large headers")
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise BadProxyRequest("malformed header")
+            name = name.lower()
+            if name == b"connection":
+                hop.update(p.strip().lower() for p in value.split(b","))
+            elif name == b"content-length":
+                if not value.isdigit() or int(value) > limits.max_body_bytes:
+                    raise RequestTooLarge(
+                        f"request bodies are limited to {limits.max_body_bytes} bytes"
+                    )
+                has_body = has_body or value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+            if name in _DROP_REQUEST or name == inject:
+                continue
+            out.append((name, value))
+        if hop:
+            out = [(n, v) for n, v in out if n not in hop]
+        out.append((b"accept-encoding", b"identity"))
+        return out, has_body
+
+    async def _body(self, receive: Any, note: _Audit) -> AsyncIterator[bytes]:
+        total = 0
+        limit = self._limits.max_body_bytes
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise RequestTooLarge(f"request bodies are limited to {limit} bytes")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                note.body_done = True
+                return
+
+    async def _forward(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        allowed: Decision,
+        upstream_path: str,
+        headers: list[tuple[bytes, bytes]],
+        has_body: bool,
+        note: _Audit,
+        key: QuotaKey,
+    ) -> None:
+        svc = allowed.service
+        query: bytes = scope.get("query_string") or b""
+        if query and not _QUERY.fullmatch(query):
+            raise BadProxyRequest("malformed query string")
+        url = svc.upstream + upstream_path + ("?" + query.decode("ascii") if query else "")
+        try:
+            request = httpx.Request(
+                scope["method"],
+                url,
+                headers=headers,
+                content=self._body(receive, note) if has_body else None,
+                extensions={"timeout": self._timeout},
+            )
+        except (httpx.InvalidURL, UnicodeError) as exc:
+            raise BadProxyRequest("the upstream URL cannot be built from this path") from exc
+        try:
+            # the transport directly: no auth, redirects, cookies or env proxies by design
+            response = await self._transport.handle_async_request(request)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"{svc.name} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamFailed(f"cannot reach {svc.name}: {type(exc).__name__}") from exc
+        note.upstream_status = response.status_code
+        try:
+            out = [
+                (n.lower(), v) for n, v in response.headers.raw if n.lower() not in _DROP_RESPONSE
+            ]
+            note.responded = True
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": out}
+            )
+            content_type = response.headers.get("content-type", "")
+            scanner = UsageScanner(content_type)
+            # A long stream whose caller went away is abandoned (the upstream stops
+            # generating, and billing): watched only for SSE, off the common path.
+            if content_type.startswith("text/event-stream") and (not has_body or note.body_done):
+                broken: str | None = "client_disconnected"
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                    broken = await _pump(response, send, scanner, svc.name)
+                    nursery.cancel_scope.cancel()
+            else:
+                broken = await _pump(response, send, scanner, svc.name)
+            self._account(scanner, svc, note, key)
+            # the row is written before the caller sees the end of the response
+            self._finish(note, "allow" if broken is None else "error", broken, response.status_code)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    def _account(
+        self, scanner: UsageScanner, svc: ServicePolicy, note: _Audit, key: QuotaKey
+    ) -> None:
+        usage = scanner.result()
+        if usage is None:
+            return
+        note.prompt_tokens = usage.prompt_tokens
+        note.completion_tokens = usage.completion_tokens
+        price = svc.price_for(usage.model)
+        if price is not None:
+            note.cost_usd = price.cost(usage.prompt_tokens, usage.completion_tokens)
+            self._quotas.charge(key, note.cost_usd, now=self._clock())
+
+
+def _split_path(raw_path: bytes) -> tuple[str, str]:
+    match = _SERVICE.fullmatch(raw_path)
+    if match is None:
+        raise BadProxyRequest("the path must be /<service>/<upstream path>")
+    if _BAD_PATH.search(raw_path):
+        raise BadProxyRequest("encoded separators, '..' and '//' are not allowed in paths")
+    return match.group(1).decode("ascii"), match.group(2).decode("ascii")
+
+
+async def _pump(
+    response: httpx.Response, send: Any, scanner: UsageScanner, service: str
+) -> str | None:
+    """Pass the upstream body on chunk by chunk; returns a failure reason or None."""
+    try:
+        async for chunk in response.aiter_raw():
+            scanner.feed(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx.HTTPError as exc:
+        _log.warning("%s broke the response stream: %s", service, type(exc).__name__)
+        return "upstream_stream_broken"
+    return None
+
+
+async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _respond_draining(
+    receive: Any, send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """Answer while discarding any unread request body.
+
+    Hypercorn delivers request events through a bounded queue; when a refusal leaves the
+    body unread, finishing the response blocks on that queue. Reading it concurrently
+    (and dropping it) lets the response complete; the connection then closes.
+    """
+
+    async def drain() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        await _respond(send, status, headers, body)
+        nursery.cancel_scope.cancel()
+
+
+async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    head = [*headers]
+    if not any(n == b"content-length" for n, _ in head):
+        head.append((b"content-length", str(len(body)).encode("ascii")))
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,138 @@
+"""Run the daemon from its configuration with the real dependencies wired in.
+
+Wires: K10 (created at first start; TPM when present, else a 0600 software key; it never
+leaves its backend), the broker heartbeat, the credential source (``broker``: cap mint at
+the broker with K10 PoP + worker fetch with worker PoP; ``file``: the interim local file),
+the chain watcher for revocations when ``[chain]`` is set, and SIGINT/SIGTERM as a
+graceful stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from contextlib import AsyncExitStack
+
+import httpx
+import trio
+
+from agentkeys.chain import ChainClient, ChainWatcher, read_deployment_record
+from agentkeys.chain.events import ChainEvent
+from agentkeys.config import ConfigError, check_private_file
+from agentkeys.daemon._groups import raise_domain_error
+from agentkeys.daemon.config import DaemonConfig
+from agentkeys.daemon.credentials import BrokerWorkerSource, CredentialSource, FileCredentialSource
+from agentkeys.daemon.heartbeat import HttpBrokerProbe
+from agentkeys.daemon.service import Daemon, DaemonAddress
+from agentkeys.omni import normalize_hex32
+from attest.device_key import key_hash, open_device_key
+
+__all__ = ["run_daemon"]
+
+_log = logging.getLogger("agentkeys.daemon")
+
+
+def _read_session(config: DaemonConfig) -> bytes:
+    path = config.broker.session_file
+    if path is None:
+        raise ConfigError("broker.session_file (the operator's J1 session) is required")
+    check_private_file(path)
+    token = path.read_bytes().strip()
+    if not token or not token.isascii():
+        raise ConfigError(f"{path} does not hold a session token")
+    return token
+
+
+async def run_daemon(
+    config: DaemonConfig,
+    *,
+    task_status: trio.TaskStatus[DaemonAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Build and serve the daemon until SIGINT/SIGTERM (graceful) or cancellation.
+
+    Raises:
+        ConfigError: a required setting is missing (nothing is served).
+        DaemonError, AttestError: see :class:`Daemon`.
+    """
+    if config.broker.url is None:
+        raise ConfigError("broker.url is required: the daemon fails closed without a broker")
+    operator, actor = config.identity.operator_omni, config.identity.actor_omni
+    if operator is None or actor is None:
+        raise ConfigError("identity.operator_omni and identity.actor_omni are required")
+    operator, actor = normalize_hex32(operator), normalize_hex32(actor)
+    device = await open_device_key(
+        config.device.backend, key_path=config.device.key_path, tcti=config.device.tcti
+    )
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(device.aclose)
+        dkh = key_hash(device)
+        _log.info("K10 (%s) device_key_hash %s", device.backend.value, dkh)
+        broker = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=config.broker.url, trust_env=False, timeout=10)
+        )
+        source: CredentialSource
+        if config.credentials.source == "file":
+            if config.credentials.file is None:
+                raise ConfigError("credentials.file is required with credentials.source = file")
+            _log.warning("INTERIM credential source: %s (no chain checks)", config.credentials.file)
+            source = FileCredentialSource(config.credentials.file, lifetime=config.cache.ttl)
+        else:
+            if config.credentials.worker_url is None:
+                raise ConfigError("credentials.worker_url is required")
+            worker = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=config.credentials.worker_url, trust_env=False, timeout=10
+                )
+            )
+            source = BrokerWorkerSource(
+                broker=broker,
+                worker=worker,
+                device_key=device,
+                session=_read_session(config),
+                operator_omni=operator,
+                actor_omni=actor,
+            )
+        events: trio.MemoryReceiveChannel[ChainEvent] | None = None
+        watcher_duty = None
+        if config.chain.rpc_url is not None and config.chain.deployment is not None:
+            rpc_http = await stack.enter_async_context(
+                httpx.AsyncClient(trust_env=False, timeout=10)
+            )
+            deployment = read_deployment_record(config.chain.deployment)
+            rpc = ChainClient(rpc_http, config.chain.rpc_url, deployment.addresses).rpc
+            head = int(await rpc.call("eth_blockNumber"), 16)
+            watcher = ChainWatcher(
+                rpc,
+                deployment.addresses,
+                start_block=max(head, deployment.block_number),
+                confirmations=config.chain.confirmations,
+                poll_interval=config.chain.poll_interval,
+            )
+            events = watcher.subscribe()
+            watcher_duty = watcher.run
+        else:
+            _log.warning("no [chain] configured: revocations arrive only via broker refusals")
+        daemon = Daemon(
+            config=config,
+            source=source,
+            probe=HttpBrokerProbe(broker),
+            device_key_hash=dkh,
+            events=events,
+            chain_watcher=watcher_duty,
+        )
+        with raise_domain_error():
+            async with trio.open_nursery() as nursery:
+
+                async def serve(*, task_status: trio.TaskStatus[DaemonAddress]) -> None:
+                    await daemon.serve(task_status=task_status)
+                    nursery.cancel_scope.cancel()  # stopped: end the signal watcher too
+
+                nursery.start_soon(_stop_on_signals, daemon)
+                task_status.started(await nursery.start(serve))
+
+
+async def _stop_on_signals(daemon: Daemon) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            _log.info("signal %d: stopping gracefully", signum)
+            daemon.stop()

@@ -1,0 +1,133 @@
+"""The credential cache: TTL, cap expiry, bound, single flight, negative cache, wipes."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from agentkeys.daemon.cache import CredentialCache
+from agentkeys.daemon.credentials import Credential
+from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable, ScopeRevoked
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Source:
+    """A counting credential source over a dict (the real sources are tested elsewhere)."""
+
+    def __init__(self, clock: Clock, lifetime: float = 1000.0) -> None:
+        self.calls: list[str] = []
+        self.clock = clock
+        self.lifetime = lifetime
+        self.gate: trio.Event | None = None
+        self.refuse = False
+
+    async def fetch(self, service: str) -> Credential:
+        self.calls.append(service)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.refuse:
+            raise CredentialRefused("no")
+        return Credential(
+            secret=f"sk-{service}-{len(self.calls)}".encode(),
+            expires_at=self.clock() + self.lifetime,
+        )
+
+
+async def test_ttl_and_cap_expiry() -> None:
+    clock = Clock()
+    source = Source(clock)
+    cache = CredentialCache(ttl=300, clock=clock)
+    first = await cache.get("openai", source.fetch)
+    assert await cache.get("openai", source.fetch) is first
+    clock.now += 301
+    assert (await cache.get("openai", source.fetch)).secret == b"sk-openai-2"
+    short = Source(clock, lifetime=10)
+    cache2 = CredentialCache(ttl=300, clock=clock)
+    await cache2.get("x", short.fetch)
+    clock.now += 11
+    await cache2.get("x", short.fetch)
+    assert len(short.calls) == 2
+
+
+async def test_concurrent_misses_fetch_once() -> None:
+    clock = Clock()
+    source = Source(clock)
+    source.gate = trio.Event()
+    cache = CredentialCache(clock=clock)
+    results: list[bytes] = []
+
+    async def one() -> None:
+        results.append((await cache.get("openai", source.fetch)).secret)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        source.gate.set()
+    assert source.calls == ["openai"]
+    assert results == [b"sk-openai-1"] * 5
+
+
+async def test_negative_cache() -> None:
+    clock = Clock()
+    source = Source(clock)
+    source.refuse = True
+    cache = CredentialCache(negative_ttl=5, clock=clock)
+    for _ in range(3):
+        with pytest.raises(CredentialRefused):
+            await cache.get("openai", source.fetch)
+    assert len(source.calls) == 1
+    clock.now += 6
+    source.refuse = False
+    assert (await cache.get("openai", source.fetch)).secret == b"sk-openai-2"
+
+
+async def test_bounded_and_wiped() -> None:
+    clock = Clock()
+    source = Source(clock)
+    cache = CredentialCache(max_entries=2, clock=clock)
+    for name in ("a", "b", "c"):
+        await cache.get(name, source.fetch)
+    assert len(cache) == 2
+    cache.drop(frozenset({"b"}))
+    assert len(cache) == 1
+    cache.clear()
+    assert len(cache) == 0
+
+
+async def test_revocation_during_fetch_refuses_waiters() -> None:
+    clock = Clock()
+    source = Source(clock)
+    source.gate = trio.Event()
+    cache = CredentialCache(clock=clock)
+    outcomes: list[str] = []
+
+    async def one() -> None:
+        try:
+            await cache.get("openai", source.fetch)
+            outcomes.append("served")
+        except ScopeRevoked:
+            outcomes.append("refused")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one)
+        nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        cache.drop(frozenset({"openai"}))
+        source.gate.set()
+    assert outcomes == ["refused", "refused"]
+    assert len(cache) == 0
+
+
+def test_credential_rejects_non_header_safe_secrets() -> None:
+    with pytest.raises(CredentialUnavailable) as info:
+        Credential(secret=b"sk-bad\r\nx: y", expires_at=0)
+    assert "sk-bad" not in info.value.reason
+    assert "sk-real" not in repr(Credential(secret=b"sk-real", expires_at=0))
