@@ -10,8 +10,11 @@ crash of any part):
 4. swtpm when installed (TPM state kept in ``swtpm/tpm-state``), used by the signer to seal;
 5. SeaweedFS with IAM/STS trusting the broker's OIDC issuer, and the bucket;
 6. the signer (mutual TLS);
-7. the SMTP sink, broker, worker and daemon: each is started when its package provides its
-   entry point, and listed as "not yet" otherwise (nothing is faked in its place).
+7. the SMTP sink (mail kept in ``mail/``), the broker (restartable: see
+   :class:`StackControls`), the worker;
+8. the daemon, when an operator and an agent exist (``daemon/setup.json``, written by
+   ``agentkeys dev demo`` or given as :attr:`DevUpOptions.daemon`); it writes the agent's
+   env file ``daemon/agent.env``. When the daemon stops by itself (SIGTERM), the stack stops.
 
 The state directory holds ``dev-up.pid`` (the running ``dev up``), ``status.json`` (what runs
 where) and ``env.sh`` (the ``export`` lines to ``source``). Every file is 0600 in 0700 dirs.
@@ -19,11 +22,12 @@ where) and ``env.sh`` (the ``export`` lines to ``source``). Every file is 0600 i
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shlex
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -34,6 +38,15 @@ from typing import Any, ClassVar
 import httpx
 import trio
 
+from agentkeys.broker import run_broker
+from agentkeys.broker.config import (
+    BrokerConfig,
+    EmailSettings,
+    SignerLink,
+    SiteSettings,
+    StateSettings,
+)
+from agentkeys.broker.config import ChainSettings as BrokerChainSettings
 from agentkeys.chain import (
     ChainClient,
     ChainConfigError,
@@ -42,6 +55,21 @@ from agentkeys.chain import (
     deploy_all,
     read_deployment_record,
 )
+from agentkeys.daemon import DaemonAddress
+from agentkeys.daemon.config import (
+    SOCKET_NAME,
+    AuditSection,
+    BrokerSection,
+    CredentialsSection,
+    DaemonConfig,
+    DeviceSection,
+    EnvSection,
+    IdentitySection,
+    ListenSection,
+    PolicySection,
+)
+from agentkeys.daemon.config import ChainSection as DaemonChainSection
+from agentkeys.daemon.run import run_daemon
 from agentkeys.devstack import (
     DEV_ROLE_NAME,
     BinaryNotFound,
@@ -52,17 +80,26 @@ from agentkeys.devstack import (
     swtpm_binary,
 )
 from agentkeys.errors import AgentkeysError
+from agentkeys.omni import normalize_hex32
 from agentkeys.pki import Role, init_ca, issue_certificate
 from agentkeys.service import ServerSettings
+from agentkeys.smtp_sink import run_smtp_sink
+from agentkeys.worker import run_worker
+from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
+from agentkeys.worker.config import ChainSettings as WorkerChainSettings
 from agentkeys.worker.iam import dev_iam_config
 
 __all__ = [
     "DEFAULT_STATE_DIR",
     "DEV_BUCKET",
+    "DevDaemonSetup",
     "DevStackError",
     "DevStackRunning",
     "DevUpOptions",
+    "Restartable",
+    "StackControls",
     "StackStatus",
+    "daemon_config",
     "read_status",
     "run_dev_stack",
     "running_pid",
@@ -74,6 +111,9 @@ DEV_BUCKET = "agentkeys-dev"
 PID_FILE = "dev-up.pid"
 STATUS_FILE = "status.json"
 ENV_FILE = "env.sh"
+AGENT_ENV_FILE = "agent.env"
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are at most 107 bytes
+DAEMON_SETUP_FILE = "setup.json"
 
 
 class DevStackError(AgentkeysError):
@@ -97,11 +137,17 @@ class DevUpOptions:
         state_dir: everything the stack keeps (default ``./.agentkeys-state``).
         swtpm: start swtpm when installed (``False``: software sealing only).
         hardfork: anvil ``--hardfork`` (``prague`` lacks the P-256 precompile).
+        daemon: start the daemon for this operator/agent (else ``daemon/setup.json``).
+        legacy_master_secret: the K4 master secret of a legacy (v1) signer, imported into a
+            new dev signer (``KeyStore.import_master_secret``) before it first starts, as an
+            operator migrating from the v1 design does; ignored once the signer has keys.
     """
 
     state_dir: Path = DEFAULT_STATE_DIR
     swtpm: bool = True
     hardfork: str | None = None
+    daemon: DevDaemonSetup | None = None
+    legacy_master_secret: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -112,9 +158,11 @@ class StackStatus:
     pid: int
     components: dict[str, dict[str, str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    agent_env: Path | None = None
+    controls: StackControls | None = field(default=None, repr=False)
 
     def add(self, name: str, state: str, **details: str) -> None:
-        """Record a component (``running``, ``not yet``, ``not installed``, …)."""
+        """Record a component (``running``, ``waiting``, ``not installed``, ``off``, …)."""
         self.components[name] = {"state": state, **details}
 
     def to_json(self) -> dict[str, Any]:
@@ -132,6 +180,13 @@ class StackStatus:
     @property
     def source_line(self) -> str:
         return f"source {shlex.quote(str(self.state_dir / ENV_FILE))}"
+
+    @property
+    def agent_source_line(self) -> str | None:
+        """``source <state>/daemon/agent.env`` once the daemon runs (for the agent's shell)."""
+        if self.agent_env is None:
+            return None
+        return f"source {shlex.quote(str(self.agent_env))}"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -240,15 +295,6 @@ def _dev_pki(directory: Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def _optional_entry(module: str, name: str) -> Callable[..., Any] | None:
-    """``module.name`` when that package already provides it, else None (shown "not yet")."""
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return found if callable(found) else None
-
-
 async def _start_signer(
     nursery: trio.Nursery,
     status: StackStatus,
@@ -261,6 +307,7 @@ async def _start_signer(
     s3_endpoint: str,
     role_arn: str,
     tcti: str | None,
+    legacy_master_secret: bytes | None = None,
 ) -> str:
     from agentkeys.signer import (
         ChainSettings,
@@ -289,6 +336,17 @@ async def _start_signer(
         oidc=OidcSettings(issuer=issuer),
         sts=StsSettings(endpoint=s3_endpoint, role_arn=role_arn),
     )
+    if legacy_master_secret is not None and not (config.keys.state_dir / "master.sealed").exists():
+        from agentkeys.signer._keystore import KeyStore
+        from attest.seal import open_sealer
+
+        sealer = await open_sealer(
+            config.keys.seal_backend, key_path=config.keys.seal_key_file, tcti=tcti
+        )
+        try:
+            await KeyStore.import_master_secret(config.keys.state_dir, sealer, legacy_master_secret)
+        finally:
+            await sealer.aclose()
     service = await nursery.start(partial(run_signer, config))
     bound = service.bound
     url = bound.url if bound is not None else ""
@@ -298,58 +356,255 @@ async def _start_signer(
 
 async def _start_smtp_sink(
     stack: AsyncExitStack, status: StackStatus, state: Path
-) -> tuple[str, int] | None:
-    runner = _optional_entry("agentkeys.smtp_sink", "run_smtp_sink")
-    if runner is None:
-        status.add("smtp-sink", "not yet")
-        return None
-    sink = await stack.enter_async_context(runner(maildir=_private_dir(state / "mail")))
+) -> tuple[str, int]:
+    sink = await stack.enter_async_context(run_smtp_sink(maildir=_private_dir(state / "mail")))
     host, port = str(sink.host), int(sink.port)
     status.add("smtp-sink", "running", url=f"smtp://{host}:{port}", maildir=str(state / "mail"))
     return host, port
 
 
-async def _start_broker(
-    nursery: trio.Nursery,
-    status: StackStatus,
+class Restartable:
+    """One component run in its own cancel scope, so it can be stopped and started again.
+
+    The demo stops the broker to show the daemon failing closed, then starts it again on the
+    same port with the same state. ``start`` runs ``runner`` in ``nursery`` (the stack's).
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        runner: Callable[..., Any],
+        *,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self._nursery = nursery
+        self._runner = runner
+        self._on_exit = on_exit
+        self._scope: trio.CancelScope | None = None
+        self._done: trio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._scope is not None
+
+    async def start(self) -> Any:
+        """Start the component; returns what its ``task_status.started`` gave."""
+        scope, done = trio.CancelScope(), trio.Event()
+        runner = self._runner
+
+        async def run(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await runner(task_status=task_status)
+            finally:
+                done.set()
+            if not scope.cancelled_caught and self._on_exit is not None:
+                self._on_exit()  # stopped by itself (e.g. the daemon on SIGTERM)
+
+        started = await self._nursery.start(run)
+        self._scope, self._done = scope, done
+        return started
+
+    async def stop(self) -> None:
+        """Cancel the component and wait until it has stopped."""
+        if self._scope is not None and self._done is not None:
+            self._scope.cancel()
+            await self._done.wait()
+        self._scope = self._done = None
+
+
+def broker_config(
     *,
     state: Path,
     port: int,
     chain_id: int,
     rpc_url: str,
     record: Path,
-    smtp: tuple[str, int] | None,
+    smtp: tuple[str, int],
     signer_url: str,
     pki: Mapping[str, tuple[Path, Path]],
-) -> None:
-    run_broker = _optional_entry("agentkeys.broker", "run_broker")
-    if run_broker is None or smtp is None:
-        status.add("broker", "not yet")
-        return
-    from agentkeys.broker.config import (
-        BrokerConfig,
-        ChainSettings,
-        EmailSettings,
-        SignerLink,
-        SiteSettings,
-        StateSettings,
-    )
-
+    passkey_port: int,
+) -> BrokerConfig:
+    """The dev broker: issuer ``http://127.0.0.1:<port>``; WebAuthn rpId ``localhost`` and
+    origin ``http://localhost:<passkey_port>``. The broker checks one configured origin, so
+    the stack reserves the port on which ``agentkeys init`` serves its passkey page
+    (``AGENTKEYS_DEV_PASSKEY_ORIGIN``) and configures the broker with it."""
     url = f"http://127.0.0.1:{port}"
-    config = BrokerConfig(
+    return BrokerConfig(
         broker=ServerSettings(port=port, audit_log=state / "broker" / "audit" / "broker.jsonl"),
         state=StateSettings(dir=_private_dir(state / "broker") / "state"),
         site=SiteSettings(
-            public_url=url, rp_id="localhost", origin=f"http://localhost:{port}", chain_id=chain_id
+            public_url=url,
+            rp_id="localhost",
+            origin=f"http://localhost:{passkey_port}",
+            chain_id=chain_id,
         ),
-        chain=ChainSettings(rpc_url=rpc_url, deployment=record, poll_interval=0.5),
+        chain=BrokerChainSettings(rpc_url=rpc_url, deployment=record, poll_interval=0.5),
         email=EmailSettings(smtp_host=smtp[0], smtp_port=smtp[1]),
         signer=SignerLink(
             url=signer_url, ca=pki["ca"][0], cert=pki["broker"][0], key=pki["broker"][1]
         ),
     )
-    await nursery.start(partial(run_broker, config))
-    status.add("broker", "running", url=url)
+
+
+@dataclass(frozen=True)
+class DevDaemonSetup:
+    """Who the dev stack's daemon acts for and what its host-local policy allows.
+
+    Written to ``<state>/daemon/setup.json`` (0600) so a later ``dev up`` starts the same
+    daemon. ``policy`` is the TOML text of docs/daemon.md; ``unreachable_after`` is the
+    fail-closed window (60 s by default; the demo shortens it to show fail-closed quickly).
+
+    Args:
+        operator_omni, actor_omni: 64 hex.
+        session_file: the operator's J1 session (0600).
+        key_path: the actor's K10 key file (software, 0600).
+    """
+
+    operator_omni: str
+    actor_omni: str
+    session_file: Path
+    key_path: Path
+    policy: str
+    unreachable_after: float = 60.0
+    heartbeat_interval: float = 2.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operator_omni": self.operator_omni,
+            "actor_omni": self.actor_omni,
+            "session_file": str(self.session_file),
+            "key_path": str(self.key_path),
+            "policy": self.policy,
+            "unreachable_after": self.unreachable_after,
+            "heartbeat_interval": self.heartbeat_interval,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> DevDaemonSetup:
+        """Parse ``setup.json``.
+
+        Raises:
+            DevStackError: malformed.
+        """
+        try:
+            return cls(
+                operator_omni=normalize_hex32(str(data["operator_omni"])),
+                actor_omni=normalize_hex32(str(data["actor_omni"])),
+                session_file=Path(str(data["session_file"])),
+                key_path=Path(str(data["key_path"])),
+                policy=str(data["policy"]),
+                unreachable_after=float(data.get("unreachable_after", 60.0)),
+                heartbeat_interval=float(data.get("heartbeat_interval", 2.0)),
+            )
+        except (KeyError, TypeError, ValueError, AgentkeysError):
+            raise DevStackError("daemon/setup.json is malformed; delete it") from None
+
+
+def daemon_config(
+    state: Path,
+    setup: DevDaemonSetup,
+    *,
+    broker_url: str,
+    worker_url: str,
+    rpc_url: str,
+    record: Path,
+    socket_dir: Path | None = None,
+) -> DaemonConfig:
+    """The dev daemon: socket, policy, audit log and agent env file under ``<state>/daemon``,
+    a loopback TCP listener on a free port (for SDKs that speak TCP), the real broker +
+    worker credential source, and the chain watcher for revocations."""
+    home = _private_dir(state / "daemon")
+    run_dir = socket_dir if socket_dir is not None else _private_dir(home / "run")
+    return DaemonConfig(
+        listen=ListenSection(socket=run_dir / SOCKET_NAME, tcp_port=0),
+        policy=PolicySection(path=home / "policy.toml", reload_interval=0.5),
+        broker=BrokerSection(
+            url=broker_url,
+            heartbeat_interval=setup.heartbeat_interval,
+            heartbeat_timeout=2.0,
+            unreachable_after=setup.unreachable_after,
+            session_file=setup.session_file,
+        ),
+        credentials=CredentialsSection(source="broker", worker_url=worker_url),
+        identity=IdentitySection(operator_omni=setup.operator_omni, actor_omni=setup.actor_omni),
+        chain=DaemonChainSection(rpc_url=rpc_url, deployment=record, poll_interval=0.5),
+        device=DeviceSection(backend="software", key_path=setup.key_path),
+        audit=AuditSection(path=home / "audit.log"),
+        env=EnvSection(path=home / AGENT_ENV_FILE),
+    )
+
+
+@dataclass
+class StackControls:
+    """Handles on the running stack for in-process callers (the demo): the broker can be
+    stopped and started again; the daemon is started once an operator and agent exist."""
+
+    state_dir: Path
+    status: StackStatus
+    broker: Restartable
+    broker_url: str
+    worker_url: str
+    rpc_url: str
+    record: Path
+    maildir: Path
+    worker_config: WorkerConfig
+    passkey_origin: str
+    pki_dir: Path
+    nursery: trio.Nursery
+    on_daemon_exit: Callable[[], None]
+    daemon: Restartable | None = None
+    daemon_address: DaemonAddress | None = None
+    cleanup: list[Path] = field(default_factory=list)
+
+    async def start_daemon(self, setup: DevDaemonSetup) -> DaemonAddress:
+        """Write the policy and ``setup.json``, start the daemon; returns where it listens.
+
+        The daemon writes the agent env file (``<state>/daemon/agent.env``). Its socket is
+        ``<state>/daemon/run/agentkeys-proxy.sock``, or a short private directory under /tmp
+        when that path is too long for AF_UNIX (removed when the stack stops).
+        """
+        socket_dir: Path | None = None
+        if len(str(self.state_dir / "daemon" / "run" / SOCKET_NAME)) > MAX_SOCKET_PATH:
+            socket_dir = Path(tempfile.mkdtemp(prefix="ak-daemon-", dir="/tmp"))
+            self.cleanup.append(socket_dir)
+        config = daemon_config(
+            self.state_dir,
+            setup,
+            broker_url=self.broker_url,
+            worker_url=self.worker_url,
+            rpc_url=self.rpc_url,
+            record=self.record,
+            socket_dir=socket_dir,
+        )
+        _write_private(config.policy_path, setup.policy)
+        _write_private(
+            self.state_dir / "daemon" / DAEMON_SETUP_FILE, json.dumps(setup.to_json(), indent=2)
+        )
+        self.daemon = Restartable(
+            self.nursery, partial(run_daemon, config), on_exit=self.on_daemon_exit
+        )
+        address: DaemonAddress = await self.daemon.start()
+        self.daemon_address = address
+        self.status.add(
+            "daemon",
+            "running",
+            socket=address.socket_path,
+            url=address.tcp_url or "",
+            actor=setup.actor_omni,
+        )
+        env_path = self.state_dir / "daemon" / AGENT_ENV_FILE
+        self.status.env["AGENTKEYS_DEV_AGENT_ENV"] = str(env_path)
+        self.status.agent_env = env_path
+        self.save()
+        return address
+
+    def save(self) -> None:
+        """Rewrite ``status.json`` and ``env.sh``."""
+        _write_private(self.state_dir / ENV_FILE, self.status.env_script())
+        _write_private(
+            self.state_dir / STATUS_FILE, json.dumps(self.status.to_json(), indent=2) + "\n"
+        )
 
 
 async def _start_worker(
@@ -363,31 +618,21 @@ async def _start_worker(
     signer_url: str,
     pki: Mapping[str, tuple[Path, Path]],
     s3_endpoint: str,
-) -> None:
-    run_worker = _optional_entry("agentkeys.worker", "run_worker")
-    if run_worker is None or status.components.get("broker", {}).get("state") != "running":
-        status.add("worker", "not yet")
-        return
-    from agentkeys.worker.config import (
-        CapSettings,
-        ChainSettings,
-        SignerSettings,
-        StorageConfig,
-        WorkerConfig,
-    )
-
+) -> tuple[str, WorkerConfig]:
     port = pick_port()
     config = WorkerConfig(
         worker=ServerSettings(port=port, audit_log=_private_dir(state / "worker") / "audit.jsonl"),
         caps=CapSettings(audience="agentkeys-worker", jwks_url=f"{broker_url}/v1/cap/jwks.json"),
-        chain=ChainSettings(rpc_url=rpc_url, deployment=record),
+        chain=WorkerChainSettings(rpc_url=rpc_url, deployment=record),
         signer=SignerSettings(
             url=signer_url, ca=pki["ca"][0], cert=pki["worker"][0], key=pki["worker"][1]
         ),
         storage=StorageConfig(bucket=DEV_BUCKET, endpoint=s3_endpoint),
     )
     await nursery.start(partial(run_worker, config))
-    status.add("worker", "running", url=f"http://127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    status.add("worker", "running", url=url)
+    return url, config
 
 
 async def run_dev_stack(
@@ -467,21 +712,31 @@ async def run_dev_stack(
                 s3_endpoint=s3.s3_endpoint,
                 role_arn=iam.role(DEV_ROLE_NAME).arn,
                 tcti=tcti,
+                legacy_master_secret=options.legacy_master_secret,
             )
             smtp = await _start_smtp_sink(stack, status, state)
-            await _start_broker(
+            passkey_port = pick_port()
+            passkey_origin = f"http://localhost:{passkey_port}"
+            broker = Restartable(
                 nursery,
-                status,
-                state=state,
-                port=broker_port,
-                chain_id=anvil.chain_id,
-                rpc_url=anvil.rpc_url,
-                record=record,
-                smtp=smtp,
-                signer_url=signer_url,
-                pki=pki,
+                partial(
+                    run_broker,
+                    broker_config(
+                        state=state,
+                        port=broker_port,
+                        chain_id=anvil.chain_id,
+                        rpc_url=anvil.rpc_url,
+                        record=record,
+                        smtp=smtp,
+                        signer_url=signer_url,
+                        pki=pki,
+                        passkey_port=passkey_port,
+                    ),
+                ),
             )
-            await _start_worker(
+            await broker.start()
+            status.add("broker", "running", url=issuer, passkey_origin=passkey_origin)
+            worker_url, worker_config = await _start_worker(
                 nursery,
                 status,
                 state=state,
@@ -492,11 +747,22 @@ async def run_dev_stack(
                 pki=pki,
                 s3_endpoint=s3.s3_endpoint,
             )
-            if _optional_entry("agentkeys.daemon", "run_daemon") is None:
-                status.add("daemon", "not yet")
-            else:
-                status.add("daemon", "not yet", note="entry point found; wiring pending")
-
+            controls = StackControls(
+                state_dir=state,
+                status=status,
+                broker=broker,
+                broker_url=issuer,
+                worker_url=worker_url,
+                rpc_url=anvil.rpc_url,
+                record=record,
+                maildir=state / "mail",
+                worker_config=worker_config,
+                passkey_origin=passkey_origin,
+                pki_dir=state / "pki",
+                nursery=nursery,
+                on_daemon_exit=nursery.cancel_scope.cancel,
+            )
+            status.controls = controls
             status.env.update(
                 {
                     "AGENTKEYS_DEV_STATE_DIR": str(state),
@@ -510,13 +776,24 @@ async def run_dev_stack(
                     "AGENTKEYS_DEV_PKI_DIR": str(state / "pki"),
                 }
             )
-            if status.components.get("broker", {}).get("state") == "running":
-                status.env["AGENTKEYS_DEV_BROKER_URL"] = issuer
-            worker_url = status.components.get("worker", {}).get("url")
-            if worker_url:
-                status.env["AGENTKEYS_DEV_WORKER_URL"] = worker_url
-            _write_private(state / ENV_FILE, status.env_script())
-            _write_private(state / STATUS_FILE, json.dumps(status.to_json(), indent=2) + "\n")
+            status.env["AGENTKEYS_DEV_BROKER_URL"] = issuer
+            status.env["AGENTKEYS_DEV_WORKER_URL"] = worker_url
+            status.env["AGENTKEYS_DEV_MAILDIR"] = str(state / "mail")
+            status.env["AGENTKEYS_DEV_PASSKEY_ORIGIN"] = passkey_origin
+            status.env["AGENTKEYS_DEV_ROLE_ARN"] = iam.role(DEV_ROLE_NAME).arn
+            setup_file = state / "daemon" / DAEMON_SETUP_FILE
+            if options.daemon is not None:
+                await controls.start_daemon(options.daemon)
+            elif setup_file.exists():
+                setup = DevDaemonSetup.from_json(json.loads(setup_file.read_text("utf-8")))
+                await controls.start_daemon(setup)
+            else:
+                status.add(
+                    "daemon",
+                    "waiting",
+                    note="no operator yet: run `agentkeys dev demo` (or init + agent create)",
+                )
+            controls.save()
             task_status.started(status)
             await trio.sleep_forever()
     finally:
@@ -525,6 +802,9 @@ async def run_dev_stack(
         if (state / STATUS_FILE).exists():
             _write_private(state / STATUS_FILE, json.dumps(status.to_json(), indent=2) + "\n")
         pid_file.unlink(missing_ok=True)
+        if status.controls is not None:
+            for directory in status.controls.cleanup:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 async def serve_until_signalled(
@@ -544,6 +824,11 @@ async def serve_until_signalled(
                     return
 
             nursery.start_soon(watch)
-            status: StackStatus = await nursery.start(run_dev_stack, options)
+
+            async def stack(*, task_status: trio.TaskStatus[StackStatus]) -> None:
+                await run_dev_stack(options, task_status=task_status)
+                nursery.cancel_scope.cancel()  # the stack ended by itself (daemon stopped)
+
+            status: StackStatus = await nursery.start(stack)
             on_started(status)
-            await trio.sleep_forever()
+            await trio.sleep_forever()  # keeps the signal receiver open

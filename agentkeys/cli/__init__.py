@@ -21,8 +21,10 @@ from agentkeys.cli import audit as audit_cli
 from agentkeys.cli import daemon as daemon_cli
 from agentkeys.cli import dev
 from agentkeys.cli import device as device_cli
+from agentkeys.cli import init as init_cli
 from agentkeys.cli import pki as pki_cli
 from agentkeys.cli import scope as scope_cli
+from agentkeys.cli import vault as vault_cli
 from agentkeys.cli import whoami as whoami_cli
 
 _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
@@ -32,8 +34,10 @@ _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     daemon_cli.register,
     dev.register,
     device_cli.register,
+    init_cli.register,
     pki_cli.register,
     scope_cli.register,
+    vault_cli.register,
     whoami_cli.register,
 )
 

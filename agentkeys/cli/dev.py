@@ -11,7 +11,16 @@ import json
 import sys
 from pathlib import Path
 
-from agentkeys.cli._common import EXIT_NO_STATE, EXIT_OK, add_output_options, run
+import trio
+
+from agentkeys.cli._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_STATE,
+    EXIT_OK,
+    add_output_options,
+    run,
+)
 from agentkeys.devup import (
     DEFAULT_STATE_DIR,
     DevUpOptions,
@@ -56,7 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
         add_output_options(parser)
     demo = dev_sub.add_parser(
-        "demo", allow_abbrev=False, help="run the scripted demo on the local stack"
+        "demo",
+        allow_abbrev=False,
+        help="start a fresh stack and run the scripted scenario (docs/demo.md)",
     )
     demo.set_defaults(func=_demo)
 
@@ -81,13 +92,17 @@ def _up(args: argparse.Namespace) -> int:
     def started(status: StackStatus) -> None:
         data = status.to_json()
         if args.json:
-            print(json.dumps({**data, "source": status.source_line}, sort_keys=True))
+            extra = {"source": status.source_line, "agent_source": status.agent_source_line}
+            print(json.dumps({**data, **extra}, sort_keys=True))
         else:
             print(f"agentkeys dev stack up (pid {status.pid}), state in {status.state_dir}")
             for line in _status_lines(data):
                 print(line)
             print("Point your shell at it with:")
             print(f"  {status.source_line}")
+            if status.agent_source_line is not None:
+                print("and the agent's shell at the daemon with:")
+                print(f"  {status.agent_source_line}")
             print("Stop with Ctrl-C, or `agentkeys dev down` from another shell.")
         sys.stdout.flush()
 
@@ -131,19 +146,16 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_DEMO_STEPS = (
-    ("dev up: anvil, contracts, SeaweedFS (IAM/STS), swtpm, PKI, signer", "works"),
-    ("agent create / scope add|remove / device revoke with K10 + passkey", "works"),
-    ("passkey page (browser) and --dev-authenticator", "works"),
-    ("master bootstrap (`agentkeys init`: email link, passkey, SIWE)", "not yet"),
-    ("broker, worker and daemon in dev up", "not yet"),
-    ("store a key, agent call through the sidecar, denied call, fail-closed", "not yet"),
-    ("migration of a legacy v1 credential", "not yet"),
-)
-
-
 def _demo(args: argparse.Namespace) -> int:
-    print("agentkeys demo: the scripted scenario is not built yet. State of its parts:")
-    for step, state in _DEMO_STEPS:
-        print(f"  [{state:^7}] {step}")
-    return 0
+    # imported here: agentkeys.demo builds on agentkeys.cli's own modules
+    from agentkeys.demo import run_demo
+
+    async def command() -> bool:
+        return await run_demo(sys.stdout)
+
+    try:
+        ok = trio.run(command)
+    except KeyboardInterrupt:
+        print("agentkeys: demo interrupted; everything it started was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if ok else EXIT_FAILED

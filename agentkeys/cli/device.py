@@ -1,4 +1,7 @@
-"""``agentkeys device revoke <hash>`` and ``device list`` (SPEC.md sections 6 and 7).
+"""``agentkeys device register|revoke|list`` (SPEC.md sections 6, 7 and 9).
+
+``device register [--upgrade-from-v1]`` lives in agentkeys.cli.init (it shares the master
+registration with ``init``).
 
 Revocation is final. It is signed by this master device's K10 and approved with the passkey;
 revoking this very device needs ``--this-device`` (when it is the last master, the operator
@@ -20,6 +23,7 @@ from agentkeys.cli._common import (
     open_session,
     run,
 )
+from agentkeys.cli.init import register_device_command
 from agentkeys.errors import InvalidIdentifier
 from agentkeys.omni import normalize_hex32
 
@@ -27,7 +31,7 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``device revoke`` and ``device list``."""
+    """Add ``device register``, ``device revoke`` and ``device list``."""
     device = sub.add_parser(
         "device", allow_abbrev=False, help="list or revoke this operator's devices"
     )
@@ -46,6 +50,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_session_options(revoke)
     add_output_options(revoke)
     revoke.set_defaults(func=_revoke)
+    register_cmd = device_sub.add_parser(
+        "register",
+        allow_abbrev=False,
+        help="register this device as the master (--upgrade-from-v1: a legacy operator)",
+        description="Enroll K11 and register this device as the operator's master device; "
+        "with --upgrade-from-v1, record the legacy identity and print the migration steps.",
+    )
+    register_device_command(register_cmd)
     listing = device_sub.add_parser(
         "list", allow_abbrev=False, help="the operator's devices on chain"
     )

@@ -1,15 +1,18 @@
 """``agentkeys whoami``: who this machine acts for (SPEC.md section 7).
 
 Prints the master wallet beside its ``agentkeys_actor_omni``, this device's
-``device_key_hash`` and K10 backend, the passkey's rpId, the chain profile and, unless
+``device_key_hash`` and K10 backend, the passkey's rpId, the broker session's expiry, the
+chain profile and, unless
 ``--offline``, what the chain says about the device.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 from agentkeys.chain import Tier
+from agentkeys.cli._bootstrap import NoSession, load_session
 from agentkeys.cli._common import (
     add_output_options,
     add_session_options,
@@ -49,13 +52,27 @@ def _whoami(args: argparse.Namespace) -> int:
             "home": str(home),
             "session": None,
         }
+        session_line = "none (run `agentkeys init` to sign in at the broker)"
+        try:
+            j1 = load_session(home, allow_expired=True)
+        except NoSession:
+            j1 = None
+        if j1 is not None:
+            data["session"] = {
+                "broker_url": j1.broker_url,
+                "expires_at": j1.expires_at,
+                "expired": j1.expired,
+            }
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(j1.expires_at))
+            state_word = "EXPIRED" if j1.expired else "expires"
+            session_line = f"J1 at {j1.broker_url}, {state_word} {when}"
         lines = [
             f"wallet                {state.wallet}",
             f"agentkeys_actor_omni  {state.operator_omni}",
             f"device                {state.device_key_hash} (K10: {state.k10_backend})",
             f"passkey               rpId {state.passkey.rp_id}"
             + (" (development passkey)" if state.passkey.dev_key_file is not None else ""),
-            "broker session        none (broker sign-in is not in the CLI yet)",
+            f"broker session        {session_line}",
         ]
         if not args.offline:
             async with open_session(args, signing=False) as session:

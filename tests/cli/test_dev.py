@@ -79,7 +79,7 @@ async def test_dev_up_serves_the_stack_and_stops_on_ctrl_c(tmp_path: Path) -> No
         assert components["signer"]["url"].startswith("https://127.0.0.1:")
         assert components["pki"]["state"] == "ready"
         for name in ("smtp-sink", "broker", "worker", "daemon", "swtpm"):
-            assert name in components  # running, or "not yet" / "not installed": never absent
+            assert name in components  # running, waiting (daemon) or "not installed" (swtpm)
         assert up["source"] == f"source {state.resolve() / 'env.sh'}"
         env_file = state / "env.sh"
         assert env_file.stat().st_mode & 0o077 == 0

@@ -1,0 +1,432 @@
+"""The operator's side of the broker sign-in (bootstrap stages 1-3) and master registration.
+
+docs/broker.md ("Sign-in stages"), SPEC.md sections 6 and 7. Used by ``agentkeys init`` and
+``agentkeys dev demo``:
+
+1. email magic link → J0 (:meth:`BrokerSignIn.start_email`, :meth:`BrokerSignIn.poll_email`;
+   in development the link is read from the SMTP sink's maildir, :func:`find_magic_link`);
+2. passkey enrollment bound to K10 (:meth:`BrokerSignIn.enroll`);
+3. SIWE with the operator's own wallet → J1 (:meth:`BrokerSignIn.siwe`);
+
+then the master device is registered on chain (:func:`register_master`, sovereign: the
+operator's wallet sends the transaction). The J1 session is kept in the agentkeys home as
+``session.jwt`` (the raw token, 0600: the daemon's ``broker.session_file``) and
+``session.json`` (0600: broker URL, actor, wallet, expiry); :func:`load_session` reads it.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from agentkeys.chain import ChainClient, PasskeyAuthenticator, Receipt
+from agentkeys.chain import challenge as ch
+from agentkeys.cli._common import (
+    EXIT_FAILED,
+    EXIT_NO_STATE,
+    EXIT_USAGE,
+    CliError,
+    DeviceK10Signer,
+    PasskeyRecord,
+)
+from agentkeys.config import check_private_file
+from agentkeys.jwks import b64url_decode, b64url_encode
+from agentkeys.siwe import SiweMessage
+from attest.device_key import DeviceKey
+
+__all__ = [
+    "SESSION_FILE",
+    "SESSION_TOKEN_FILE",
+    "BrokerRefused",
+    "BrokerSignIn",
+    "BrokerUnreachable",
+    "NoSession",
+    "SessionRecord",
+    "UsageError",
+    "email_sign_in",
+    "find_magic_link",
+    "load_session",
+    "maildir_names",
+    "register_master",
+    "write_session",
+]
+
+SESSION_FILE = "session.json"
+SESSION_TOKEN_FILE = "session.jwt"  # noqa: S105 (a file name)
+ALL_MASTER_ROLES = 7  # CAP_MINT | RECOVERY | SCOPE_MGMT
+MAX_ANSWER = 256 * 1024
+
+
+class BrokerUnreachable(CliError):
+    """The broker did not answer."""
+
+    error = "broker_unreachable"
+    exit_code = EXIT_FAILED
+
+
+class BrokerRefused(CliError):
+    """The broker answered with an error (its ``error`` code is in the reason)."""
+
+    error = "broker_refused"
+    exit_code = EXIT_FAILED
+
+
+class UsageError(CliError):
+    """A missing or inconsistent option (exit 2)."""
+
+    error = "usage_error"
+    exit_code = EXIT_USAGE
+
+
+class NoSession(CliError):
+    """No usable broker session in the agentkeys home."""
+
+    error = "no_session"
+    exit_code = EXIT_NO_STATE
+
+
+def _b64d(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise BrokerRefused("the broker's answer lacks a base64url field")
+    return b64url_decode(text)
+
+
+class BrokerSignIn:
+    """The sign-in endpoints of one broker.
+
+    Args:
+        http: a client whose ``base_url`` is the broker (the caller owns it).
+    """
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def _post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        session: str | None = None,
+        accept: tuple[int, ...] = (200,),
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {"authorization": f"Bearer {session}"} if session else {}
+        try:
+            response = await self._http.post(path, json=dict(body), headers=headers)
+        except httpx.HTTPError as exc:
+            raise BrokerUnreachable(
+                f"the broker at {self._http.base_url} is unreachable ({type(exc).__name__}); "
+                "start it (`agentkeys dev up`) or pass --broker-url"
+            ) from None
+        try:
+            doc = json.loads(response.content[:MAX_ANSWER])
+        except ValueError:
+            doc = None
+        if response.status_code not in accept or not isinstance(doc, dict):
+            code = doc.get("error") if isinstance(doc, dict) else None
+            reason = doc.get("reason") if isinstance(doc, dict) else None
+            detail = f"{code}: {reason}" if code else f"HTTP {response.status_code}"
+            raise BrokerRefused(f"the broker refused {path} ({str(detail)[:200]})")
+        return response.status_code, doc
+
+    async def start_email(self, address: str) -> str:
+        """Stage 1: ask for a magic link; returns the request handle to poll."""
+        _, doc = await self._post("/v1/auth/email/start", {"email": address})
+        handle = doc.get("request")
+        if not isinstance(handle, str):
+            raise BrokerRefused("the broker's email answer lacks the request handle")
+        return handle
+
+    async def follow_link(self, link: str) -> None:
+        """Follow the magic link (what a click in the mail does)."""
+        try:
+            response = await self._http.get(link)
+        except httpx.HTTPError as exc:
+            raise BrokerUnreachable(f"the magic link did not load ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise BrokerRefused(f"the magic link was refused (HTTP {response.status_code})")
+
+    async def poll_email(self, handle: str) -> str | None:
+        """The J0 session once the link was followed, else None (still pending)."""
+        status, doc = await self._post(
+            "/v1/auth/email/poll", {"request": handle}, accept=(200, 202)
+        )
+        if status == 202:
+            return None
+        session = doc.get("session")
+        if not isinstance(session, str):
+            raise BrokerRefused("the broker's poll answer lacks the session")
+        return session
+
+    async def enroll(
+        self,
+        j0: str,
+        device_key: DeviceKey,
+        create: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]],
+    ) -> dict[str, Any]:
+        """Stage 2: enroll a passkey bound to K10.
+
+        Args:
+            j0: the J0 session.
+            device_key: K10; signs sha256 of the challenge (the broker checks ES256 over it).
+            create: runs ``navigator.credentials.create`` (or the development authenticator)
+                with the broker's creation options; returns the RegistrationResponseJSON.
+        """
+        point = DeviceK10Signer(device_key).public_point
+        _, options = await self._post(
+            "/v1/auth/passkey/register/options", {"k10_public_key": point.hex()}, session=j0
+        )
+        creation = options.get("options")
+        if not isinstance(creation, dict):
+            raise BrokerRefused("the broker's passkey options are malformed")
+        challenge = _b64d(creation.get("challenge"))
+        credential = await create(creation)
+        proof = await device_key.sign(hashlib.sha256(challenge).digest())
+        _, doc = await self._post(
+            "/v1/auth/passkey/register/verify",
+            {
+                "challenge_id": options.get("challenge_id"),
+                "credential": dict(credential),
+                "k10_signature": b64url_encode(proof),
+            },
+            session=j0,
+        )
+        return doc
+
+    async def siwe(
+        self,
+        j0: str,
+        wallet: LocalAccount,
+        assert_: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]],
+    ) -> dict[str, Any]:
+        """Stage 3: SIWE with the operator's own wallet and a passkey assertion → J1 answer
+        ``{session, actor_omni, wallet, expires_at}``."""
+        _, start = await self._post("/v1/auth/siwe/start", {"wallet": wallet.address}, session=j0)
+        text = start.get("message")
+        if not isinstance(text, str):
+            text = SiweMessage(
+                domain=start["domain"],
+                address=wallet.address,
+                statement="Sign in to agentkeys.",
+                uri=start["uri"],
+                chain_id=start["chain_id"],
+                nonce=start["nonce"],
+                issued_at=start["issued_at"],
+                expiration_time=start["expiration_time"],
+            ).to_text()
+        signed = Account.sign_message(encode_defunct(text=text), private_key=wallet.key)
+        webauthn = start.get("webauthn")
+        if not isinstance(webauthn, dict):
+            raise BrokerRefused("the broker's SIWE answer lacks the passkey options")
+        assertion = await assert_(webauthn)
+        _, doc = await self._post(
+            "/v1/auth/siwe/verify",
+            {
+                "challenge_id": start.get("challenge_id"),
+                "message": text,
+                "signature": "0x" + bytes(signed.signature).hex(),
+                "assertion": dict(assertion),
+            },
+            session=j0,
+        )
+        if not isinstance(doc.get("session"), str):
+            raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
+        return doc
+
+    async def siwe_k4(
+        self, j0: str, assert_: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+    ) -> dict[str, Any]:
+        """Stage 3 for an email identity (the legacy design): the broker has the signer sign
+        the SIWE message with the identity's K4 wallet after the passkey assertion."""
+        _, start = await self._post("/v1/auth/siwe/start", {}, session=j0)
+        webauthn = start.get("webauthn")
+        if not isinstance(webauthn, dict):
+            raise BrokerRefused("the broker's SIWE answer lacks the passkey options")
+        assertion = await assert_(webauthn)
+        _, doc = await self._post(
+            "/v1/auth/siwe/k4",
+            {"challenge_id": start.get("challenge_id"), "assertion": dict(assertion)},
+            session=j0,
+        )
+        if not isinstance(doc.get("session"), str):
+            raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
+        return doc
+
+
+async def email_sign_in(
+    signin: BrokerSignIn,
+    address: str,
+    *,
+    maildir: Path,
+    limit: float = 30.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> str:
+    """Stage 1 against a development broker whose mail lands in ``maildir`` (the SMTP sink):
+    request the link, read it from the sink, follow it, poll; returns the J0 session.
+
+    Raises:
+        BrokerRefused: no mail arrived within ``limit`` seconds, or the broker refused.
+    """
+    seen = maildir_names(maildir)
+    handle = await signin.start_email(address)
+    if on_wait is not None:
+        on_wait(f"magic link mailed to {address} (development SMTP sink: {maildir / 'new'})")
+    link: str | None = None
+    with trio.move_on_after(limit):
+        while link is None:
+            link = find_magic_link(maildir, address, seen=seen)
+            if link is None:
+                await trio.sleep(0.1)
+    if link is None:
+        raise BrokerRefused(f"no magic link reached {maildir} within {limit:.0f} s")
+    await signin.follow_link(link)
+    j0 = await signin.poll_email(handle)
+    if j0 is None:
+        raise BrokerRefused("the broker still reports the email link as pending")
+    return j0
+
+
+def find_magic_link(
+    maildir: Path, address: str, *, seen: frozenset[str] = frozenset()
+) -> str | None:
+    """The newest magic link mailed to ``address`` in a maildir (development SMTP sink).
+
+    ``seen`` holds message file names to skip (those present before the request).
+    """
+    new = maildir / "new"
+    try:
+        names = sorted(n for n in os.listdir(new) if n not in seen)
+    except OSError:
+        return None
+    for name in reversed(names):
+        try:
+            raw = (new / name).read_bytes()
+        except OSError:
+            continue
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        if address.lower() not in str(message.get("To", "")).lower():
+            continue
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        for word in str(text).split():
+            if "/v1/auth/email/verify?token=" in word and word.startswith("http"):
+                return word.strip("<>.,")
+    return None
+
+
+def maildir_names(maildir: Path) -> frozenset[str]:
+    """Message file names already in the maildir."""
+    try:
+        return frozenset(os.listdir(maildir / "new"))
+    except OSError:
+        return frozenset()
+
+
+async def register_master(
+    chain: ChainClient,
+    wallet: LocalAccount,
+    k10: DeviceK10Signer,
+    passkey: PasskeyAuthenticator,
+    record: PasskeyRecord,
+) -> Receipt:
+    """Register this device as the operator's first master (sovereign: ``wallet`` sends)."""
+    entry = ch.NewMaster(
+        k10_point=k10.public_point,
+        k11_credential_id_hash=hashlib.sha256(record.credential_id).digest(),
+        k11_point=record.public_point,
+        rp_id_hash=hashlib.sha256(record.rp_id.encode()).digest(),
+        roles=ALL_MASTER_ROLES,
+    )
+    mutation = await chain.prepare_register_first_master(wallet.address, entry, k10, passkey)
+    return await chain.submit(mutation, wallet)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """The operator's J1 session as kept in the agentkeys home."""
+
+    token: str
+    broker_url: str
+    actor_omni: str
+    wallet: str
+    expires_at: int
+    token_file: Path
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at <= time.time()
+
+
+def _write_0600(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def write_session(home: Path, answer: Mapping[str, Any], broker_url: str) -> SessionRecord:
+    """Keep the J1 answer of :meth:`BrokerSignIn.siwe` (both files 0600)."""
+    token = str(answer["session"])
+    token_file = home / SESSION_TOKEN_FILE
+    _write_0600(token_file, token.encode("ascii") + b"\n")
+    record = SessionRecord(
+        token=token,
+        broker_url=broker_url,
+        actor_omni=str(answer.get("actor_omni", "")),
+        wallet=str(answer.get("wallet", "")),
+        expires_at=int(answer.get("expires_at", 0)),
+        token_file=token_file,
+    )
+    meta = {
+        "broker_url": record.broker_url,
+        "actor_omni": record.actor_omni,
+        "wallet": record.wallet,
+        "expires_at": record.expires_at,
+    }
+    _write_0600(home / SESSION_FILE, json.dumps(meta, indent=2).encode() + b"\n")
+    return record
+
+
+def load_session(home: Path, *, allow_expired: bool = False) -> SessionRecord:
+    """The J1 session of ``home``.
+
+    Raises:
+        NoSession: none, unreadable, or expired (unless ``allow_expired``).
+    """
+    meta_file, token_file = home / SESSION_FILE, home / SESSION_TOKEN_FILE
+    if not meta_file.exists() or not token_file.exists():
+        raise NoSession(f"no broker session in {home}; run `agentkeys init` first")
+    try:
+        check_private_file(meta_file)
+        check_private_file(token_file)
+        meta = json.loads(meta_file.read_text("utf-8"))
+        record = SessionRecord(
+            token=token_file.read_text("ascii").strip(),
+            broker_url=str(meta["broker_url"]),
+            actor_omni=str(meta["actor_omni"]),
+            wallet=str(meta["wallet"]),
+            expires_at=int(meta["expires_at"]),
+            token_file=token_file,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        raise NoSession(
+            f"the broker session in {home} is unreadable; run `agentkeys init`"
+        ) from None
+    if record.expired and not allow_expired:
+        raise NoSession("the broker session has expired; sign in again with `agentkeys init`")
+    return record

@@ -1,0 +1,485 @@
+"""``agentkeys init`` and ``agentkeys device register [--upgrade-from-v1]`` (SPEC.md 6, 7, 9).
+
+``init`` runs the bootstrap stages in order against the broker (docs/broker.md):
+
+0. K10 on this device (``attest.open_device_key``: TPM when present, else a 0600 key file);
+1. email magic link → J0 (waits with a spinner; in development the mail lands in the SMTP
+   sink's maildir, ``$AGENTKEYS_DEV_MAILDIR``, and is followed automatically);
+2. passkey enrollment bound to K10: the local passkey page on the port of the broker's
+   configured WebAuthn origin (``--passkey-origin``, default ``$AGENTKEYS_DEV_PASSKEY_ORIGIN``),
+   or the development software passkey with ``--dev-authenticator`` (never implied);
+3. SIWE with the operator's own wallet (``--wallet-keystore`` / ``--wallet-key-file``) → J1;
+
+then it registers this device as the master on chain (sovereign: the wallet sends), writes
+``operator.json``, ``chain.toml`` (from ``AGENTKEYS_CHAIN_*`` when set) and the J1 session
+(``session.jwt`` + ``session.json``, 0600), and prints ``whoami``.
+
+``device register`` registers this device as a master without the broker sign-in: for an
+operator of the legacy design (``--upgrade-from-v1``) it enrolls K11, registers the master
+device and records the legacy identity (email → ``identity_omni``, whose signer-held K4 was
+the v1 wallet) in ``operator.json`` as ``legacy_identity_omni``, then prints the next
+migration steps (docs/runbook-migration.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from eth_account.signers.local import LocalAccount
+
+from agentkeys.chain import ChainClient, PasskeyAuthenticator, load_chain_profile
+from agentkeys.chain.errors import ChainConfigError
+from agentkeys.cli._bootstrap import (
+    BrokerRefused,
+    BrokerSignIn,
+    UsageError,
+    find_magic_link,
+    maildir_names,
+    register_master,
+    write_session,
+)
+from agentkeys.cli._common import (
+    CHAIN_FILE,
+    STATE_FILE,
+    DeviceK10Signer,
+    OperatorState,
+    PasskeyRecord,
+    Rejected,
+    add_output_options,
+    add_wallet_options,
+    agentkeys_home,
+    emit,
+    load_wallet,
+    run,
+)
+from agentkeys.jwks import b64url_decode
+from agentkeys.omni import actor_omni_for_wallet, identity_omni, normalize_hex32
+from agentkeys.passkey_page import (
+    DEFAULT_TIMEOUT,
+    PagePasskey,
+    assertion_ceremony,
+    browser_opener,
+    enrollment_ceremony,
+    run_page,
+    verify_enrollment,
+)
+from agentkeys.softauthn import SoftAuthenticator
+from attest.device_key import DeviceKey, key_hash, open_device_key
+
+__all__ = ["register"]
+
+RP_ID = "localhost"
+_SPINNER = "|/-\\"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``init``."""
+    init = sub.add_parser(
+        "init",
+        allow_abbrev=False,
+        help="sign in (email, passkey, wallet) and register this device as your master",
+        description="Bootstrap stages 0-3 against the broker, then the master device on chain.",
+    )
+    init.add_argument("--email", required=True, help="your email address (magic link)")
+    init.add_argument(
+        "--broker-url",
+        default=os.environ.get("AGENTKEYS_DEV_BROKER_URL"),
+        help="the broker (default $AGENTKEYS_DEV_BROKER_URL, set by `dev up`'s env.sh)",
+    )
+    init.add_argument(
+        "--maildir",
+        type=Path,
+        default=os.environ.get("AGENTKEYS_DEV_MAILDIR"),
+        help="development only: read the magic link from this maildir (the SMTP sink)",
+    )
+    add_device_options(init)
+    add_output_options(init)
+    init.set_defaults(func=_init)
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """K10 backend, passkey (page or development) and wallet options."""
+    parser.add_argument("--home", type=Path, metavar="DIR", help="agentkeys home")
+    parser.add_argument(
+        "--k10-backend",
+        choices=("auto", "tpm", "software"),
+        default="auto",
+        help="where K10 lives (auto: the TPM when one answers)",
+    )
+    group = parser.add_argument_group("passkey")
+    group.add_argument(
+        "--dev-authenticator",
+        action="store_true",
+        help="enroll a development software passkey (kept in the home; never a real one)",
+    )
+    group.add_argument("--no-browser", action="store_true", help="print the page URL only")
+    group.add_argument(
+        "--passkey-origin",
+        default=os.environ.get("AGENTKEYS_DEV_PASSKEY_ORIGIN"),
+        help="the broker's WebAuthn origin http://localhost:PORT (the page is served there)",
+    )
+    group.add_argument("--passkey-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S")
+    add_wallet_options(parser)
+
+
+def _origin_port(origin: str | None) -> int:
+    if not origin:
+        return 0
+    try:
+        return int(origin.rsplit(":", 1)[1].strip("/"))
+    except (IndexError, ValueError):
+        raise UsageError(f"--passkey-origin {origin!r} is not http://localhost:PORT") from None
+
+
+class _Passkey:
+    """The passkey being enrolled: development (software) or the browser page."""
+
+    def __init__(self, args: argparse.Namespace, home: Path, user: str) -> None:
+        self.args = args
+        self.home = home
+        self.user = user
+        self.origin: str = args.passkey_origin or "http://localhost"
+        self.port = _origin_port(args.passkey_origin)
+        self.soft: SoftAuthenticator | None = None
+        self.record: PasskeyRecord | None = None
+        self.opener = getattr(args, "passkey_opener", None) or browser_opener(
+            launch=not args.no_browser
+        )
+        if args.dev_authenticator:
+            self._dev()
+
+    def _dev(self) -> None:
+        key_file = self.home / "passkey-dev.pem"
+        if key_file.exists():
+            loaded = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+            if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+                raise Rejected(f"{key_file} is not a P-256 key; remove it")
+            key = loaded
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+            _write_private(
+                key_file,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+            )
+        self.soft = SoftAuthenticator(
+            rp_id=RP_ID, origin=self.origin, private_key=key, counting=False
+        )
+        self.record = PasskeyRecord(
+            credential_id=self.soft.credential_id,
+            public_point=self.soft.public_point,
+            rp_id=RP_ID,
+            origin=self.origin,
+            dev_key_file=key_file,
+        )
+
+    async def create(self, challenge: bytes) -> Mapping[str, Any]:
+        """RegistrationResponseJSON over ``challenge``; sets :attr:`record`."""
+        if self.soft is not None:
+            return self.soft.create(challenge).to_json()
+        ceremony = enrollment_ceremony(
+            challenge=challenge,
+            rp_id=RP_ID,
+            user_id=secrets.token_bytes(16),
+            user_name=self.user,
+            purpose=f"Create the agentkeys passkey for {self.user}.",
+            timeout_ms=int(self.args.passkey_timeout * 1000),
+        )
+        result = await run_page(
+            ceremony, open_url=self.opener, expires_in=self.args.passkey_timeout, port=self.port
+        )
+        enrolled = verify_enrollment(
+            result.credential, challenge=challenge, origin=result.origin, rp_id=RP_ID
+        )
+        self.record = PasskeyRecord(
+            credential_id=enrolled.credential_id,
+            public_point=enrolled.public_point,
+            rp_id=RP_ID,
+            origin=result.origin,
+        )
+        return result.credential
+
+    async def get(self, challenge: bytes) -> Mapping[str, Any]:
+        """AuthenticationResponseJSON over ``challenge`` (for the broker)."""
+        if self.soft is not None:
+            return self.soft.get(challenge).to_json()
+        assert self.record is not None
+        ceremony = assertion_ceremony(
+            challenge=challenge,
+            rp_id=RP_ID,
+            credential_id=self.record.credential_id,
+            purpose="Sign in to agentkeys with your passkey.",
+            timeout_ms=int(self.args.passkey_timeout * 1000),
+        )
+        result = await run_page(
+            ceremony, open_url=self.opener, expires_in=self.args.passkey_timeout, port=self.port
+        )
+        return result.credential
+
+    def authenticator(self) -> PasskeyAuthenticator:
+        """For the chain's registration assertion."""
+        if self.soft is not None:
+            return self.soft
+        assert self.record is not None
+        return PagePasskey(
+            credential_id=self.record.credential_id,
+            public_point=self.record.public_point,
+            open_url=self.opener,
+            rp_id=RP_ID,
+            timeout=self.args.passkey_timeout,
+            port=self.port,
+        )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _write_chain_toml(home: Path) -> None:
+    """``chain.toml`` from ``AGENTKEYS_CHAIN_*`` (``dev up``'s env.sh), unless one exists."""
+    target = home / CHAIN_FILE
+    if target.exists() or not os.environ.get("AGENTKEYS_CHAIN_RPC_URL"):
+        return
+    lines = ["[chain]"]
+    for key in ("profile", "rpc_url", "chain_id", "deployment"):
+        value = os.environ.get(f"AGENTKEYS_CHAIN_{key.upper()}")
+        if value is not None:
+            lines.append(f"{key} = {value}" if key == "chain_id" else f'{key} = "{value}"')
+    _write_private(target, ("\n".join(lines) + "\n").encode())
+
+
+async def _open_k10(args: argparse.Namespace, home: Path) -> DeviceKey:
+    return await open_device_key(
+        args.k10_backend, key_path=home / "device" / "k10.pem", tcti=None, create=True
+    )
+
+
+def _check_chain_profile(home: Path) -> None:
+    """Fail before any sign-in step when no deployment is configured."""
+    chain_file = home / CHAIN_FILE
+    profile = load_chain_profile(path=chain_file if chain_file.exists() else None)
+    if profile.addresses is None:
+        raise ChainConfigError(f"no contract deployment configured for {profile.name}")
+
+
+async def _register_master_device(
+    args: argparse.Namespace,
+    home: Path,
+    wallet: LocalAccount,
+    k10: DeviceKey,
+    passkey: _Passkey,
+    extra: Mapping[str, Any],
+) -> tuple[OperatorState, str]:
+    """Register ``k10`` + the passkey as the first master of ``wallet``; write operator.json."""
+    chain_file = home / CHAIN_FILE
+    profile = load_chain_profile(path=chain_file if chain_file.exists() else None)
+    if profile.addresses is None:
+        raise ChainConfigError(f"no contract deployment configured for {profile.name}")
+    assert passkey.record is not None
+    operator = actor_omni_for_wallet(wallet.address)
+    async with httpx.AsyncClient(timeout=30) as http:
+        chain = ChainClient(http, profile.rpc_url, profile.addresses)
+        await chain.check_chain_id(profile.chain_id)
+        if await chain.master_wallet(operator) is not None:
+            raise Rejected(
+                f"operator {operator} already has a master device; use `agentkeys whoami` "
+                "or register another device from it"
+            )
+        receipt = await register_master(
+            chain, wallet, DeviceK10Signer(k10), passkey.authenticator(), passkey.record
+        )
+    state = OperatorState(
+        wallet=wallet.address.lower(),
+        operator_omni=operator,
+        device_key_hash=key_hash(k10),
+        passkey=passkey.record,
+        k10_backend=k10.backend.value,
+        k10_key_file=home / "device" / "k10.pem" if k10.backend.value == "software" else None,
+        extra=dict(extra),
+    )
+    state.write(home)
+    return state, receipt.tx_hash
+
+
+def _refuse_existing(home: Path) -> None:
+    if (home / STATE_FILE).exists():
+        raise Rejected(
+            f"{home / STATE_FILE} already exists: this machine is set up "
+            "(see `agentkeys whoami`; use another --home for another operator)"
+        )
+
+
+def _init(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        home = agentkeys_home(args.home)
+        _refuse_existing(home)
+        if not args.broker_url:
+            raise UsageError("no broker: pass --broker-url (or source the env.sh of `dev up`)")
+        wallet = load_wallet(args, None)
+        await trio.Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_chain_toml(home)
+        _check_chain_profile(home)
+        k10 = await _open_k10(args, home)
+        try:
+            passkey = _Passkey(args, home, args.email)
+            async with httpx.AsyncClient(
+                base_url=args.broker_url, trust_env=False, timeout=30
+            ) as http:
+                signin = BrokerSignIn(http)
+                j0 = await _email_stage(args, signin)
+                await signin.enroll(
+                    j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"])))
+                )
+                answer = await signin.siwe(
+                    j0, wallet, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
+                )
+            session = write_session(home, answer, args.broker_url)
+            state, tx = await _register_master_device(args, home, wallet, k10, passkey, {})
+        finally:
+            await k10.aclose()
+        emit(
+            args,
+            {
+                "wallet": state.wallet,
+                "agentkeys_actor_omni": state.operator_omni,
+                "device_key_hash": state.device_key_hash,
+                "k10_backend": state.k10_backend,
+                "tx_hash": tx,
+                "session_expires_at": session.expires_at,
+                "home": str(home),
+            },
+            [
+                "agentkeys init: done",
+                f"wallet                {state.wallet}",
+                f"agentkeys_actor_omni  {state.operator_omni}",
+                f"device                {state.device_key_hash} (K10: {state.k10_backend})",
+                f"master registered     tx {tx}",
+                f"broker session        J1, expires at {session.expires_at} (Unix time)",
+            ],
+        )
+
+    return run(args, command)
+
+
+async def _email_stage(args: argparse.Namespace, signin: BrokerSignIn) -> str:
+    maildir: Path | None = args.maildir
+    seen = maildir_names(maildir) if maildir is not None else frozenset()
+    handle = await signin.start_email(args.email)
+    where = f"the development SMTP sink ({maildir / 'new'})" if maildir else args.email
+    print(f"agentkeys: magic link sent; the mail went to {where}", file=sys.stderr, flush=True)
+    followed = False
+    with trio.move_on_after(600):
+        tick = 0
+        while True:
+            if maildir is not None and not followed:
+                link = find_magic_link(maildir, args.email, seen=seen)
+                if link is not None:
+                    await signin.follow_link(link)
+                    followed = True
+            j0 = await signin.poll_email(handle)
+            if j0 is not None:
+                if sys.stderr.isatty():
+                    print("\r", end="", file=sys.stderr)
+                return j0
+            if sys.stderr.isatty():
+                spin = _SPINNER[tick % 4]
+                print(f"\r{spin} waiting for the link to be followed …", end="", file=sys.stderr)
+            tick += 1
+            await trio.sleep(0.5)
+    raise BrokerRefused("the magic link was not followed within 10 minutes; run init again")
+
+
+def register_device_command(parser: argparse.ArgumentParser) -> None:
+    """``device register [--upgrade-from-v1] [--legacy-email E | --legacy-identity-omni X]``."""
+    parser.add_argument(
+        "--upgrade-from-v1",
+        action="store_true",
+        help="this operator used the legacy (v1) design: record its identity for migration",
+    )
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--legacy-email", help="the email whose signer-held K4 was the v1 wallet")
+    who.add_argument("--legacy-identity-omni", help="that identity's omni (64 hex)")
+    add_device_options(parser)
+    add_output_options(parser)
+    parser.set_defaults(func=_register_device)
+
+
+_NEXT_STEPS = (
+    "next (docs/runbook-migration.md):",
+    "  1. keep using --credential-backend s3 until you switch; nothing was moved yet",
+    "  2. read through the sidecar: agentkeys read <service> --credential-backend sidecar",
+    "     (a v1 credential is copied to a 0x04 envelope at the v2 key on first read)",
+    "  3. migrate the rest: agentkeys-migrate-s3-prefix --config worker.toml \\",
+    "       --operator-omni {operator} --identity-omni {identity}",
+    "  4. only after verifying: rerun the tool with --delete-v1",
+)
+
+
+def _register_device(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        home = agentkeys_home(args.home)
+        _refuse_existing(home)
+        identity: str | None = None
+        if args.legacy_email is not None:
+            identity = identity_omni("email", args.legacy_email)
+        elif args.legacy_identity_omni is not None:
+            identity = normalize_hex32(args.legacy_identity_omni)
+        if args.upgrade_from_v1 and identity is None:
+            raise UsageError(
+                "--upgrade-from-v1 needs the legacy identity: pass --legacy-email ADDRESS"
+            )
+        wallet = load_wallet(args, None)
+        await trio.Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_chain_toml(home)
+        _check_chain_profile(home)
+        k10 = await _open_k10(args, home)
+        try:
+            passkey = _Passkey(args, home, args.legacy_email or wallet.address)
+            if passkey.soft is None:
+                await passkey.create(secrets.token_bytes(32))
+            extra = {"legacy_identity_omni": identity} if identity is not None else {}
+            state, tx = await _register_master_device(args, home, wallet, k10, passkey, extra)
+        finally:
+            await k10.aclose()
+        lines = [
+            "master device registered" + (" (upgraded from v1)" if args.upgrade_from_v1 else ""),
+            f"wallet                {state.wallet}",
+            f"agentkeys_actor_omni  {state.operator_omni}",
+            f"device                {state.device_key_hash} (K10: {state.k10_backend})",
+            f"tx                    {tx}",
+        ]
+        if identity is not None:
+            lines.append(f"legacy identity_omni  {identity}")
+            lines += [
+                s.format(operator=state.operator_omni, identity=identity) for s in _NEXT_STEPS
+            ]
+        emit(
+            args,
+            {
+                "wallet": state.wallet,
+                "operator_omni": state.operator_omni,
+                "device_key_hash": state.device_key_hash,
+                "k10_backend": state.k10_backend,
+                "legacy_identity_omni": identity,
+                "tx_hash": tx,
+            },
+            lines,
+        )
+
+    return run(args, command)

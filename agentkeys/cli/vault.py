@@ -1,0 +1,303 @@
+"""``agentkeys store|read|list|teardown`` (SPEC.md sections 4, 7 and 9).
+
+Two backends (``--credential-backend``):
+
+* ``s3`` (the default in stage 1, deprecated): the legacy client-side backend
+  (:class:`agentkeys.legacy_s3.LegacyS3Backend`): S3 credentials from the broker's
+  ``/v1/mint-oidc-jwt`` exchanged at STS (:class:`BrokerOidcCredentials`), v1 KEKs from the
+  signer, envelopes written as ``--envelope-version v1`` (0x01 at ``bots/<wallet>/…``) or
+  ``v2`` (0x02 at ``bots/<actor_omni>/…``). It prints a deprecation warning.
+* ``sidecar``: cap mint at the broker with this master device's K10, then the worker
+  (:class:`agentkeys.cli._sidecar.SidecarVault`). ``--agent LABEL`` acts on an agent's vault
+  under its chain scope. A read of a legacy credential names the ``legacy_identity_omni``
+  recorded by ``device register --upgrade-from-v1``; the worker copies it to 0x04.
+
+The credential value for ``store`` never comes from argv: ``--from-file FILE`` (0600), the
+first line of stdin (``--stdin``), or a prompt. ``read`` prints the value only with
+``--show-secret``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agentkeys.cli._bootstrap import UsageError, load_session
+from agentkeys.cli._common import (
+    STATE_FILE,
+    add_output_options,
+    agentkeys_home,
+    emit,
+    load_operator_state,
+    read_secret,
+    run,
+)
+from agentkeys.cli._sidecar import SidecarVault
+from agentkeys.legacy_s3 import (
+    DEPRECATION_MESSAGE,
+    BrokerOidcCredentials,
+    EnvelopeChoice,
+    LegacyS3Backend,
+)
+from agentkeys.omni import actor_omni_for_wallet, agent_omni, identity_omni, normalize_service
+from agentkeys.pki import Role
+from agentkeys.service import mtls_client
+from agentkeys.signer import StsExchanger
+from agentkeys.worker._signer import SignerClient
+from attest.device_key import open_device_key
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``store``, ``read``, ``list`` and ``teardown``."""
+    store = sub.add_parser("store", allow_abbrev=False, help="store a credential")
+    store.add_argument("service", help="service name, e.g. openai")
+    source = store.add_mutually_exclusive_group()
+    source.add_argument("--from-file", type=Path, metavar="FILE", help="file (0600) with it")
+    source.add_argument("--stdin", action="store_true", help="read it from the first stdin line")
+    store.set_defaults(func=_store)
+    read = sub.add_parser("read", allow_abbrev=False, help="read a credential")
+    read.add_argument("service")
+    read.add_argument("--show-secret", action="store_true", help="print the credential value")
+    read.set_defaults(func=_read)
+    listing = sub.add_parser("list", allow_abbrev=False, help="list stored services")
+    listing.set_defaults(func=_list)
+    teardown = sub.add_parser("teardown", allow_abbrev=False, help="delete a credential")
+    teardown.add_argument("service")
+    teardown.set_defaults(func=_teardown)
+    for parser in (store, read, listing, teardown):
+        _add_backend_options(parser)
+        add_output_options(parser)
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--home", type=Path, metavar="DIR", help="agentkeys home")
+    parser.add_argument(
+        "--credential-backend",
+        choices=("s3", "sidecar"),
+        default="s3",
+        help="s3: the deprecated direct-to-S3 backend (default in stage 1); sidecar: "
+        "broker + worker",
+    )
+    parser.add_argument(
+        "--envelope-version",
+        choices=("v1", "v2"),
+        default="v1",
+        help="s3 backend: write 0x01 at the wallet key (v1) or 0x02 at the actor key (v2)",
+    )
+    parser.add_argument("--agent", metavar="LABEL", help="sidecar: act on this agent's vault")
+    parser.add_argument("--broker-url", help="the broker (default: the one of the session)")
+    parser.add_argument(
+        "--worker-url",
+        default=env("AGENTKEYS_WORKER_URL") or env("AGENTKEYS_DEV_WORKER_URL"),
+        help="sidecar: the worker (default $AGENTKEYS_WORKER_URL / $AGENTKEYS_DEV_WORKER_URL)",
+    )
+    legacy = parser.add_argument_group("s3 backend (legacy; defaults from `dev up`'s env.sh)")
+    legacy.add_argument("--legacy-email", help="the email identity behind the v1 wallet")
+    legacy.add_argument("--s3-endpoint", default=env("AGENTKEYS_DEV_S3_ENDPOINT"))
+    legacy.add_argument("--bucket", default=env("AGENTKEYS_BUCKET") or env("AGENTKEYS_DEV_BUCKET"))
+    legacy.add_argument("--role-arn", default=env("AGENTKEYS_DEV_ROLE_ARN"))
+    legacy.add_argument("--signer-url", default=env("AGENTKEYS_DEV_SIGNER_URL"))
+    legacy.add_argument(
+        "--pki-dir",
+        type=Path,
+        default=env("AGENTKEYS_DEV_PKI_DIR"),
+        help="CA and client certificate for the signer (development PKI)",
+    )
+
+
+class _Backend:
+    """What the four commands need, whichever backend serves them."""
+
+    async def store(self, service: str, secret: bytes) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def read(self, service: str) -> tuple[bytes, dict[str, Any]]:
+        raise NotImplementedError
+
+    async def list(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def teardown(self, service: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _Sidecar(_Backend):
+    def __init__(self, vault: SidecarVault, legacy_identity: str | None) -> None:
+        self.vault = vault
+        self.legacy = legacy_identity
+
+    async def store(self, service: str, secret: bytes) -> dict[str, Any]:
+        return await self.vault.store(service, secret)
+
+    async def read(self, service: str) -> tuple[bytes, dict[str, Any]]:
+        return await self.vault.fetch(service, legacy_identity_omni=self.legacy)
+
+    async def list(self) -> list[dict[str, Any]]:
+        return await self.vault.list()
+
+    async def teardown(self, service: str) -> dict[str, Any]:
+        return await self.vault.teardown(service)
+
+
+class _S3(_Backend):
+    def __init__(self, backend: LegacyS3Backend) -> None:
+        self.backend = backend
+
+    async def store(self, service: str, secret: bytes) -> dict[str, Any]:
+        key = await self.backend.store(service, secret)
+        version = 1 if self.backend.envelope_version is EnvelopeChoice.V1 else 2
+        return {"service": normalize_service(service), "key": key, "envelope_version": version}
+
+    async def read(self, service: str) -> tuple[bytes, dict[str, Any]]:
+        secret = await self.backend.fetch(service)
+        return secret, {"service": normalize_service(service), "key": self.backend.key_for(service)}
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [{"service": s, "source": "s3"} for s in await self.backend.list()]
+
+    async def teardown(self, service: str) -> dict[str, Any]:
+        raise UsageError(
+            "the s3 backend cannot tear down; use --credential-backend sidecar (master only)"
+        )
+
+
+@asynccontextmanager
+async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
+    home = agentkeys_home(args.home)
+    session = load_session(home)
+    broker_url = args.broker_url or session.broker_url
+    has_state = (home / STATE_FILE).exists()
+    state = load_operator_state(home) if has_state or args.credential_backend == "sidecar" else None
+    legacy_identity: str | None = None
+    if args.legacy_email is not None:
+        legacy_identity = identity_omni("email", args.legacy_email)
+    elif state is not None and isinstance(state.extra.get("legacy_identity_omni"), str):
+        legacy_identity = str(state.extra["legacy_identity_omni"])
+    async with httpx.AsyncClient(base_url=broker_url, trust_env=False, timeout=30) as broker:
+        if args.credential_backend == "sidecar":
+            assert state is not None
+            if not args.worker_url:
+                raise UsageError("no worker: pass --worker-url (or source `dev up`'s env.sh)")
+            actor = state.operator_omni
+            if args.agent is not None:
+                actor = agent_omni(state.operator_omni, args.agent)
+            key = await open_device_key(
+                state.k10_backend, key_path=state.k10_key_file, tcti=state.k10_tcti, create=False
+            )
+            try:
+                async with httpx.AsyncClient(
+                    base_url=args.worker_url, trust_env=False, timeout=30
+                ) as worker:
+                    vault = SidecarVault(
+                        broker=broker,
+                        worker=worker,
+                        device_key=key,
+                        session=session.token,
+                        operator_omni=state.operator_omni,
+                        actor_omni=actor,
+                    )
+                    yield _Sidecar(vault, legacy_identity)
+            finally:
+                await key.aclose()
+            return
+        print(f"agentkeys: warning: {DEPRECATION_MESSAGE}", file=sys.stderr, flush=True)
+        missing = [
+            name
+            for name in ("s3_endpoint", "bucket", "role_arn", "signer_url", "pki_dir")
+            if not getattr(args, name)
+        ]
+        if missing:
+            flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+            raise UsageError(f"the s3 backend needs {flags} (or source `dev up`'s env.sh)")
+        if legacy_identity is None:
+            raise UsageError("the s3 backend needs the identity behind the wallet: --legacy-email")
+        pki: Path = args.pki_dir
+        async with mtls_client(
+            base_url=args.signer_url,
+            ca=pki / "ca.crt",
+            cert=pki / f"{Role.WORKER.value}.crt",
+            key=pki / f"{Role.WORKER.value}.key",
+        ) as signer_http:
+            backend = LegacyS3Backend(
+                identity_omni=legacy_identity,
+                wallet=session.wallet,
+                actor_omni=actor_omni_for_wallet(session.wallet),
+                source=BrokerOidcCredentials(
+                    broker,
+                    session.token,
+                    StsExchanger(
+                        endpoint=args.s3_endpoint,
+                        role_arn=args.role_arn,
+                        region="us-east-1",
+                        duration_seconds=900,
+                    ),
+                ),
+                signer=SignerClient(signer_http),
+                bucket=args.bucket,
+                endpoint=args.s3_endpoint,
+                envelope_version=EnvelopeChoice(args.envelope_version),
+                warn=lambda _message: None,  # printed above, once
+            )
+            yield _S3(backend)
+
+
+def _store(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        secret = read_secret(
+            path=args.from_file,
+            use_stdin=args.stdin,
+            prompt=f"Credential for {args.service}: ",
+            what="credential",
+        )
+        async with _backend(args) as backend:
+            answer = await backend.store(args.service, secret)
+        emit(args, answer, [f"stored {args.service} at {answer.get('key')}"])
+
+    return run(args, command)
+
+
+def _read(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        async with _backend(args) as backend:
+            secret, answer = await backend.read(args.service)
+        data = dict(answer)
+        lines = [f"{args.service}: {len(secret)} bytes from {answer.get('key')}"]
+        if answer.get("source"):
+            lines.append(f"  source {answer['source']}, migration {answer.get('migration')}")
+        if args.show_secret:
+            data["secret"] = secret.decode("utf-8", errors="replace")
+            lines.append(data["secret"])
+        else:
+            lines.append("  (pass --show-secret to print the value)")
+        emit(args, data, lines)
+
+    return run(args, command)
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        async with _backend(args) as backend:
+            services = await backend.list()
+        lines = [f"{s.get('service')}  ({s.get('source')})" for s in services]
+        emit(args, {"services": services}, lines or ["no credentials stored"])
+
+    return run(args, command)
+
+
+def _teardown(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        async with _backend(args) as backend:
+            answer = await backend.teardown(args.service)
+        emit(args, answer, [f"deleted {args.service}: {answer.get('deleted')}"])
+
+    return run(args, command)
