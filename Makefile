@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # passkey-page browser test.
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc chromium
 
-.PHONY: setup system-deps test lint typecheck pytest demo bench contracts clean
+.PHONY: setup system-deps test lint typecheck pytest demo bench fuzz contracts clean
 
 setup: system-deps $(BIN)/.installed node_modules/.installed
 
@@ -44,6 +44,13 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# Longer fuzzing than make test's bounded run: each atheris harness for FUZZ_SECONDS,
+# then the hypothesis "fuzz" profile (many more examples; tens of minutes).
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS)
+	$(BIN)/pytest tests/fuzz --hypothesis-profile=fuzz -q
 
 contracts: setup
 	$(BIN)/python contracts/build.py

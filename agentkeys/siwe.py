@@ -23,12 +23,20 @@ the EIP-4361 ABNF line by line::
 * ``address`` is ``0x`` + 40 hex digits in its EIP-55 checksum form (the only accepted form).
 * ``statement`` is ``*( reserved / unreserved / " " )`` of RFC 3986 (no LF, may be empty;
   an absent statement and an empty one have different text forms).
-* ``version`` is ``1``; ``chain-id`` is ``1*DIGIT`` (we also refuse leading zeros, so that
-  one chain id has one text form); ``nonce`` is at least 8 ASCII letters or digits.
+* ``version`` is ``1``; ``chain-id`` is ``1*DIGIT``; ``nonce`` is at least 8 ASCII letters or
+  digits.
+* ``IP-literal`` hosts are RFC 3986 ``IPv6address`` (all nine forms) or ``IPvFuture``.
 * Timestamps are RFC 3339 ``date-time``; the text is kept exactly as written (so
   ``parse(text).to_text() == text``) and compared as instants.
 * ``request-id`` is ``*pchar``.
 * No CR anywhere, no trailing LF, fields in exactly this order, each at most once.
+
+Deliberately stricter than the ABNF (each refusal raises the field's leaf, and
+tests/fuzz/test_siwe_grammar.py pins it): a chain id with leading zeros (one chain id has
+one text form, so ``parse(text).to_text() == text``) or above 2^256-1 (the EVM ``CHAINID``
+is a uint256); an empty ``domain`` (an authority with no characters at all names no
+origin); a date-time whose year is 0000 (no instant in Python's calendar); a message longer
+than :data:`MAX_MESSAGE_CHARS`.
 
 Parsing raises a leaf of :class:`SiweFormatError` (a :class:`~agentkeys.errors.FormatError`);
 :func:`verify_siwe` raises a leaf of :class:`SiweRejected` (401). All pure.
@@ -217,7 +225,27 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*", re.ASCII)
 _USERINFO = rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:]|{_PCT})*"
 _DEC_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4 = rf"{_DEC_OCTET}(?:\.{_DEC_OCTET}){{3}}"
-_IP_LITERAL = rf"\[(?:[0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\.[{_UNRESERVED}{_SUB_DELIMS}:]+)\]"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_LS32 = rf"(?:{_H16}:{_H16}|{_IPV4})"
+
+
+def _ipv6_forms() -> str:
+    """RFC 3986 ``IPv6address``: its nine forms, written out as the ABNF lists them."""
+
+    def groups(n: int) -> str:  # n( h16 ":" )
+        return f"(?:{_H16}:){{{n}}}" if n else ""
+
+    def head(n: int) -> str:  # [ *n( h16 ":" ) h16 ]
+        return f"(?:(?:{_H16}:){{0,{n}}}{_H16})?" if n else f"(?:{_H16})?"
+
+    forms = [f"{groups(6)}{_LS32}", f"::{groups(5)}{_LS32}"]
+    forms += [f"{head(k)}::{groups(4 - k)}{_LS32}" for k in range(4)]
+    forms += [f"{head(4)}::{_LS32}", f"{head(5)}::{_H16}", f"{head(6)}::"]
+    return "|".join(f"(?:{form})" for form in forms)
+
+
+_IPV6 = _ipv6_forms()
+_IP_LITERAL = rf"\[(?:{_IPV6}|[vV][0-9A-Fa-f]+\.[{_UNRESERVED}{_SUB_DELIMS}:]+)\]"
 _REG_NAME = rf"(?:[{_UNRESERVED}{_SUB_DELIMS}]|{_PCT})*"
 _HOST = rf"(?:{_IP_LITERAL}|{_IPV4}|{_REG_NAME})"
 _AUTHORITY = re.compile(rf"(?:{_USERINFO}@)?{_HOST}(?::[0-9]*)?", re.ASCII)
@@ -236,6 +264,7 @@ _STATEMENT = re.compile(rf"[{_UNRESERVED}:/?#\[\]@{_SUB_DELIMS} ]*", re.ASCII)
 _REQUEST_ID = re.compile(rf"{_PCHAR}*", re.ASCII)
 _NONCE = re.compile(r"[A-Za-z0-9]{8,}", re.ASCII)
 _CHAIN_ID = re.compile(r"0|[1-9][0-9]{0,77}", re.ASCII)
+_MAX_CHAIN_ID = 2**256 - 1  # the EVM CHAINID opcode returns a uint256
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
 _DATE_TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?"
@@ -353,9 +382,9 @@ class SiweMessage:
         if (
             isinstance(self.chain_id, bool)
             or not isinstance(self.chain_id, int)
-            or (self.chain_id < 0)
+            or not 0 <= self.chain_id <= _MAX_CHAIN_ID
         ):
-            raise SiweInvalidChainId("chain id must be a non-negative integer")
+            raise SiweInvalidChainId("chain id must be an integer in 0..2^256-1")
         if not isinstance(self.nonce, str) or _NONCE.fullmatch(self.nonce) is None:
             raise SiweInvalidNonce("nonce must be at least 8 ASCII letters or digits")
         if self.issued_at is None:

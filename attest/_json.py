@@ -12,9 +12,11 @@ _HEX = re.compile(r"(?:[0-9a-f]{2})*", re.ASCII)
 
 
 def loads_object(text: str | bytes, what: str) -> dict[str, Any]:
+    if not isinstance(text, str | bytes):
+        raise AttestationMalformed(f"{what} is not a JSON text")
     try:
         value = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise AttestationMalformed(f"{what} is not valid JSON") from exc
     if not isinstance(value, dict):
         raise AttestationMalformed(f"{what} is not a JSON object")

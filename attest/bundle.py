@@ -116,7 +116,7 @@ class AttestationBundle:
             AttestationMalformed: wrong shape, version or field encoding.
         """
         obj = loads_object(text, _WHAT)
-        if obj.get("v") != 1:
+        if type(obj.get("v")) is not int or obj["v"] != 1:  # not true, not 1.0
             raise AttestationMalformed(f"{_WHAT}: unsupported version")
         try:
             backend = Backend(get_str(obj, "backend", _WHAT))

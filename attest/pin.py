@@ -164,7 +164,7 @@ def load_pins(path: Path) -> dict[str, CallerPin]:
         return {}
     obj = loads_object(text, "pins file")
     entries = obj.get("pins")
-    if obj.get("v") != 1 or not isinstance(entries, list):
+    if type(obj.get("v")) is not int or obj["v"] != 1 or not isinstance(entries, list):
         raise AttestationMalformed("pins file: expected {\"v\": 1, \"pins\": [...]}")
     pins: dict[str, CallerPin] = {}
     for entry in entries:

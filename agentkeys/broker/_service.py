@@ -229,6 +229,23 @@ class RelayScopeRequest:
     revoke: bool = False
 
 
+# The body each route decodes (published in /openapi.json); routes not named take none.
+_REQUESTS: Mapping[str, type[Any]] = {
+    "email_start": EmailStartRequest,
+    "email_poll": EmailPollRequest,
+    "passkey_register_options": RegisterOptionsRequest,
+    "passkey_register_verify": RegisterVerifyRequest,
+    "siwe_start": SiweStartRequest,
+    "siwe_verify": SiweVerifyRequest,
+    "siwe_k4": SiweK4Request,
+    "cap_fetch": CapMintRequest,
+    "cap_store": CapMintRequest,
+    "cap_list": CapMintRequest,
+    "cap_teardown": CapMintRequest,
+    "relay_scope": RelayScopeRequest,
+}
+
+
 def _rfc3339(now: float) -> str:
     moment = datetime.datetime.fromtimestamp(int(now), datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -336,7 +353,7 @@ class BrokerService:
         if names != set(SESSION_REQUIREMENTS) or len(names) != len(routes):
             raise RouteTableError("broker: routes and SESSION_REQUIREMENTS disagree")
         wrapped = tuple(
-            Route(name, method, path, self._guarded(name, handler))
+            Route(name, method, path, self._guarded(name, handler), request=_REQUESTS.get(name))
             for name, method, path, handler in routes
         )
         self.app = ServiceApp(

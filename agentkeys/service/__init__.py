@@ -22,9 +22,11 @@ from agentkeys.service._app import (
 from agentkeys.service._audit import AuditEvent, AuditSink, JsonLinesAudit, MemoryAudit
 from agentkeys.service._client import mtls_client
 from agentkeys.service._json import JsonObject, decode, parse_json_object
+from agentkeys.service._openapi import OPENAPI_PATH, openapi_document
 from agentkeys.service._serve import BoundAddress, ServerSettings, ServerTls, serve_http
 
 __all__ = [
+    "OPENAPI_PATH",
     "PEER_SCOPE_KEY",
     "PUBLIC",
     "Access",
@@ -45,6 +47,7 @@ __all__ = [
     "allow",
     "decode",
     "mtls_client",
+    "openapi_document",
     "parse_json_object",
     "serve_http",
 ]

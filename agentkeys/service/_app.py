@@ -15,6 +15,10 @@ without a decision. Per request, in order:
    :class:`Reply`; an :class:`~agentkeys.errors.AgentkeysError` becomes
    ``{error, reason}`` with its status, anything else a bare 500;
 4. one :class:`~agentkeys.service.AuditEvent` is recorded, whatever happened.
+
+Every app also serves ``GET /openapi.json`` (route ``openapi``), its OpenAPI 3.1 document
+built from the same tables (``agentkeys.service._openapi``): public when any route is
+public, otherwise for every role some route allows.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from agentkeys.errors import AgentkeysError
 from agentkeys.pki import Role
 from agentkeys.service._audit import AuditEvent, AuditSink, AuditValue
 from agentkeys.service._json import JsonObject, decode, parse_json_object
+from agentkeys.service._openapi import OPENAPI_PATH, openapi_document
 from agentkeys.service.errors import (
     BadRequest,
     BodyTooLarge,
@@ -60,6 +65,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("agentkeys.service")
+
+OPENAPI_ROUTE = "openapi"
+"""Name of the route every ServiceApp adds: ``GET /openapi.json`` (see ``_openapi``)."""
 
 PEER_SCOPE_KEY = "agentkeys.peer"
 """Key in the ASGI ``scope["extensions"]`` under which the server puts the :class:`Peer`."""
@@ -159,12 +167,17 @@ Handler = Callable[[Call], Awaitable[JsonObject | Reply]]
 
 @dataclass(frozen=True)
 class Route:
-    """A route: ``name`` is its key in the authorization table and in audit rows."""
+    """A route: ``name`` is its key in the authorization table and in audit rows.
+
+    ``request`` is the dataclass the handler decodes its body into (``call.decode``); it
+    only documents the route (its schema in ``GET /openapi.json``).
+    """
 
     name: str
     method: Literal["GET", "POST", "PUT", "DELETE"]
     path: str
     handler: Handler
+    request: type[Any] | None = None
 
 
 def _dumps(obj: Any) -> bytes:
@@ -215,10 +228,23 @@ class ServiceApp:
             raise RouteTableError(f"{name}: authorization entries without a route: {stale}")
         if max_body_bytes <= 0:
             raise RouteTableError(f"{name}: max_body_bytes must be positive")
+        if OPENAPI_ROUTE in names or any(r.path == OPENAPI_PATH for r in routes):
+            raise RouteTableError(f"{name}: {OPENAPI_ROUTE} / {OPENAPI_PATH} is the base's own")
         self.name = name
         self.audit = audit
-        self.authorization: Mapping[str, Access] = dict(authorization)
-        self.routes: tuple[Route, ...] = tuple(routes)
+        # GET /openapi.json: public when any route is, else for every role some route allows
+        public = any(access.public for access in authorization.values())
+        roles = frozenset().union(*(access.roles for access in authorization.values()))
+        docs_access = PUBLIC if public or not roles else Access(roles=roles)
+        docs_route = Route(OPENAPI_ROUTE, "GET", OPENAPI_PATH, self._openapi)
+        self.authorization: Mapping[str, Access] = {
+            **authorization, OPENAPI_ROUTE: docs_access
+        }
+        self.routes: tuple[Route, ...] = (*routes, docs_route)
+        try:
+            self.openapi: JsonObject = openapi_document(name, self.routes, self.authorization)
+        except TypeError as exc:
+            raise RouteTableError(f"{name}: a request type cannot be documented: {exc}") from exc
         quart = QuartTrio(f"agentkeys.{name}", static_folder=None)
         quart.config.update(
             MAX_CONTENT_LENGTH=max_body_bytes,
@@ -237,6 +263,9 @@ class ServiceApp:
             )
         quart.register_error_handler(HTTPException, self._http_exception)
         self.quart = quart
+
+    async def _openapi(self, call: Call) -> JsonObject:
+        return self.openapi
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """ASGI entry point."""

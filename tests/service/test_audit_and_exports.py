@@ -63,6 +63,7 @@ def test_audit_directory_open_to_others_is_refused(tmp_path: Path) -> None:
 def test_exported_members() -> None:
     assert sorted(agentkeys.service.__all__) == sorted(
         [
+            "OPENAPI_PATH",
             "PEER_SCOPE_KEY",
             "PUBLIC",
             "Access",
@@ -83,6 +84,7 @@ def test_exported_members() -> None:
             "allow",
             "decode",
             "mtls_client",
+            "openapi_document",
             "parse_json_object",
             "serve_http",
         ]
