@@ -9,8 +9,8 @@ See docs/daemon.md. Public API (pinned by tests/daemon/test_exports.py):
 * quotas: :class:`QuotaBook`, :class:`QuotaKey`, :class:`QuotaLimits`;
 * usage: :class:`Usage`, :class:`UsageScanner`;
 * audit: :class:`AuditLog`, :class:`AuditRow`, :class:`AuditRelayQueue`, :func:`verify_log`;
-* credentials: :class:`Credential`, :class:`CredentialSource`, :class:`BrokerWorkerSource`,
-  :class:`FileCredentialSource` (interim), :class:`CredentialCache`;
+* credentials: :class:`Credential`, :class:`CredentialSource`, :class:`BrokerWorkerSource`
+  (the only source: broker cap mint + worker fetch), :class:`CredentialCache`;
 * liveness: :class:`BrokerLiveness`, :class:`BrokerProbe`, :class:`HttpBrokerProbe`;
 * chain: :class:`RevocationState`;
 * env file: :func:`render_env`, :func:`write_env_file`, :data:`PLACEHOLDER_KEY`.
@@ -23,7 +23,6 @@ from agentkeys.daemon.credentials import (
     BrokerWorkerSource,
     Credential,
     CredentialSource,
-    FileCredentialSource,
 )
 from agentkeys.daemon.envfile import PLACEHOLDER_KEY, render_env, write_env_file
 from agentkeys.daemon.heartbeat import BrokerLiveness, BrokerProbe, HttpBrokerProbe
@@ -49,7 +48,6 @@ __all__ = [
     "Daemon",
     "DaemonAddress",
     "DaemonConfig",
-    "FileCredentialSource",
     "HttpBrokerProbe",
     "Policy",
     "ProxyApp",

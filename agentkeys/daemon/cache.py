@@ -7,7 +7,8 @@
 * A failed fetch is remembered for ``negative_ttl`` seconds, so a refusing authority is
   not hammered; callers get the same refusal meanwhile.
 * :meth:`drop` (revocation events) and :meth:`clear` (shutdown) wipe entries; a fetch in
-  flight when they happen is discarded, and its waiters are refused.
+  flight for a wiped service is discarded, and its waiters are refused (fetches of other
+  services are not affected).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class _Entry:
 @dataclass
 class _Flight:
     done: trio.Event
-    generation: int
+    wiped: bool = False  # dropped while in flight: discard the result, refuse the waiters
     entry: _Entry | None = None
 
 
@@ -67,12 +68,15 @@ class CredentialCache:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
-        self._generation = 0
         #: fetches made (for health output and tests)
         self.fetches = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def services(self) -> frozenset[str]:
+        """The services cached or being fetched (never the credentials)."""
+        return frozenset(self._entries) | frozenset(self._flights)
 
     async def get(self, service: str, fetch: Callable[[str], Awaitable[Credential]]) -> Credential:
         """The cached credential of ``service``, fetching it once on a miss.
@@ -90,20 +94,20 @@ class CredentialCache:
             del self._entries[service]
         flight = self._flights.get(service)
         if flight is None:
-            flight = _Flight(done=trio.Event(), generation=self._generation)
+            flight = _Flight(done=trio.Event())
             self._flights[service] = flight
             try:
                 flight.entry = await self._fetch(service, fetch)
             finally:
                 del self._flights[service]
                 flight.done.set()
-            if flight.generation == self._generation:
+            if not flight.wiped:
                 self._store(service, flight.entry)
         else:
             await flight.done.wait()
         if flight.entry is None:
             raise CredentialUnavailable("the credential fetch was interrupted")
-        if flight.generation != self._generation:
+        if flight.wiped:
             raise ScopeRevoked("the credential was revoked while it was being fetched")
         return self._unpack(flight.entry)
 
@@ -140,13 +144,17 @@ class CredentialCache:
         return len(stale)
 
     def drop(self, services: frozenset[str] | None = None) -> None:
-        """Wipe ``services`` (all when None); fetches in flight are discarded."""
-        self._generation += 1
+        """Wipe ``services`` (all when None); their fetches in flight are discarded."""
         if services is None:
             self._entries.clear()
+            for flight in self._flights.values():
+                flight.wiped = True
             return
         for service in services:
             self._entries.pop(service, None)
+            in_flight = self._flights.get(service)
+            if in_flight is not None:
+                in_flight.wiped = True
 
     def clear(self) -> None:
         """Wipe everything (shutdown)."""

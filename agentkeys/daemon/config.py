@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from agentkeys.config import ConfigError
+from agentkeys.errors import InvalidIdentifier
+from agentkeys.omni import normalize_hex32
 
 __all__ = [
     "AuditSection",
@@ -105,11 +107,14 @@ class BrokerSection:
 
 @dataclass(frozen=True)
 class CredentialsSection:
-    """Where credentials come from: ``broker`` (+ worker) or the interim ``file``."""
+    """Where credentials come from: the broker (cap mint) and the worker (fetch), only.
 
-    source: Literal["broker", "file"] = "broker"
+    ``source`` accepts nothing but ``"broker"`` (kept so configs that name it still load);
+    there is deliberately no local-file source, which would bypass scope, caps and worker.
+    """
+
+    source: Literal["broker"] = "broker"
     worker_url: str | None = None
-    file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,25 @@ class ChainSection:
 
 @dataclass(frozen=True)
 class IdentitySection:
+    """Whose credentials the daemon serves.
+
+    ``legacy_identity_omni`` (optional, 64 hex): the identity omni behind the operator's
+    master wallet (K4); when set, every worker fetch names it so that v1 data (0x01/0x02)
+    is served and lazily copied to v2 (docs/worker.md). Unset: v1-only data is refused.
+    """
+
     operator_omni: str | None = None
     actor_omni: str | None = None
+    legacy_identity_omni: str | None = None
+
+    def __post_init__(self) -> None:
+        # operator_omni / actor_omni are checked by run_daemon (deployment templates carry
+        # placeholders for them); the optional legacy identity is checked here, at load
+        if self.legacy_identity_omni is not None:
+            try:
+                normalize_hex32(self.legacy_identity_omni)
+            except InvalidIdentifier:
+                raise ConfigError("identity.legacy_identity_omni must be 64 hex digits") from None
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,10 @@
   session and a K10 proof of possession), then fetch the credential from the worker
   (``POST /v1/cred/fetch`` presenting the cap with a worker K10 PoP). K10 never leaves
   its backend: only digests go in, signatures come out.
-* :class:`FileCredentialSource` — **interim** path for single-host development while the
-  worker is not available: credentials from a 0600 TOML file (``[credentials]
-  <service> = "<secret>"``) owned by the daemon's user. It does no chain checks; do not
-  use it where the chain scope must bound the daemon.
 
-Both return a :class:`Credential` whose ``expires_at`` bounds how long the cache keeps it.
+It is the daemon's only source: there is no local-file mode, since one would bypass the
+chain scope, the caps and the worker. A :class:`Credential`'s ``expires_at`` (the cap's)
+bounds how long the cache keeps it.
 """
 
 from __future__ import annotations
@@ -19,20 +17,17 @@ import hashlib
 import json
 import re
 import time
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import httpx
-import trio
 
 from agentkeys.cap import CapOp, SignedCap, cap_digest
-from agentkeys.config import ConfigError, check_private_file
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode, b64url_encode
+from agentkeys.omni import normalize_hex32
 from agentkeys.pop import PopProof, new_mint_pop_claims, new_worker_pop_claims
 from attest.device_key import DeviceKey, key_hash
 
@@ -40,7 +35,6 @@ __all__ = [
     "BrokerWorkerSource",
     "Credential",
     "CredentialSource",
-    "FileCredentialSource",
 ]
 
 _SECRET = re.compile(rb"[\x21-\x7e]{1,4096}")
@@ -73,59 +67,24 @@ class CredentialSource(Protocol):
         ...
 
 
-class FileCredentialSource:
-    """INTERIM credential source: a 0600 TOML file ``[credentials] <service> = "<secret>"``.
+_CODE = re.compile(r"[a-z0-9_]{1,64}")
 
-    Args:
-        path: the file (refused unless 0600 and owned by us or root).
-        lifetime: seconds a fetched credential may be cached.
-    """
 
-    def __init__(
-        self, path: Path, *, lifetime: float = 300.0, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._path = path
-        self._lifetime = lifetime
-        self._clock = clock
-        self._limiter = trio.CapacityLimiter(1)
-
-    def _read(self) -> Mapping[str, object]:
-        try:
-            check_private_file(self._path)
-            with self._path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except ConfigError as exc:
-            raise CredentialUnavailable(exc.reason) from exc
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise CredentialUnavailable(f"cannot read {self._path}") from exc
-        creds = data.get("credentials")
-        if not isinstance(creds, dict):
-            raise CredentialUnavailable(f"{self._path} has no [credentials] table")
-        return creds
-
-    async def fetch(self, service: str) -> Credential:
-        """The file's credential for ``service``.
-
-        Raises:
-            CredentialRefused: the file has none for ``service``.
-            CredentialUnavailable: unreadable or unsafe file, malformed value.
-        """
-        creds = await trio.to_thread.run_sync(self._read, limiter=self._limiter)
-        value = creds.get(service)
-        if not isinstance(value, str):
-            raise CredentialRefused(f"no credential for {service!r} in the credential file")
-        return Credential(secret=value.encode("utf-8"), expires_at=self._clock() + self._lifetime)
+def _error_code(response: httpx.Response, default: str) -> str:
+    """The peer's ``error`` code when it is a plain snake_case word, else ``default``."""
+    try:
+        code = response.json().get("error")
+    except (ValueError, AttributeError):
+        return default
+    return code if isinstance(code, str) and _CODE.fullmatch(code) else default
 
 
 def _answer(response: httpx.Response, who: str) -> dict[str, object]:
     if response.status_code in (401, 403, 404):
-        try:
-            code = response.json().get("error", "refused")
-        except (ValueError, AttributeError):
-            code = "refused"
-        raise CredentialRefused(f"the {who} refused: {str(code)[:64]}")
+        raise CredentialRefused(f"the {who} refused: {_error_code(response, 'refused')}")
     if response.status_code != 200:
-        raise CredentialUnavailable(f"the {who} answered HTTP {response.status_code}")
+        code = _error_code(response, "no error code")
+        raise CredentialUnavailable(f"the {who} answered HTTP {response.status_code} ({code})")
     if len(response.content) > MAX_ANSWER_BYTES:
         raise CredentialUnavailable(f"the {who}'s answer is too large")
     try:
@@ -146,12 +105,20 @@ class BrokerWorkerSource:
         device_key: K10 (TPM or software); signs PoP digests only.
         session: the operator's J1 session token (bytes; never logged).
         operator_omni, actor_omni: whose credential (64 hex).
+        legacy_identity_omni: the identity omni behind the operator's master wallet (K4),
+            sent on every worker fetch when set so that the worker can open a legacy v1
+            envelope (and copy it lazily to v2, SPEC.md section 9 step 10); the signer
+            refuses a wrong one. ``None``: fetch bodies stay ``{}``.
         clock: Unix seconds.
+
+    Raises:
+        InvalidIdentifier: ``legacy_identity_omni`` is not 64 hex digits.
 
     Wire formats: the broker's as implemented in ``agentkeys.broker._service.mint``
     (request ``CapMintRequest``; answer ``{cap, token, expires_at, scope_source}``) and
     the worker's as implemented in ``agentkeys.worker._core`` (``POST /v1/cred/fetch``
-    with an empty body, ``Authorization: Cap <token>``, ``Agentkeys-Pop: <proof>``;
+    with the body ``{}`` or ``{"legacy_identity_omni": <hex64>}`` (docs/worker.md),
+    ``Authorization: Cap <token>``, ``Agentkeys-Pop: <proof>`` covering the body;
     answer ``{"credential": <base64url>, ...}``).
     """
 
@@ -164,6 +131,7 @@ class BrokerWorkerSource:
         session: bytes,
         operator_omni: str,
         actor_omni: str,
+        legacy_identity_omni: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._broker = broker
@@ -172,6 +140,10 @@ class BrokerWorkerSource:
         self._session = session
         self._operator = operator_omni
         self._actor = actor_omni
+        body: dict[str, str] = {}
+        if legacy_identity_omni is not None:
+            body["legacy_identity_omni"] = normalize_hex32(legacy_identity_omni)
+        self._fetch_body = json.dumps(body, separators=(",", ":")).encode()
         self._dkh = key_hash(device_key)
         self._clock = clock
 
@@ -214,12 +186,16 @@ class BrokerWorkerSource:
     async def fetch(self, service: str) -> Credential:
         """Mint a cap and fetch ``service``'s credential from the worker."""
         cap, token, expires_at = await self.mint(service)
-        body = b""
+        body = self._fetch_body
         claims = new_worker_pop_claims(
             cap_digest=cap_digest(cap.payload), op=CapOp.FETCH, body=body, now=int(self._clock())
         )
         proof = PopProof(claims.timestamp, claims.nonce, await self._sign(claims.message()))
-        headers = {"authorization": "Cap " + token, "agentkeys-pop": proof.to_header_value()}
+        headers = {
+            "authorization": "Cap " + token,
+            "agentkeys-pop": proof.to_header_value(),
+            "content-type": "application/json",
+        }
         try:
             response = await self._worker.post("/v1/cred/fetch", content=body, headers=headers)
         except httpx.HTTPError as exc:

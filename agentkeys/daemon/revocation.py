@@ -97,6 +97,12 @@ class RevocationState:
             return ALL_SERVICES
         return _NOTHING
 
+    def outside_scope(self, services: frozenset[str]) -> frozenset[str]:
+        """Those of ``services`` the known chain scope does not hold (none when unknown)."""
+        if self.scope is None:
+            return frozenset()
+        return frozenset(s for s in services if self._hash(s) not in self.scope)
+
     def check(self, service: str) -> None:
         """Refuse ``service`` if the chain revoked it.
 

@@ -1,10 +1,10 @@
 """Run the daemon from its configuration with the real dependencies wired in.
 
 Wires: K10 (created at first start; TPM when present, else a 0600 software key; it never
-leaves its backend), the broker heartbeat, the credential source (``broker``: cap mint at
-the broker with K10 PoP + worker fetch with worker PoP; ``file``: the interim local file),
-the chain watcher for revocations when ``[chain]`` is set, and SIGINT/SIGTERM as a
-graceful stop.
+leaves its backend), the broker heartbeat, the credential source (cap mint at the broker
+with K10 PoP + worker fetch with worker PoP; ``identity.legacy_identity_omni`` is passed on
+so that v1 data is served), the chain watcher for revocations when ``[chain]`` is set, and
+SIGINT/SIGTERM as a graceful stop.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from agentkeys.chain.events import ChainEvent
 from agentkeys.config import ConfigError, check_private_file
 from agentkeys.daemon._groups import raise_domain_error
 from agentkeys.daemon.config import DaemonConfig
-from agentkeys.daemon.credentials import BrokerWorkerSource, CredentialSource, FileCredentialSource
+from agentkeys.daemon.credentials import BrokerWorkerSource
 from agentkeys.daemon.heartbeat import HttpBrokerProbe
 from agentkeys.daemon.service import Daemon, DaemonAddress
 from agentkeys.omni import normalize_hex32
@@ -70,28 +70,20 @@ async def run_daemon(
         broker = await stack.enter_async_context(
             httpx.AsyncClient(base_url=config.broker.url, trust_env=False, timeout=10)
         )
-        source: CredentialSource
-        if config.credentials.source == "file":
-            if config.credentials.file is None:
-                raise ConfigError("credentials.file is required with credentials.source = file")
-            _log.warning("INTERIM credential source: %s (no chain checks)", config.credentials.file)
-            source = FileCredentialSource(config.credentials.file, lifetime=config.cache.ttl)
-        else:
-            if config.credentials.worker_url is None:
-                raise ConfigError("credentials.worker_url is required")
-            worker = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=config.credentials.worker_url, trust_env=False, timeout=10
-                )
-            )
-            source = BrokerWorkerSource(
-                broker=broker,
-                worker=worker,
-                device_key=device,
-                session=_read_session(config),
-                operator_omni=operator,
-                actor_omni=actor,
-            )
+        if config.credentials.worker_url is None:
+            raise ConfigError("credentials.worker_url is required")
+        worker = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=config.credentials.worker_url, trust_env=False, timeout=10)
+        )
+        source = BrokerWorkerSource(
+            broker=broker,
+            worker=worker,
+            device_key=device,
+            session=_read_session(config),
+            operator_omni=operator,
+            actor_omni=actor,
+            legacy_identity_omni=config.identity.legacy_identity_omni,
+        )
         events: trio.MemoryReceiveChannel[ChainEvent] | None = None
         watcher_duty = None
         if config.chain.rpc_url is not None and config.chain.deployment is not None:

@@ -36,7 +36,7 @@ import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from agentkeys.chain.events import ChainEvent
+from agentkeys.chain.events import ChainEvent, ScopeSet
 from agentkeys.daemon._groups import raise_domain_error
 from agentkeys.daemon.auditlog import AuditLog, AuditRelayQueue
 from agentkeys.daemon.cache import CredentialCache
@@ -185,10 +185,11 @@ class Daemon:
         cfg = self.config
         audit = AuditLog(cfg.audit_path, relay=self.relay_queue)
         sockets: list[socket.socket] = []
-        sockets_created = False
+        created: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
         try:
             sockets.append(create_unix_listener(cfg.socket_path))
-            sockets_created = True
+            made = os.stat(cfg.socket_path)
+            created = (made.st_dev, made.st_ino)
             tcp_url = None
             if cfg.listen.tcp_port is not None:
                 tcp = create_loopback_listener(cfg.listen.tcp_port, host=cfg.listen.tcp_host)
@@ -252,9 +253,12 @@ class Daemon:
         finally:
             for sock in sockets:
                 sock.close()
-            if sockets_created:
+            if created is not None:
+                # only our own file: another daemon may have bound this path since
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(cfg.socket_path)
+                    now = os.stat(cfg.socket_path)
+                    if (now.st_dev, now.st_ino) == created:
+                        os.unlink(cfg.socket_path)
             self.cache.clear()
             audit.close()
             _log.info("agentkeys daemon stopped; credential cache wiped")
@@ -348,6 +352,10 @@ class Daemon:
             result = self.revocations.apply(event)
             if changes_nothing(result):
                 continue
+            if isinstance(event, ScopeSet) and not self.revocations.device_revoked:
+                # the chain scope is known by hash: wipe exactly the cached (or in-flight)
+                # services it no longer holds; a fetch of a service still in scope goes on
+                result = self.revocations.outside_scope(self.cache.services())
             dropped = "all services" if result is None else ", ".join(sorted(result))  # type: ignore[arg-type]
             _log.warning(
                 "chain event %s: credential cache dropped for %s",

@@ -1,7 +1,8 @@
 """Broker fixtures: a real anvil with the contracts, a real SMTP sink, the broker on a socket.
 
 The broker runs in-process on a real 127.0.0.1 port with its real SQLite store, real keys,
-the real chain client and watcher, and SMTP delivery into the sink. Its clock is the wall
+the real chain client and watcher, and SMTP delivery into the sink (built by
+tests/services.py's ``build_broker``, shared with the daemon tests). Its clock is the wall
 clock plus an offset the tests may move (expiry paths).
 """
 
@@ -24,10 +25,6 @@ from agentkeys.broker import (
     BrokerService,
     CachedChainView,
     CapSettings,
-    EmailSettings,
-    OidcSettings,
-    SiteSettings,
-    SmtpMailer,
     SqliteStateStore,
 )
 from agentkeys.broker._relay import Relay
@@ -38,12 +35,13 @@ from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.chain.watcher import ChainWatcher
 from agentkeys.devstack import Anvil, pick_port
 from agentkeys.omni import actor_omni_for_wallet
-from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
+from agentkeys.service import BoundAddress, MemoryAudit
 from agentkeys.smtp_sink import SmtpSink, run_smtp_sink
 from agentkeys.softauthn import SoftAuthenticator
+from tests.services import ORIGIN as ORIGIN
+from tests.services import RP_ID as RP_ID
+from tests.services import build_broker, chainless_client
 
-RP_ID = "agentkeys.localhost"
-ORIGIN = "https://agentkeys.localhost"
 ALL_ROLES = 7
 
 
@@ -180,7 +178,6 @@ async def start_broker(
     ) -> RunningBroker:
         counter[0] += 1
         port = pick_port()
-        public_url = f"http://127.0.0.1:{port}"
         state_dir = tmp_path / f"broker-{counter[0]}"
         keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, state_dir)
         store = await SqliteStateStore.open(state_dir / "broker.sqlite3")
@@ -191,10 +188,7 @@ async def start_broker(
             client = ChainClient(rpc_http, chain.anvil.rpc_url, chain.deployment.addresses)
         else:
             assert rpc_url is not None
-            from agentkeys.chain.client import ContractAddresses
-
-            zero = "0x" + "11" * 20
-            client = ChainClient(rpc_http, rpc_url, ContractAddresses(zero, zero, zero))
+            client = chainless_client(rpc_http, rpc_url)
         view = CachedChainView(client)
         follow = None
         if chain is not None:
@@ -210,22 +204,11 @@ async def start_broker(
         audit = MemoryAudit()
         clock = Clock()
         chain_id = await client.chain_id() if chain is not None else 31337
-        service = BrokerService(
-            settings=ServerSettings(port=port),
-            site=SiteSettings(public_url=public_url, rp_id=RP_ID, origin=ORIGIN,
-                              chain_id=chain_id),
-            email=EmailSettings(smtp_port=smtp.port),
-            caps=caps or CapSettings(),
-            oidc=OidcSettings(),
-            keys=keys,
-            store=store,
-            mailer=SmtpMailer(host=smtp.host, port=smtp.port, sender="broker@agentkeys.test"),
-            chain=view,
-            audit=audit,
-            follow=follow,
-            relay=relay,
-            clock=clock,
-        )
+        service = build_broker(
+            port=port, keys=keys, store=store, smtp=smtp, chain=view, chain_id=chain_id,
+            caps=caps, audit=audit, follow=follow, relay=relay, clock=clock,
+        )  # fmt: skip
+
         async def run(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
             done = trio.Event()
             with trio.CancelScope() as scope:

@@ -1,19 +1,29 @@
-"""Daemon fixtures: a real upstream HTTP server, the real broker (heartbeat target), the daemon.
+"""Daemon fixtures: a real upstream HTTP server, the real broker, worker, signer, chain, S3.
 
 * ``upstream``: tests/daemon/upstream.py on a real 127.0.0.1 port, checking the real key.
-* The broker: the real :class:`agentkeys.broker.BrokerService` (real keys, SQLite store,
-  SMTP sink) on a fixed free port, so a test can stop it and start it again at the same
-  address. It runs without a chain (the heartbeat needs only ``/v1/health``).
-* Credentials: the INTERIM :class:`FileCredentialSource` (a 0600 file holding the real
-  key) keeps these request-path tests fast; test_e2e.py runs the real path (broker cap
-  mint + worker fetch on anvil, SeaweedFS and the signer).
-* The daemon listens on the Unix socket under ``$XDG_RUNTIME_DIR`` and on a loopback port.
+* :class:`Broker` (tests/services.py's ``RestartableBroker``): the real broker (real keys,
+  SQLite store, SMTP sink) on a fixed free port, so a test can stop it and start it again
+  at the same address.
+* ``stack``: the daemon with its only credential source, :class:`BrokerWorkerSource`, over
+  the whole real stack (:func:`open_real_parts`): anvil + contracts, SeaweedFS with STS,
+  the signer, a worker trusting the broker's cap keys, the broker on the same chain, and an
+  agent whose chain scope holds the policy's services, each with :data:`REAL_KEY` stored.
+  It is the expensive fixture: tests using it drive many scenarios per start, and
+  :func:`open_daemon` starts further (cheap) daemons over the same running parts.
+* ``gate``: the daemon with the same real source pointed at the real broker (no chain, no
+  valid session) and at a worker that is never reached: for refusals that happen before
+  any credential is fetched (caller, route, size, header checks). A fetch through it is
+  refused by the real broker.
+* Either daemon listens on the Unix socket under ``$XDG_RUNTIME_DIR`` and a loopback port.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,20 +31,15 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.broker import (
-    BrokerKeys,
-    BrokerService,
-    CachedChainView,
+    J1,
     CapSettings,
-    EmailSettings,
-    OidcSettings,
-    SiteSettings,
-    SmtpMailer,
-    SqliteStateStore,
 )
-from agentkeys.chain.client import ChainClient, ContractAddresses
-from agentkeys.daemon import Daemon, DaemonAddress, FileCredentialSource, HttpBrokerProbe
+from agentkeys.chain.deploy import read_deployment_record
+from agentkeys.daemon import BrokerWorkerSource, Daemon, DaemonAddress, HttpBrokerProbe
 from agentkeys.daemon.config import (
     AuditSection,
     BrokerSection,
@@ -46,10 +51,22 @@ from agentkeys.daemon.config import (
     ListenSection,
     PolicySection,
 )
-from agentkeys.devstack import pick_port
-from agentkeys.service import MemoryAudit, ServerSettings
-from agentkeys.smtp_sink import SmtpSink, run_smtp_sink
+from agentkeys.jwks import JsonWebKeySet
+from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
+from agentkeys.smtp_sink import run_smtp_sink
+from agentkeys.worker import StaticCapKeys, StorageSettings, WorkerCore, WorkerService
+from agentkeys.worker._signer import SignerClient
+from attest.device_key import SoftwareDeviceKey
 from tests.daemon.upstream import REAL_KEY, Upstream, running
+from tests.service.conftest import Pki
+from tests.services import Chain, RestartableBroker, chain, pki
+from tests.stack_fixtures import TEST_BUCKET
+from tests.worker.conftest import AUDIENCE, Device, PreTransition, add_agent, open_stack
+from tests.worker.conftest import Stack as WorkerStack
+
+SHARED_FIXTURES = (chain, pki)  # tests/services.py's fixtures, registered here
+POLICY_SERVICES = ("openai", "minutely", "hourly", "budget")
+UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing listens
 
 OPERATOR = "0a" * 32
 ACTOR = "0b" * 32
@@ -58,7 +75,7 @@ SELF_EXE = os.readlink("/proc/self/exe")
 
 def policy_text(upstream_url: str, *, exe: str = SELF_EXE, uid: int | None = None) -> str:
     uid = os.getuid() if uid is None else uid
-    services = ["openai", "minutely", "hourly", "budget"]
+    services = list(POLICY_SERVICES)
     return f"""
 [[caller]]
 name = "tester"
@@ -96,71 +113,112 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-@dataclass
-class Broker:
-    """The real broker on a fixed port; ``stop``/``start`` keep its address and state."""
+Broker = RestartableBroker  # the real broker on a fixed port (tests/services.py)
 
-    nursery: trio.Nursery
-    state_dir: Path
-    smtp: SmtpSink
-    port: int = field(default_factory=pick_port)
-    rpc_url: str = "http://127.0.0.1:9"
-    addresses: ContractAddresses | None = None
-    caps: CapSettings = field(default_factory=CapSettings)
-    service: BrokerService | None = None
-    _scope: trio.CancelScope | None = None
-    _done: trio.Event | None = None
-    _closers: list[Any] = field(default_factory=list)
+
+def pem(key: ec.EllipticCurvePrivateKey) -> str:
+    """A K10 private key as an unencrypted PKCS#8 PEM (the software backend's file)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+@dataclass
+class RealParts:
+    """The real stack behind a daemon: chain, S3, signer, worker, broker and an agent."""
+
+    ws: WorkerStack
+    device: Device  # the daemon's K10 (an agent's, or the operator master's)
+    broker: Broker
+    worker_url: str
+    session: str  # a J1 session the real broker issued for the operator
+    key_path: Path  # ``device``'s key as a 0600 PEM file (the daemon's K10)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def operator_omni(self) -> str:
+        return self.device.operator_omni
 
-    async def start(self) -> None:
-        keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, self.state_dir)
-        store = await SqliteStateStore.open(self.state_dir / "broker.sqlite3")
-        rpc = httpx.AsyncClient(trust_env=False, timeout=5)
-        zero = "0x" + "11" * 20
-        addresses = self.addresses or ContractAddresses(zero, zero, zero)
-        chain = ChainClient(rpc, self.rpc_url, addresses)
-        service = BrokerService(
-            settings=ServerSettings(port=self.port, graceful_timeout=0.5),
-            site=SiteSettings(
-                public_url=self.url,
-                rp_id="agentkeys.localhost",
-                origin="https://agentkeys.localhost",
-                chain_id=31337,
-            ),
-            email=EmailSettings(smtp_port=self.smtp.port),
-            caps=self.caps,
-            oidc=OidcSettings(),
-            keys=keys,
-            store=store,
-            mailer=SmtpMailer(host=self.smtp.host, port=self.smtp.port, sender="b@test"),
-            chain=CachedChainView(chain),
-            audit=MemoryAudit(),
+    @property
+    def actor_omni(self) -> str:
+        return self.device.actor_omni
+
+    def as_master(self, tmp: Path) -> RealParts:
+        """The same parts, with the operator's master device as the daemon's K10."""
+        master = self.ws.operator.master
+        key_path = tmp / "device-master" / "k10.pem"
+        write_private(key_path, pem(master.key))
+        return dataclasses.replace(self, device=master, key_path=key_path)
+
+    def source(
+        self, broker: httpx.AsyncClient, worker: httpx.AsyncClient, **kwargs: Any
+    ) -> BrokerWorkerSource:
+        """The daemon's real credential source over these parts."""
+        return BrokerWorkerSource(
+            broker=broker,
+            worker=worker,
+            device_key=SoftwareDeviceKey.open(self.key_path, create=False),
+            session=self.session.encode(),
+            operator_omni=self.operator_omni,
+            actor_omni=self.actor_omni,
+            **kwargs,
         )
-        done = trio.Event()
-        scope = trio.CancelScope()
 
-        async def run(*, task_status: trio.TaskStatus[Any]) -> None:
-            with scope:
-                try:
-                    await service.serve(task_status=task_status)
-                finally:
-                    done.set()
-                    await store.aclose()
-                    await rpc.aclose()
 
-        await self.nursery.start(run)
-        self._scope, self._done = scope, done
-        self.service = service
+@asynccontextmanager
+async def open_real_parts(
+    nursery: trio.Nursery,
+    pki: Pki,
+    chain: Chain,
+    tmp: Path,
+    *,
+    services: Sequence[str] = POLICY_SERVICES,
+    pre_transition: PreTransition | None = None,
+) -> AsyncIterator[RealParts]:
+    """Start the real stack and an agent with ``services`` in its chain scope.
 
-    async def stop(self) -> None:
-        if self._scope is not None and self._done is not None:
-            self._scope.cancel()
-            await self._done.wait()
-            self._scope = self._done = None
+    Each service gets :data:`REAL_KEY` stored by the master. With ``services`` empty no
+    agent is made: the daemon acts as the operator's master on its own vault (the data
+    ``pre_transition`` wrote, e.g. legacy v1 objects).
+    """
+    async with open_stack(nursery, pki, chain, tmp, pre_transition=pre_transition) as ws:
+        device = ws.operator.master
+        if services:
+            device = await add_agent(ws.chain, ws.operator, "coder", list(services),
+                                     read_only=False)  # fmt: skip
+            for service in services:
+                stored = await ws.store_credential(
+                    ws.operator.master, service, REAL_KEY.encode(), actor_omni=device.actor_omni
+                )
+                assert stored.status == 200, stored.body
+        deployment = read_deployment_record(ws.chain.deployment_path)
+        async with run_smtp_sink() as smtp:
+            broker = Broker(
+                nursery=nursery, state_dir=tmp / "broker", smtp=smtp,
+                rpc_url=ws.chain.anvil.rpc_url, addresses=deployment.addresses,
+                caps=CapSettings(audience=AUDIENCE),
+            )  # fmt: skip
+            await broker.start()
+            assert broker.service is not None
+            broker_keys: JsonWebKeySet = broker.service.keys.cap.published
+            async with ws.signer.client(ws.pki, "worker") as signer_http:
+                core = WorkerCore(
+                    audience=AUDIENCE,
+                    cap_keys=StaticCapKeys(broker_keys),
+                    chain=ws.chain.client,
+                    signer=SignerClient(signer_http),
+                    storage=StorageSettings(bucket=TEST_BUCKET, endpoint=ws.store.s3_endpoint),
+                )
+                worker = WorkerService(core=core, settings=ServerSettings(), audit=MemoryAudit())
+                bound: BoundAddress = await nursery.start(worker.serve)
+                session, _ = await broker.service.sessions.issue(
+                    stage=J1, subject=ws.operator.omni, now=int(time.time()), lifetime=600,
+                    extra={"wallet": ws.operator.wallet_address},
+                )  # fmt: skip
+                key_path = tmp / "device" / "k10.pem"
+                write_private(key_path, pem(device.key))
+                yield RealParts(ws, device, broker, bound.url, session, key_path)
+                worker.shutdown()
+            await broker.stop()
 
 
 @dataclass
@@ -172,6 +230,8 @@ class Stack:
     config: DaemonConfig
     events: trio.MemorySendChannel[Any]
     tmp: Path
+    stopped: trio.Event = field(default_factory=trio.Event)  # set once serve() returned
+    real: RealParts | None = None  # None: the ``gate`` daemon (no credential reachable)
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         """An httpx client over the daemon's Unix socket (this process is the caller)."""
@@ -231,7 +291,7 @@ def make_config(tmp: Path, broker_url: str, *, unreachable_after: float = 60.0) 
             heartbeat_timeout=2.0,
             unreachable_after=unreachable_after,
         ),
-        credentials=CredentialsSection(source="file", file=tmp / "secrets" / "credentials.toml"),
+        credentials=CredentialsSection(worker_url=UNREACHABLE),
         identity=IdentitySection(operator_omni=OPERATOR, actor_omni=ACTOR),
         cache=CacheSection(ttl=300, negative_ttl=0.01),
         audit=AuditSection(path=tmp / "state" / "audit.log"),
@@ -239,34 +299,25 @@ def make_config(tmp: Path, broker_url: str, *, unreachable_after: float = 60.0) 
     )
 
 
-@pytest.fixture
-def unreachable_after() -> float:
-    return 60.0
-
-
-@pytest.fixture
-async def stack(
+@asynccontextmanager
+async def serving(
     nursery: trio.Nursery,
-    tmp_path: Path,
-    upstream: Upstream,
-    broker: Broker,
-    unreachable_after: float,
-) -> AsyncIterator[Stack]:
-    config = make_config(tmp_path, broker.url, unreachable_after=unreachable_after)
-    write_private(config.policy_path, policy_text(upstream.url))
-    assert config.credentials.file is not None
-    write_private(
-        config.credentials.file,
-        f'[credentials]\nopenai = "{REAL_KEY}"\n'
-        f'minutely = "{REAL_KEY}"\nhourly = "{REAL_KEY}"\nbudget = "{REAL_KEY}"\n',
-    )
+    config: DaemonConfig,
+    source: BrokerWorkerSource,
+    *,
+    device_key_hash: str,
+) -> AsyncIterator[tuple[Daemon, DaemonAddress, trio.MemorySendChannel[Any], trio.Event]]:
+    """The daemon in-process (chain events fed by the test), ready once the broker answered."""
     send, receive = trio.open_memory_channel[Any](16)
-    async with httpx.AsyncClient(base_url=broker.url, trust_env=False, timeout=5) as probe_http:
+    assert config.broker.url is not None
+    async with httpx.AsyncClient(
+        base_url=config.broker.url, trust_env=False, timeout=5
+    ) as probe_http:
         daemon = Daemon(
             config=config,
-            source=FileCredentialSource(config.credentials.file),
+            source=source,
             probe=HttpBrokerProbe(probe_http),
-            device_key_hash="0c" * 32,
+            device_key_hash=device_key_hash,
             events=receive,
         )
         done = trio.Event()
@@ -279,7 +330,123 @@ async def stack(
 
         address: DaemonAddress = await nursery.start(run)
         await wait_until(daemon.liveness.reachable)
-        yield Stack(daemon, address, upstream, broker, config, send, tmp_path)
+        yield daemon, address, send, done
         daemon.stop()
         with trio.fail_after(15):
             await done.wait()
+
+
+@pytest.fixture
+async def gate(
+    nursery: trio.Nursery, tmp_path: Path, upstream: Upstream, broker: Broker
+) -> AsyncIterator[Stack]:
+    """The daemon with its real source; the broker refuses every mint, no worker is reached."""
+    config = make_config(tmp_path, broker.url)
+    write_private(config.policy_path, policy_text(upstream.url))
+    async with (
+        httpx.AsyncClient(base_url=broker.url, trust_env=False, timeout=5) as broker_http,
+        httpx.AsyncClient(base_url=UNREACHABLE, trust_env=False, timeout=5) as worker_http,
+    ):
+        source = BrokerWorkerSource(
+            broker=broker_http,
+            worker=worker_http,
+            device_key=SoftwareDeviceKey.open(tmp_path / "device" / "k10.pem"),
+            session=b"no-session",
+            operator_omni=OPERATOR,
+            actor_omni=ACTOR,
+        )
+        async with serving(nursery, config, source, device_key_hash="0c" * 32) as (d, a, e, x):
+            yield Stack(d, a, upstream, broker, config, e, tmp_path, x)
+
+
+@asynccontextmanager
+async def open_daemon(
+    nursery: trio.Nursery,
+    tmp: Path,
+    upstream: Upstream,
+    real: RealParts,
+    *,
+    unreachable_after: float = 60.0,
+) -> AsyncIterator[Stack]:
+    """A daemon (cheap) over already running real parts (expensive); audit log under ``tmp``."""
+    base = make_config(tmp, real.broker.url, unreachable_after=unreachable_after)
+    config = dataclasses.replace(
+        base,
+        credentials=CredentialsSection(worker_url=real.worker_url),
+        identity=IdentitySection(operator_omni=real.operator_omni, actor_omni=real.actor_omni),
+    )
+    write_private(config.policy_path, policy_text(upstream.url))
+    async with (
+        httpx.AsyncClient(base_url=real.broker.url, trust_env=False, timeout=10) as b_http,
+        httpx.AsyncClient(base_url=real.worker_url, trust_env=False, timeout=10) as w_http,
+    ):
+        source = real.source(b_http, w_http)
+        dkh = real.device.device_key_hash
+        async with serving(nursery, config, source, device_key_hash=dkh) as (d, a, e, x):
+            yield Stack(d, a, upstream, real.broker, config, e, tmp, x, real)
+
+
+@pytest.fixture
+async def stack(
+    nursery: trio.Nursery, tmp_path: Path, upstream: Upstream, pki: Pki, chain: Chain
+) -> AsyncIterator[Stack]:
+    """The daemon over the whole real stack: every credential is minted and fetched.
+
+    ``stack.real`` stays up for the whole test: :func:`open_daemon` starts more daemons
+    over it (e.g. with other settings) at the cost of a daemon, not of a stack.
+    """
+    async with (
+        open_real_parts(nursery, pki, chain, tmp_path) as real,
+        open_daemon(nursery, tmp_path, upstream, real) as running,
+    ):
+        yield running
+
+
+DAEMON_MAIN = (  # `agentkeys daemon ...` as its own process
+    "import argparse, sys\n"
+    "from agentkeys.cli import daemon\n"
+    "p = argparse.ArgumentParser(); s = p.add_subparsers(); daemon.register(s)\n"
+    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
+)
+
+
+def write_daemon_toml(
+    tmp: Path,
+    broker_url: str,
+    *,
+    worker_url: str = UNREACHABLE,
+    session: str = "no-session",
+    operator: str = OPERATOR,
+    actor: str = ACTOR,
+) -> Path:
+    """A daemon.toml under ``tmp/etc`` (session file, policy, socket, K10 under ``tmp``)."""
+    session_file = tmp / "secrets" / "session"
+    write_private(session_file, session)
+    path = tmp / "etc" / "daemon.toml"
+    write_private(
+        path,
+        f"""
+[listen]
+socket = "{tmp}/run/agentkeys-proxy.sock"
+[policy]
+path = "{tmp}/etc/policy.toml"
+reload_interval = 0.1
+[broker]
+url = "{broker_url}"
+heartbeat_interval = 0.1
+session_file = "{session_file}"
+[credentials]
+worker_url = "{worker_url}"
+[identity]
+operator_omni = "{operator}"
+actor_omni = "{actor}"
+[device]
+backend = "software"
+key_path = "{tmp}/device/k10.pem"
+[audit]
+path = "{tmp}/state/audit.log"
+[env]
+path = "{tmp}/xdg/agentkeys/env"
+""",
+    )
+    return path

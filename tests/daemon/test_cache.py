@@ -126,6 +126,27 @@ async def test_revocation_during_fetch_refuses_waiters() -> None:
     assert len(cache) == 0
 
 
+async def test_dropping_another_service_spares_a_fetch_in_flight() -> None:
+    clock = Clock()
+    source = Source(clock)
+    cache = CredentialCache(clock=clock)
+    await cache.get("b", source.fetch)
+    source.gate = trio.Event()
+    served: list[bytes] = []
+
+    async def one() -> None:
+        served.append((await cache.get("openai", source.fetch)).secret)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert cache.services() == frozenset({"openai", "b"})
+        cache.drop(frozenset({"b"}))  # e.g. "b" left the chain scope
+        source.gate.set()
+    assert served == [b"sk-openai-2"]
+    assert cache.services() == frozenset({"openai"})
+
+
 def test_credential_rejects_non_header_safe_secrets() -> None:
     with pytest.raises(CredentialUnavailable) as info:
         Credential(secret=b"sk-bad\r\nx: y", expires_at=0)

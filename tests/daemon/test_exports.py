@@ -22,7 +22,6 @@ def test_exported_names() -> None:
             "Daemon",
             "DaemonAddress",
             "DaemonConfig",
-            "FileCredentialSource",
             "HttpBrokerProbe",
             "Policy",
             "ProxyApp",

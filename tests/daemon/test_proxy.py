@@ -1,26 +1,127 @@
-"""The request path over the real Unix socket: attest, policy, quotas, inject, stream, audit."""
+"""The request path over the real Unix socket: attest, policy, quotas, inject, stream, audit;
+fail closed (broker heartbeat), chain revocations, policy reload, audit verification.
+
+``stack`` runs the whole real stack (broker cap mint + worker fetch), so one test drives
+every scenario that needs a credential; ``gate`` (the same real source, whose mints the
+real broker refuses) serves the refusals that happen before any credential is fetched.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from agentkeys.chain.events import (
+    DeviceRevoked,
+    EpochAdvanced,
+    EventPosition,
+    ScopeRevoked,
+    ScopeSet,
+)
+from agentkeys.cli import audit as audit_cli
 from agentkeys.daemon.auditlog import verify_log
-from tests.daemon.conftest import Stack, policy_text, wait_until, write_private
+from agentkeys.omni import service_hash
+from tests.daemon.conftest import (
+    SELF_EXE,
+    Stack,
+    open_daemon,
+    policy_text,
+    wait_until,
+    write_private,
+)
 from tests.daemon.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REAL_KEY
 
+CLIENT = Path(__file__).with_name("sdk_client.py")
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
 PLACEHOLDER = {"authorization": "Bearer agentkeys-placeholder", "x-api-key": "placeholder"}
 
 
-async def test_chat_injects_the_real_key_and_audits(stack: Stack) -> None:
+async def test_request_path_and_fail_closed_with_real_credentials(
+    nursery: trio.Nursery,
+    stack: Stack,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One real stack start, many requests: each call below is one behaviour of the path.
+
+    The order matters: the graceful shutdown stops the first daemon; a second daemon over
+    the same real stack (1 s broker window) then runs the fail-closed, revocation, reload
+    and audit scenarios, where device revocation is final.
+    """
+    caplog.set_level(logging.DEBUG)
+    await openai_sdk_via_env_file(stack, caplog)  # first: it counts every request
+    await chat_injects_the_real_key_and_audits(stack)
+    await stream_arrives_incrementally(stack)
+    await quotas(stack)
+    await body_limit_and_header_validation(stack)
+    await audit_log_verifies_after_traffic(stack)
+    await other_uid_is_refused_and_audited(stack)
+    await a_stream_whose_caller_left_is_abandoned(stack)
+    await graceful_shutdown_finishes_a_stream(stack)  # it stops the first daemon
+    with trio.fail_after(15):
+        await stack.stopped.wait()  # its socket path is free for the second one
+    assert stack.real is not None
+    async with open_daemon(
+        nursery, stack.tmp / "second", stack.upstream, stack.real, unreachable_after=1.0
+    ) as again:
+        await broker_unreachable_then_recovers(again)
+        await scope_revocation_drops_the_cache_and_refuses(again)
+        await policy_reload_and_bad_policy_kept_out(again)
+        await audit_verify_cli_names_the_edited_row(again, capsys)
+        await device_revocation_refuses_everything(again)
+
+
+async def openai_sdk_via_env_file(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """The official openai SDK, configured only by the env file, through the E2 listener."""
+    env_path = stack.config.env_path
+    assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
+    env_text = env_path.read_text()
+    assert stack.address.tcp_url is not None
+    assert f"OPENAI_BASE_URL={stack.address.tcp_url}/openai/v1" in env_text
+    assert "OPENAI_API_KEY=agentkeys-placeholder" in env_text
+    assert "AGENTKEYS_BUDGET_BASE_URL=" in env_text
+    clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    result = await trio.run_process(
+        ["bash", "-c", f'source "{env_path}" && exec "{sys.executable}" "{CLIENT}"'],
+        env=clean,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, err
+    report = json.loads(out)
+    assert report["chat"] == "hello there"
+    assert report["stream"] == "hello"
+    assert report["stream_usage"] == COMPLETION_TOKENS
+    assert report["env"]["OPENAI_API_KEY"] == "agentkeys-placeholder"
+    # the upstream saw the real key on both calls; the client never did
+    assert [r["headers"]["authorization"] for r in stack.upstream.requests] == [
+        f"Bearer {REAL_KEY}"
+    ] * 2
+    assert REAL_KEY not in out + err
+    assert REAL_KEY not in env_text
+    assert REAL_KEY not in caplog.text
+    assert REAL_KEY not in stack.config.audit_path.read_text()
+    rows = stack.audit_rows()
+    assert [r["decision"] for r in rows] == ["allow", "allow"]
+    assert {r["caller_exe"] for r in rows} == {os.readlink("/proc/self/exe")}
+    assert all(r["caller_pid"] != os.getpid() for r in rows)
+
+
+async def chat_injects_the_real_key_and_audits(stack: Stack) -> None:
     async with stack.client() as client:
         response = await client.post("/openai/v1/chat/completions", json=CHAT, headers=PLACEHOLDER)
     assert response.status_code == 200
@@ -43,7 +144,7 @@ async def test_chat_injects_the_real_key_and_audits(stack: Stack) -> None:
     assert REAL_KEY not in stack.config.audit_path.read_text()
 
 
-async def test_stream_arrives_incrementally(stack: Stack) -> None:
+async def stream_arrives_incrementally(stack: Stack) -> None:
     stack.upstream.gate = trio.Event()
     body = dict(CHAT, stream=True)
     async with (
@@ -70,7 +171,8 @@ async def test_stream_arrives_incrementally(stack: Stack) -> None:
     )
 
 
-async def test_other_executable_is_refused_and_audited(stack: Stack) -> None:
+async def test_other_executable_is_refused_and_audited(gate: Stack) -> None:
+    stack = gate
     result = await trio.run_process(
         [
             "curl",
@@ -102,7 +204,7 @@ async def test_other_executable_is_refused_and_audited(stack: Stack) -> None:
     )
 
 
-async def test_other_uid_is_refused_and_audited(stack: Stack) -> None:
+async def other_uid_is_refused_and_audited(stack: Stack) -> None:
     # the policy names curl for our uid; curl runs as nobody over the loopback listener (E2)
     write_private(stack.config.policy_path, policy_text(stack.upstream.url, exe="/usr/bin/curl"))
     await wait_until(lambda: stack.daemon.policy.callers[0].exe == "/usr/bin/curl")
@@ -138,6 +240,9 @@ async def test_other_uid_is_refused_and_audited(stack: Stack) -> None:
         check=False,
     )
     assert result.stdout.decode().rpartition("\n")[2] == "200"
+    # back to the policy naming this interpreter, for the scenarios that follow
+    write_private(stack.config.policy_path, policy_text(stack.upstream.url))
+    await wait_until(lambda: stack.daemon.policy.callers[0].exe == SELF_EXE)
 
 
 async def raw_request(stack: Stack, method: str, path: str) -> tuple[int, dict[str, object]]:
@@ -166,8 +271,9 @@ async def raw_request(stack: Stack, method: str, path: str) -> tuple[int, dict[s
     ],
 )
 async def test_outside_the_allowlist(
-    stack: Stack, method: str, path: str, status: int, error: str
+    gate: Stack, method: str, path: str, status: int, error: str
 ) -> None:
+    stack = gate
     got_status, doc = await raw_request(stack, method, path)
     assert got_status == status
     assert doc["error"] == error
@@ -177,7 +283,7 @@ async def test_outside_the_allowlist(
     assert row["decision"] == ("error" if status == 400 else "deny")
 
 
-async def test_quotas(stack: Stack) -> None:
+async def quotas(stack: Stack) -> None:
     async with stack.client() as client:
         for service in ("minutely", "hourly"):
             for _ in range(2):
@@ -205,7 +311,8 @@ async def test_quotas(stack: Stack) -> None:
     assert paid == [2_000_000] * 2  # 0.002 USD
 
 
-async def test_body_limit_and_header_validation(stack: Stack) -> None:
+async def body_limit_and_header_validation(stack: Stack) -> None:
+    before = len(stack.audit_rows())
     async with stack.client() as client:
         big = await client.post(
             "/openai/v1/chat/completions",
@@ -225,12 +332,13 @@ async def test_body_limit_and_header_validation(stack: Stack) -> None:
         except httpx.TransportError:
             pass
     assert all(len(r["body"]) < 256 * 1024 for r in stack.upstream.requests)
-    await wait_until(lambda: len(stack.audit_rows()) == 2)
-    reasons = [r["reason"] for r in stack.audit_rows()]
+    await wait_until(lambda: len(stack.audit_rows()) == before + 2)
+    reasons = [r["reason"] for r in stack.audit_rows()[before:]]
     assert reasons == ["request_too_large", "request_too_large"], reasons
 
 
-async def test_health_endpoints(stack: Stack) -> None:
+async def test_health_endpoints(gate: Stack) -> None:
+    stack = gate
     async with stack.client() as client:
         assert (await client.get("/healthz")).json()["status"] == "alive"
         ready = await client.get("/readyz")
@@ -238,15 +346,16 @@ async def test_health_endpoints(stack: Stack) -> None:
     assert ready.json()["problems"] == []
 
 
-async def test_audit_log_verifies_after_traffic(stack: Stack) -> None:
+async def audit_log_verifies_after_traffic(stack: Stack) -> None:
+    before = len(stack.audit_rows())
     async with stack.client() as client:
-        await client.get("/openai/v1/models")
+        assert (await client.get("/openai/v1/models")).status_code == 200
         await client.get("/openai/v1/nope")
     verified = verify_log(stack.config.audit_path)
-    assert verified.rows == 2
+    assert verified.rows == before + 2
 
 
-async def test_graceful_shutdown_finishes_a_stream(stack: Stack) -> None:
+async def graceful_shutdown_finishes_a_stream(stack: Stack) -> None:
     stack.upstream.gate = trio.Event()
     async with (
         stack.client() as client,
@@ -270,7 +379,8 @@ def test_curl_is_where_the_tests_expect_it() -> None:
     assert subprocess.run(["curl", "--version"], capture_output=True, check=False).returncode == 0
 
 
-async def test_a_stream_whose_caller_left_is_abandoned(stack: Stack) -> None:
+async def a_stream_whose_caller_left_is_abandoned(stack: Stack) -> None:
+    before = len(stack.audit_rows())
     stack.upstream.gate = trio.Event()
     async with (
         stack.client() as client,
@@ -280,8 +390,8 @@ async def test_a_stream_whose_caller_left_is_abandoned(stack: Stack) -> None:
     ):
         await response.aiter_raw().__anext__()
     # the caller is gone while the upstream still holds its stream open
-    await wait_until(lambda: len(stack.audit_rows()) == 1)
-    row = stack.audit_rows()[0]
+    await wait_until(lambda: len(stack.audit_rows()) == before + 1)
+    row = stack.audit_rows()[before]
     assert (row["decision"], row["reason"], row["upstream_status"]) == (
         "error",
         "client_disconnected",
@@ -291,7 +401,8 @@ async def test_a_stream_whose_caller_left_is_abandoned(stack: Stack) -> None:
     stack.upstream.gate.set()
 
 
-async def test_an_unattestable_connection_is_refused_and_audited(stack: Stack) -> None:
+async def test_an_unattestable_connection_is_refused_and_audited(gate: Stack) -> None:
+    stack = gate
     # Blocking on purpose: the daemon (same Trio loop) accepts only after the client
     # process connected and exited, so its pid cannot be attested (CallerGone).
     code = (
@@ -303,3 +414,165 @@ async def test_an_unattestable_connection_is_refused_and_audited(stack: Stack) -
     row = stack.audit_rows()[0]
     assert (row["decision"], row["status"], row["method"]) == ("deny", 403, "-")
     assert row["reason"] in ("caller_gone", "caller_unidentified")
+
+
+# -- fail closed, revocations, reload, audit (the second daemon) --------------------------
+
+
+def H(name: str) -> str:
+    return service_hash(name).hex()
+
+
+POSITION = EventPosition(block_number=1, log_index=0, block_hash="00" * 32, tx_hash="00" * 32)
+SENDER = "0x" + "22" * 20
+
+
+def _ids(stack: Stack) -> tuple[str, str, str]:
+    assert stack.real is not None
+    return stack.real.operator_omni, stack.real.actor_omni, stack.real.device.device_key_hash
+
+
+async def broker_unreachable_then_recovers(stack: Stack) -> None:
+    async with stack.client() as client:
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        await stack.broker.stop()
+        await wait_until(lambda: not stack.daemon.liveness.reachable())
+        refused = await client.get("/openai/v1/models")
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "broker_unreachable"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["problems"] == ["broker_unreachable"]
+        # the broker comes back at the same address: service resumes, no daemon restart
+        await stack.broker.start()
+        await wait_until(stack.daemon.liveness.reachable)
+        assert (await client.get("/openai/v1/models")).status_code == 200
+    assert len(stack.daemon.cache) == 1  # served from the cache, yet refused while down
+    row = [r for r in stack.audit_rows() if r["reason"] == "broker_unreachable"]
+    assert len(row) == 1
+    assert row[0]["decision"] == "deny"
+
+
+async def scope_revocation_drops_the_cache_and_refuses(stack: Stack) -> None:
+    OPERATOR, ACTOR, _ = _ids(stack)
+    async with stack.client() as client:
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        assert len(stack.daemon.cache) == 1
+        # an event for another agent changes nothing
+        await stack.events.send(ScopeRevoked(POSITION, OPERATOR, "0d" * 32, SENDER))
+        await stack.events.send(
+            ScopeSet(POSITION, OPERATOR, ACTOR, (H("openai"), H("minutely")), False, 1, SENDER)
+        )
+        await wait_until(lambda: stack.daemon.revocations.scope is not None)
+        assert len(stack.daemon.cache) == 1  # openai is still in scope: its entry stays
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        assert (await client.get("/minutely/v1/models")).status_code == 200
+        assert stack.daemon.cache.services() == frozenset({"openai", "minutely"})
+        # narrowed: the service that left is wiped from the cache and refused
+        await stack.events.send(
+            ScopeSet(POSITION, OPERATOR, ACTOR, (H("openai"),), False, 2, SENDER)
+        )
+        await wait_until(lambda: stack.daemon.cache.services() == frozenset({"openai"}))
+        left = await client.get("/minutely/v1/models")
+        assert (left.status_code, left.json()["error"]) == (403, "scope_revoked")
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        # budget is outside the chain scope even though the local policy allows it
+        outside = await client.post("/budget/v1/chat/completions", json={"model": "m"})
+        assert outside.status_code == 403
+        assert outside.json()["error"] == "scope_revoked"
+        await stack.events.send(ScopeRevoked(POSITION, OPERATOR, ACTOR, SENDER))
+        await wait_until(lambda: len(stack.daemon.cache) == 0)
+        refused = await client.get("/openai/v1/models")
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "scope_revoked"
+        fetches = stack.daemon.cache.fetches
+        # a new grant serves again (with a fresh fetch)
+        await stack.events.send(
+            ScopeSet(POSITION, OPERATOR, ACTOR, (H("openai"),), False, 2, SENDER)
+        )
+        await wait_until(lambda: stack.daemon.revocations.scope == frozenset({H("openai")}))
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        assert stack.daemon.cache.fetches == fetches + 1
+
+
+async def device_revocation_refuses_everything(stack: Stack) -> None:
+    OPERATOR, ACTOR, dkh = _ids(stack)
+    async with stack.client() as client:
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        await stack.events.send(EpochAdvanced(POSITION, 2, SENDER))
+        await wait_until(lambda: len(stack.daemon.cache) == 0)
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        await stack.events.send(DeviceRevoked(POSITION, OPERATOR, ACTOR, "0c" * 32, SENDER))
+        assert (await client.get("/openai/v1/models")).status_code == 200  # another device
+        await stack.events.send(DeviceRevoked(POSITION, OPERATOR, ACTOR, dkh, SENDER))
+        await wait_until(lambda: stack.daemon.revocations.device_revoked)
+        refused = await client.get("/openai/v1/models")
+    assert refused.status_code == 403
+    assert len(stack.daemon.cache) == 0
+
+
+async def policy_reload_and_bad_policy_kept_out(stack: Stack) -> None:
+    async with stack.client() as client:
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        first = stack.daemon.policy
+        stack.config.policy_path.write_text("this is not toml [")
+        await trio.sleep(0.3)
+        assert stack.daemon.policy is first  # a broken file never replaces a good policy
+        assert (await client.get("/openai/v1/models")).status_code == 200
+        write_private(
+            stack.config.policy_path, policy_text(stack.upstream.url, exe="/usr/bin/other")
+        )
+        await wait_until(lambda: stack.daemon.policy is not first)
+        refused = await client.get("/openai/v1/models")
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "caller_not_allowed"
+    write_private(stack.config.policy_path, policy_text(stack.upstream.url))
+    await wait_until(lambda: stack.daemon.policy.callers[0].exe == SELF_EXE)
+
+
+def _verify(path: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    audit_cli.register(sub)
+    args = parser.parse_args(["audit", "verify", "--log", path])
+    code: int = args.func(args)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+async def audit_verify_cli_names_the_edited_row(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with stack.client() as client:
+        for _ in range(3):
+            await client.get("/openai/v1/models")
+        await client.get("/openai/v1/forbidden")
+    path = stack.config.audit_path
+    total = len(stack.audit_rows())
+    code, text = _verify(str(path), capsys)
+    assert code == 0, text
+    assert f"{total} rows" in text
+    lines = path.read_bytes().splitlines()
+    edited = total - 4  # the first of the four rows above, so later rows follow it
+    row: dict[str, Any] = json.loads(lines[edited])
+    assert row["decision"] == "allow"
+    row["decision"] = "deny"
+    lines[edited] = json.dumps(row).encode()
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    code, text = _verify(str(path), capsys)
+    assert code == 1
+    assert f"row {edited + 1}" in text
+
+
+async def test_a_stopping_daemon_leaves_a_socket_it_did_not_create(gate: Stack) -> None:
+    """Its socket path was re-bound by another process meanwhile: that file stays."""
+    path = trio.Path(gate.address.socket_path)
+    await path.unlink()
+    with socket.socket(socket.AF_UNIX) as other:
+        other.bind(str(path))
+        gate.daemon.stop()
+        with trio.fail_after(15):
+            await gate.stopped.wait()
+        assert await path.is_socket()

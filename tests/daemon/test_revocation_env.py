@@ -30,9 +30,11 @@ OP, AGENT, DEV, S = "0a" * 32, "0b" * 32, "0c" * 32, "0x" + "22" * 20
 def test_scope_set_narrows_and_reports_dropped_services() -> None:
     state = RevocationState(operator_omni=OP, actor_omni=AGENT, device_key_hash=DEV)
     state.check("anything")  # unknown chain scope: left to the broker and worker
+    assert state.outside_scope(frozenset({"a", "b"})) == frozenset()
     assert state.apply(ScopeSet(P, OP, AGENT, (H("a"), H("b")), False, 1, S)) is None
     assert changes_nothing(state.apply(ScopeSet(P, OP, AGENT, (H("a"), H("b")), False, 2, S)))
     assert state.apply(ScopeSet(P, OP, AGENT, (H("a"),), False, 3, S)) is None
+    assert state.outside_scope(frozenset({"a", "b", "c"})) == frozenset({"b", "c"})
     state.check("a")
     with pytest.raises(ScopeRevokedError):
         state.check("b")

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
-from agentkeys.daemon import Daemon, FileCredentialSource
+from agentkeys.daemon import BrokerWorkerSource, Daemon
 from agentkeys.daemon.errors import BrokerUnreachable, DutyFailed
-from tests.daemon.conftest import make_config, policy_text, wait_until, write_private
-from tests.daemon.upstream import REAL_KEY
+from attest.device_key import SoftwareDeviceKey
+from tests.daemon.conftest import (
+    ACTOR,
+    OPERATOR,
+    UNREACHABLE,
+    make_config,
+    policy_text,
+    wait_until,
+    write_private,
+)
 
 
 class CrashingProbe:
@@ -28,34 +39,34 @@ class CrashingProbe:
             raise BrokerUnreachable("enough")
 
 
-def _daemon(tmp_path: Path, probe: CrashingProbe) -> Daemon:
-    config = make_config(tmp_path, "http://127.0.0.1:9")
-    write_private(config.policy_path, policy_text("http://127.0.0.1:9"))
-    assert config.credentials.file is not None
-    write_private(config.credentials.file, f'[credentials]\nopenai = "{REAL_KEY}"\n')
-    return Daemon(
-        config=config,
-        source=FileCredentialSource(config.credentials.file),
-        probe=probe,
-        max_failures=3,
-        restart_delay=0.01,
-    )
+@asynccontextmanager
+async def _daemon(tmp_path: Path, probe: CrashingProbe) -> AsyncIterator[Daemon]:
+    """The daemon with its real source; no request is made, so no broker is reached."""
+    config = make_config(tmp_path, UNREACHABLE)
+    write_private(config.policy_path, policy_text(UNREACHABLE))
+    async with httpx.AsyncClient(base_url=UNREACHABLE, trust_env=False) as http:
+        source = BrokerWorkerSource(
+            broker=http, worker=http,
+            device_key=SoftwareDeviceKey.open(tmp_path / "device" / "k10.pem"),
+            session=b"no-session", operator_omni=OPERATOR, actor_omni=ACTOR,
+        )  # fmt: skip
+        yield Daemon(config=config, source=source, probe=probe, max_failures=3, restart_delay=0.01)
 
 
 async def test_a_crashing_duty_is_restarted(nursery: trio.Nursery, tmp_path: Path) -> None:
     probe = CrashingProbe(crashes=2)
-    daemon = _daemon(tmp_path, probe)
-    await nursery.start(daemon.serve)
-    await wait_until(daemon.liveness.reachable)
-    assert probe.calls >= 3
-    daemon.stop()
+    async with _daemon(tmp_path, probe) as daemon:
+        await nursery.start(daemon.serve)
+        await wait_until(daemon.liveness.reachable)
+        assert probe.calls >= 3
+        daemon.stop()
 
 
 async def test_a_duty_failing_too_often_stops_the_daemon(tmp_path: Path) -> None:
     probe = CrashingProbe(crashes=10)
-    daemon = _daemon(tmp_path, probe)
-    with pytest.raises(DutyFailed) as info, trio.fail_after(20):
-        await daemon.serve()
+    async with _daemon(tmp_path, probe) as daemon:
+        with pytest.raises(DutyFailed) as info, trio.fail_after(20):
+            await daemon.serve()
     assert "heartbeat" in info.value.reason
     assert probe.calls == 3
     assert len(daemon.cache) == 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,66 +19,21 @@ import trio
 from botocore.exceptions import ClientError
 
 from agentkeys.devstack import (
-    DEV_CLIENT_ID,
-    DEV_ROLE_NAME,
     dev_iam_config,
     s3_client,
     start_seaweedfs,
 )
-from agentkeys.service import (
-    PUBLIC,
-    BoundAddress,
-    Call,
-    JsonObject,
-    MemoryAudit,
-    Route,
-    ServerSettings,
-    ServiceApp,
-    serve_http,
-)
 from agentkeys.signer import check_tag_value
 from agentkeys.signer.errors import UnsafeTagValue
 from tests.service.conftest import Pki
-from tests.signer.conftest import Chain, RunningSigner, seed_state, start_signer
+from tests.services import serve_issuer, start_sts_signer
+from tests.signer.conftest import Chain, RunningSigner
 from tests.stack_fixtures import TEST_BUCKET
 
 ACTOR_A = "a1" * 32
 ACTOR_B = "b2" * 32
 WALLET_A = "0x" + "cd" * 20
 _LIMITER = trio.CapacityLimiter(2)
-
-
-@dataclass
-class Issuer:
-    url: str
-    documents: dict[str, JsonObject]
-
-
-async def _serve_issuer(nursery: trio.Nursery) -> Issuer:
-    documents: dict[str, JsonObject] = {}
-
-    async def discovery(call: Call) -> JsonObject:
-        return documents["discovery"]
-
-    async def jwks(call: Call) -> JsonObject:
-        return documents["jwks"]
-
-    app = ServiceApp(
-        "test-issuer",
-        (
-            Route("discovery", "GET", "/.well-known/openid-configuration", discovery),
-            Route("jwks", "GET", "/.well-known/jwks.json", jwks),
-        ),
-        {"discovery": PUBLIC, "jwks": PUBLIC},
-        audit=MemoryAudit(),
-    )
-    bound: BoundAddress = await nursery.start(partial(serve_http, app, ServerSettings(), tls=None))
-    documents["discovery"] = {
-        "issuer": bound.url,
-        "jwks_uri": bound.url + "/.well-known/jwks.json",
-        "id_token_signing_alg_values_supported": ["ES256"],
-    }
-    return Issuer(url=bound.url, documents=documents)
 
 
 @dataclass
@@ -90,26 +44,12 @@ class StsStack:
 
 @pytest.fixture
 async def sts_stack(
-    nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path, sealer: Any
+    nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path
 ) -> AsyncIterator[StsStack]:
-    issuer = await _serve_issuer(nursery)
+    issuer = await serve_issuer(nursery)
     iam = dev_iam_config(bucket=TEST_BUCKET, issuer=issuer.url)
     async with start_seaweedfs(iam=iam, bucket=TEST_BUCKET, run_dir=tmp_path / "weed") as store:
-        state_dir = tmp_path / "signer-state"
-        await seed_state(state_dir, sealer)
-        signer = await start_signer(
-            nursery,
-            pki=pki,
-            chain=chain,
-            state_dir=state_dir,
-            sealer=sealer,
-            sts_endpoint=store.s3_endpoint,
-            role_arn=iam.role(DEV_ROLE_NAME).arn,
-            issuer=issuer.url,
-            audience=DEV_CLIENT_ID,
-        )
-        async with signer.client(pki, "broker") as broker:
-            issuer.documents["jwks"] = (await broker.get("/oidc/jwks")).json()
+        signer = await start_sts_signer(nursery, pki, chain, tmp_path, store, issuer, iam)
         yield StsStack(signer=signer, s3_endpoint=store.s3_endpoint)
 
 

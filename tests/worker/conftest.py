@@ -7,6 +7,7 @@ the signer over mTLS, an OIDC issuer document server, and the worker behind eith
 * SeaweedFS gets the IAM document generated from deploy/aws (``agentkeys.worker.iam``).
 * Caps are signed with a test K1 key (the real cap format) trusted by the worker through a
   configured JWKS; the broker is not needed for the worker's checks.
+* The chain, PKI, signer and OIDC issuer helpers come from tests/services.py.
 * ``frontend`` is parametrised: the Hypercorn microservice over a real socket, and the Lambda
   handler invoked in-process (in a thread, with its own Trio loop) with API Gateway events.
 """
@@ -20,7 +21,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,6 @@ from agentkeys.chain.challenge import NewAgent, NewMaster
 from agentkeys.chain.client import account_from_key
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.devstack import (
-    DEV_CLIENT_ID,
-    DEV_ROLE_NAME,
-    IamConfig,
     SeaweedFS,
     start_seaweedfs,
 )
@@ -51,15 +48,9 @@ from agentkeys.legacy_s3 import (
 from agentkeys.omni import actor_omni_for_wallet, agent_omni, identity_omni
 from agentkeys.pop import PopProof, new_worker_pop_claims, sign_pop
 from agentkeys.service import (
-    PUBLIC,
     BoundAddress,
-    Call,
-    JsonObject,
     MemoryAudit,
-    Route,
     ServerSettings,
-    ServiceApp,
-    serve_http,
 )
 from agentkeys.softauthn import SoftAuthenticator
 from agentkeys.wallet import derive_k4_private_key
@@ -68,26 +59,26 @@ from agentkeys.worker import _lambda as worker_lambda
 from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import StorageDenied
 from agentkeys.worker.iam import dev_iam_config
-from tests.service.conftest import Pki, make_pki
-from tests.signer.conftest import (
+from tests.service.conftest import Pki
+from tests.services import (
     Chain,
+    Issuer,
     RunningSigner,
-    seed_state,
-    start_signer,
+    serve_issuer,
+    start_sts_signer,
     vector_master_secret,
 )
+from tests.services import chain as chain
+from tests.services import pki as pki
 from tests.stack_fixtures import TEST_BUCKET
+
+SHARED_FIXTURES = (chain, pki)  # tests/services.py's fixtures, registered here (and re-exported)
 
 AUDIENCE = "agentkeys-worker-test"
 RP_ID = "agentkeys.localhost"
 ORIGIN = "https://agentkeys.localhost"
 ALL_ROLES = 7
 _LIMITER = trio.CapacityLimiter(2)
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("worker-pki") / "deployment")
 
 
 @dataclass
@@ -179,36 +170,6 @@ async def revoke(chain: Chain, operator: Operator, device: Device) -> None:
         operator.omni, device.device_key_hash, operator.authority
     )
     await chain.client.submit(mutation, operator.wallet)
-
-
-@dataclass
-class Issuer:
-    url: str
-    documents: dict[str, JsonObject]
-
-
-async def serve_issuer(nursery: trio.Nursery) -> Issuer:
-    """Discovery + JWKS documents of the OIDC issuer STS trusts (fed from the signer)."""
-    documents: dict[str, JsonObject] = {}
-
-    async def discovery(call: Call) -> JsonObject:
-        return documents["discovery"]
-
-    async def jwks(call: Call) -> JsonObject:
-        return documents["jwks"]
-
-    app = ServiceApp(
-        "test-issuer",
-        (
-            Route("discovery", "GET", "/.well-known/openid-configuration", discovery),
-            Route("jwks", "GET", "/.well-known/jwks.json", jwks),
-        ),
-        {"discovery": PUBLIC, "jwks": PUBLIC},
-        audit=MemoryAudit(),
-    )
-    bound: BoundAddress = await nursery.start(partial(serve_http, app, ServerSettings(), tls=None))
-    documents["discovery"] = {"issuer": bound.url, "jwks_uri": bound.url + "/.well-known/jwks.json"}
-    return Issuer(url=bound.url, documents=documents)
 
 
 @dataclass
@@ -391,49 +352,7 @@ endpoint = "{s3}"
     return config
 
 
-@pytest.fixture
-async def chain(anvil: Any, tmp_path: Path) -> AsyncIterator[Chain]:
-    from agentkeys.chain.deploy import deploy_all
-
-    record = tmp_path / "deployment.json"
-    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-        from agentkeys.chain.client import ChainClient
-
-        client = ChainClient(http, anvil.rpc_url)
-        deployer = account_from_key(anvil.accounts[0].private_key)
-        await deploy_all(
-            client, deployer, governance=[deployer.address], threshold=1, record_path=record
-        )
-        yield Chain(client=client, anvil=anvil, deployment_path=record)
-
-
 PreTransition = Callable[[RunningSigner, SeaweedFS, Operator], Awaitable[None]]
-
-
-async def start_stack_signer(
-    nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path, store: SeaweedFS,
-    issuer: Issuer, iam: IamConfig,
-) -> RunningSigner:  # fmt: skip
-    from attest.seal import SoftwareSealer
-
-    sealer = SoftwareSealer.open(tmp_path / "seal" / "seal.key")
-    state_dir = tmp_path / "signer-state"
-    if not state_dir.exists():
-        await seed_state(state_dir, sealer)
-    signer = await start_signer(
-        nursery,
-        pki=pki,
-        chain=chain,
-        state_dir=state_dir,
-        sealer=sealer,
-        sts_endpoint=store.s3_endpoint,
-        role_arn=iam.role(DEV_ROLE_NAME).arn,
-        issuer=issuer.url,
-        audience=DEV_CLIENT_ID,
-    )
-    async with signer.client(pki, "broker") as broker:
-        issuer.documents["jwks"] = (await broker.get("/oidc/jwks")).json()
-    return signer
 
 
 @asynccontextmanager
@@ -458,14 +377,12 @@ async def open_stack(
     if pre_transition is not None:
         old_iam = dev_iam_config(bucket=TEST_BUCKET, issuer=issuer.url, stage="v1")
         async with start_seaweedfs(iam=old_iam, bucket=TEST_BUCKET, run_dir=run_dir) as old:
-            old_signer = await start_stack_signer(
-                nursery, pki, chain, tmp_path, old, issuer, old_iam
-            )
+            old_signer = await start_sts_signer(nursery, pki, chain, tmp_path, old, issuer, old_iam)
             await pre_transition(old_signer, old, operator)
             old_signer.service.shutdown()
     iam = dev_iam_config(bucket=TEST_BUCKET, issuer=issuer.url)
     async with start_seaweedfs(iam=iam, bucket=TEST_BUCKET, run_dir=run_dir) as store:
-        signer = await start_stack_signer(nursery, pki, chain, tmp_path, store, issuer, iam)
+        signer = await start_sts_signer(nursery, pki, chain, tmp_path, store, issuer, iam)
         k1 = ec.generate_private_key(ec.SECP256R1())
         jwks = JsonWebKeySet.from_public_keys([k1.public_key()])
         (kid,) = jwks.by_kid
