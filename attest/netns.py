@@ -10,12 +10,27 @@ pid. A process that is not visible (another pid namespace of the same pod) is
 accepted only under the explicit ``pod_wide`` policy, as "some process in this
 pod", never as a particular uid or executable.
 
+Cost: the caller's socket (owner uid and inode) is looked up by its exact address pair
+with one ``NETLINK_SOCK_DIAG`` request, answered from the kernel's tables for the
+network namespace of the asking socket (this one); where that is unavailable, only the
+rows of ``/proc/net/tcp{,6}`` naming the connection's two ports are parsed. The holder
+is searched among the processes owned by the socket's uid (``/proc/<pid>`` owner, the
+uid the identity reports), reading each descriptor table through one directory
+descriptor. Only when no such process holds the socket are all visible processes
+searched (as before), so "not visible" and ``pod_wide`` keep their meaning. A socket
+also held by a process of *another* uid (passed over ``SCM_RIGHTS``, or inherited
+across a set-uid exec) is attributed to its holder of the socket's own uid; two
+holders of that uid (e.g. after a fork) are refused. Nothing is cached between
+connections.
+
 All of this is blocking ``/proc`` I/O: run :func:`identify_tcp_peer` in a thread.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import itertools
 import os
 import socket
 import struct
@@ -28,6 +43,21 @@ from attest.peercred import ExeHashCache, PeerCred, identify_process
 
 _PROC = Path("/proc")
 _TCP_ESTABLISHED = 0x01
+
+# NETLINK_SOCK_DIAG (linux/sock_diag.h, linux/inet_diag.h)
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST = 0x01
+_NLMSG_HEADER = struct.Struct("=IHHII")  # len, type, flags, seq, port id
+_DIAG_REQUEST = struct.Struct("=BBBBI")  # family, protocol, ext, pad, states
+_SOCKID = struct.Struct("!HH16s16s")  # sport, dport, src, dst (network order)
+_SOCKID_TAIL = struct.Struct("=III")  # interface, cookie[2]
+_DIAG_MSG_HEAD = struct.Struct("=BBBB")  # family, state, timer, retrans
+_DIAG_MSG_TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
+_NO_COOKIE = 0xFFFFFFFF
+_DIAG_TIMEOUT = 1.0
+_sequence = itertools.count(1)
 
 Address = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
 
@@ -56,14 +86,23 @@ def _parse_address(text: str) -> Address:
     raise CallerUnidentified("unexpected /proc/net/tcp address format")
 
 
-def parse_proc_net_tcp(text: str) -> list[TcpSocketEntry]:
+def parse_proc_net_tcp(text: str, *, ports: tuple[int, int] | None = None) -> list[TcpSocketEntry]:
     """Parse the text of ``/proc/net/tcp`` or ``/proc/net/tcp6`` (header line skipped).
 
+    Args:
+        text: the file's text.
+        ports: ``(local, remote)``: parse only the rows whose local and remote ports
+            are these (the others are skipped unparsed).
+
     Raises:
-        CallerUnidentified: a row does not have the kernel's format.
+        CallerUnidentified: a (parsed) row does not have the kernel's format.
     """
     entries = []
-    for line in text.splitlines()[1:]:
+    lines = text.splitlines()[1:]
+    if ports is not None:
+        local_tag, remote_tag = f":{ports[0]:04X} ", f":{ports[1]:04X} "
+        lines = [line for line in lines if local_tag in line and remote_tag in line]
+    for line in lines:
         fields = line.split()
         if not fields:
             continue
@@ -110,25 +149,123 @@ def find_peer_socket(
     return None
 
 
-def socket_holders(inode: int, proc: Path = _PROC) -> list[int]:
-    """Pids whose descriptor table holds ``socket:[inode]`` (those visible from here)."""
+def _holds(fd_dir: str, target: str) -> bool:
+    """Whether the descriptor table at ``fd_dir`` (``/proc/<pid>/fd``) has ``target``.
+
+    The table is read through one directory descriptor, which stays bound to that
+    process even if its pid is reused meanwhile; a process that exits (or a table we
+    may not read) holds nothing.
+    """
+    try:
+        dir_fd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        names = os.listdir(dir_fd)
+        for name in names:
+            try:
+                if os.readlink(name, dir_fd=dir_fd) == target:
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)
+    return False
+
+
+def _packed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    return ip.packed.ljust(16, b"\0")
+
+
+def _same_ip(raw: bytes, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """``raw`` (16 bytes from SOCK_DIAG) is ``ip``; an IPv6 socket shows IPv4 ends mapped."""
+    if raw == _packed(ip):
+        return True
+    return isinstance(ip, ipaddress.IPv4Address) and raw == b"\0" * 10 + b"\xff\xff" + ip.packed
+
+
+def sock_diag_lookup(*, peer: Address, ours: Address) -> tuple[bool, TcpSocketEntry | None]:
+    """The caller's socket by its exact address pair, asked of the kernel (SOCK_DIAG).
+
+    The caller's socket has ``peer`` as its local end and ``ours`` as its remote end;
+    the kernel looks it up in the TCP tables of this socket's network namespace.
+
+    Returns:
+        ``(True, entry)`` when the kernel answered (``entry`` None: no such socket in
+        this namespace); ``(False, None)`` when it cannot be asked (no inet_diag), so
+        the caller falls back to ``/proc/net/tcp``.
+    """
+    family = socket.AF_INET if isinstance(peer[0], ipaddress.IPv4Address) else socket.AF_INET6
+    seq = next(_sequence) & 0xFFFFFFFF
+    body = (
+        _DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
+        + _SOCKID.pack(peer[1], ours[1], _packed(peer[0]), _packed(ours[0]))
+        + _SOCKID_TAIL.pack(0, _NO_COOKIE, _NO_COOKIE)
+    )
+    header = _NLMSG_HEADER.pack(
+        _NLMSG_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, seq, 0
+    )
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(_DIAG_TIMEOUT)
+            nl.sendto(header + body, (0, 0))
+            answer = nl.recv(8192)
+    except OSError:
+        return False, None
+    try:
+        length, kind, _, answer_seq, _ = _NLMSG_HEADER.unpack_from(answer)
+        if answer_seq != seq or length > len(answer):
+            return False, None
+        if kind == _NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", answer, _NLMSG_HEADER.size)
+            return (True, None) if code == -errno.ENOENT else (False, None)
+        if kind != _SOCK_DIAG_BY_FAMILY:
+            return False, None
+        offset = _NLMSG_HEADER.size
+        _, state, _, _ = _DIAG_MSG_HEAD.unpack_from(answer, offset)
+        offset += _DIAG_MSG_HEAD.size
+        sport, dport, src, dst = _SOCKID.unpack_from(answer, offset)
+        offset += _SOCKID.size + _SOCKID_TAIL.size
+        _, _, _, uid, inode = _DIAG_MSG_TAIL.unpack_from(answer, offset)
+    except struct.error:
+        return False, None
+    if (sport, dport) != (peer[1], ours[1]) or not (
+        _same_ip(src, peer[0]) and _same_ip(dst, ours[0])
+    ):
+        # No connection has this exact pair (the lookup would have found it first);
+        # the kernel answered with a listener on the port instead.
+        return True, None
+    return True, TcpSocketEntry(local=peer, remote=ours, state=state, uid=uid, inode=inode)
+
+
+def socket_holders(inode: int, proc: Path = _PROC, *, uid: int | None = None) -> list[int]:
+    """Pids whose descriptor table holds ``socket:[inode]`` (those visible from here).
+
+    Args:
+        inode: the socket's inode.
+        proc: the proc mount.
+        uid: look only at processes whose ``/proc/<pid>`` belongs to this uid.
+    """
     target = f"socket:[{inode}]"
-    pids = []
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = os.scandir(f"{entry.path}/fd")
-        except OSError:
-            continue
-        with fds:
-            for fd in fds:
+    pids: list[int] = []
+    try:
+        entries = os.scandir(proc)
+    except OSError:
+        return pids
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            if uid is not None:
                 try:
-                    if os.readlink(fd.path) == target:
-                        pids.append(int(entry.name))
-                        break
+                    if entry.stat().st_uid != uid:
+                        continue
                 except OSError:
                     continue
+            if _holds(f"{entry.path}/fd", target):
+                pids.append(int(entry.name))
     return pids
 
 
@@ -142,13 +279,7 @@ def _net_namespace(pid: int | str) -> int:
 
 
 def _still_holds(pid: int, inode: int) -> bool:
-    try:
-        return any(
-            os.readlink(fd.path) == f"socket:[{inode}]"
-            for fd in os.scandir(f"/proc/{pid}/fd")
-        )
-    except OSError:
-        return False
+    return _holds(f"/proc/{pid}/fd", f"socket:[{inode}]")
 
 
 def identify_tcp_peer(
@@ -181,17 +312,22 @@ def identify_tcp_peer(
         raise CallerUnidentified("cannot read the addresses of the connection") from exc
     if not (peer[0].is_loopback and ours[0].is_loopback):
         raise CallerNotLocal(f"peer {peer[0]} is not a loopback caller")
-    entries: list[TcpSocketEntry] = []
-    for name in ("tcp", "tcp6"):
-        try:
-            entries += parse_proc_net_tcp(Path(f"/proc/self/net/{name}").read_text())
-        except FileNotFoundError:
-            continue
-    entry = find_peer_socket(entries, peer=peer, ours=ours)
-    if entry is None:
+    answered, entry = sock_diag_lookup(peer=peer, ours=ours)
+    if not answered:
+        entries: list[TcpSocketEntry] = []
+        for name in ("tcp", "tcp6"):
+            try:
+                text = Path(f"/proc/self/net/{name}").read_text()
+            except FileNotFoundError:
+                continue
+            entries += parse_proc_net_tcp(text, ports=(peer[1], ours[1]))
+        entry = find_peer_socket(entries, peer=peer, ours=ours)
+    if entry is None or entry.state != _TCP_ESTABLISHED:
         raise CallerNotLocal("the caller's socket is not in this network namespace")
     peer_text = f"{peer[0]}:{peer[1]}"
-    holders = socket_holders(entry.inode)
+    holders = socket_holders(entry.inode, uid=entry.uid)
+    if not holders:
+        holders = socket_holders(entry.inode)
     if len(holders) != 1:
         if pod_wide:
             return CallerIdentity(

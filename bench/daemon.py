@@ -14,7 +14,7 @@
   source against the ``dev up`` stack (:mod:`bench._stack`), the chain watcher, and
   a policy admitting only the load generator's binary. Every request goes the
   whole path: attestation, policy, quotas, credential injection, forwarding with
-  httpx, the audit row. The notes give the added p50 and p99.
+  the upstream client, the audit row. The notes give the added p50 and p99.
 * ``sidecar cache``: one request to each of ``profile.miss_services`` services
   holding a stored credential: first as cache misses (cap mint at the broker +
   worker fetch: KEK, S3), then again as hits (the baseline).

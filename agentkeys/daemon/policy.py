@@ -33,6 +33,7 @@ where a path segment ``*`` matches one segment, ``*`` inside a segment any chara
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import re
 import tomllib
@@ -195,6 +196,51 @@ class Decision:
     service: ServicePolicy
 
 
+class _CallerIndex:
+    """The caller entries indexed by uid, then executable path (built once per policy).
+
+    Only entries that could match are looked at: for an attested process, those of its
+    uid that name its ``exe`` path or no path at all, in policy order; for a pod-wide
+    E2 caller, the first ``pod_wide`` entry. The first entry (in file order) whose
+    :meth:`CallerRule.matches` holds wins, exactly as a linear scan would decide.
+    """
+
+    __slots__ = ("_by_exe", "_pod_wide", "_without_exe")
+
+    def __init__(self, callers: Sequence[CallerRule]) -> None:
+        self._by_exe: dict[tuple[int, str], list[tuple[int, CallerRule]]] = {}
+        self._without_exe: dict[int, list[tuple[int, CallerRule]]] = {}
+        self._pod_wide: CallerRule | None = None
+        for position, rule in enumerate(callers):
+            if rule.pod_wide:
+                if self._pod_wide is None:
+                    self._pod_wide = rule
+            elif rule.uid is None:
+                continue  # matches no process (parse_policy never builds one)
+            elif rule.exe is not None:
+                self._by_exe.setdefault((rule.uid, rule.exe), []).append((position, rule))
+            else:
+                self._without_exe.setdefault(rule.uid, []).append((position, rule))
+
+    def first_match(self, caller: CallerIdentity) -> CallerRule | None:
+        process = caller.process
+        if process is None:
+            return self._pod_wide if caller.pod_wide else None
+        named = self._by_exe.get((process.uid, process.exe_path), ())
+        unnamed = self._without_exe.get(process.uid, ())
+        candidates = (
+            heapq.merge(named, unnamed, key=_position) if named and unnamed else (named or unnamed)
+        )
+        for _, rule in candidates:
+            if rule.matches(caller):
+                return rule
+        return None
+
+
+def _position(item: tuple[int, CallerRule]) -> int:
+    return item[0]
+
+
 @dataclass(frozen=True)
 class Policy:
     """The whole host-local policy (immutable; a reload builds a new one)."""
@@ -202,6 +248,14 @@ class Policy:
     callers: tuple[CallerRule, ...]
     services: Mapping[str, ServicePolicy]
     digest: str = ""
+    _index: _CallerIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", _CallerIndex(self.callers))
+
+    def match_caller(self, caller: CallerIdentity) -> CallerRule | None:
+        """The first caller entry (in file order) matching ``caller``, or None."""
+        return self._index.first_match(caller)
 
     def decide(self, caller: CallerIdentity, service: str, method: str, path: str) -> Decision:
         """Match a request against the policy; deny by default.
@@ -215,7 +269,7 @@ class Policy:
         Raises:
             CallerNotAllowed, UnknownService, ServiceNotAllowed, RouteNotAllowed.
         """
-        rule = next((r for r in self.callers if r.matches(caller)), None)
+        rule = self._index.first_match(caller)
         if rule is None:
             raise CallerNotAllowed("no policy entry matches this caller (uid, executable)")
         svc = self.services.get(service)

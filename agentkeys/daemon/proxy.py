@@ -11,7 +11,8 @@ Per request, in order (SPEC.md section 8):
 6. quotas per (caller entry, service): 429 with ``Retry-After``;
 7. header validation; the caller's auth headers (placeholder key) are stripped;
 8. the credential from the cache, fetched lazily through the credential source;
-9. the request is forwarded with httpx, request and response bodies streamed;
+9. the request is forwarded with the lean pooled HTTP/1.1 client (``_upstream``), request
+   and response bodies streamed;
 10. one audit row, whatever happened (denials included).
 
 ``GET /healthz`` (alive) and ``GET /readyz`` (broker reachable, audit log writable) are
@@ -28,9 +29,13 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import trio
 
+from agentkeys.daemon._upstream import (
+    UpstreamPool,
+    UpstreamResponse,
+    parse_origin,
+)
 from agentkeys.daemon.auditlog import AuditLog, AuditRow
 from agentkeys.daemon.cache import CredentialCache
 from agentkeys.daemon.credentials import CredentialSource
@@ -40,7 +45,6 @@ from agentkeys.daemon.errors import (
     DaemonError,
     RequestTooLarge,
     UpstreamFailed,
-    UpstreamTimeout,
 )
 from agentkeys.daemon.heartbeat import BrokerLiveness
 from agentkeys.daemon.policy import Decision, Policy, ServicePolicy
@@ -152,10 +156,8 @@ class ProxyApp:
     Args:
         policy: returns the current policy (reloads swap it).
         quotas, cache, source, liveness, revocations, audit: the daemon's state.
-        transport: the upstream transport (owned by the caller); requests go to it
-            directly, so nothing of httpx's client layer (redirects, auth, cookies, env
-            proxies) applies.
-        timeout: upstream timeouts.
+        upstream: the pooled upstream client; the caller owns and closes it. No
+            redirects, cookies or environment proxies apply (see ``_upstream``).
         actor: the actor omni audit rows name.
         limits: request bounds.
         clock: Unix seconds (quotas, audit).
@@ -171,8 +173,7 @@ class ProxyApp:
         liveness: BrokerLiveness,
         revocations: RevocationState,
         audit: AuditLog,
-        transport: httpx.AsyncBaseTransport,
-        timeout: httpx.Timeout,
+        upstream: UpstreamPool,
         actor: str | None,
         limits: ProxyLimits | None = None,
         clock: Callable[[], float] = time.time,
@@ -184,8 +185,7 @@ class ProxyApp:
         self._liveness = liveness
         self._revocations = revocations
         self._audit = audit
-        self._transport = transport
-        self._timeout = timeout.as_dict()
+        self._upstream = upstream
         self._actor = actor
         self._limits = limits or ProxyLimits()
         self._clock = clock
@@ -350,8 +350,16 @@ class ProxyApp:
         return out, has_body
 
     async def _body(self, receive: Any, note: _Audit) -> AsyncIterator[bytes]:
+        """The request body, streamed one chunk behind the caller.
+
+        A chunk is passed on only once the next message is in and the total is still
+        within ``max_body_bytes``: an oversized upload is refused before the upstream
+        has received a body of the full allowed size (a single-message body is not
+        delayed).
+        """
         total = 0
         limit = self._limits.max_body_bytes
+        held = b""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -360,10 +368,13 @@ class ProxyApp:
             total += len(chunk)
             if total > limit:
                 raise RequestTooLarge(f"request bodies are limited to {limit} bytes")
-            if chunk:
-                yield chunk
+            if held:
+                yield held
+            held = chunk
             if not message.get("more_body", False):
                 note.body_done = True
+                if held:
+                    yield held
                 return
 
     async def _forward(
@@ -382,51 +393,36 @@ class ProxyApp:
         query: bytes = scope.get("query_string") or b""
         if query and not _QUERY.fullmatch(query):
             raise BadProxyRequest("malformed query string")
-        url = svc.upstream + upstream_path + ("?" + query.decode("ascii") if query else "")
-        try:
-            request = httpx.Request(
-                scope["method"],
-                url,
-                headers=headers,
-                content=self._body(receive, note) if has_body else None,
-                extensions={"timeout": self._timeout},
-            )
-        except (httpx.InvalidURL, UnicodeError) as exc:
-            raise BadProxyRequest("the upstream URL cannot be built from this path") from exc
-        try:
-            # the transport directly: no auth, redirects, cookies or env proxies by design
-            response = await self._transport.handle_async_request(request)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"{svc.name} did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamFailed(f"cannot reach {svc.name}: {type(exc).__name__}") from exc
-        note.upstream_status = response.status_code
-        try:
-            out = [
-                (n.lower(), v) for n, v in response.headers.raw if n.lower() not in _DROP_RESPONSE
-            ]
+        origin = parse_origin(svc.upstream)
+        target = origin.base_path + upstream_path + ("?" + query.decode("ascii") if query else "")
+        body = self._body(receive, note) if has_body else None
+        async with self._upstream.request(
+            scope["method"], origin, target, headers, body
+        ) as response:
+            note.upstream_status = response.status
+            out = [(n, v) for n, v in response.headers if n not in _DROP_RESPONSE]
             note.responded = True
-            await send(
-                {"type": "http.response.start", "status": response.status_code, "headers": out}
-            )
-            content_type = response.headers.get("content-type", "")
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            content_type = (response.header(b"content-type") or b"").decode("latin-1")
             scanner = UsageScanner(content_type)
             # A long stream whose caller went away is abandoned (the upstream stops
             # generating, and billing): watched only for SSE, off the common path.
+            broken: str | None = "client_disconnected"
+            tail = b""
             if content_type.startswith("text/event-stream") and (not has_body or note.body_done):
-                broken: str | None = "client_disconnected"
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                    broken = await _pump(response, send, scanner, svc.name)
+                    broken, tail = await _pump(response, send, scanner, svc.name, hold_last=False)
                     nursery.cancel_scope.cancel()
             else:
-                broken = await _pump(response, send, scanner, svc.name)
+                # a body of known length is not a stream: its last chunk goes out with
+                # the end of the response (one message less through Hypercorn)
+                sized = response.header(b"content-length") is not None
+                broken, tail = await _pump(response, send, scanner, svc.name, hold_last=sized)
             self._account(scanner, svc, note, key)
             # the row is written before the caller sees the end of the response
-            self._finish(note, "allow" if broken is None else "error", broken, response.status_code)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await response.aclose()
+            self._finish(note, "allow" if broken is None else "error", broken, response.status)
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     def _account(
         self, scanner: UsageScanner, svc: ServicePolicy, note: _Audit, key: QuotaKey
@@ -452,17 +448,29 @@ def _split_path(raw_path: bytes) -> tuple[str, str]:
 
 
 async def _pump(
-    response: httpx.Response, send: Any, scanner: UsageScanner, service: str
-) -> str | None:
-    """Pass the upstream body on chunk by chunk; returns a failure reason or None."""
+    response: UpstreamResponse, send: Any, scanner: UsageScanner, service: str, *, hold_last: bool
+) -> tuple[str | None, bytes]:
+    """Pass the upstream body on chunk by chunk.
+
+    Returns:
+        A failure reason (or None) and, with ``hold_last``, the last chunk, which the
+        caller sends as the response's end; otherwise every chunk is sent on arrival.
+    """
+    held = b""
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.chunks():
             scanner.feed(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except httpx.HTTPError as exc:
-        _log.warning("%s broke the response stream: %s", service, type(exc).__name__)
-        return "upstream_stream_broken"
-    return None
+            if held:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
+                held = b""
+            if hold_last:
+                held = chunk
+            else:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except UpstreamFailed as exc:
+        _log.warning("%s broke the response stream: %s", service, exc.reason)
+        return "upstream_stream_broken", held
+    return None, held
 
 
 async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 
 from agentkeys.chain.events import ChainEvent, ScopeSet
 from agentkeys.daemon._groups import raise_domain_error
+from agentkeys.daemon._upstream import UpstreamPool, UpstreamTimeouts
 from agentkeys.daemon.auditlog import AuditLog, AuditRelayQueue
 from agentkeys.daemon.cache import CredentialCache
 from agentkeys.daemon.config import DaemonConfig
@@ -114,7 +114,6 @@ class Daemon:
         events: chain events (a watcher subscription), or None.
         chain_watcher: runs the chain watcher (a duty), or None.
         relay: the chain audit relay, or None.
-        upstream_transport: httpx transport for upstream calls (None: the default).
         max_failures, failure_window: when a failing duty stops the daemon.
         restart_delay: first back-off before a restart (doubling up to 30 s).
     """
@@ -129,7 +128,6 @@ class Daemon:
         events: trio.MemoryReceiveChannel[ChainEvent] | None = None,
         chain_watcher: Callable[[], Awaitable[None]] | None = None,
         relay: AuditRelay | None = None,
-        upstream_transport: httpx.AsyncBaseTransport | None = None,
         max_failures: int = 5,
         failure_window: float = 60.0,
         restart_delay: float = 0.5,
@@ -140,7 +138,6 @@ class Daemon:
         self._events = events
         self._chain_watcher = chain_watcher
         self._relay = relay
-        self._transport = upstream_transport
         self._max_failures = max_failures
         self._failure_window = failure_window
         self._restart_delay = restart_delay
@@ -197,15 +194,16 @@ class Daemon:
                 host, port = tcp.getsockname()[:2]
                 tcp_url = f"http://{host}:{port}"
             self.address = DaemonAddress(socket_path=str(cfg.socket_path), tcp_url=tcp_url)
-            timeout = httpx.Timeout(
-                connect=cfg.upstream.connect_timeout,
-                read=cfg.upstream.read_timeout,
-                write=cfg.upstream.write_timeout,
-                pool=cfg.upstream.connect_timeout,
+            upstream = UpstreamPool(
+                timeouts=UpstreamTimeouts(
+                    connect=cfg.upstream.connect_timeout,
+                    read=cfg.upstream.read_timeout,
+                    write=cfg.upstream.write_timeout,
+                    pool=cfg.upstream.connect_timeout,
+                ),
+                max_connections=cfg.upstream.max_connections,
             )
-            limits = httpx.Limits(max_connections=cfg.upstream.max_connections)
-            transport = self._transport or httpx.AsyncHTTPTransport(limits=limits, retries=0)
-            async with transport:
+            try:
                 self.app = ProxyApp(
                     policy=lambda: self.policy,
                     quotas=self.quotas,
@@ -214,8 +212,7 @@ class Daemon:
                     liveness=self.liveness,
                     revocations=self.revocations,
                     audit=audit,
-                    transport=transport,
-                    timeout=timeout,
+                    upstream=upstream,
                     actor=cfg.identity.actor_omni,
                     limits=ProxyLimits(max_body_bytes=cfg.listen.max_body_bytes),
                 )
@@ -250,6 +247,9 @@ class Daemon:
                             f" and {tcp_url}" if tcp_url else "",
                         )
                         task_status.started(self.address)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await upstream.aclose()
         finally:
             for sock in sockets:
                 sock.close()

@@ -8,10 +8,12 @@ Both namespaces and the veth exist only for the test and are always removed.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from attest.netns import find_peer_socket, parse_proc_net_tcp
+from attest.netns import (
+    Address,
+    find_peer_socket,
+    parse_proc_net_tcp,
+    sock_diag_lookup,
+    socket_holders,
+)
 
 SERVER = str(Path(__file__).with_name("tcp_server.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -167,3 +175,86 @@ def test_proc_net_tcp_parser() -> None:
 
     with pytest.raises(CallerUnidentified):
         parse_proc_net_tcp("header\n 0: zz:zz\n")
+
+
+def _loopback_pair(
+    family: socket.AddressFamily = socket.AF_INET, host: str = "127.0.0.1"
+) -> tuple[socket.socket, socket.socket, socket.socket]:
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.bind((host, 0))
+    server.listen(1)
+    client = socket.socket(family, socket.SOCK_STREAM)
+    client.connect(server.getsockname()[:2])
+    accepted, _ = server.accept()
+    return server, client, accepted
+
+
+def _ends(client: socket.socket, accepted: socket.socket) -> tuple[Address, Address]:
+    peer = ipaddress.ip_address(client.getsockname()[0])
+    ours = ipaddress.ip_address(accepted.getsockname()[0])
+    return (peer, client.getsockname()[1]), (ours, accepted.getsockname()[1])
+
+
+_LOOPBACKS = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+
+
+@pytest.mark.parametrize(("family", "host"), _LOOPBACKS)
+def test_sock_diag_finds_the_callers_socket_as_proc_net_tcp_does(
+    family: socket.AddressFamily, host: str
+) -> None:
+    server, client, accepted = _loopback_pair(family, host)
+    with server, client, accepted:
+        inode = os.fstat(client.fileno()).st_ino
+        peer, ours = _ends(client, accepted)
+        answered, entry = sock_diag_lookup(peer=peer, ours=ours)
+        name = "tcp" if family == socket.AF_INET else "tcp6"
+        text = Path(f"/proc/self/net/{name}").read_text()
+        expected = find_peer_socket(parse_proc_net_tcp(text), peer=peer, ours=ours)
+        filtered = parse_proc_net_tcp(text, ports=(peer[1], ours[1]))
+    assert answered is True
+    assert expected is not None
+    assert entry == expected
+    assert (expected.inode, expected.uid) == (inode, os.getuid())
+    assert expected in filtered
+    # the port filter keeps only rows of this connection (both of its ends)
+    assert {(e.local[1], e.remote[1]) for e in filtered} <= {
+        (peer[1], ours[1]),
+        (ours[1], peer[1]),
+    }
+
+
+def test_sock_diag_reports_pairs_without_a_connection_as_absent() -> None:
+    server, client, accepted = _loopback_pair()
+    with server, client, accepted:
+        peer, ours = _ends(client, accepted)
+        # the kernel answers these with the listener, or with nothing: never a caller
+        assert sock_diag_lookup(peer=(peer[0], ours[1]), ours=(ours[0], 1)) == (True, None)
+        assert sock_diag_lookup(peer=(peer[0], 1), ours=ours) == (True, None)
+    # once closed, the caller's own pair is gone too
+    assert sock_diag_lookup(peer=peer, ours=ours)[1] is None
+
+
+def test_sock_diag_finds_an_ipv6_socket_connected_to_an_ipv4_listener() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    with server, client:
+        client.connect(("::ffff:127.0.0.1", server.getsockname()[1]))
+        inode = os.fstat(client.fileno()).st_ino
+        accepted, _ = server.accept()
+        with accepted:
+            lo = ipaddress.IPv4Address("127.0.0.1")
+            peer, ours = (lo, client.getsockname()[1]), (lo, server.getsockname()[1])
+            answered, entry = sock_diag_lookup(peer=peer, ours=ours)
+    assert answered is True
+    assert entry is not None
+    assert (entry.inode, entry.state) == (inode, 1)
+
+
+def test_socket_holders_looks_only_at_the_given_uid() -> None:
+    server, client, accepted = _loopback_pair()
+    with server, client, accepted:
+        inode = os.fstat(client.fileno()).st_ino
+        assert socket_holders(inode) == [os.getpid()]
+        assert socket_holders(inode, uid=os.getuid()) == [os.getpid()]
+        assert socket_holders(inode, uid=NOBODY) == []
+    assert socket_holders(inode) == []
