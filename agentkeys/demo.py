@@ -43,6 +43,7 @@ from eth_account.signers.local import LocalAccount
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from agentkeys._files import write_private
 from agentkeys.chain import ChainClient, account_from_key, read_deployment_record
 from agentkeys.cli._bootstrap import (
     BrokerSignIn,
@@ -56,7 +57,6 @@ from agentkeys.jwks import b64url_decode
 from agentkeys.migrate import migrate_operator
 from agentkeys.omni import actor_omni_for_wallet, agent_omni, identity_omni
 from agentkeys.softauthn import SoftAuthenticator
-from agentkeys.wallet import derive_k4_private_key
 from attest.device_key import SoftwareDeviceKey
 
 __all__ = ["DEMO_KEY", "DemoStep", "DemoUpstream", "agent_main", "run_demo"]
@@ -227,17 +227,10 @@ def _check(condition: bool, what: str) -> None:
         raise DemoFailed(what)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def _new_dev_passkey(home: Path, origin: str) -> tuple[SoftAuthenticator, PasskeyRecord]:
     key = ec.generate_private_key(ec.SECP256R1())
     key_file = home / "passkey-dev.pem"
-    _write_private(
+    write_private(
         key_file,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -257,7 +250,7 @@ def _new_dev_passkey(home: Path, origin: str) -> tuple[SoftAuthenticator, Passke
 
 
 def _chain_toml(home: Path, env: Mapping[str, str]) -> None:
-    _write_private(
+    write_private(
         home / "chain.toml",
         (
             "[chain]\n"
@@ -301,7 +294,6 @@ class Demo:
         self.total = 12
         self.status: StackStatus | None = None
         self.upstream = DemoUpstream(key=DEMO_KEY)
-        self.legacy_secret = secrets.token_bytes(32)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -361,10 +353,7 @@ class Demo:
             self.upstream_url = upstream_url
 
             async def up() -> str:
-                options = DevUpOptions(
-                    state_dir=self.work / "state",
-                    legacy_master_secret=self.legacy_secret,
-                )
+                options = DevUpOptions(state_dir=self.work / "state")
                 self.status = await nursery.start(run_dev_stack, options)
                 running = [n for n, c in self.status.components.items() if c["state"] == "running"]
                 return "running: " + ", ".join(running)
@@ -398,7 +387,7 @@ class Demo:
         await trio.Path(home).mkdir(mode=0o700, parents=True)
         wallet = account_from_key(secrets.token_bytes(32))  # the operator's own wallet (K5)
         wallet_file = home / "wallet.key"
-        _write_private(wallet_file, wallet.key.hex().encode() + b"\n")
+        write_private(wallet_file, wallet.key.hex().encode() + b"\n")
         async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
             chain = await self._chain(http)
             await chain.rpc.call("anvil_setBalance", wallet.address, hex(10**20))
@@ -555,10 +544,8 @@ class Demo:
         return f"broker stopped → HTTP 503 {error}; broker back → served again"
 
     async def migration(self) -> str:
-        env = self.env
         home = self.work / "legacy-home"
         identity = identity_omni("email", LEGACY_EMAIL)
-        k4 = account_from_key(derive_k4_private_key(self.legacy_secret, identity))
         # 1. the legacy user signs in by email; SIWE is signed by the signer-held K4
         await trio.Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
         k10 = SoftwareDeviceKey.open(home / "device" / "k10.pem")
@@ -575,7 +562,7 @@ class Demo:
 
         await signin.enroll(j0, k10, create)
         answer = await signin.siwe_k4(j0, get)
-        _check(str(answer["wallet"]).lower() == k4.address.lower(), "the K4 wallet differs")
+        k4_wallet = str(answer["wallet"]).lower()
         write_session(home, answer, self.controls.broker_url)
         # 2. the deprecated s3 backend (the stage-1 default) writes two v1 envelopes
         v1_key = "?"
@@ -587,18 +574,16 @@ class Demo:
             )  # fmt: skip
             _check(stored.get("envelope_version") == 1, f"legacy store: {stored}")
             v1_key = str(stored["key"]) if service == "openai" else v1_key
-        # 3. the operator upgrades: K11 + master device on chain, legacy identity recorded
-        _chain_toml(home, env)
-        wallet_file = home / "wallet.key"
-        _write_private(wallet_file, k4.key.hex().encode() + b"\n")
-        async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
-            chain = await self._chain(http)
-            await chain.rpc.call("anvil_setBalance", k4.address, hex(10**20))
+        _check(k4_wallet in v1_key, f"the v1 key {v1_key} is not under the K4 wallet")
+        # 3. the operator upgrades: K11 + master device on chain through the broker's relay,
+        #    the signer-held K4 approving the registration (no wallet key leaves the signer)
+        _chain_toml(home, self.env)
         upgraded = await self.cli(
             "device", "register", "--upgrade-from-v1", "--legacy-email", LEGACY_EMAIL,
-            "--home", str(home), "--wallet-key-file", str(wallet_file), "--dev-authenticator",
+            "--home", str(home), "--dev-authenticator",
         )  # fmt: skip
         _check(upgraded.get("legacy_identity_omni") == identity, f"upgrade: {upgraded}")
+        _check(upgraded.get("wallet") == k4_wallet, f"upgrade wallet: {upgraded}")
         # 4. the sidecar backend reads it through broker + worker (lazy copy to 0x04)
         read = await self.cli(
             "read", "openai", "--credential-backend", "sidecar", "--home", str(home),

@@ -38,10 +38,12 @@ from typing import Any, ClassVar
 import httpx
 import trio
 
+from agentkeys._files import write_private
 from agentkeys.broker import run_broker
 from agentkeys.broker.config import (
     BrokerConfig,
     EmailSettings,
+    RelaySettings,
     SignerLink,
     SiteSettings,
     StateSettings,
@@ -140,7 +142,10 @@ class DevUpOptions:
         daemon: start the daemon for this operator/agent (else ``daemon/setup.json``).
         legacy_master_secret: the K4 master secret of a legacy (v1) signer, imported into a
             new dev signer (``KeyStore.import_master_secret``) before it first starts, as an
-            operator migrating from the v1 design does; ignored once the signer has keys.
+            operator migrating from the v1 design does, so that the K4 wallets (and the v1
+            data under them) stay the same; ignored once the signer has keys. Nothing needs
+            the secret outside the signer: an email operator's master registration is
+            approved by K4 inside the signer (``/v1/relay/first-master``).
     """
 
     state_dir: Path = DEFAULT_STATE_DIR
@@ -187,14 +192,6 @@ class StackStatus:
         if self.agent_env is None:
             return None
         return f"source {shlex.quote(str(self.agent_env))}"
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _private_dir(path: Path) -> Path:
@@ -424,11 +421,14 @@ def broker_config(
     signer_url: str,
     pki: Mapping[str, tuple[Path, Path]],
     passkey_port: int,
+    relay_key: Path | None = None,
 ) -> BrokerConfig:
     """The dev broker: issuer ``http://127.0.0.1:<port>``; WebAuthn rpId ``localhost`` and
     origin ``http://localhost:<passkey_port>``. The broker checks one configured origin, so
     the stack reserves the port on which ``agentkeys init`` serves its passkey page
-    (``AGENTKEYS_DEV_PASSKEY_ORIGIN``) and configures the broker with it."""
+    (``AGENTKEYS_DEV_PASSKEY_ORIGIN``) and configures the broker with it. With ``relay_key``
+    (a 0600 file holding a funded dev account's key) hosted-relay mode is on: email-only
+    operators register their first master through it (``/v1/relay/first-master``)."""
     url = f"http://127.0.0.1:{port}"
     return BrokerConfig(
         broker=ServerSettings(port=port, audit_log=state / "broker" / "audit" / "broker.jsonl"),
@@ -444,6 +444,7 @@ def broker_config(
         signer=SignerLink(
             url=signer_url, ca=pki["ca"][0], cert=pki["broker"][0], key=pki["broker"][1]
         ),
+        relay=RelaySettings(enabled=relay_key is not None, key_file=relay_key),
     )
 
 
@@ -577,8 +578,8 @@ class StackControls:
             record=self.record,
             socket_dir=socket_dir,
         )
-        _write_private(config.policy_path, setup.policy)
-        _write_private(
+        write_private(config.policy_path, setup.policy)
+        write_private(
             self.state_dir / "daemon" / DAEMON_SETUP_FILE, json.dumps(setup.to_json(), indent=2)
         )
         self.daemon = Restartable(
@@ -601,8 +602,8 @@ class StackControls:
 
     def save(self) -> None:
         """Rewrite ``status.json`` and ``env.sh``."""
-        _write_private(self.state_dir / ENV_FILE, self.status.env_script())
-        _write_private(
+        write_private(self.state_dir / ENV_FILE, self.status.env_script())
+        write_private(
             self.state_dir / STATUS_FILE, json.dumps(self.status.to_json(), indent=2) + "\n"
         )
 
@@ -717,6 +718,9 @@ async def run_dev_stack(
             smtp = await _start_smtp_sink(stack, status, state)
             passkey_port = pick_port()
             passkey_origin = f"http://localhost:{passkey_port}"
+            # the relay pays for email-only operators' registrations: the last dev account
+            relay_key = _private_dir(state / "broker") / "relay.key"
+            write_private(relay_key, anvil.accounts[-1].private_key + "\n")
             broker = Restartable(
                 nursery,
                 partial(
@@ -731,6 +735,7 @@ async def run_dev_stack(
                         signer_url=signer_url,
                         pki=pki,
                         passkey_port=passkey_port,
+                        relay_key=relay_key,
                     ),
                 ),
             )
@@ -800,7 +805,7 @@ async def run_dev_stack(
         # synchronous on purpose: runs even while cancelled
         status.components = {name: {"state": "stopped"} for name in status.components}
         if (state / STATUS_FILE).exists():
-            _write_private(state / STATUS_FILE, json.dumps(status.to_json(), indent=2) + "\n")
+            write_private(state / STATUS_FILE, json.dumps(status.to_json(), indent=2) + "\n")
         pid_file.unlink(missing_ok=True)
         if status.controls is not None:
             for directory in status.controls.cleanup:

@@ -23,6 +23,13 @@ hashes to the device_key_hash → timestamp fresh (``now - window <= timestamp <
 max_skew``) → signature → nonce unused, recorded in a bounded :class:`NonceRegistry` until
 the end of its window. Nonces are only recorded after the signature verified, so nobody
 can fill the registry without a registered K10 key.
+
+The worker splits the last step off: :func:`check_worker_pop` verifies key, freshness and
+signature without touching the registry, the caller runs its chain checks (revocation,
+binding), and only then :func:`consume_pop_nonce` records the nonce, in one synchronous
+step (so a revoked device cannot spend registry space, and a replay is still refused).
+The registry also bounds the live nonces per device (``per_owner_capacity``), so one
+device - even a registered one - cannot fill it for everybody else.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from agentkeys.omni import device_key_hash, normalize_hex32, normalize_service
 
 __all__ = [
     "DEFAULT_NONCE_CAPACITY",
+    "DEFAULT_NONCE_PER_DEVICE",
     "DEFAULT_POP_MAX_SKEW",
     "DEFAULT_POP_WINDOW",
     "POP_MINT_PREFIX",
@@ -67,6 +75,8 @@ __all__ = [
     "VerifiedMintPop",
     "VerifiedWorkerPop",
     "WorkerPopClaims",
+    "check_worker_pop",
+    "consume_pop_nonce",
     "new_mint_pop_claims",
     "new_worker_pop_claims",
     "sign_pop",
@@ -80,6 +90,7 @@ POP_NONCE_LENGTH = 16
 DEFAULT_POP_WINDOW = 60
 DEFAULT_POP_MAX_SKEW = 5
 DEFAULT_NONCE_CAPACITY = 100_000
+DEFAULT_NONCE_PER_DEVICE = 1_000
 _MAX_TIMESTAMP = 2**53 - 1
 _PROOF = re.compile(r"(0|[1-9][0-9]{0,15})\.([0-9a-f]{32})\.([A-Za-z0-9_-]{86})", re.ASCII)
 
@@ -300,16 +311,25 @@ class NonceRegistry:
     """Bounded single-use memory of PoP nonces, each kept until the end of its window.
 
     Pure and in-memory (one per process; not thread-safe: Trio runs it on one thread).
-    At most ``capacity`` entries are held; only expired entries are ever evicted. When the
-    registry is full of live entries, new nonces are refused (:class:`PopNonceRegistryFull`)
-    rather than forgetting a live one, which would re-open a replay window.
+    At most ``capacity`` entries are held, and at most ``per_owner_capacity`` for one owner
+    (the device whose K10 signed the proof); only expired entries are ever evicted. When
+    the registry, or the owner's share of it, is full of live entries, new nonces are
+    refused (:class:`PopNonceRegistryFull`) rather than forgetting a live one, which would
+    re-open a replay window.
     """
 
-    def __init__(self, capacity: int = DEFAULT_NONCE_CAPACITY) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise PopInvalid("nonce registry capacity must be a positive integer")
+    def __init__(
+        self, capacity: int = DEFAULT_NONCE_CAPACITY, *,
+        per_owner_capacity: int = DEFAULT_NONCE_PER_DEVICE,
+    ) -> None:  # fmt: skip
+        for name, value in (("capacity", capacity), ("per_owner_capacity", per_owner_capacity)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PopInvalid(f"nonce registry {name} must be a positive integer")
         self._capacity = capacity
+        self._per_owner = per_owner_capacity
         self._expiry: dict[bytes, float] = {}
+        self._owner_of: dict[bytes, bytes] = {}
+        self._owned: dict[bytes, int] = {}
         self._heap: list[tuple[float, bytes]] = []
 
     def __len__(self) -> int:
@@ -320,28 +340,58 @@ class NonceRegistry:
         """The maximum number of nonces held at once."""
         return self._capacity
 
+    @property
+    def per_owner_capacity(self) -> int:
+        """The maximum number of nonces held at once for one owner (device)."""
+        return self._per_owner
+
+    def owned(self, owner: bytes) -> int:
+        """How many live nonces ``owner`` holds (as of the last purge)."""
+        return self._owned.get(owner, 0)
+
     def _purge(self, now: float) -> None:
         while self._heap and self._heap[0][0] < now:
             _, key = heapq.heappop(self._heap)
             del self._expiry[key]
+            owner = self._owner_of.pop(key, None)
+            if owner is not None:
+                left = self._owned[owner] - 1
+                if left:
+                    self._owned[owner] = left
+                else:
+                    del self._owned[owner]
 
-    def consume(self, key: bytes, *, expires_at: float, now: float) -> None:
+    def consume(
+        self, key: bytes, *, expires_at: float, now: float, owner: bytes | None = None
+    ) -> None:
         """Record ``key`` as used until ``expires_at`` (inclusive), or refuse it.
+
+        Args:
+            owner: who spends the entry (a device_key_hash); ``None`` counts only against
+                the total ``capacity``.
 
         Raises:
             PopStale: ``expires_at`` is already past.
             PopNonceReused: ``key`` is held and not expired.
-            PopNonceRegistryFull: ``capacity`` live entries are held.
+            PopNonceRegistryFull: ``capacity`` live entries are held, or
+                ``per_owner_capacity`` for ``owner``.
         """
         if expires_at < now:
             raise PopStale("nonce window already over")
         self._purge(now)
         if key in self._expiry:
             raise PopNonceReused("PoP nonce already used")
+        if owner is not None and self._owned.get(owner, 0) >= self._per_owner:
+            raise PopNonceRegistryFull(
+                "this device has too many live PoP nonces; refusing until some expire"
+            )
         if len(self._expiry) >= self._capacity:
             raise PopNonceRegistryFull("too many live PoP nonces; refusing until some expire")
         self._expiry[key] = expires_at
         heapq.heappush(self._heap, (expires_at, key))
+        if owner is not None:
+            self._owner_of[key] = owner
+            self._owned[owner] = self._owned.get(owner, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -354,10 +404,25 @@ class VerifiedMintPop:
 
 @dataclass(frozen=True)
 class VerifiedWorkerPop:
-    """A worker-request PoP whose key, freshness, signature and nonce have been checked."""
+    """A worker-request PoP whose key, freshness and signature have been checked.
+
+    From :func:`verify_worker_pop` its nonce is consumed too; from
+    :func:`check_worker_pop` it is not yet (call :func:`consume_pop_nonce`).
+    """
 
     claims: WorkerPopClaims
     device_key_hash: str
+    window: int = DEFAULT_POP_WINDOW
+
+    @property
+    def nonce_key(self) -> bytes:
+        """The registry key: prefix ‖ device_key_hash (32) ‖ nonce (16)."""
+        return POP_WORKER_PREFIX + bytes.fromhex(self.device_key_hash) + self.claims.nonce
+
+    @property
+    def expires_at(self) -> int:
+        """The last second the proof is acceptable (its nonce is held until then)."""
+        return self.claims.timestamp + self.window
 
 
 def _check_fresh(timestamp: int, *, now: float, window: int, max_skew: int) -> None:
@@ -367,15 +432,13 @@ def _check_fresh(timestamp: int, *, now: float, window: int, max_skew: int) -> N
         raise PopStale(f"PoP timestamp older than {window} s")
 
 
-def _verify(
-    prefix: bytes,
+def _check(
     claims: MintPopClaims | WorkerPopClaims,
     signature: str,
     *,
     public_key: ec.EllipticCurvePublicKey,
     expected_device_key_hash: str,
     now: float,
-    nonces: NonceRegistry,
     window: int,
     max_skew: int,
 ) -> str:
@@ -396,8 +459,29 @@ def _verify(
         raise PopInvalid("PoP signature must be 64 bytes r || s in range") from None
     if not valid:
         raise PopSignatureInvalid("K10 signature does not verify over the request")
-    key = prefix + bytes.fromhex(actual_hash) + claims.nonce
-    nonces.consume(key, expires_at=claims.timestamp + window, now=now)
+    return actual_hash
+
+
+def _verify(
+    prefix: bytes,
+    claims: MintPopClaims | WorkerPopClaims,
+    signature: str,
+    *,
+    public_key: ec.EllipticCurvePublicKey,
+    expected_device_key_hash: str,
+    now: float,
+    nonces: NonceRegistry,
+    window: int,
+    max_skew: int,
+) -> str:
+    actual_hash = _check(
+        claims, signature, public_key=public_key,
+        expected_device_key_hash=expected_device_key_hash, now=now, window=window,
+        max_skew=max_skew,
+    )  # fmt: skip
+    owner = bytes.fromhex(actual_hash)
+    key = prefix + owner + claims.nonce
+    nonces.consume(key, expires_at=claims.timestamp + window, now=now, owner=owner)
     return actual_hash
 
 
@@ -463,15 +547,50 @@ def verify_worker_pop(
         PopInvalid, PopKeyMismatch, PopTimestampInFuture, PopStale, PopSignatureInvalid,
         PopNonceReused, PopNonceRegistryFull.
     """
-    dkh = _verify(
-        POP_WORKER_PREFIX,
-        claims,
-        signature,
-        public_key=public_key,
-        expected_device_key_hash=_hex32("expected_device_key_hash", expected_device_key_hash),
-        now=now,
-        nonces=nonces,
-        window=window,
+    verified = check_worker_pop(
+        claims, signature, public_key=public_key,
+        expected_device_key_hash=expected_device_key_hash, now=now, window=window,
         max_skew=max_skew,
-    )
-    return VerifiedWorkerPop(claims=claims, device_key_hash=dkh)
+    )  # fmt: skip
+    consume_pop_nonce(verified, nonces=nonces, now=now)
+    return verified
+
+
+def check_worker_pop(
+    claims: WorkerPopClaims,
+    signature: str,
+    *,
+    public_key: ec.EllipticCurvePublicKey,
+    expected_device_key_hash: str,
+    now: float,
+    window: int = DEFAULT_POP_WINDOW,
+    max_skew: int = DEFAULT_POP_MAX_SKEW,
+) -> VerifiedWorkerPop:
+    """Verify key, freshness and signature of a worker PoP; the nonce is NOT consumed.
+
+    The caller runs its remaining checks (revocation, binding) and then calls
+    :func:`consume_pop_nonce` once, before acting on the request.
+
+    Raises:
+        PopInvalid, PopKeyMismatch, PopTimestampInFuture, PopStale, PopSignatureInvalid.
+    """
+    dkh = _check(
+        claims, signature, public_key=public_key,
+        expected_device_key_hash=_hex32("expected_device_key_hash", expected_device_key_hash),
+        now=now, window=window, max_skew=max_skew,
+    )  # fmt: skip
+    return VerifiedWorkerPop(claims=claims, device_key_hash=dkh, window=window)
+
+
+def consume_pop_nonce(verified: VerifiedWorkerPop, *, nonces: NonceRegistry, now: float) -> None:
+    """Record the nonce of a checked worker PoP as used (owner: its device).
+
+    Raises:
+        PopStale: the proof's window ended meanwhile.
+        PopNonceReused: the nonce was already consumed (a replay).
+        PopNonceRegistryFull: the registry, or this device's share of it, is full.
+    """
+    nonces.consume(
+        verified.nonce_key, expires_at=verified.expires_at, now=now,
+        owner=bytes.fromhex(verified.device_key_hash),
+    )  # fmt: skip

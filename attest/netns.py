@@ -30,34 +30,43 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import itertools
 import os
 import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from attest._sockdiag import (
+    NLMSG_ERROR,
+    NO_COOKIE,
+    SOCK_DIAG_BY_FAMILY,
+    DiagUnavailable,
+    diag_request,
+    holds,
+    socket_holders,
+)
 from attest.caller import CallerIdentity, ProcessIdentity, Transport
 from attest.errors import CallerGone, CallerNotLocal, CallerUnidentified
 from attest.peercred import ExeHashCache, PeerCred, identify_process
 
-_PROC = Path("/proc")
+__all__ = [
+    "Address",
+    "TcpSocketEntry",
+    "find_peer_socket",
+    "identify_tcp_peer",
+    "parse_proc_net_tcp",
+    "sock_diag_lookup",
+    "socket_holders",
+]
+
 _TCP_ESTABLISHED = 0x01
 
-# NETLINK_SOCK_DIAG (linux/sock_diag.h, linux/inet_diag.h)
-_NETLINK_SOCK_DIAG = 4
-_SOCK_DIAG_BY_FAMILY = 20
-_NLMSG_ERROR = 2
-_NLM_F_REQUEST = 0x01
-_NLMSG_HEADER = struct.Struct("=IHHII")  # len, type, flags, seq, port id
+# NETLINK_SOCK_DIAG (linux/inet_diag.h); the netlink part is in attest._sockdiag
 _DIAG_REQUEST = struct.Struct("=BBBBI")  # family, protocol, ext, pad, states
 _SOCKID = struct.Struct("!HH16s16s")  # sport, dport, src, dst (network order)
 _SOCKID_TAIL = struct.Struct("=III")  # interface, cookie[2]
 _DIAG_MSG_HEAD = struct.Struct("=BBBB")  # family, state, timer, retrans
 _DIAG_MSG_TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
-_NO_COOKIE = 0xFFFFFFFF
-_DIAG_TIMEOUT = 1.0
-_sequence = itertools.count(1)
 
 Address = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
 
@@ -149,32 +158,6 @@ def find_peer_socket(
     return None
 
 
-def _holds(fd_dir: str, target: str) -> bool:
-    """Whether the descriptor table at ``fd_dir`` (``/proc/<pid>/fd``) has ``target``.
-
-    The table is read through one directory descriptor, which stays bound to that
-    process even if its pid is reused meanwhile; a process that exits (or a table we
-    may not read) holds nothing.
-    """
-    try:
-        dir_fd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        names = os.listdir(dir_fd)
-        for name in names:
-            try:
-                if os.readlink(name, dir_fd=dir_fd) == target:
-                    return True
-            except OSError:
-                continue
-    except OSError:
-        return False
-    finally:
-        os.close(dir_fd)
-    return False
-
-
 def _packed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
     return ip.packed.ljust(16, b"\0")
 
@@ -198,34 +181,23 @@ def sock_diag_lookup(*, peer: Address, ours: Address) -> tuple[bool, TcpSocketEn
         the caller falls back to ``/proc/net/tcp``.
     """
     family = socket.AF_INET if isinstance(peer[0], ipaddress.IPv4Address) else socket.AF_INET6
-    seq = next(_sequence) & 0xFFFFFFFF
     body = (
         _DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
         + _SOCKID.pack(peer[1], ours[1], _packed(peer[0]), _packed(ours[0]))
-        + _SOCKID_TAIL.pack(0, _NO_COOKIE, _NO_COOKIE)
-    )
-    header = _NLMSG_HEADER.pack(
-        _NLMSG_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, seq, 0
+        + _SOCKID_TAIL.pack(0, NO_COOKIE, NO_COOKIE)
     )
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
-            nl.settimeout(_DIAG_TIMEOUT)
-            nl.sendto(header + body, (0, 0))
-            answer = nl.recv(8192)
-    except OSError:
+        kind, answer = diag_request(body)
+    except DiagUnavailable:
         return False, None
     try:
-        length, kind, _, answer_seq, _ = _NLMSG_HEADER.unpack_from(answer)
-        if answer_seq != seq or length > len(answer):
-            return False, None
-        if kind == _NLMSG_ERROR:
-            (code,) = struct.unpack_from("=i", answer, _NLMSG_HEADER.size)
+        if kind == NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", answer)
             return (True, None) if code == -errno.ENOENT else (False, None)
-        if kind != _SOCK_DIAG_BY_FAMILY:
+        if kind != SOCK_DIAG_BY_FAMILY:
             return False, None
-        offset = _NLMSG_HEADER.size
-        _, state, _, _ = _DIAG_MSG_HEAD.unpack_from(answer, offset)
-        offset += _DIAG_MSG_HEAD.size
+        _, state, _, _ = _DIAG_MSG_HEAD.unpack_from(answer)
+        offset = _DIAG_MSG_HEAD.size
         sport, dport, src, dst = _SOCKID.unpack_from(answer, offset)
         offset += _SOCKID.size + _SOCKID_TAIL.size
         _, _, _, uid, inode = _DIAG_MSG_TAIL.unpack_from(answer, offset)
@@ -240,35 +212,6 @@ def sock_diag_lookup(*, peer: Address, ours: Address) -> tuple[bool, TcpSocketEn
     return True, TcpSocketEntry(local=peer, remote=ours, state=state, uid=uid, inode=inode)
 
 
-def socket_holders(inode: int, proc: Path = _PROC, *, uid: int | None = None) -> list[int]:
-    """Pids whose descriptor table holds ``socket:[inode]`` (those visible from here).
-
-    Args:
-        inode: the socket's inode.
-        proc: the proc mount.
-        uid: look only at processes whose ``/proc/<pid>`` belongs to this uid.
-    """
-    target = f"socket:[{inode}]"
-    pids: list[int] = []
-    try:
-        entries = os.scandir(proc)
-    except OSError:
-        return pids
-    with entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            if uid is not None:
-                try:
-                    if entry.stat().st_uid != uid:
-                        continue
-                except OSError:
-                    continue
-            if _holds(f"{entry.path}/fd", target):
-                pids.append(int(entry.name))
-    return pids
-
-
 def _net_namespace(pid: int | str) -> int:
     try:
         return os.stat(f"/proc/{pid}/ns/net").st_ino
@@ -279,7 +222,7 @@ def _net_namespace(pid: int | str) -> int:
 
 
 def _still_holds(pid: int, inode: int) -> bool:
-    return _holds(f"/proc/{pid}/fd", f"socket:[{inode}]")
+    return holds(f"/proc/{pid}/fd", f"socket:[{inode}]")
 
 
 def identify_tcp_peer(

@@ -14,6 +14,15 @@ Steps, per accepted connection:
 3. The executable is read through ``/proc/<pid>/exe`` itself (never by
    re-opening the path it names), hashed with sha256, and the digest cached by
    (device, inode, mtime, ctime, size) in a bounded LRU.
+4. The connection must not be borrowable: the caller's own socket is named by
+   the kernel (``NETLINK_SOCK_DIAG``, ``UNIX_DIAG_PEER`` of the accepted socket),
+   and the connection is refused unless the attested pid is the only process
+   visible from here whose descriptor table holds it (processes of the caller's
+   uid searched first, then the rest; :func:`attest._sockdiag.sole_holder_check`).
+   Without this a process could fork, let the child connect and exec an allowed
+   binary, and speak on its own copy of the socket under the child's identity.
+   See docs/attest.md for what this does not see (a descriptor in flight in an
+   ``SCM_RIGHTS`` message, one taken later with ``pidfd_getfd``).
 
 Everything here is blocking file I/O on ``/proc``: call :func:`identify_unix_peer`
 through ``trio.to_thread.run_sync`` (the serving helper does).
@@ -32,6 +41,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from attest._sockdiag import sole_holder_check, unix_peer_inode
 from attest.caller import ProcessIdentity
 from attest.errors import CallerGone, CallerUnidentified
 
@@ -229,6 +239,7 @@ def identify_unix_peer(
     cache: ExeHashCache,
     accepted_at: int,
     use_pidfd: bool = True,
+    sole_holder: bool = True,
 ) -> ProcessIdentity:
     """E1: the attested identity of the process connected to ``sock`` (blocking).
 
@@ -238,14 +249,49 @@ def identify_unix_peer(
         accepted_at: :func:`boot_ticks_now` at accept time.
         use_pidfd: use SO_PEERPIDFD when the kernel has it (False forces the
             start-time fallback; tests use it to exercise that path).
+        sole_holder: refuse a connection whose socket another process holds too
+            (step 4 of the module docstring). Only the benchmark turns it off, to
+            show its cost.
 
     Raises:
-        CallerGone, CallerUnidentified: see :func:`identify_process`.
+        CallerGone, CallerUnidentified: see :func:`identify_process`; also
+            CallerUnidentified when another process holds the caller's socket or
+            the kernel cannot name that socket, CallerGone when the attested
+            process no longer holds it.
     """
     cred = read_peercred(sock)
     pidfd = open_peer_pidfd(sock) if use_pidfd else None
     try:
-        return identify_process(cred, pidfd=pidfd, accepted_at=accepted_at, cache=cache)
+        identity = identify_process(cred, pidfd=pidfd, accepted_at=accepted_at, cache=cache)
+        if sole_holder:
+            check_sole_holder(sock, identity, pidfd=pidfd)
+        return identity
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+def check_sole_holder(sock: socket.socket, identity: ProcessIdentity, *, pidfd: int | None) -> None:
+    """Refuse unless the attested process alone holds the caller's end of ``sock``.
+
+    Also used to re-check a keep-alive connection later (:mod:`attest.serve`).
+
+    Args:
+        sock: the accepted AF_UNIX socket.
+        identity: the attested caller.
+        pidfd: a pidfd for ``identity.pid``, checked after the scan so the holder seen
+            is the attested process, not a later one with its pid; without it the
+            start time is compared instead.
+
+    Raises:
+        CallerUnidentified: another process holds the caller's socket, or the kernel
+            cannot name it.
+        CallerGone: the attested process exited or no longer holds the socket.
+    """
+    inode = unix_peer_inode(sock)
+    sole_holder_check(inode, identity.pid, identity.uid)
+    if pidfd is not None:
+        if _pidfd_pid(pidfd) != identity.pid:
+            raise CallerGone("the calling process exited while it was being attested")
+    elif _start_time(_PROC / str(identity.pid)) != identity.start_time:
+        raise CallerGone("the pid of the caller was reused while it was being attested")

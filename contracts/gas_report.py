@@ -128,6 +128,16 @@ async def measure(hardfork: str | None) -> dict[str, int]:
                 await client.prepare_set_scope(op, agent, SERVICES_5, True, auth), wallet
             ),
         )
+        second_agent_k10 = SoftwareK10Signer.generate()  # scope is only for registered agents
+        await client.submit(
+            await client.prepare_add_agent_device(
+                op,
+                ch.NewAgent("b", second_agent_k10.public_point),
+                await client.k10_binding_proof(second_agent_k10, op, agent_omni(op, "b")),
+                auth,
+            ),
+            wallet,
+        )
         note(
             "set_scope_with_webauthn (1 service, relay)",
             await client.submit(
@@ -202,7 +212,7 @@ def render(with_precompile: dict[str, int], fallback: dict[str, int]) -> str:
     lines += [
         "",
         "Reads (`get_device`, `get_scope`, `is_service_in_scope`, `current_epoch`,",
-        "`master_wallet`) are `eth_call`s and cost no gas.",
+        "`master_wallet`, `agent_operator`) are `eth_call`s and cost no gas.",
         "",
     ]
     return "\n".join(lines)

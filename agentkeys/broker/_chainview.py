@@ -1,12 +1,16 @@
 """The broker's view of the chain: typed reads, cached, invalidated by the chain watcher.
 
 SPEC sections 5, 6 and 9 (step 2). The broker reads a device entry, a scope entry and the
-current K3 epoch for every cap mint. Reads are cached, and the cache is trusted only while
-the watcher has processed every block up to the chain's head: a mint first asks the node for
-its head (one cheap call) and, if the watcher lags behind it, reads around the cache. Events
-(device registered / revoked / rotated, scope set / revoked, epoch advanced) drop the affected
-entries as soon as the watcher sees them, so a revocation takes effect at the next mint,
-without waiting for any TTL.
+current K3 epoch for every cap mint, and, when the actor is not the operator, the operator the
+registry records for the actor as an agent (``agent_operator``). Reads are cached, and the
+cache is trusted only while the watcher has processed every block up to the chain's head: a
+mint first asks the node for its head (one cheap call) and, if the watcher lags behind it,
+reads around the cache. Events (device registered / revoked / rotated, scope set / revoked,
+epoch advanced) drop the affected entries as soon as the watcher sees them, so a revocation
+takes effect at the next mint, without waiting for any TTL. An agent's operator is set once
+on chain and never changes (and it can only ever be the operator the agent omni was hashed
+from, even across a reorg), so a recorded operator is cached for good and an absent one is
+never cached.
 
 A value read while an invalidation happened is not stored (a generation counter guards the
 race). Every chain failure becomes :class:`~agentkeys.broker.errors.ChainUnavailable`: the
@@ -53,6 +57,8 @@ class ChainReader(Protocol):
         self, operator_omni: str | bytes, actor_omni: str | bytes
     ) -> ScopeEntry | None: ...
 
+    async def agent_operator(self, agent_omni: str | bytes) -> str | None: ...
+
     async def current_epoch(self) -> int: ...
 
     async def block_number(self) -> int: ...
@@ -77,6 +83,7 @@ class CachedChainView:
         self._reader = reader
         self._devices: dict[str, DeviceEntry | None] = {}
         self._scopes: dict[tuple[str, str], ScopeEntry | None] = {}
+        self._agent_operators: dict[str, str] = {}
         self._epoch: int | None = None
         self._generation = 0
         #: The last block whose events have all been applied (None: not following).
@@ -146,6 +153,25 @@ class CachedChainView:
         return await self._read(
             cached, store, lambda: self._reader.get_scope(operator_omni, actor_omni)
         )
+
+    async def agent_operator(self, agent_omni: str) -> str | None:
+        """The operator SidecarRegistry records for ``agent_omni`` as an agent, or ``None``.
+
+        Raises:
+            ChainUnavailable: the chain cannot be read.
+        """
+        known = self._agent_operators.get(agent_omni)
+        if known is not None:
+            self.hits += 1
+            return known
+        self.misses += 1
+        with _chain_errors():
+            value = await self._reader.agent_operator(agent_omni)
+        if value is not None:
+            if len(self._agent_operators) >= _MAX_ENTRIES:
+                self._agent_operators.clear()
+            self._agent_operators[agent_omni] = value
+        return value
 
     async def epoch(self) -> int:
         """The chain's current K3 epoch.

@@ -10,7 +10,11 @@ one ``if …: raise …``:
    operator) or, as the operator, on an agent's vault of the same operator;
 3. it holds CAP_MINT (``role_missing``);
 4. store, teardown and list need a master device (``master_only``);
-5. actor == operator: no scope entry needed (source ``master_self``); otherwise the chain's
+5. actor == operator: no scope entry needed (source ``master_self``); otherwise the actor
+   must be an agent of this operator on chain, i.e. SidecarRegistry's
+   ``agent_operator(actor)`` is the operator (``actor_not_agent_of_operator``), whichever
+   source holds its scope: a scope entry (chain or legacy) never lets a master act for
+   another operator's actor. Then the chain's
    scope entry decides when there is one (source ``chain``), else the legacy table (source
    ``legacy``), else ``service_not_in_scope`` (source ``none``); the service must be in it
    (``service_not_in_scope``) and store / teardown need ``read_only == false``
@@ -27,6 +31,7 @@ from enum import StrEnum
 
 from agentkeys.broker._store import LegacyScope
 from agentkeys.broker.errors import (
+    ActorNotAgentOfOperator,
     BindingMismatch,
     DeviceNotRegistered,
     DeviceRevoked,
@@ -39,7 +44,14 @@ from agentkeys.cap import CapOp
 from agentkeys.chain.client import DeviceEntry, ScopeEntry, Tier
 from agentkeys.omni import service_hash
 
-__all__ = ["ROLE_CAP_MINT", "MintDecision", "ScopeSource", "check_binding", "decide_scope"]
+__all__ = [
+    "ROLE_CAP_MINT",
+    "ActorNotAgentOfOperator",
+    "MintDecision",
+    "ScopeSource",
+    "check_binding",
+    "decide_scope",
+]
 
 ROLE_CAP_MINT = 1
 _MASTER_OPS = frozenset({CapOp.STORE, CapOp.TEARDOWN, CapOp.LIST})
@@ -94,16 +106,23 @@ def decide_scope(
     operator_omni: str,
     actor_omni: str,
     service: str,
+    agent_operator: str | None,
     chain_scope: ScopeEntry | None,
     legacy_scope: LegacyScope | None,
 ) -> MintDecision:
     """Step 5 of the module docstring.
 
+    Args:
+        agent_operator: SidecarRegistry's ``agent_operator(actor_omni)`` (64 hex), None when
+            the actor is no registered agent; read by the caller whenever actor != operator.
+
     Raises:
-        ServiceNotInScope, ReadOnlyScope.
+        ActorNotAgentOfOperator, ServiceNotInScope, ReadOnlyScope.
     """
     if actor_omni == operator_omni:
         return MintDecision(ScopeSource.MASTER_SELF)
+    if agent_operator != operator_omni:
+        raise ActorNotAgentOfOperator("the actor is not an agent of this operator on chain")
     if chain_scope is not None:
         source = ScopeSource.CHAIN
         in_scope = service_hash(service).hex() in chain_scope.services

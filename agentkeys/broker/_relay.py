@@ -1,5 +1,9 @@
 """Hosted-relay mode: the broker submits master mutations the operator signed (SPEC 1, 6, 7).
 
+Scope mutations (:meth:`Relay.scope_mutation`) and, for an operator whose master wallet is
+the signer-held K4, the first-master registration (:meth:`Relay.register_first_master`, with
+K4's EIP-712 approval obtained from the signer by the broker's ``/v1/relay/first-master``).
+
 Off unless configured. Authorisation never rests on the relay: the contracts check K10 + K11
 themselves. The broker still verifies both *before* paying gas, against what the chain says
 about the device (SidecarRegistry: a live master of the operator with SCOPE_MGMT, its K10
@@ -23,6 +27,7 @@ from typing import Any
 import cbor2
 import trio
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 
 from agentkeys.broker import _passkey as pk
 from agentkeys.broker.errors import ChainUnavailable, RelayRejected
@@ -32,7 +37,12 @@ from agentkeys.chain.errors import ChainError, ContractReverted
 from agentkeys.chain.signing import encode_k10_sig, encode_k11_assertion
 from agentkeys.errors import AgentkeysError, FormatError
 from agentkeys.jwks import b64url_decode, es256_verify, raw_rs_to_der
-from agentkeys.omni import hex32_to_bytes, p256_public_key_from_point, service_hash
+from agentkeys.omni import (
+    actor_omni_for_wallet,
+    hex32_to_bytes,
+    p256_public_key_from_point,
+    service_hash,
+)
 
 __all__ = ["ROLE_SCOPE_MGMT", "Relay"]
 
@@ -182,6 +192,63 @@ class Relay:
                 "ScopeContract", "set_scope_with_webauthn",
                 (operator, agent, list(hashes), read_only, k10, k11),
             )
+        return await self._submit(mutation)
+
+    async def first_master_challenge(self, wallet: str, device: ch.NewMaster) -> bytes:
+        """The registration challenge for ``wallet``'s operator (which must be unregistered).
+
+        Raises:
+            RelayRejected: the operator already has a master wallet.
+            ChainUnavailable: the chain cannot be read.
+        """
+        operator = actor_omni_for_wallet(wallet)
+        try:
+            if await self._client.master_wallet(operator) is not None:
+                raise RelayRejected("this operator already has a master wallet")
+            return await self._client.challenge_for(
+                ch.OP_REGISTER_FIRST_MASTER,
+                "SidecarRegistry",
+                operator,
+                ch.first_master_params(to_checksum_address(wallet), device),
+            )
+        except ChainError as exc:
+            raise ChainUnavailable(f"cannot read the chain: {exc.error}") from exc
+
+    async def register_first_master(
+        self,
+        *,
+        wallet: str,
+        device: ch.NewMaster,
+        k10_signature: bytes,
+        assertion: Mapping[str, Any],
+        wallet_signature: bytes,
+    ) -> Receipt:
+        """Submit a relay-mode first-master registration (the wallet's EIP-712 approval given).
+
+        The caller has verified K10 and K11 and obtained ``wallet_signature`` (for an email
+        operator: K4's, from the signer). ``k10_signature`` is the new K10's ``r ‖ s``.
+
+        Raises:
+            RelayRejected: malformed material or the contract reverted.
+            ChainUnavailable: the chain cannot be written.
+        """
+        if len(k10_signature) != 64:
+            raise RelayRejected("the K10 signature must be 64 bytes r || s")
+        parts = _assertion_parts(assertion)
+        mutation = SignedMutation(
+            "SidecarRegistry",
+            "register_first_master",
+            (
+                to_checksum_address(wallet),
+                device.abi_tuple(),
+                encode_k10_sig(raw_rs_to_der(k10_signature)),
+                encode_k11_assertion(parts),
+                wallet_signature,
+            ),
+        )
+        return await self._submit(mutation)
+
+    async def _submit(self, mutation: SignedMutation) -> Receipt:
         reply_send, reply_receive = trio.open_memory_channel[Receipt | AgentkeysError](1)
         async with reply_receive:
             await self._send.send(_Job(mutation, reply_send))

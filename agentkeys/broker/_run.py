@@ -8,6 +8,7 @@ email identities; the signer's OIDC key in the published JWKS).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
@@ -22,7 +23,7 @@ from agentkeys.broker._relay import Relay
 from agentkeys.broker._service import BrokerService
 from agentkeys.broker._store import SqliteStateStore
 from agentkeys.broker.config import BrokerConfig
-from agentkeys.broker.errors import SignerUnavailable
+from agentkeys.broker.errors import K4ApprovalRefused, SignerUnavailable
 from agentkeys.chain.client import ChainClient, account_from_key
 from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.chain.watcher import ChainWatcher
@@ -39,7 +40,7 @@ class SignerK4Client:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def _post(self, path: str, body: dict[str, str]) -> dict[str, Any]:
+    async def _post(self, path: str, body: Mapping[str, object]) -> dict[str, Any]:
         try:
             response = await self._http.post(path, json=body)
         except httpx.HTTPError as exc:
@@ -68,6 +69,45 @@ class SignerK4Client:
         if not isinstance(signature, str):
             raise SignerUnavailable("the signer answered no signature")
         return signature
+
+    async def k4_register_first_master(
+        self,
+        identity_omni: str,
+        device: Mapping[str, object],
+        k10_signature: str,
+        assertion: Mapping[str, object],
+    ) -> dict[str, Any]:
+        """See :class:`agentkeys.broker.K4Signer`.
+
+        Raises:
+            K4ApprovalRefused: the signer refused (4xx; its error code is in the reason).
+            SignerUnavailable: unreachable, 5xx or a malformed answer.
+        """
+        body = {
+            "identity_omni": identity_omni,
+            "device": dict(device),
+            "k10_signature": k10_signature,
+            "assertion": dict(assertion),
+        }
+        try:
+            response = await self._http.post("/k4/register-first-master", json=body)
+        except httpx.HTTPError as exc:
+            raise SignerUnavailable(f"the signer is unreachable ({type(exc).__name__})") from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise SignerUnavailable(f"the signer answered {response.status_code}, not JSON")
+        if 400 <= response.status_code < 500:
+            code = str(data.get("error", "refused"))[:64]
+            raise K4ApprovalRefused(f"the signer refused K4's approval ({code})")
+        if response.status_code != 200:
+            raise SignerUnavailable(f"the signer answered {response.status_code}")
+        for name in ("wallet", "challenge", "signature"):
+            if not isinstance(data.get(name), str):
+                raise SignerUnavailable(f"the signer's approval lacks {name}")
+        return data
 
     async def oidc_keys(self) -> list[dict[str, str]]:
         """The signer's OIDC token-signing keys (public JWKs)."""

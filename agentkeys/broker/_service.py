@@ -25,6 +25,7 @@ oidc_configuration          GET     /.well-known/openid-configuration          -
 oidc_jwks                   GET     /.well-known/jwks.json                     -
 mint_oidc_jwt               POST    /v1/mint-oidc-jwt                          J1
 relay_scope                 POST    /v1/relay/scope                            J1
+relay_first_master          POST    /v1/relay/first-master                     J1
 health                      GET     /v1/health                                 -
 ==========================  ======  =========================================  =========
 
@@ -34,6 +35,7 @@ No ``/credential/*`` route exists and the broker holds no key that decrypts anyt
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import re
 import secrets
@@ -42,6 +44,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import cbor2
 import trio
 from eth_utils.address import to_checksum_address
 
@@ -68,10 +71,13 @@ from agentkeys.broker.errors import (
     PasskeySignCountReplayed,
     PopRejected,
     RelayDisabled,
+    RelayRejected,
     ReplayedNonce,
+    SignerUnavailable,
     StalePop,
 )
 from agentkeys.cap import CapOp, new_cap_payload, sign_cap
+from agentkeys.chain import challenge as ch
 from agentkeys.errors import (
     AgentkeysError,
     FormatError,
@@ -138,6 +144,7 @@ SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = {
     "oidc_jwks": PUBLIC_ROUTE,
     "mint_oidc_jwt": (J1,),
     "relay_scope": (J1,),
+    "relay_first_master": (J1,),
     "health": PUBLIC_ROUTE,
 }
 """The broker's authorization table: route name → session stages accepted (empty: public)."""
@@ -159,6 +166,17 @@ class K4Signer(Protocol):
 
     async def k4_siwe_sign(self, identity_omni: str, message: str) -> str:
         """The K4 EIP-191 signature (hex) over a SIWE message for that wallet."""
+        ...
+
+    async def k4_register_first_master(
+        self,
+        identity_omni: str,
+        device: Mapping[str, object],
+        k10_signature: str,
+        assertion: Mapping[str, object],
+    ) -> dict[str, Any]:
+        """K4's EIP-712 RegisterFirstMaster approval: ``{wallet, operator_omni, challenge,
+        signature}``; the signer checks K10 and K11 over the challenge itself."""
         ...
 
 
@@ -229,6 +247,63 @@ class RelayScopeRequest:
     revoke: bool = False
 
 
+@dataclass(frozen=True)
+class FirstMasterDevice:
+    """SidecarRegistry.NewMaster as hex (points 64 bytes X || Y, the rest 32 bytes)."""
+
+    k10_public_key: str
+    k11_credential_id_hash: str
+    k11_public_key: str
+    rp_id_hash: str
+    roles: int = 7
+    attestation_digest: str = "00" * 32
+
+    def to_json(self) -> dict[str, object]:
+        """The same object for the signer's ``/k4/register-first-master``."""
+        return {
+            "k10_public_key": self.k10_public_key,
+            "k11_credential_id_hash": self.k11_credential_id_hash,
+            "k11_public_key": self.k11_public_key,
+            "rp_id_hash": self.rp_id_hash,
+            "roles": self.roles,
+            "attestation_digest": self.attestation_digest,
+        }
+
+    def to_new_master(self) -> ch.NewMaster:
+        """The registry struct.
+
+        Raises:
+            WrongType: a field is not hex of its size, or roles are out of range.
+        """
+
+        def raw(text: str, size: int, what: str) -> bytes:
+            try:
+                value = bytes.fromhex(text.removeprefix("0x"))
+            except ValueError:
+                raise WrongType(f"{what} must be {size} bytes as hex") from None
+            if len(value) != size:
+                raise WrongType(f"{what} must be {size} bytes as hex")
+            return value
+
+        if not 1 <= self.roles <= 7:
+            raise WrongType("roles must be a non-empty subset of 7")
+        return ch.NewMaster(
+            k10_point=raw(self.k10_public_key, 64, "k10_public_key"),
+            k11_credential_id_hash=raw(self.k11_credential_id_hash, 32, "k11_credential_id_hash"),
+            k11_point=raw(self.k11_public_key, 64, "k11_public_key"),
+            rp_id_hash=raw(self.rp_id_hash, 32, "rp_id_hash"),
+            roles=self.roles,
+            attestation_digest=raw(self.attestation_digest, 32, "attestation_digest"),
+        )
+
+
+@dataclass(frozen=True)
+class RelayFirstMasterRequest:
+    device: FirstMasterDevice
+    k10_signature: str
+    assertion: dict[str, object]
+
+
 # The body each route decodes (published in /openapi.json); routes not named take none.
 _REQUESTS: Mapping[str, type[Any]] = {
     "email_start": EmailStartRequest,
@@ -243,7 +318,22 @@ _REQUESTS: Mapping[str, type[Any]] = {
     "cap_list": CapMintRequest,
     "cap_teardown": CapMintRequest,
     "relay_scope": RelayScopeRequest,
+    "relay_first_master": RelayFirstMasterRequest,
 }
+
+
+def _cose_point(cose: bytes) -> bytes | None:
+    """X || Y of an EC2 COSE key, None when it is not one."""
+    try:
+        key = cbor2.loads(cose)
+    except (cbor2.CBORDecodeError, ValueError):
+        return None
+    if not isinstance(key, dict):
+        return None
+    x, y = key.get(-2), key.get(-3)
+    if not isinstance(x, bytes) or not isinstance(y, bytes):
+        return None
+    return x + y
 
 
 def _rfc3339(now: float) -> str:
@@ -347,6 +437,7 @@ class BrokerService:
             ("oidc_jwks", "GET", "/.well-known/jwks.json", self._oidc_jwks),
             ("mint_oidc_jwt", "POST", "/v1/mint-oidc-jwt", self._mint_oidc_jwt),
             ("relay_scope", "POST", "/v1/relay/scope", self._relay_scope),
+            ("relay_first_master", "POST", "/v1/relay/first-master", self._relay_first_master),
             ("health", "GET", "/v1/health", self._health),
         )
         names = {r[0] for r in routes}
@@ -766,14 +857,16 @@ class BrokerService:
         check_binding(device, op=op, operator_omni=operator, actor_omni=actor)
         chain_scope = None
         legacy = None
+        agent_operator = None
         if actor != operator:
+            agent_operator = await self.chain.agent_operator(actor)
             chain_scope = await self.chain.scope(operator, actor)
             if chain_scope is None:
                 legacy = await self.store.get_legacy_scope(operator, actor)
         try:
             decision = decide_scope(
                 op=op, operator_omni=operator, actor_omni=actor, service=service,
-                chain_scope=chain_scope, legacy_scope=legacy,
+                agent_operator=agent_operator, chain_scope=chain_scope, legacy_scope=legacy,
             )
         except AgentkeysError:
             source = (
@@ -869,6 +962,82 @@ class BrokerService:
             origin=self._site.origin,
         )
         return {"tx_hash": receipt.tx_hash, "block_number": receipt.block_number}
+
+    async def _relay_first_master(self, call: Call, session: Session | None) -> JsonObject:
+        """First-master registration of an email operator, whose master wallet is its K4.
+
+        The J1 must be an email identity's (K4 SIWE); the new device must be a passkey this
+        identity enrolled, bound at enrollment to this very K10; the passkey's assertion over
+        the registration challenge verifies here (origin included) and at the signer, which
+        also checks K10 and signs the EIP-712 approval; the relay wallet submits.
+        """
+        s = self._need(session)
+        if self._relay is None:
+            raise RelayDisabled("hosted-relay mode is not enabled on this broker")
+        if self._k4 is None:
+            raise RelayDisabled("this broker has no signer for email wallets")
+        req = call.decode(RelayFirstMasterRequest)
+        device = req.device.to_new_master()
+        dkh = device_key_hash_from_point(device.k10_point)
+        call.audit.update(operator=s.subject, device_key_hash=dkh)
+        identity, wallet = s.identity_omni, s.wallet
+        if identity is None or wallet is None:
+            raise RelayRejected("the session is not an email operator's (K4 sign-in)")
+        if (
+            await self._k4.k4_address(identity) != wallet
+            or actor_omni_for_wallet(wallet) != s.subject
+        ):
+            raise RelayRejected("the session's wallet is not the identity's K4 wallet")
+        credential = await self._enrolled_credential(identity, req.assertion, device)
+        challenge = await self._relay.first_master_challenge(wallet, device)
+        verified = pk.verify_assertion(
+            req.assertion, challenge=challenge, public_key=credential.public_key,
+            stored_sign_count=credential.sign_count, rp_id=self._site.rp_id,
+            origin=self._site.origin,
+        )
+        if not await self.store.update_sign_count(
+            credential.credential_id, old=credential.sign_count, new=verified.new_sign_count
+        ):
+            raise PasskeySignCountReplayed("a concurrent assertion used this sign count")
+        approval = await self._k4.k4_register_first_master(
+            identity, req.device.to_json(), req.k10_signature, req.assertion
+        )
+        if approval.get("wallet") != wallet or approval.get("challenge") != challenge.hex():
+            raise SignerUnavailable("the signer approved another registration than this one")
+        try:
+            k10 = bytes.fromhex(req.k10_signature.removeprefix("0x"))
+            wallet_sig = bytes.fromhex(str(approval["signature"]).removeprefix("0x"))
+        except ValueError:
+            raise RelayRejected("a signature is not hex") from None
+        receipt = await self._relay.register_first_master(
+            wallet=wallet, device=device, k10_signature=k10, assertion=req.assertion,
+            wallet_signature=wallet_sig,
+        )
+        return {
+            "tx_hash": receipt.tx_hash,
+            "block_number": receipt.block_number,
+            "operator_omni": s.subject,
+            "wallet": wallet,
+            "device_key_hash": dkh,
+        }
+
+    async def _enrolled_credential(
+        self, identity: str, assertion: Mapping[str, Any], device: ch.NewMaster
+    ) -> PasskeyCredential:
+        """The identity's enrolled passkey the assertion is by, matching ``device`` exactly."""
+        wanted = pk.credential_id_of(assertion)
+        for credential in await self.store.credentials_of(identity):
+            if credential.credential_id != wanted:
+                continue
+            if (
+                hashlib.sha256(credential.credential_id).digest() != device.k11_credential_id_hash
+                or _cose_point(credential.public_key) != device.k11_point
+                or credential.k10_point != device.k10_point
+                or hashlib.sha256(self._site.rp_id.encode()).digest() != device.rp_id_hash
+            ):
+                raise RelayRejected("the device is not the one this passkey was enrolled with")
+            return credential
+        raise PasskeyNotEnrolled("the assertion is not by a passkey this identity enrolled")
 
     async def _health(self, call: Call, _: Session | None) -> JsonObject:
         return {

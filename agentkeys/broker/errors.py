@@ -25,6 +25,7 @@
         │   ├── DeviceNotRegistered       device_not_registered
         │   ├── DeviceRevoked             device_revoked
         │   ├── BindingMismatch           binding_mismatch
+        │   ├── ActorNotAgentOfOperator   actor_not_agent_of_operator (not this operator's agent)
         │   ├── RoleMissing               role_missing
         │   ├── ServiceNotInScope         service_not_in_scope
         │   ├── ReadOnlyScope             read_only_scope
@@ -38,6 +39,7 @@
         ├── OidcRefused (400)             oidc_refused (empty / non-hex tag value)
         ├── RelayDisabled (404)           relay_disabled
         ├── RelayRejected (403)           relay_rejected (K10 or K11 did not verify)
+        ├── K4ApprovalRefused (403)       k4_approval_refused (the signer refused to sign)
         ├── SignerUnavailable (502)       signer_unavailable (the signer failed or refused)
         └── StoreError (500)              store_error (the state store failed)
 
@@ -51,6 +53,7 @@ from typing import ClassVar
 from agentkeys.errors import AgentkeysError
 
 __all__ = [
+    "ActorNotAgentOfOperator",
     "BindingMismatch",
     "BrokerError",
     "CapDenied",
@@ -65,6 +68,7 @@ __all__ = [
     "EmailTokenExpired",
     "EmailTokenInvalid",
     "EpochMismatch",
+    "K4ApprovalRefused",
     "K10ProofRejected",
     "MasterOnly",
     "OidcRefused",
@@ -253,6 +257,13 @@ class DeviceRevoked(CapDenied):
     error: ClassVar[str] = "device_revoked"
 
 
+class ActorNotAgentOfOperator(CapDenied):
+    """actor != operator and the chain does not record the actor as an agent of the operator."""
+
+    error: ClassVar[str] = "actor_not_agent_of_operator"
+    status: ClassVar[int] = 403
+
+
 class BindingMismatch(CapDenied):
     """The device is bound to another operator_omni or actor_omni than the request's."""
 
@@ -344,6 +355,13 @@ class RelayRejected(BrokerError):
     """The mutation's K10 signature or K11 assertion did not verify at the broker."""
 
     error: ClassVar[str] = "relay_rejected"
+    status: ClassVar[int] = 403
+
+
+class K4ApprovalRefused(BrokerError):
+    """The signer refused K4's first-master approval (its error code is in the reason)."""
+
+    error: ClassVar[str] = "k4_approval_refused"
     status: ClassVar[int] = 403
 
 

@@ -410,6 +410,16 @@ class ChainClient:
         text = str(wallet).lower()
         return None if text == _ZERO_ADDRESS else text
 
+    async def agent_operator(self, agent_omni: str | bytes) -> str | None:
+        """The operator the agent omni belongs to (SidecarRegistry.agent_operator), as 64 hex.
+
+        None when no agent device was ever registered under this omni (a master's omni, an
+        unknown value). Set once by add_agent_device and never changed afterwards.
+        """
+        (operator,) = await self.call("SidecarRegistry", "agent_operator", _raw32(agent_omni))
+        raw = bytes(operator)
+        return None if raw == bytes(32) else raw.hex()
+
     async def operator_nonce(self, operator_omni: str | bytes) -> int:
         """The operator's mutation nonce (part of the next challenge)."""
         (nonce,) = await self.call("SidecarRegistry", "operator_nonce", _raw32(operator_omni))

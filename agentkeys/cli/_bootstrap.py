@@ -8,8 +8,12 @@ docs/broker.md ("Sign-in stages"), SPEC.md sections 6 and 7. Used by ``agentkeys
 2. passkey enrollment bound to K10 (:meth:`BrokerSignIn.enroll`);
 3. SIWE with the operator's own wallet → J1 (:meth:`BrokerSignIn.siwe`);
 
-then the master device is registered on chain (:func:`register_master`, sovereign: the
-operator's wallet sends the transaction). The J1 session is kept in the agentkeys home as
+then the master device is registered on chain: sovereign (:func:`register_master`, the
+operator's wallet sends the transaction) or, for an operator who signed up by email and whose
+master wallet is the signer-held K4, through the broker's relay
+(:func:`register_master_via_relay`: the new K10 and passkey sign the registration challenge,
+the signer approves it with K4's EIP-712 signature after checking both, the relay sends it).
+The J1 session is kept in the agentkeys home as
 ``session.jwt`` (the raw token, 0600: the daemon's ``broker.session_file``) and
 ``session.json`` (0600: broker URL, actor, wallet, expiry); :func:`load_session` reads it.
 """
@@ -32,9 +36,12 @@ import trio
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 
+from agentkeys._files import write_private
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, Receipt
 from agentkeys.chain import challenge as ch
+from agentkeys.chain.signing import k10_digest
 from agentkeys.cli._common import (
     EXIT_FAILED,
     EXIT_NO_STATE,
@@ -44,7 +51,8 @@ from agentkeys.cli._common import (
     PasskeyRecord,
 )
 from agentkeys.config import check_private_file
-from agentkeys.jwks import b64url_decode, b64url_encode
+from agentkeys.jwks import b64url_decode, b64url_encode, der_to_raw_rs
+from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.siwe import SiweMessage
 from attest.device_key import DeviceKey
 
@@ -62,6 +70,7 @@ __all__ = [
     "load_session",
     "maildir_names",
     "register_master",
+    "register_master_via_relay",
     "write_session",
 ]
 
@@ -266,6 +275,15 @@ class BrokerSignIn:
         return doc
 
 
+    async def relay_first_master(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """First-master registration of an email operator through the broker's relay →
+        ``{tx_hash, block_number, operator_omni, wallet, device_key_hash}``."""
+        _, doc = await self._post("/v1/relay/first-master", body, session=j1)
+        if not isinstance(doc.get("tx_hash"), str):
+            raise BrokerRefused("the broker's relay answer lacks the transaction")
+        return doc
+
+
 async def email_sign_in(
     signin: BrokerSignIn,
     address: str,
@@ -343,15 +361,61 @@ async def register_master(
     record: PasskeyRecord,
 ) -> Receipt:
     """Register this device as the operator's first master (sovereign: ``wallet`` sends)."""
-    entry = ch.NewMaster(
+    entry = _new_master(k10, record)
+    mutation = await chain.prepare_register_first_master(wallet.address, entry, k10, passkey)
+    return await chain.submit(mutation, wallet)
+
+
+def _new_master(k10: DeviceK10Signer, record: PasskeyRecord) -> ch.NewMaster:
+    return ch.NewMaster(
         k10_point=k10.public_point,
         k11_credential_id_hash=hashlib.sha256(record.credential_id).digest(),
         k11_point=record.public_point,
         rp_id_hash=hashlib.sha256(record.rp_id.encode()).digest(),
         roles=ALL_MASTER_ROLES,
     )
-    mutation = await chain.prepare_register_first_master(wallet.address, entry, k10, passkey)
-    return await chain.submit(mutation, wallet)
+
+
+async def register_master_via_relay(
+    signin: BrokerSignIn,
+    j1: str,
+    wallet: str,
+    chain: ChainClient,
+    k10: DeviceK10Signer,
+    assert_: Callable[[bytes], Awaitable[Mapping[str, Any]]],
+    record: PasskeyRecord,
+) -> dict[str, Any]:
+    """Register this device as the first master of the email operator whose K4 is ``wallet``.
+
+    The same material as the sovereign path (the new K10's signature and a passkey assertion
+    over the registration challenge); the broker and the signer check both, K4 approves, the
+    broker's relay wallet sends. ``assert_`` returns AuthenticationResponseJSON over the raw
+    challenge bytes (the broker needs the credential id).
+
+    Raises:
+        BrokerRefused / BrokerUnreachable: the broker (or, through it, the signer) refused.
+    """
+    entry = _new_master(k10, record)
+    challenge = await chain.challenge_for(
+        ch.OP_REGISTER_FIRST_MASTER,
+        "SidecarRegistry",
+        actor_omni_for_wallet(wallet),
+        ch.first_master_params(to_checksum_address(wallet), entry),
+    )
+    der = await k10.sign_digest(k10_digest(challenge))
+    assertion = await assert_(challenge)
+    body = {
+        "device": {
+            "k10_public_key": entry.k10_point.hex(),
+            "k11_credential_id_hash": entry.k11_credential_id_hash.hex(),
+            "k11_public_key": entry.k11_point.hex(),
+            "rp_id_hash": entry.rp_id_hash.hex(),
+            "roles": entry.roles,
+        },
+        "k10_signature": der_to_raw_rs(der).hex(),
+        "assertion": dict(assertion),
+    }
+    return await signin.relay_first_master(j1, body)
 
 
 @dataclass(frozen=True)
@@ -370,20 +434,11 @@ class SessionRecord:
         return self.expires_at <= time.time()
 
 
-def _write_0600(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def write_session(home: Path, answer: Mapping[str, Any], broker_url: str) -> SessionRecord:
     """Keep the J1 answer of :meth:`BrokerSignIn.siwe` (both files 0600)."""
     token = str(answer["session"])
     token_file = home / SESSION_TOKEN_FILE
-    _write_0600(token_file, token.encode("ascii") + b"\n")
+    write_private(token_file, token.encode("ascii") + b"\n")
     record = SessionRecord(
         token=token,
         broker_url=broker_url,
@@ -398,7 +453,7 @@ def write_session(home: Path, answer: Mapping[str, Any], broker_url: str) -> Ses
         "wallet": record.wallet,
         "expires_at": record.expires_at,
     }
-    _write_0600(home / SESSION_FILE, json.dumps(meta, indent=2).encode() + b"\n")
+    write_private(home / SESSION_FILE, json.dumps(meta, indent=2).encode() + b"\n")
     return record
 
 

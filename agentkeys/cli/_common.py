@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from agentkeys._files import write_private
 from agentkeys.chain import (
     ChainClient,
     ChainConfigError,
@@ -569,15 +570,8 @@ class OperatorState:
 
     def write(self, home: Path) -> Path:
         """Write ``home/operator.json`` (0600, home 0700) atomically; returns the path."""
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(home, 0o700)
         target = home / STATE_FILE
-        tmp = home / f".{STATE_FILE}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.to_json(home), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, target)
+        write_private(target, json.dumps(self.to_json(home), indent=2, sort_keys=True) + "\n")
         return target
 
 

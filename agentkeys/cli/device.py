@@ -1,7 +1,8 @@
 """``agentkeys device register|revoke|list`` (SPEC.md sections 6, 7 and 9).
 
 ``device register [--upgrade-from-v1]`` lives in agentkeys.cli.init (it shares the master
-registration with ``init``).
+registration with ``init``, sovereign or, for an email identity's K4 wallet, through the
+broker's relay).
 
 Revocation is final. It is signed by this master device's K10 and approved with the passkey;
 revoking this very device needs ``--this-device`` (when it is the last master, the operator
@@ -55,7 +56,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         allow_abbrev=False,
         help="register this device as the master (--upgrade-from-v1: a legacy operator)",
         description="Enroll K11 and register this device as the operator's master device; "
-        "with --upgrade-from-v1, record the legacy identity and print the migration steps.",
+        "with --upgrade-from-v1, record the legacy identity and print the migration steps. "
+        "Without a wallet option the master wallet is the signer-held K4 of --legacy-email: "
+        "the command signs in to the broker and registers through its relay.",
     )
     register_device_command(register_cmd)
     listing = device_sub.add_parser(

@@ -8,17 +8,22 @@
 2. passkey enrollment bound to K10: the local passkey page on the port of the broker's
    configured WebAuthn origin (``--passkey-origin``, default ``$AGENTKEYS_DEV_PASSKEY_ORIGIN``),
    or the development software passkey with ``--dev-authenticator`` (never implied);
-3. SIWE with the operator's own wallet (``--wallet-keystore`` / ``--wallet-key-file``) → J1;
+3. SIWE with the operator's own wallet (``--wallet-keystore`` / ``--wallet-key-file``) → J1,
+   or, without a wallet option, with the signer-held K4 of the email identity (email-only
+   operator) → J1;
 
-then it registers this device as the master on chain (sovereign: the wallet sends), writes
+then it registers this device as the master on chain (sovereign: the wallet sends; email-only:
+through the broker's relay, K4 approving after the signer checked K10 and the passkey), writes
 ``operator.json``, ``chain.toml`` (from ``AGENTKEYS_CHAIN_*`` when set) and the J1 session
 (``session.jwt`` + ``session.json``, 0600), and prints ``whoami``.
 
-``device register`` registers this device as a master without the broker sign-in: for an
-operator of the legacy design (``--upgrade-from-v1``) it enrolls K11, registers the master
-device and records the legacy identity (email → ``identity_omni``, whose signer-held K4 was
-the v1 wallet) in ``operator.json`` as ``legacy_identity_omni``, then prints the next
-migration steps (docs/runbook-migration.md).
+``device register`` registers this device as a master. With a wallet option it needs no
+broker (sovereign). Without one (an operator of the legacy design, ``--upgrade-from-v1``,
+whose master wallet is the signer-held K4 of its email identity) it signs in to the broker with
+``--legacy-email`` (magic link, passkey bound to K10, K4 SIWE) and registers through the
+broker's relay. Either way it records the legacy identity (email → ``identity_omni``) in
+``operator.json`` as ``legacy_identity_omni`` and prints the next migration steps
+(docs/runbook-migration.md).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import argparse
 import os
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +42,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account.signers.local import LocalAccount
 
+from agentkeys._files import write_private
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, load_chain_profile
 from agentkeys.chain.errors import ChainConfigError
 from agentkeys.cli._bootstrap import (
     BrokerRefused,
     BrokerSignIn,
+    SessionRecord,
     UsageError,
     find_magic_link,
     maildir_names,
     register_master,
+    register_master_via_relay,
     write_session,
 )
 from agentkeys.cli._common import (
@@ -167,7 +175,7 @@ class _Passkey:
             key = loaded
         else:
             key = ec.generate_private_key(ec.SECP256R1())
-            _write_private(
+            write_private(
                 key_file,
                 key.private_bytes(
                     serialization.Encoding.PEM,
@@ -244,13 +252,6 @@ class _Passkey:
         )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def _write_chain_toml(home: Path) -> None:
     """``chain.toml`` from ``AGENTKEYS_CHAIN_*`` (``dev up``'s env.sh), unless one exists."""
     target = home / CHAIN_FILE
@@ -261,7 +262,7 @@ def _write_chain_toml(home: Path) -> None:
         value = os.environ.get(f"AGENTKEYS_CHAIN_{key.upper()}")
         if value is not None:
             lines.append(f"{key} = {value}" if key == "chain_id" else f'{key} = "{value}"')
-    _write_private(target, ("\n".join(lines) + "\n").encode())
+    write_private(target, ("\n".join(lines) + "\n").encode())
 
 
 async def _open_k10(args: argparse.Namespace, home: Path) -> DeviceKey:
@@ -279,20 +280,23 @@ def _check_chain_profile(home: Path) -> None:
 
 
 async def _register_master_device(
-    args: argparse.Namespace,
     home: Path,
-    wallet: LocalAccount,
+    wallet: str,
     k10: DeviceKey,
     passkey: _Passkey,
     extra: Mapping[str, Any],
+    submit: Callable[[ChainClient], Awaitable[str]],
 ) -> tuple[OperatorState, str]:
-    """Register ``k10`` + the passkey as the first master of ``wallet``; write operator.json."""
+    """Register ``k10`` + the passkey as the first master of ``wallet``; write operator.json.
+
+    ``submit`` sends the registration (sovereign or relay) and returns the transaction hash.
+    """
     chain_file = home / CHAIN_FILE
     profile = load_chain_profile(path=chain_file if chain_file.exists() else None)
     if profile.addresses is None:
         raise ChainConfigError(f"no contract deployment configured for {profile.name}")
     assert passkey.record is not None
-    operator = actor_omni_for_wallet(wallet.address)
+    operator = actor_omni_for_wallet(wallet)
     async with httpx.AsyncClient(timeout=30) as http:
         chain = ChainClient(http, profile.rpc_url, profile.addresses)
         await chain.check_chain_id(profile.chain_id)
@@ -301,11 +305,9 @@ async def _register_master_device(
                 f"operator {operator} already has a master device; use `agentkeys whoami` "
                 "or register another device from it"
             )
-        receipt = await register_master(
-            chain, wallet, DeviceK10Signer(k10), passkey.authenticator(), passkey.record
-        )
+        tx = await submit(chain)
     state = OperatorState(
-        wallet=wallet.address.lower(),
+        wallet=wallet.lower(),
         operator_omni=operator,
         device_key_hash=key_hash(k10),
         passkey=passkey.record,
@@ -314,7 +316,65 @@ async def _register_master_device(
         extra=dict(extra),
     )
     state.write(home)
-    return state, receipt.tx_hash
+    return state, tx
+
+
+def _sovereign(
+    wallet: LocalAccount, k10: DeviceKey, passkey: _Passkey
+) -> Callable[[ChainClient], Awaitable[str]]:
+    async def submit(chain: ChainClient) -> str:
+        assert passkey.record is not None
+        receipt = await register_master(
+            chain, wallet, DeviceK10Signer(k10), passkey.authenticator(), passkey.record
+        )
+        return receipt.tx_hash
+
+    return submit
+
+
+def _relayed(
+    signin: BrokerSignIn, session: SessionRecord, k10: DeviceKey, passkey: _Passkey
+) -> Callable[[ChainClient], Awaitable[str]]:
+    async def submit(chain: ChainClient) -> str:
+        assert passkey.record is not None
+        answer = await register_master_via_relay(
+            signin, session.token, session.wallet, chain, DeviceK10Signer(k10), passkey.get,
+            passkey.record,
+        )
+        return str(answer["tx_hash"])
+
+    return submit
+
+
+def _wallet_given(args: argparse.Namespace) -> bool:
+    return (
+        getattr(args, "wallet_keystore", None) is not None
+        or getattr(args, "wallet_key_file", None) is not None
+    )
+
+
+async def _email_operator(
+    args: argparse.Namespace,
+    home: Path,
+    address: str,
+    k10: DeviceKey,
+    passkey: _Passkey,
+    extra: Mapping[str, Any],
+) -> tuple[OperatorState, str, SessionRecord]:
+    """An email-only operator: sign in (link, passkey bound to K10, K4 SIWE), then register
+    this device as the first master through the broker's relay."""
+    async with httpx.AsyncClient(base_url=args.broker_url, trust_env=False, timeout=30) as http:
+        signin = BrokerSignIn(http)
+        j0 = await _email_stage(args, signin, address)
+        await signin.enroll(j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"]))))
+        answer = await signin.siwe_k4(
+            j0, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
+        )
+        session = write_session(home, answer, args.broker_url)
+        state, tx = await _register_master_device(
+            home, session.wallet, k10, passkey, extra, _relayed(signin, session, k10, passkey)
+        )
+    return state, tx, session
 
 
 def _refuse_existing(home: Path) -> None:
@@ -331,26 +391,31 @@ def _init(args: argparse.Namespace) -> int:
         _refuse_existing(home)
         if not args.broker_url:
             raise UsageError("no broker: pass --broker-url (or source the env.sh of `dev up`)")
-        wallet = load_wallet(args, None)
+        wallet = load_wallet(args, None) if _wallet_given(args) else None
         await trio.Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_chain_toml(home)
         _check_chain_profile(home)
         k10 = await _open_k10(args, home)
         try:
             passkey = _Passkey(args, home, args.email)
-            async with httpx.AsyncClient(
-                base_url=args.broker_url, trust_env=False, timeout=30
-            ) as http:
-                signin = BrokerSignIn(http)
-                j0 = await _email_stage(args, signin)
-                await signin.enroll(
-                    j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"])))
+            if wallet is None:
+                state, tx, session = await _email_operator(args, home, args.email, k10, passkey, {})
+            else:
+                async with httpx.AsyncClient(
+                    base_url=args.broker_url, trust_env=False, timeout=30
+                ) as http:
+                    signin = BrokerSignIn(http)
+                    j0 = await _email_stage(args, signin, args.email)
+                    await signin.enroll(
+                        j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"])))
+                    )
+                    answer = await signin.siwe(
+                        j0, wallet, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
+                    )
+                session = write_session(home, answer, args.broker_url)
+                state, tx = await _register_master_device(
+                    home, wallet.address, k10, passkey, {}, _sovereign(wallet, k10, passkey)
                 )
-                answer = await signin.siwe(
-                    j0, wallet, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
-                )
-            session = write_session(home, answer, args.broker_url)
-            state, tx = await _register_master_device(args, home, wallet, k10, passkey, {})
         finally:
             await k10.aclose()
         emit(
@@ -377,18 +442,18 @@ def _init(args: argparse.Namespace) -> int:
     return run(args, command)
 
 
-async def _email_stage(args: argparse.Namespace, signin: BrokerSignIn) -> str:
+async def _email_stage(args: argparse.Namespace, signin: BrokerSignIn, address: str) -> str:
     maildir: Path | None = args.maildir
     seen = maildir_names(maildir) if maildir is not None else frozenset()
-    handle = await signin.start_email(args.email)
-    where = f"the development SMTP sink ({maildir / 'new'})" if maildir else args.email
+    handle = await signin.start_email(address)
+    where = f"the development SMTP sink ({maildir / 'new'})" if maildir else address
     print(f"agentkeys: magic link sent; the mail went to {where}", file=sys.stderr, flush=True)
     followed = False
     with trio.move_on_after(600):
         tick = 0
         while True:
             if maildir is not None and not followed:
-                link = find_magic_link(maildir, args.email, seen=seen)
+                link = find_magic_link(maildir, address, seen=seen)
                 if link is not None:
                     await signin.follow_link(link)
                     followed = True
@@ -415,6 +480,17 @@ def register_device_command(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--legacy-email", help="the email whose signer-held K4 was the v1 wallet")
     who.add_argument("--legacy-identity-omni", help="that identity's omni (64 hex)")
+    parser.add_argument(
+        "--broker-url",
+        default=os.environ.get("AGENTKEYS_DEV_BROKER_URL"),
+        help="without a wallet option: the broker to sign in to and relay through",
+    )
+    parser.add_argument(
+        "--maildir",
+        type=Path,
+        default=os.environ.get("AGENTKEYS_DEV_MAILDIR"),
+        help="development only: read the magic link from this maildir (the SMTP sink)",
+    )
     add_device_options(parser)
     add_output_options(parser)
     parser.set_defaults(func=_register_device)
@@ -444,17 +520,30 @@ def _register_device(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--upgrade-from-v1 needs the legacy identity: pass --legacy-email ADDRESS"
             )
-        wallet = load_wallet(args, None)
+        wallet = load_wallet(args, None) if _wallet_given(args) else None
+        if wallet is None and (args.legacy_email is None or not args.broker_url):
+            raise UsageError(
+                "without --wallet-keystore/--wallet-key-file the master wallet is the K4 of "
+                "your email identity: pass --legacy-email ADDRESS and --broker-url"
+            )
         await trio.Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_chain_toml(home)
         _check_chain_profile(home)
         k10 = await _open_k10(args, home)
         try:
-            passkey = _Passkey(args, home, args.legacy_email or wallet.address)
-            if passkey.soft is None:
-                await passkey.create(secrets.token_bytes(32))
             extra = {"legacy_identity_omni": identity} if identity is not None else {}
-            state, tx = await _register_master_device(args, home, wallet, k10, passkey, extra)
+            if wallet is None:
+                passkey = _Passkey(args, home, args.legacy_email)
+                state, tx, _ = await _email_operator(
+                    args, home, args.legacy_email, k10, passkey, extra
+                )
+            else:
+                passkey = _Passkey(args, home, args.legacy_email or wallet.address)
+                if passkey.soft is None:
+                    await passkey.create(secrets.token_bytes(32))
+                state, tx = await _register_master_device(
+                    home, wallet.address, k10, passkey, extra, _sovereign(wallet, k10, passkey)
+                )
         finally:
             await k10.aclose()
         lines = [

@@ -19,11 +19,11 @@ The placeholder is not a secret: the daemon strips it and injects the real key.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
 
+from agentkeys._files import write_private
 from agentkeys.daemon.policy import Policy
 
 __all__ = ["PLACEHOLDER_KEY", "SDK_DEFAULTS", "render_env", "write_env_file"]
@@ -74,19 +74,7 @@ def write_env_file(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, 0600 in a 0700 directory (created if needed).
 
     Raises:
+        InsecureFileError: ``path`` is a symbolic link, or the directory is not ours.
         OSError: the directory cannot be created or written.
     """
-    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        os.unlink(tmp)
-        raise
+    write_private(path, text)

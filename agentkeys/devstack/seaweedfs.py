@@ -16,7 +16,6 @@ cannot load; the launcher turns such warnings into a start failure.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +30,7 @@ import trio
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from agentkeys._files import write_private
 from agentkeys.devstack._binaries import weed_binary
 from agentkeys.devstack._ports import LOOPBACK, pick_ports
 from agentkeys.devstack._process import LaunchPlan, launch, log_tail
@@ -134,9 +134,7 @@ def s3_client(
 
 
 def _write_private_json(path: Path, document: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(document, out, indent=1)
+    write_private(path, json.dumps(document, indent=1))
 
 
 @contextmanager

@@ -9,7 +9,12 @@ from agentkeys.signer._kek import Purpose, check_epoch
 from agentkeys.signer._keystore import KeyStore, Sealer
 from agentkeys.signer._oidc import check_tag_value, mint_web_identity_token, public_jwks
 from agentkeys.signer._run import run_signer
-from agentkeys.signer._service import AUTHORIZATION, EpochSource, SignerService
+from agentkeys.signer._service import (
+    AUTHORIZATION,
+    EpochSource,
+    RegistrySource,
+    SignerService,
+)
 from agentkeys.signer._sts import StsCredentials, StsExchanger
 from agentkeys.signer.config import (
     ChainSettings,
@@ -27,6 +32,7 @@ __all__ = [
     "KeysSettings",
     "OidcSettings",
     "Purpose",
+    "RegistrySource",
     "Sealer",
     "SignerConfig",
     "SignerService",

@@ -66,6 +66,7 @@ async def run_signer(
                 oidc=config.oidc,
                 audit=audit,
                 epoch_poll_interval=config.chain.epoch_poll_interval,
+                registry=chain,
             )
             async with trio.open_nursery() as nursery:
                 _: BoundAddress = await nursery.start(service.serve)

@@ -11,6 +11,8 @@ route                    method  roles             does
 /verify/k11-assertion    POST    broker, worker    verify a WebAuthn assertion
 /k4/address              POST    broker            K4 wallet address of an identity omni
 /k4/siwe-sign            POST    broker            K4 signature over a SIWE message
+/k4/register-first-master POST   broker            K4's EIP-712 RegisterFirstMaster approval,
+                                                   only over a K10 + K11-signed registration
 /oidc/jwks               GET     broker, worker    public JWKS of the token-signing key
 /status                  GET     broker, worker    current epoch, held epochs
 =======================  ======  ================  ==========================================
@@ -28,10 +30,17 @@ from typing import Literal, Protocol
 
 import trio
 
+from agentkeys.chain.errors import ChainError
 from agentkeys.config import ConfigError
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_encode
-from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
+from agentkeys.omni import (
+    actor_omni_for_wallet,
+    device_key_hash_from_point,
+    normalize_hex32,
+    normalize_service,
+    normalize_wallet,
+)
 from agentkeys.pki import Role
 from agentkeys.service import (
     AuditSink,
@@ -45,6 +54,14 @@ from agentkeys.service import (
     allow,
     serve_http,
 )
+from agentkeys.signer._first_master import (
+    AssertionLedger,
+    FirstMasterRequestDevice,
+    first_master_challenge,
+    sign_register_first_master,
+    verify_first_master_k10,
+    verify_first_master_k11,
+)
 from agentkeys.signer._kek import Purpose, derive_v1, derive_v2, k4_wallet
 from agentkeys.signer._keystore import KeyStore
 from agentkeys.signer._oidc import mint_web_identity_token, public_jwks
@@ -52,10 +69,15 @@ from agentkeys.signer._siwe import check_siwe_message
 from agentkeys.signer._sts import StsExchanger
 from agentkeys.signer._verify import verify_k10, verify_k11
 from agentkeys.signer.config import OidcSettings
-from agentkeys.signer.errors import EpochUnavailable, KekRequestInvalid
+from agentkeys.signer.errors import (
+    EpochUnavailable,
+    KekRequestInvalid,
+    OperatorAlreadyRegistered,
+    RegistryUnavailable,
+)
 from agentkeys.wallet import sign_eip191
 
-__all__ = ["AUTHORIZATION", "EpochSource", "SignerService"]
+__all__ = ["AUTHORIZATION", "EpochSource", "RegistrySource", "SignerService"]
 
 _log = logging.getLogger("agentkeys.signer")
 
@@ -66,6 +88,7 @@ AUTHORIZATION = {
     "verify_k11_assertion": allow(Role.BROKER, Role.WORKER),
     "k4_address": allow(Role.BROKER),
     "k4_siwe_sign": allow(Role.BROKER),
+    "k4_register_first_master": allow(Role.BROKER),
     "oidc_jwks": allow(Role.BROKER, Role.WORKER),
     "status": allow(Role.BROKER, Role.WORKER),
 }
@@ -77,6 +100,26 @@ class EpochSource(Protocol):
 
     async def current_epoch(self) -> int:
         """The current epoch on chain."""
+        ...
+
+
+class RegistrySource(Protocol):
+    """The chain's SidecarRegistry (agentkeys.chain.ChainClient satisfies it)."""
+
+    async def chain_id(self) -> int:
+        """The chain id the node reports."""
+        ...
+
+    def address_of(self, contract: str) -> str:
+        """A deployed contract's address."""
+        ...
+
+    async def master_wallet(self, operator_omni: str | bytes) -> str | None:
+        """The operator's master wallet, None when unregistered."""
+        ...
+
+    async def operator_nonce(self, operator_omni: str | bytes) -> int:
+        """The operator's mutation nonce."""
         ...
 
 
@@ -130,6 +173,14 @@ class SiweSignRequest:
     message: str
 
 
+@dataclass(frozen=True)
+class FirstMasterSignRequest:
+    identity_omni: str
+    device: FirstMasterRequestDevice
+    k10_signature: str
+    assertion: dict[str, object]
+
+
 class SignerService:
     """The signer core: owns its nursery (epoch watcher + HTTP server).
 
@@ -142,6 +193,8 @@ class SignerService:
         audit: receives one event per request and per refused connection.
         epoch_poll_interval: seconds between reads of the chain's epoch.
         clock: seconds since the epoch (tests may fix it).
+        registry: where first-master registration state is read; ``None`` refuses
+            ``/k4/register-first-master`` (503 ``registry_unavailable``).
     """
 
     def __init__(
@@ -155,6 +208,7 @@ class SignerService:
         audit: AuditSink,
         epoch_poll_interval: float = 2.0,
         clock: Callable[[], float] = time.time,
+        registry: RegistrySource | None = None,
     ) -> None:
         if not settings.tls_enabled:
             raise ConfigError("the signer serves mutual TLS only")
@@ -165,6 +219,9 @@ class SignerService:
         self._oidc = oidc
         self._poll = epoch_poll_interval
         self._clock = clock
+        self._registry = registry
+        self._approvals = AssertionLedger()
+        self._approval_lock = trio.Lock()
         self._current: int | None = None
         self._epoch_lock = trio.Lock()
         self._epoch_changed = trio.Event()
@@ -177,6 +234,12 @@ class SignerService:
             Route("verify_k11_assertion", "POST", "/verify/k11-assertion", self._verify_k11),
             Route("k4_address", "POST", "/k4/address", self._k4_address),
             Route("k4_siwe_sign", "POST", "/k4/siwe-sign", self._k4_siwe_sign),
+            Route(
+                "k4_register_first_master",
+                "POST",
+                "/k4/register-first-master",
+                self._k4_register_first_master,
+            ),
             Route("oidc_jwks", "GET", "/oidc/jwks", self._oidc_jwks),
             Route("status", "GET", "/status", self._status),
         )
@@ -367,6 +430,47 @@ class SignerService:
         # SIWE verifiers expect personal_sign's v in {27, 28}
         signature = sig[:64] + bytes([sig[64] + 27])
         return {"wallet": wallet, "signature": "0x" + signature.hex()}
+
+    async def _k4_register_first_master(self, call: Call) -> JsonObject:
+        """K4's RegisterFirstMaster approval (see :mod:`agentkeys.signer._first_master`)."""
+        req = call.decode(FirstMasterSignRequest)
+        identity = normalize_hex32(req.identity_omni)
+        call.audit["identity"] = identity
+        if self._registry is None:
+            raise RegistryUnavailable("this signer was started without the SidecarRegistry")
+        device = req.device.to_new_master()
+        private_key, wallet = k4_wallet(self._keys, identity)
+        operator = actor_omni_for_wallet(wallet)
+        call.audit["operator"] = operator
+        # one approval at a time: the chain check and the ledger entry must not interleave
+        async with self._approval_lock:
+            try:
+                if await self._registry.master_wallet(operator) is not None:
+                    raise OperatorAlreadyRegistered("this operator already has a master wallet")
+                chain_id = await self._registry.chain_id()
+                registry = self._registry.address_of("SidecarRegistry")
+                nonce = await self._registry.operator_nonce(operator)
+            except ChainError as exc:
+                raise RegistryUnavailable(f"cannot read the registry ({exc.error})") from exc
+            operator_raw = bytes.fromhex(operator)
+            challenge = first_master_challenge(
+                chain_id=chain_id, registry=registry, operator_omni=operator_raw, nonce=nonce,
+                wallet=wallet, device=device,
+            )
+            verify_first_master_k10(device, challenge, req.k10_signature)
+            verified = verify_first_master_k11(req.assertion, device=device, challenge=challenge)
+            self._approvals.consume(verified.replay_key)
+        signature = sign_register_first_master(
+            private_key, chain_id=chain_id, registry=registry, operator_omni=operator_raw,
+            challenge=challenge,
+        )
+        call.audit["device_key_hash"] = device_key_hash_from_point(device.k10_point)
+        return {
+            "wallet": wallet,
+            "operator_omni": operator,
+            "challenge": challenge.hex(),
+            "signature": "0x" + signature.hex(),
+        }
 
     async def _oidc_jwks(self, call: Call) -> JsonObject:
         return dict(public_jwks(self._keys.oidc_key))

@@ -13,6 +13,10 @@ AgentkeysError
     ├── SiweMessageRejected          400 siwe_message_rejected
     ├── K10SignatureRejected         400 k10_signature_rejected
     ├── K11AssertionRejected         400 k11_assertion_rejected
+    ├── K11AssertionReplayed         409 k11_assertion_replayed (K4 first-master approval)
+    ├── FirstMasterRequestInvalid    400 first_master_request_invalid (device fields)
+    ├── OperatorAlreadyRegistered    409 operator_already_registered
+    ├── RegistryUnavailable          503 registry_unavailable (chain not readable / not wired)
     ├── StsExchangeFailed            502 sts_exchange_failed
     └── KeyStoreError                500 key_store_error     (sealed state unusable)
 """
@@ -29,10 +33,14 @@ __all__ = [
     "EpochNotCurrent",
     "EpochUnavailable",
     "EpochUnknown",
+    "FirstMasterRequestInvalid",
     "K10SignatureRejected",
     "K11AssertionRejected",
+    "K11AssertionReplayed",
     "KekRequestInvalid",
     "KeyStoreError",
+    "OperatorAlreadyRegistered",
+    "RegistryUnavailable",
     "SignerError",
     "SiweMessageRejected",
     "StsExchangeFailed",
@@ -119,6 +127,34 @@ class K11AssertionRejected(SignerError):
 
     error: ClassVar[str] = "k11_assertion_rejected"
     status: ClassVar[int] = 400
+
+
+class FirstMasterRequestInvalid(SignerError):
+    """A device field of a first-master approval request is malformed."""
+
+    error: ClassVar[str] = "first_master_request_invalid"
+    status: ClassVar[int] = 400
+
+
+class K11AssertionReplayed(SignerError):
+    """This very assertion already approved a K4 signature (an assertion is single-use)."""
+
+    error: ClassVar[str] = "k11_assertion_replayed"
+    status: ClassVar[int] = 409
+
+
+class OperatorAlreadyRegistered(SignerError):
+    """The K4 wallet's operator already has a master wallet on chain: K4 signs no more."""
+
+    error: ClassVar[str] = "operator_already_registered"
+    status: ClassVar[int] = 409
+
+
+class RegistryUnavailable(SignerError):
+    """The SidecarRegistry cannot be read (or the signer was started without it)."""
+
+    error: ClassVar[str] = "registry_unavailable"
+    status: ClassVar[int] = 503
 
 
 class StsExchangeFailed(SignerError):

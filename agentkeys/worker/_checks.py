@@ -9,7 +9,10 @@ and the verified cap payload. One ``if …: raise …`` per rule, in this order:
    (actor == operator) or, as the operator, for an agent's vault;
 3. it holds CAP_MINT;
 4. store, teardown and list need a master device;
-5. actor != operator: scope[operator][actor] must exist on chain and list the service;
+5. actor != operator: the actor must be an agent of this operator on chain
+   (SidecarRegistry's ``agent_operator(actor)`` is the cap's operator), so a scope entry can
+   never let a master act for another operator's actor; then scope[operator][actor] must
+   exist on chain and list the service;
    store and teardown need ``read_only == false``. (The broker's legacy scope table is not
    consulted: the worker trusts only the chain.)
 6. the cap's k3_epoch is the chain's current epoch;
@@ -28,6 +31,7 @@ from agentkeys.chain.client import DeviceEntry, ScopeEntry, Tier
 from agentkeys.errors import FormatError
 from agentkeys.omni import actor_omni_for_wallet, service_hash
 from agentkeys.worker.errors import (
+    ActorNotAgentOfOperator,
     BindingMismatch,
     DeviceNotRegistered,
     DeviceRevoked,
@@ -39,7 +43,13 @@ from agentkeys.worker.errors import (
     ServiceNotInScope,
 )
 
-__all__ = ["ROLE_CAP_MINT", "ChainFacts", "check_chain", "require_device"]
+__all__ = [
+    "ROLE_CAP_MINT",
+    "ActorNotAgentOfOperator",
+    "ChainFacts",
+    "check_chain",
+    "require_device",
+]
 
 ROLE_CAP_MINT = 1
 MASTER_OPS = frozenset({CapOp.STORE, CapOp.TEARDOWN, CapOp.LIST})
@@ -48,12 +58,17 @@ WRITE_OPS = frozenset({CapOp.STORE, CapOp.TEARDOWN})
 
 @dataclass(frozen=True)
 class ChainFacts:
-    """What the chain said about one cap, read just before the decision."""
+    """What the chain said about one cap, read just before the decision.
+
+    ``agent_operator`` is SidecarRegistry's ``agent_operator(cap actor)`` (64 hex), read when
+    the actor is not the operator; None (not read, or no agent) fails such a cap closed.
+    """
 
     device: DeviceEntry
     scope: ScopeEntry | None
     current_epoch: int
     master_wallet: str | None
+    agent_operator: str | None = None
 
 
 def require_device(device: DeviceEntry | None) -> DeviceEntry:
@@ -67,8 +82,8 @@ def check_chain(cap: CapPayload, facts: ChainFacts) -> str:
     """Rules 1-7 of the module docstring; returns the master wallet (lowercase 0x hex).
 
     Raises:
-        DeviceRevoked, BindingMismatch, RoleMissing, MasterOnly, ServiceNotInScope,
-        ReadOnlyScope, EpochNotCurrent, MasterWalletInvalid.
+        DeviceRevoked, BindingMismatch, RoleMissing, MasterOnly, ActorNotAgentOfOperator,
+        ServiceNotInScope, ReadOnlyScope, EpochNotCurrent, MasterWalletInvalid.
     """
     device = facts.device
     if device.revoked:
@@ -85,6 +100,8 @@ def check_chain(cap: CapPayload, facts: ChainFacts) -> str:
     if cap.op in MASTER_OPS and device.tier != Tier.MASTER:
         raise MasterOnly(f"{cap.op.value} is for master devices only")
     if cap.actor_omni != cap.operator_omni:
+        if facts.agent_operator != cap.operator_omni:
+            raise ActorNotAgentOfOperator("the actor is not an agent of this operator on chain")
         if facts.scope is None:
             raise ServiceNotInScope("the actor has no scope entry on chain")
         if service_hash(cap.service).hex() not in facts.scope.services:

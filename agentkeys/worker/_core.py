@@ -7,13 +7,22 @@ and the raw body. Per request, in order:
 1. ``Authorization: Cap <token>`` and ``Agentkeys-Pop: <ts>.<nonce>.<sig>`` are present;
 2. the cap verifies under the K1 key set: signature, audience, operation, validity;
 3. the cap's device is registered (its K10 key is read from the chain), and the K10 proof
-   verifies over sha256(canonical cap) ‖ op ‖ sha256(body) ‖ timestamp, fresh, nonce
-   single-use;
+   verifies over sha256(canonical cap) ‖ op ‖ sha256(body) ‖ timestamp and is fresh (the
+   nonce is not spent yet);
 4. the binding, scope, epoch and master-wallet rules of ``_checks`` hold, read from the
-   chain now (independently of the broker);
+   chain now (independently of the broker); only then is the proof's nonce consumed, in
+   one synchronous step (a revoked or unbound device never spends registry space; a
+   replay is still refused; each device holds a bounded share of the registry);
 5. the operation runs on a :class:`~agentkeys.worker._vault.Vault` whose S3 credentials the
-   signer issued for exactly this actor (and the operator's master wallet), so the bucket
-   policy confines the request even if steps 1-4 were wrong.
+   signer issued for exactly this actor, so the bucket policy confines the request even
+   if steps 1-4 were wrong. Only the operator's own vault (actor == operator) gets the
+   master wallet tag (and so the v1 prefix ``bots/<wallet>/``); an agent's session is
+   tagged with its actor_omni alone, and an agent never reads v1 data
+   (``legacy_data_requires_master``).
+
+STS exchanges are single-flight per (actor, wallet tag): concurrent requests for the same
+session wait for one exchange, other actors are not held up by it, and at most
+``_MAX_EXCHANGES`` exchanges run at once.
 
 Any failure raises the :class:`~agentkeys.errors.AgentkeysError` leaf that names it.
 Plaintext exists only in memory and in the answer; it is never logged or written to disk.
@@ -35,10 +44,17 @@ import trio
 
 from agentkeys.cap import CapOp, VerifiedCap, parse_cap_token, verify_cap
 from agentkeys.chain.errors import ChainError
-from agentkeys.errors import FormatError, InvalidEncoding
+from agentkeys.errors import FormatError, InvalidEncoding, PopNonceReused
 from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import normalize_hex32, p256_public_key_from_point
-from agentkeys.pop import NonceRegistry, PopProof, WorkerPopClaims, verify_worker_pop
+from agentkeys.pop import (
+    NonceRegistry,
+    PopProof,
+    VerifiedWorkerPop,
+    WorkerPopClaims,
+    check_worker_pop,
+    consume_pop_nonce,
+)
 from agentkeys.service import JsonObject, decode, parse_json_object
 from agentkeys.worker._checks import ChainFacts, check_chain, require_device
 from agentkeys.worker._ports import CapKeySource, ChainReader
@@ -51,6 +67,7 @@ from agentkeys.worker.errors import (
     PopMissing,
     RequestRefused,
 )
+from agentkeys.worker.layout import pop_nonce_key
 
 __all__ = [
     "CAP_HEADER",
@@ -66,15 +83,31 @@ POP_HEADER = "agentkeys-pop"
 MAX_CREDENTIAL_BYTES = 16 * 1024
 _CREDENTIAL_CACHE = 256
 _CREDENTIAL_MARGIN = datetime.timedelta(seconds=60)
+_MAX_EXCHANGES = 8
+_StoreKey = tuple[str, str | None]
+
+
+@dataclass
+class _Flight:
+    """One in-progress (or queued) STS exchange for a session key, and who waits on it."""
+
+    lock: trio.Lock
+    users: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
 class StorageSettings:
-    """Where credentials live: the bucket and the S3 endpoint (``None``: AWS)."""
+    """Where credentials live: the bucket and the S3 endpoint (``None``: AWS).
+
+    ``shared_nonces``: also spend every K10 proof nonce as a marker object
+    (``layout.pop_nonce_key``, written with ``If-None-Match: *``), so a proof replayed to
+    another process or Lambda container sharing the bucket is refused too.
+    """
 
     bucket: str
     endpoint: str | None = None
     region: str = "us-east-1"
+    shared_nonces: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,10 +182,9 @@ class WorkerCore:
         self._nonces = nonces if nonces is not None else NonceRegistry()
         self._clock = clock
         self._limiter = limiter or trio.CapacityLimiter(8)
-        self._stores: OrderedDict[tuple[str, str], tuple[AwsCredentials, ObjectStore]] = (
-            OrderedDict()
-        )
-        self._store_lock = trio.Lock()
+        self._stores: OrderedDict[_StoreKey, tuple[AwsCredentials, ObjectStore]] = OrderedDict()
+        self._flights: dict[_StoreKey, _Flight] = {}
+        self._exchanges = trio.CapacityLimiter(_MAX_EXCHANGES)
 
     @property
     def chain(self) -> ChainReader:
@@ -170,6 +202,12 @@ class WorkerCore:
             CapMissing, PopMissing, CapError leaves, PopError leaves, ChainCheckFailed
             leaves, ChainUnavailable, CapKeysUnavailable.
         """
+        cap, facts, wallet, _ = await self._authorize(op, headers, body, audit)
+        return cap, facts, wallet
+
+    async def _authorize(
+        self, op: CapOp, headers: Mapping[str, str], body: bytes, audit: dict[str, Any]
+    ) -> tuple[VerifiedCap, ChainFacts, str, VerifiedWorkerPop]:
         authorization = _header(headers, CAP_HEADER)
         if authorization is None or not authorization.startswith(CAP_SCHEME):
             raise CapMissing("the request carries no 'Authorization: Cap <token>' header")
@@ -193,57 +231,92 @@ class WorkerCore:
             timestamp=proof.timestamp,
             nonce=proof.nonce,
         )
-        verify_worker_pop(
+        verified = check_worker_pop(
             claims,
             proof.signature,
             public_key=p256_public_key_from_point(device.k10_point),
             expected_device_key_hash=payload.device_key_hash,
             now=self._clock(),
-            nonces=self._nonces,
         )
         with _chain_errors():
             scope = None
+            agent_operator = None
             if payload.actor_omni != payload.operator_omni:
+                agent_operator = await self._chain.agent_operator(payload.actor_omni)
                 scope = await self._chain.get_scope(payload.operator_omni, payload.actor_omni)
             facts = ChainFacts(
                 device=device,
                 scope=scope,
                 current_epoch=await self._chain.current_epoch(),
                 master_wallet=await self._chain.master_wallet(payload.operator_omni),
+                agent_operator=agent_operator,
             )
         wallet = check_chain(payload, facts)
-        return cap, facts, wallet
+        # Every check passed: spend the nonce now (synchronously: no await between the
+        # registry's test and its insert, so of two racing copies exactly one gets through).
+        consume_pop_nonce(verified, nonces=self._nonces, now=self._clock())
+        return cap, facts, wallet, verified
 
     # -- storage ------------------------------------------------------------------------
 
-    async def _object_store(self, actor_omni: str, wallet: str) -> ObjectStore:
+    def _cached_store(self, key: _StoreKey) -> ObjectStore | None:
+        cached = self._stores.get(key)
+        now = datetime.datetime.now(datetime.UTC)
+        if cached is None or cached[0].expiration - _CREDENTIAL_MARGIN <= now:
+            return None
+        self._stores.move_to_end(key)
+        return cached[1]
+
+    async def _object_store(self, actor_omni: str, wallet: str | None) -> ObjectStore:
+        """The bucket through STS credentials for ``actor_omni`` (and ``wallet``'s tag).
+
+        Args:
+            wallet: the master wallet to tag the session with (the operator's own vault
+                only), or ``None``: a session tagged with the actor alone.
+        """
         key = (actor_omni, wallet)
-        async with self._store_lock:
-            cached = self._stores.get(key)
-            now = datetime.datetime.now(datetime.UTC)
-            if cached is not None and cached[0].expiration - _CREDENTIAL_MARGIN > now:
-                self._stores.move_to_end(key)
-                return cached[1]
-            credentials = await self._signer.sts_credentials(actor_omni, wallet)
-            store = await ObjectStore.open(
-                endpoint=self._storage.endpoint,
-                region=self._storage.region,
-                bucket=self._storage.bucket,
-                credentials=credentials,
-                limiter=self._limiter,
-            )
-            self._stores[key] = (credentials, store)
-            while len(self._stores) > _CREDENTIAL_CACHE:
-                self._stores.popitem(last=False)
+        store = self._cached_store(key)
+        if store is not None:
             return store
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = self._flights[key] = _Flight(trio.Lock())
+        flight.users += 1
+        try:
+            async with flight.lock:
+                store = self._cached_store(key)
+                if store is not None:
+                    return store
+                async with self._exchanges:
+                    credentials = await self._signer.sts_credentials(actor_omni, wallet)
+                    store = await ObjectStore.open(
+                        endpoint=self._storage.endpoint,
+                        region=self._storage.region,
+                        bucket=self._storage.bucket,
+                        credentials=credentials,
+                        limiter=self._limiter,
+                    )
+                self._stores[key] = (credentials, store)
+                while len(self._stores) > _CREDENTIAL_CACHE:
+                    self._stores.popitem(last=False)
+                return store
+        finally:
+            flight.users -= 1
+            if flight.users == 0:
+                del self._flights[key]
 
     @asynccontextmanager
     async def vault(
         self, *, operator_omni: str, actor_omni: str, wallet: str, current_epoch: int,
         identity_omni: str | None,
     ) -> AsyncIterator[Vault]:  # fmt: skip
-        """A :class:`Vault` for ``actor_omni`` with its own STS credentials."""
-        store = await self._object_store(actor_omni, wallet)
+        """A :class:`Vault` for ``actor_omni`` with its own STS credentials.
+
+        The session carries the master wallet tag (and the vault reads v1 data) only for
+        the operator's own vault; an agent's vault is v2 only (least privilege).
+        """
+        own_vault = actor_omni == operator_omni
+        store = await self._object_store(actor_omni, wallet if own_vault else None)
         yield Vault(
             store=store,
             signer=self._signer,
@@ -252,7 +325,20 @@ class WorkerCore:
             wallet=wallet,
             current_epoch=current_epoch,
             identity_omni=identity_omni,
+            legacy_access=own_vault,
         )
+
+    async def _spend_shared_nonce(self, vault: Vault, proof: VerifiedWorkerPop) -> None:
+        """The proof's nonce as a create-only marker object (see :class:`StorageSettings`).
+
+        Raises:
+            PopNonceReused: the marker exists (the proof was used by another process).
+            StorageDenied, StorageFailed: the marker could not be written (fail closed).
+        """
+        key = pop_nonce_key(vault.actor_omni, proof.device_key_hash, proof.claims.nonce)
+        marker = str(proof.expires_at).encode("ascii")
+        if not await vault.store_object.put_if_absent(key, marker):
+            raise PopNonceReused("PoP nonce already used (shared nonce store)")
 
     # -- operations ---------------------------------------------------------------------
 
@@ -267,7 +353,7 @@ class WorkerCore:
         Raises:
             AgentkeysError: the leaf naming the failed check or upstream failure.
         """
-        cap, facts, wallet = await self.authorize(op, headers, body, audit)
+        cap, facts, wallet, proof = await self._authorize(op, headers, body, audit)
         payload = cap.payload
         parsed = _body({CapOp.FETCH: FetchBody, CapOp.STORE: StoreBody}.get(op, EmptyBody), body)
         identity = None
@@ -283,6 +369,8 @@ class WorkerCore:
             current_epoch=facts.current_epoch,
             identity_omni=identity,
         ) as vault:
+            if self._storage.shared_nonces:
+                await self._spend_shared_nonce(vault, proof)
             base: JsonObject = {"operator_omni": payload.operator_omni,
                                 "actor_omni": payload.actor_omni}  # fmt: skip
             if op is CapOp.FETCH:
@@ -321,4 +409,3 @@ class WorkerCore:
             deleted = await vault.teardown(include_v1=include_v1)
             audit.update(deleted_v2=deleted["v2"], deleted_v1=deleted["v1"])
             return {**base, "deleted": deleted}
-

@@ -4,9 +4,9 @@
 invocation over the same :class:`~agentkeys.worker._core.WorkerCore` as the microservice.
 The configuration is read once per container from the TOML file named by
 ``AGENTKEYS_WORKER_CONFIG`` plus the ``AGENTKEYS_<SECTION>_<OPTION>`` overlay; the K10 proof
-nonce registry lives as long as the container. (Nonces are single-use per container; a
-deployment with several containers needs the broker's cap nonce or a shared store to bound
-replays across them - see docs/worker.md.)
+nonce registry lives as long as the container. (In memory, nonces are single-use per
+container; with ``[storage] shared_nonces`` each nonce is also spent as a create-only marker
+object in the bucket, which refuses a replay to another container - see docs/worker.md.)
 
 :func:`handle_event` is the pure mapping event → response over a given core: route and
 method, body size and media type, base64 bodies, and ``{error, reason}`` answers for every

@@ -1,14 +1,21 @@
 """What the worker core needs from the outside, as small interfaces.
 
-* :class:`ChainReader`: the four chain reads (``agentkeys.chain.ChainClient`` satisfies it).
+* :class:`ChainReader`: the five chain reads (``agentkeys.chain.ChainClient`` satisfies it).
 * :class:`CapKeySource`: the trusted K1 key set, configured (:class:`StaticCapKeys`) or
-  fetched from the broker's cap JWKS (:class:`FetchedCapKeys`).
+  fetched from the broker's cap JWKS (:class:`FetchedCapKeys`). The JWKS is the worker's
+  trust root, so its URL must be ``https`` (plain ``http`` only to a loopback host:
+  127.0.0.0/8, ::1, ``localhost``; see :func:`check_jwks_url`), the TLS trust can be pinned
+  to one CA (``[caps] jwks_ca``), redirects are not followed, and the body is streamed and
+  cut off at ``_MAX_JWKS`` bytes.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -20,7 +27,16 @@ from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.worker.errors import WorkerError
 
-__all__ = ["CapKeySource", "CapKeysUnavailable", "ChainReader", "FetchedCapKeys", "StaticCapKeys"]
+__all__ = [
+    "CapKeySource",
+    "CapKeysUnavailable",
+    "ChainReader",
+    "FetchedCapKeys",
+    "StaticCapKeys",
+    "check_jwks_url",
+    "is_loopback_host",
+    "jwks_http_client",
+]
 
 _MAX_JWKS = 64 * 1024
 
@@ -30,6 +46,38 @@ class CapKeysUnavailable(WorkerError):
 
     error = "cap_keys_unavailable"
     status = 503
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, or an IP literal in 127.0.0.0/8 or ``::1``."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_jwks_url(url: str) -> str:
+    """``url`` if it may serve the cap JWKS: ``https``, or ``http`` to a loopback host.
+
+    Raises:
+        CapKeysUnavailable: another scheme, no host, or plain http to a non-loopback host.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        raise CapKeysUnavailable("the cap JWKS URL is not a valid URL") from None
+    if not parsed.host:
+        raise CapKeysUnavailable("the cap JWKS URL has no host")
+    if parsed.scheme == "https":
+        return url
+    if parsed.scheme == "http" and is_loopback_host(parsed.host):
+        return url
+    raise CapKeysUnavailable(
+        "the cap JWKS URL must be https (plain http only to 127.0.0.0/8, ::1 or localhost)"
+    )
 
 
 class ChainReader(Protocol):
@@ -47,6 +95,10 @@ class ChainReader(Protocol):
 
     async def current_epoch(self) -> int:
         """K3EpochCounter's current epoch."""
+        ...
+
+    async def agent_operator(self, agent_omni: str | bytes) -> str | None:
+        """The operator SidecarRegistry records for an agent omni, or None (no agent)."""
         ...
 
     async def master_wallet(self, operator_omni: str | bytes) -> str | None:
@@ -72,6 +124,23 @@ class StaticCapKeys:
         return self._keys
 
 
+def jwks_http_client(*, ca: Path | None = None, timeout: float = 10.0) -> httpx.AsyncClient:
+    """The client :class:`FetchedCapKeys` fetches the broker's JWKS with (caller closes it).
+
+    Args:
+        ca: PEM CA bundle to pin (the broker's certificate must chain to it; the system
+            trust store is then not used); ``None``: the system trust store.
+
+    No proxies from the environment, no redirects.
+    """
+    verify: ssl.SSLContext | bool = True
+    if ca is not None:
+        verify = ssl.create_default_context(cafile=str(ca))
+    return httpx.AsyncClient(
+        timeout=timeout, trust_env=False, verify=verify, follow_redirects=False
+    )
+
+
 class FetchedCapKeys:
     """The broker's cap JWKS (``GET /v1/cap/jwks.json``), cached.
 
@@ -79,8 +148,14 @@ class FetchedCapKeys:
     per ``min_refetch`` seconds, so unknown kids cannot make the worker hammer the broker).
 
     Args:
-        http: client for the broker (caller owns it).
-        url: the JWKS URL.
+        http: client for the broker (caller owns it; build it with the pinned CA, if any,
+            and without redirects).
+        url: the JWKS URL, absolute or relative to ``http.base_url`` (the resolved URL is
+            checked with :func:`check_jwks_url`).
+        max_bytes: the largest JWKS body accepted (streamed; the rest is never read).
+
+    Raises:
+        CapKeysUnavailable: at construction, for a URL :func:`check_jwks_url` refuses.
     """
 
     def __init__(
@@ -91,9 +166,13 @@ class FetchedCapKeys:
         ttl: float = 300.0,
         min_refetch: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = _MAX_JWKS,
     ) -> None:
         self._http = http
+        target = httpx.URL(url)
+        check_jwks_url(str(target if target.is_absolute_url else http.base_url.join(target)))
         self._url = url
+        self._max_bytes = max_bytes
         self._ttl = ttl
         self._min_refetch = min_refetch
         self._clock = clock
@@ -101,15 +180,34 @@ class FetchedCapKeys:
         self._fetched = -float("inf")
         self._lock = trio.Lock()
 
-    async def _fetch(self) -> None:
+    async def _read(self) -> bytes:
+        too_large = CapKeysUnavailable(f"cap JWKS larger than {self._max_bytes} bytes")
         try:
-            response = await self._http.get(self._url)
+            async with self._http.stream(
+                "GET", self._url, headers={"accept-encoding": "identity"}, follow_redirects=False
+            ) as response:
+                if response.status_code != 200:
+                    raise CapKeysUnavailable(f"cap JWKS answered HTTP {response.status_code}")
+                if response.headers.get("content-encoding", "identity").lower() != "identity":
+                    raise CapKeysUnavailable("cap JWKS answered with a content encoding")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self._max_bytes:
+                    raise too_large
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_raw():
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise too_large
+                    chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise CapKeysUnavailable(f"cap JWKS unreachable ({type(exc).__name__})") from None
-        if response.status_code != 200 or len(response.content) > _MAX_JWKS:
-            raise CapKeysUnavailable(f"cap JWKS answered HTTP {response.status_code}")
+        return b"".join(chunks)
+
+    async def _fetch(self) -> None:
+        content = await self._read()
         try:
-            self._keys = JsonWebKeySet.from_json(response.content).by_kid
+            self._keys = JsonWebKeySet.from_json(content).by_kid
         except AgentkeysError as exc:
             raise CapKeysUnavailable(f"cap JWKS is invalid ({exc.error})") from None
         self._fetched = self._clock()

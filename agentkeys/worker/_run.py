@@ -2,7 +2,8 @@
 
 Used by the microservice (:func:`run_worker`), the Lambda handler and the eager migration
 tool: the chain client over httpx JSON-RPC, the signer over mutual TLS (role ``worker``,
-expecting role ``signer``), the cap key set from a file or the broker, boto3 for S3.
+expecting role ``signer``), the cap key set from a file or the broker (https, optionally
+pinned to ``[caps] jwks_ca``), boto3 for S3.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from agentkeys.pop import NonceRegistry
 from agentkeys.service import BoundAddress, JsonLinesAudit, MemoryAudit, mtls_client
 from agentkeys.service._audit import AuditSink
 from agentkeys.worker._core import StorageSettings, WorkerCore
-from agentkeys.worker._ports import CapKeySource, FetchedCapKeys, StaticCapKeys
+from agentkeys.worker._ports import (
+    CapKeySource,
+    FetchedCapKeys,
+    StaticCapKeys,
+    jwks_http_client,
+)
 from agentkeys.worker._service import WorkerService
 from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.config import WorkerConfig
@@ -58,9 +64,7 @@ async def open_worker_core(
             cap_keys = StaticCapKeys(JsonWebKeySet.from_json(data))
         else:
             assert config.caps.jwks_url is not None
-            broker_http = await stack.enter_async_context(
-                httpx.AsyncClient(timeout=10.0, trust_env=False)
-            )
+            broker_http = await stack.enter_async_context(jwks_http_client(ca=config.caps.jwks_ca))
             cap_keys = FetchedCapKeys(broker_http, config.caps.jwks_url)
         yield WorkerCore(
             audience=config.caps.audience,
@@ -71,6 +75,7 @@ async def open_worker_core(
                 bucket=config.storage.bucket,
                 endpoint=config.storage.endpoint,
                 region=config.storage.region,
+                shared_nonces=config.storage.shared_nonces,
             ),
             nonces=nonces,
         )

@@ -28,6 +28,7 @@ MAX_LISTED_KEYS = 10_000
 _DENIED = frozenset({"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
                      "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"})  # fmt: skip
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+_LOST_CONDITION = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
 
 class _Missing(Exception):
@@ -140,6 +141,38 @@ class ObjectStore:
                 raise StorageFailed(f"S3 PutObject {key}: bucket missing") from None
 
         await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if no object exists there (``If-None-Match: *``).
+
+        Returns:
+            True if this call created it; False if it existed (S3 412 PreconditionFailed,
+            or 409 ConditionalRequestConflict: another conditional write of the same key
+            is in flight, which also means this call did not win).
+
+        Raises:
+            StorageDenied, StorageFailed.
+        """
+        from botocore.exceptions import ClientError
+
+        def call() -> bool:
+            try:
+                with _s3_errors("PutObject", key):
+                    try:
+                        self._client.put_object(
+                            Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*",
+                            ContentType="application/octet-stream",
+                        )  # fmt: skip
+                    except ClientError as exc:
+                        code = str(exc.response.get("Error", {}).get("Code", ""))
+                        if code in _LOST_CONDITION:
+                            return False
+                        raise
+            except _Missing:
+                raise StorageFailed(f"S3 PutObject {key}: bucket missing") from None
+            return True
+
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` (absent is fine).

@@ -137,12 +137,18 @@ class SignerClient:
         }
         return _kek("/derive-cred-kek", await self._post("/derive-cred-kek", payload))
 
-    async def sts_credentials(self, actor_omni: str, wallet: str) -> AwsCredentials:
-        """Per-actor S3 credentials tagged with ``actor_omni`` and the master ``wallet``.
+    async def sts_credentials(self, actor_omni: str, wallet: str | None) -> AwsCredentials:
+        """Per-actor S3 credentials tagged with ``actor_omni`` (and the master ``wallet``).
+
+        Args:
+            wallet: the master wallet tag, for the operator's own vault only (it opens the
+                v1 prefix ``bots/<wallet>/``); ``None`` for an agent's session.
 
         Raises:
             SignerFailed: refused or unreachable.
         """
-        payload = {"actor_omni": normalize_hex32(actor_omni), "wallet": normalize_wallet(wallet)}
+        payload = {"actor_omni": normalize_hex32(actor_omni)}
+        if wallet is not None:
+            payload["wallet"] = normalize_wallet(wallet)
         body = await self._post("/sts-credentials", payload)
         return AwsCredentials.from_json(body.get("credentials"))

@@ -7,7 +7,10 @@ the chain (operator, actor, master wallet, current epoch).
 
 Rules kept here, in one place, for the worker and the eager tool alike:
 
-* reads try the v2 key ``bots/<actor>/…`` first, then the v1 key ``bots/<wallet>/…``;
+* reads try the v2 key ``bots/<actor>/…`` first, then (the operator's own vault only) the
+  v1 key ``bots/<wallet>/…``; an agent's vault has no v1 fallback: its S3 session is not
+  tagged with the master wallet, and a credential missing at the agent's v2 key is refused
+  with ``legacy_data_requires_master``;
 * 0x01 and 0x02 open with the v1 KEK (the signer re-derives it from the identity omni
   behind the master wallet, ``identity_omni``), 0x04 with the v2 KEK of its epoch;
 * a migrated copy is written as 0x04 under the current epoch, read back and compared
@@ -29,6 +32,7 @@ from agentkeys.worker._s3 import ObjectStore
 from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import (
     CredentialNotFound,
+    LegacyDataRequiresMaster,
     LegacyIdentityRequired,
     MigrationFailed,
     StoredEnvelopeInvalid,
@@ -122,6 +126,8 @@ class Vault:
         current_epoch: the chain's K3 epoch (new envelopes are sealed under it).
         identity_omni: the identity behind the master wallet's K4, needed only to open
             legacy 0x01 / 0x02 envelopes; ``None`` refuses them with LegacyIdentityRequired.
+        legacy_access: whether reads fall back to the v1 key (the operator's own vault,
+            whose S3 session carries the wallet tag); ``False`` for an agent's vault.
     """
 
     def __init__(
@@ -134,14 +140,21 @@ class Vault:
         wallet: str,
         current_epoch: int,
         identity_omni: str | None,
+        legacy_access: bool = True,
     ) -> None:
         self._store = store
+        self.legacy_access = legacy_access
         self._signer = signer
         self.operator_omni = operator_omni
         self.actor_omni = actor_omni
         self.wallet = wallet
         self.current_epoch = current_epoch
         self._identity = identity_omni
+
+    @property
+    def store_object(self) -> ObjectStore:
+        """The bucket through this vault's STS session (for the worker's nonce markers)."""
+        return self._store
 
     # -- envelopes --------------------------------------------------------------------
 
@@ -221,8 +234,8 @@ class Vault:
         """Dual read with lazy migration (SPEC section 9 steps 5 and 10).
 
         Raises:
-            CredentialNotFound, StoredEnvelopeInvalid, LegacyIdentityRequired,
-            StorageDenied, StorageFailed, SignerFailed.
+            CredentialNotFound, LegacyDataRequiresMaster, StoredEnvelopeInvalid,
+            LegacyIdentityRequired, StorageDenied, StorageFailed, SignerFailed.
         """
         key2 = v2_key(self.actor_omni, service)
         data = await self._store.get(key2)
@@ -231,6 +244,13 @@ class Vault:
             if opened.version is EnvelopeVersion.V2:
                 return Fetched(opened, Source.V2, key2, migrated=False)
             return await self._lazy(opened, Source.V2, key2, service, previous=data)
+        if not self.legacy_access:
+            raise LegacyDataRequiresMaster(
+                f"no credential for {service!r} at {key2}; an agent never reads v1 data "
+                "(bots/<master wallet>/): if the credential exists only there, the master "
+                "reads it (which migrates it to the master's v2 prefix) and stores it into "
+                "this agent's vault"
+            )
         key1 = v1_key(self.wallet, service)
         data = await self._store.get(key1)
         if data is None:

@@ -10,6 +10,7 @@
         │   ├── DeviceNotRegistered      403 device_not_registered
         │   ├── DeviceRevoked            403 device_revoked
         │   ├── BindingMismatch          403 binding_mismatch
+        │   ├── ActorNotAgentOfOperator  403 actor_not_agent_of_operator
         │   ├── RoleMissing              403 role_missing
         │   ├── MasterOnly               403 master_only
         │   ├── ServiceNotInScope        403 service_not_in_scope
@@ -17,6 +18,7 @@
         │   ├── EpochNotCurrent          409 epoch_not_current
         │   └── MasterWalletInvalid      409 master_wallet_invalid
         ├── CredentialNotFound           404 credential_not_found
+        │   └── LegacyDataRequiresMaster 404 legacy_data_requires_master (agent, no v2 copy)
         ├── StoredEnvelopeInvalid        500 stored_envelope_invalid
         ├── MigrationFailed              500 migration_failed    (read-back did not verify)
         ├── ChainUnavailable             503 chain_unavailable
@@ -35,6 +37,7 @@ from typing import ClassVar
 from agentkeys.errors import AgentkeysError
 
 __all__ = [
+    "ActorNotAgentOfOperator",
     "BindingMismatch",
     "CapMissing",
     "ChainCheckFailed",
@@ -43,6 +46,7 @@ __all__ = [
     "DeviceNotRegistered",
     "DeviceRevoked",
     "EpochNotCurrent",
+    "LegacyDataRequiresMaster",
     "LegacyIdentityRequired",
     "MasterOnly",
     "MasterWalletInvalid",
@@ -114,6 +118,13 @@ class DeviceRevoked(ChainCheckFailed):
     error: ClassVar[str] = "device_revoked"
 
 
+class ActorNotAgentOfOperator(ChainCheckFailed):
+    """actor != operator and the chain does not record the actor as an agent of the operator."""
+
+    error: ClassVar[str] = "actor_not_agent_of_operator"
+    status: ClassVar[int] = 403
+
+
 class BindingMismatch(ChainCheckFailed):
     """The device is bound to another operator or actor."""
 
@@ -163,6 +174,16 @@ class CredentialNotFound(WorkerError):
 
     error: ClassVar[str] = "credential_not_found"
     status: ClassVar[int] = 404
+
+
+class LegacyDataRequiresMaster(CredentialNotFound):
+    """An agent's vault has no v2 copy; agents never read the master's v1 prefix.
+
+    If the credential exists only as v1 data, the master's read migrates it (to the
+    master's v2 prefix) and the master stores it into the agent's vault.
+    """
+
+    error: ClassVar[str] = "legacy_data_requires_master"
 
 
 class StoredEnvelopeInvalid(WorkerError):

@@ -8,8 +8,16 @@ change a pattern (``* ? $ { } "`` or whitespace) and any placeholder left unfill
 ``weed mini`` from the same documents, so what is tested is what is deployed:
 
 * the actor role's identity policy is ``actor-role-policy.json`` (``_v1_wallet_keyed`` and
-  ``_v2_omni_keyed`` statements side by side, and the deny for keys containing ``${``);
-* the role's trust policy is ``role-trust-policy.json`` (both tags required non-empty),
+  ``_v2_omni_keyed`` statements side by side, and the deny for keys containing ``${``),
+  with one spelling adapted (:func:`seaweed_identity_policy`): AWS writes a literal ``$``
+  in a policy as ``${$}``, so the AWS documents deny ``…/*${$}{*``; SeaweedFS 4.48 has no
+  such escape (measured here: with ``${$}`` a key containing ``${`` is allowed, and a
+  session without the wallet tag can read the literal ``bots/${aws:PrincipalTag/…}/``
+  key its unresolved variable leaves behind) while it keeps a ``${`` that opens no
+  variable literally, so for SeaweedFS every ``${$}`` is written ``$`` (``…/*${*``);
+* the role's trust policy is ``role-trust-policy.json`` (the actor tag required non-empty;
+  the wallet tag either ``0x…`` or absent: the operator's own sessions carry it, an
+  agent's do not),
   with the two adaptations SeaweedFS 4.48 needs (measured here): it refuses
   ``sts:TagSession`` as a trust-policy action (AWS requires it for session tags from a
   web identity) and it denies every AssumeRoleWithWebIdentity when the trust statement has
@@ -18,6 +26,9 @@ change a pattern (``* ? $ { } "`` or whitespace) and any placeholder left unfill
   the conditions are dropped (:func:`seaweed_trust_policy`); in development the non-empty
   tags rest on the token minters (the signer and the broker refuse to sign an empty or
   non-canonical tag) and on the policy's deny for keys containing ``${``.
+
+``bucket-lifecycle.json`` expires the worker's spent-nonce markers (``pop-nonces/``, written
+only with ``[storage] shared_nonces``) after a day; they matter for 65 s.
 
 ``bucket-policy.json`` carries the same statements for AWS, where the principal is the
 role's ARN; SeaweedFS' development store has no account to name there, so the role's
@@ -57,6 +68,7 @@ __all__ = [
     "dev_iam_config",
     "render_all",
     "render_policy",
+    "seaweed_identity_policy",
     "seaweed_trust_policy",
 ]
 
@@ -67,10 +79,12 @@ DOCUMENTS = (
     "role-trust-policy",
     "worker-policy",
     "daemon-policy",
+    "bucket-lifecycle",
 )
 V1_SID = "_v1_wallet_keyed"
 V2_SID = "_v2_omni_keyed"
 SEAWEED_UNSUPPORTED_TRUST_ACTIONS = frozenset({"sts:TagSession"})
+AWS_LITERAL_DOLLAR = "${$}"
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/@+=,-]{1,256}", re.ASCII)
 
@@ -127,6 +141,31 @@ def seaweed_trust_policy(document: Mapping[str, Any]) -> dict[str, Any]:
         actions = adapted.get("Action", [])
         if isinstance(actions, list):
             adapted["Action"] = [a for a in actions if a not in SEAWEED_UNSUPPORTED_TRUST_ACTIONS]
+        statements.append(adapted)
+    return {**document, "Statement": statements}
+
+
+def _seaweed_resource(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(AWS_LITERAL_DOLLAR, "$")
+    if isinstance(value, list):
+        return [_seaweed_resource(item) for item in value]
+    return value
+
+
+def seaweed_identity_policy(document: Mapping[str, Any]) -> dict[str, Any]:
+    """An AWS identity policy with AWS's ``${$}`` (literal ``$``) spelled ``$`` for SeaweedFS.
+
+    SeaweedFS 4.48 does not know the ``${$}`` escape and leaves a ``${`` that opens no
+    variable as literal text (see the module docstring), so ``…/*${$}{*`` (AWS: keys
+    containing ``${``) becomes ``…/*${*``, which SeaweedFS reads the same way.
+    """
+    statements = []
+    for statement in document.get("Statement", []):
+        adapted = dict(statement)
+        for element in ("Resource", "NotResource"):
+            if element in adapted:
+                adapted[element] = _seaweed_resource(adapted[element])
         statements.append(adapted)
     return {**document, "Statement": statements}
 
@@ -190,5 +229,5 @@ def dev_iam_config(
         sts=sts or StsSettings.generate(),
         providers=(provider,),
         roles=(role,),
-        policies=(IamPolicy(DEV_ACTOR_POLICY_NAME, actor_policy),),
+        policies=(IamPolicy(DEV_ACTOR_POLICY_NAME, seaweed_identity_policy(actor_policy)),),
     )

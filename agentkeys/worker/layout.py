@@ -3,6 +3,11 @@
     v1 key: bots/<master wallet, lowercase 0x hex>/credentials/<service>.enc
     v2 key: bots/<actor_omni, 64 lowercase hex>/credentials/<service>.enc
 
+and, outside ``bots/``, the shared single-use markers of K10 proof nonces (optional, see
+docs/worker.md)::
+
+    pop-nonces/<actor_omni>/<device_key_hash>/<nonce, 32 lowercase hex>
+
 Every value substituted into a key goes through :mod:`agentkeys.omni`'s normalisers, so
 no ``*``, ``?``, ``$``, ``/`` or ``{`` can reach a key. :func:`service_of_key` is the
 inverse used when listing: keys that are not exactly of this form are ignored.
@@ -13,9 +18,18 @@ from __future__ import annotations
 from agentkeys.errors import FormatError
 from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
 
-__all__ = ["service_of_key", "v1_key", "v1_prefix", "v2_key", "v2_prefix"]
+__all__ = [
+    "POP_NONCE_PREFIX",
+    "pop_nonce_key",
+    "service_of_key",
+    "v1_key",
+    "v1_prefix",
+    "v2_key",
+    "v2_prefix",
+]
 
 _SUFFIX = ".enc"
+POP_NONCE_PREFIX = "pop-nonces/"
 
 
 def v1_prefix(wallet: str) -> str:
@@ -51,3 +65,13 @@ def service_of_key(prefix: str, key: str) -> str | None:
     except FormatError:
         return None
     return service if service == name else None
+
+
+def pop_nonce_key(actor_omni: str, device_key_hash: str, nonce: bytes) -> str:
+    """The marker key of one K10 proof nonce (16 bytes) spent for ``actor_omni``."""
+    if len(nonce) != 16:
+        raise FormatError("a PoP nonce is 16 bytes")
+    return (
+        f"{POP_NONCE_PREFIX}{normalize_hex32(actor_omni)}/{normalize_hex32(device_key_hash)}/"
+        f"{nonce.hex()}"
+    )

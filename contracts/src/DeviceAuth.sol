@@ -34,6 +34,11 @@ library DeviceAuth {
         s = bytes32(k10Sig[64:96]);
     }
 
+    /// @notice The device_key_hash a K10 signature argument names (its first 32 bytes).
+    function k10Signer(bytes calldata k10Sig) internal pure returns (bytes32 device) {
+        (device,,) = splitK10(k10Sig);
+    }
+
     /// @notice Revert unless (r, s) is a low-s ES256 signature by (qx, qy) over the challenge:
     /// the signed message is the 32 challenge bytes, so the ECDSA digest is sha256(challenge).
     function verifyK10(bytes32 challenge, bytes32 r, bytes32 s, bytes32 qx, bytes32 qy) internal view {

@@ -8,6 +8,9 @@ import {SidecarRegistry} from "./SidecarRegistry.sol";
 /// SCOPE_MGMT role; SidecarRegistry verifies them over a challenge whose target is this contract
 /// and advances the operator's nonce and the passkey's sign count. Services are keccak256 of the
 /// service name, given in strictly ascending order (canonical: no duplicates, one encoding).
+/// The agent must be an agent of the operator: SidecarRegistry.agent_operator(agent) equals the
+/// operator (recorded when an agent device was registered, the agent omni being derived on chain
+/// from the operator), so no operator can grant scope over another operator's actor.
 contract ScopeContract {
     bytes32 public constant OP_SET_SCOPE = keccak256("agentkeys.v1.set_scope");
     bytes32 public constant OP_REVOKE_SCOPE = keccak256("agentkeys.v1.revoke_scope");
@@ -32,6 +35,7 @@ contract ScopeContract {
     error ServicesInvalid();
     error AgentIsOperator();
     error ScopeNotFound(bytes32 operatorOmni, bytes32 agentOmni);
+    error AgentOfOtherOperator(bytes32 operatorOmni, bytes32 agentOmni);
 
     SidecarRegistry public immutable registry;
     mapping(bytes32 operatorOmni => mapping(bytes32 agentOmni => Entry)) private _scopes;
@@ -58,6 +62,7 @@ contract ScopeContract {
         }
         bytes32 paramsHash = keccak256(abi.encode(agent_omni, keccak256(abi.encodePacked(services)), read_only));
         registry.authorise_scope_mutation(OP_SET_SCOPE, operator_omni, paramsHash, k10Sig, k11Assertion);
+        _checkAgentOf(operator_omni, agent_omni);
         Entry storage e = _scopes[operator_omni][agent_omni];
         e.services = services;
         e.readOnly = read_only;
@@ -76,6 +81,7 @@ contract ScopeContract {
         registry.authorise_scope_mutation(
             OP_REVOKE_SCOPE, operator_omni, keccak256(abi.encode(agent_omni)), k10Sig, k11Assertion
         );
+        _checkAgentOf(operator_omni, agent_omni);
         delete _scopes[operator_omni][agent_omni];
         emit ScopeRevoked(operator_omni, agent_omni, msg.sender);
     }
@@ -102,5 +108,11 @@ contract ScopeContract {
     {
         Entry storage e = _scopes[operator_omni][actor_omni];
         return (e.services, e.readOnly, e.updatedAt);
+    }
+
+    function _checkAgentOf(bytes32 operator_omni, bytes32 agent_omni) private view {
+        if (registry.agent_operator(agent_omni) != operator_omni) {
+            revert AgentOfOtherOperator(operator_omni, agent_omni);
+        }
     }
 }

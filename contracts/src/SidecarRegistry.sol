@@ -21,6 +21,11 @@ import {DeviceAuth} from "./DeviceAuth.sol";
 /// passkey over a challenge this contract rebuilds:
 ///   keccak256(abi.encode(op_tag, block.chainid, target_contract, operator_omni, nonce, params_hash))
 /// The per-operator nonce and every passkey's sign count live here and advance on success only.
+///
+/// Device management (adding a master or an agent device, revoking a device, rotating a K10 key
+/// other than the authorising device's own) needs the RECOVERY role, and a device can never grant
+/// a role it does not hold itself. Every agent omni derived here is recorded with its operator
+/// (agent_operator), once and for good, so scope can only ever be granted to one's own agents.
 contract SidecarRegistry is EIP712 {
     uint8 public constant TIER_MASTER = 1;
     uint8 public constant TIER_AGENT = 2;
@@ -115,10 +120,12 @@ contract SidecarRegistry is EIP712 {
     error NotDeployer();
     error ScopeContractAlreadyBound();
     error NotScopeContract();
+    error RolesNotHeld(uint8 roles, uint8 held);
 
     mapping(bytes32 deviceKeyHash => Device) private _devices;
     mapping(bytes32 operatorOmni => address) private _masterWallets;
     mapping(bytes32 operatorOmni => uint256) private _nonces;
+    mapping(bytes32 agentOmni => bytes32 operatorOmni) private _agentOperators;
     address private immutable _deployer;
     address public scope_contract;
 
@@ -147,6 +154,12 @@ contract SidecarRegistry is EIP712 {
     /// @notice The operator's master wallet (zero when the operator is not registered).
     function master_wallet(bytes32 operatorOmni) external view returns (address) {
         return _masterWallets[operatorOmni];
+    }
+
+    /// @notice The operator an agent omni was derived from by add_agent_device (zero when no agent
+    /// device was ever registered under it). Set once, never changed: revocation and rotation keep it.
+    function agent_operator(bytes32 agentOmni) external view returns (bytes32) {
+        return _agentOperators[agentOmni];
     }
 
     /// @notice The operator's mutation nonce: part of the next challenge.
@@ -245,9 +258,16 @@ contract SidecarRegistry is EIP712 {
         _checkRoles(device.roles, ROLES_ALL);
         if (!P256.isValidPublicKey(device.k11X, device.k11Y)) revert InvalidPublicKey();
         _checkK10Binding(operatorOmni, operatorOmni, device.k10X, device.k10Y, newK10Proof);
-        _authorise(
-            OP_ADD_MASTER_DEVICE, address(this), operatorOmni, keccak256(abi.encode(device)), 0, k10Sig, k11Assertion
+        uint8 held = _authorise(
+            OP_ADD_MASTER_DEVICE,
+            address(this),
+            operatorOmni,
+            keccak256(abi.encode(device)),
+            ROLE_RECOVERY,
+            k10Sig,
+            k11Assertion
         );
+        _checkGrantable(device.roles, held);
         _storeMaster(operatorOmni, deviceKeyHash, device, 0);
     }
 
@@ -267,7 +287,11 @@ contract SidecarRegistry is EIP712 {
         bytes32 paramsHash = keccak256(
             abi.encode(keccak256(bytes(agent.label)), agent.k10X, agent.k10Y, agent.roles, agent.attestationDigest)
         );
-        _authorise(OP_ADD_AGENT_DEVICE, address(this), operatorOmni, paramsHash, 0, k10Sig, k11Assertion);
+        uint8 held =
+            _authorise(OP_ADD_AGENT_DEVICE, address(this), operatorOmni, paramsHash, ROLE_RECOVERY, k10Sig, k11Assertion);
+        _checkGrantable(agent.roles, held);
+        // actorOmni is derived from operatorOmni, so an existing record can only hold the same value.
+        _agentOperators[actorOmni] = operatorOmni;
         Device storage d = _devices[deviceKeyHash];
         d.operatorOmni = operatorOmni;
         d.actorOmni = actorOmni;
@@ -280,7 +304,8 @@ contract SidecarRegistry is EIP712 {
         emit DeviceRegistered(operatorOmni, actorOmni, deviceKeyHash, TIER_AGENT, agent.roles, msg.sender);
     }
 
-    /// @notice Revoke a device of the operator (master or agent; a master may revoke itself).
+    /// @notice Revoke a device of the operator (master or agent). A master may revoke itself;
+    /// revoking any other device needs the RECOVERY role.
     function revoke_device(
         bytes32 operatorOmni,
         bytes32 deviceKeyHash,
@@ -288,15 +313,23 @@ contract SidecarRegistry is EIP712 {
         bytes calldata k11Assertion
     ) external {
         Device storage d = _ownLiveDevice(operatorOmni, deviceKeyHash);
+        uint8 required = DeviceAuth.k10Signer(k10Sig) == deviceKeyHash ? 0 : ROLE_RECOVERY;
         _authorise(
-            OP_REVOKE_DEVICE, address(this), operatorOmni, keccak256(abi.encode(deviceKeyHash)), 0, k10Sig, k11Assertion
+            OP_REVOKE_DEVICE,
+            address(this),
+            operatorOmni,
+            keccak256(abi.encode(deviceKeyHash)),
+            required,
+            k10Sig,
+            k11Assertion
         );
         d.revoked = true;
         emit DeviceRevoked(operatorOmni, d.actorOmni, deviceKeyHash, msg.sender);
     }
 
     /// @notice Move a device to a new K10 key: the entry is copied under the new key's hash and the
-    /// old entry is revoked. Passkey, roles and sign count carry over.
+    /// old entry is revoked. Passkey, roles and sign count carry over. A master device may rotate
+    /// its own key; rotating any other device needs the RECOVERY role.
     /// @param newK10Proof r ‖ s by the new K10 over k10_binding(operator, the entry's actor, key).
     function rotate_k10(
         bytes32 operatorOmni,
@@ -310,12 +343,13 @@ contract SidecarRegistry is EIP712 {
         Device storage current = _ownLiveDevice(operatorOmni, oldDeviceKeyHash);
         bytes32 newDeviceKeyHash = _newDeviceKeyHash(newK10X, newK10Y);
         _checkK10Binding(operatorOmni, current.actorOmni, newK10X, newK10Y, newK10Proof);
+        uint8 required = DeviceAuth.k10Signer(k10Sig) == oldDeviceKeyHash ? 0 : ROLE_RECOVERY;
         _authorise(
             OP_ROTATE_K10,
             address(this),
             operatorOmni,
             keccak256(abi.encode(oldDeviceKeyHash, newK10X, newK10Y)),
-            0,
+            required,
             k10Sig,
             k11Assertion
         );
@@ -364,7 +398,8 @@ contract SidecarRegistry is EIP712 {
     }
 
     /// @dev K10 of a live master device of the operator with `requiredRoles`, and K11 of its
-    /// passkey, over the rebuilt challenge; then advance the sign count and the nonce.
+    /// passkey, over the rebuilt challenge; then advance the sign count and the nonce. Returns the
+    /// roles of the authorising device.
     function _authorise(
         bytes32 opTag,
         address target,
@@ -373,7 +408,7 @@ contract SidecarRegistry is EIP712 {
         uint8 requiredRoles,
         bytes calldata k10Sig,
         bytes calldata k11Assertion
-    ) private {
+    ) private returns (uint8 held) {
         if (_masterWallets[operatorOmni] == address(0)) revert OperatorNotRegistered(operatorOmni);
         (bytes32 deviceKeyHash, bytes32 r, bytes32 s) = DeviceAuth.splitK10(k10Sig);
         Device storage d = _devices[deviceKeyHash];
@@ -385,6 +420,7 @@ contract SidecarRegistry is EIP712 {
         DeviceAuth.verifyK10(challenge, r, s, d.k10X, d.k10Y);
         d.signCount = DeviceAuth.verifyK11(challenge, k11Assertion, d.rpIdHash, d.k11X, d.k11Y, d.signCount);
         _nonces[operatorOmni] += 1;
+        held = d.roles;
     }
 
     function _checkK10Binding(bytes32 operatorOmni, bytes32 actorOmni, bytes32 x, bytes32 y, bytes calldata proof)
@@ -434,6 +470,11 @@ contract SidecarRegistry is EIP712 {
 
     function _checkRoles(uint8 roles, uint8 allowed) private pure {
         if (roles == 0 || roles & ~allowed != 0) revert InvalidRoles(roles);
+    }
+
+    /// @dev A device grants only roles it holds itself (no escalation through a new device).
+    function _checkGrantable(uint8 roles, uint8 held) private pure {
+        if (roles & ~held != 0) revert RolesNotHeld(roles, held);
     }
 
     function _checkLabel(bytes memory label) private pure {

@@ -125,9 +125,7 @@ def test_reused_pid_is_refused_by_start_time_fallback(
         pytest.skip("another process took the pid first (busy machine)")
     try:
         with pytest.raises(CallerGone, match="started after"):
-            identify_unix_peer(
-                conn, cache=ExeHashCache(), accepted_at=accepted_at, use_pidfd=False
-            )
+            identify_unix_peer(conn, cache=ExeHashCache(), accepted_at=accepted_at, use_pidfd=False)
     finally:
         impostor.kill()
         impostor.wait()
@@ -170,3 +168,67 @@ def test_exe_cache_is_bounded_and_sees_changes(tmp_path: Path) -> None:
     assert digest(files[0]) == hashlib.sha256(b"changed").hexdigest()
     with pytest.raises(CallerUnidentified):
         ExeHashCache(max_entries=0)
+
+
+BORROWER = str(Path(__file__).with_name("borrower.py"))
+SLEEP = os.path.realpath("/bin/sleep")
+
+
+def test_socket_shared_with_another_process_is_refused(
+    listener: tuple[socket.socket, str],
+) -> None:
+    """Review finding 3: a fork keeps the socket while its child connects and execs an
+    allowed binary. Refused while the parent holds a copy; the same connection is
+    accepted once only the attested process holds it."""
+    sock, path = listener
+    borrower = subprocess.Popen(
+        [sys.executable, BORROWER, path, SLEEP, "hold"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert borrower.stdin is not None
+    assert borrower.stdout is not None
+    conn, _ = sock.accept()
+    try:
+        ready = borrower.stdout.readline().split()
+        assert ready[0] == "ready"
+        child = int(ready[1])
+        assert read_peercred(conn).pid == child
+        for use_pidfd in (True, False):
+            with pytest.raises(CallerUnidentified, match="shared with another process"):
+                identify_unix_peer(
+                    conn, cache=ExeHashCache(), accepted_at=boot_ticks_now(), use_pidfd=use_pidfd
+                )
+        borrower.stdin.write("close\n")
+        borrower.stdin.flush()
+        assert borrower.stdout.readline().strip() == "closed"
+        ident = identify_unix_peer(conn, cache=ExeHashCache(), accepted_at=boot_ticks_now())
+        assert (ident.pid, ident.exe_path) == (child, SLEEP)
+    finally:
+        borrower.communicate("")
+        conn.close()
+
+
+def test_caller_that_handed_its_socket_away_is_refused(
+    listener: tuple[socket.socket, str],
+) -> None:
+    """The connecting process no longer holds its socket: another one does."""
+    sock, path = listener
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(path)
+    conn, _ = sock.accept()
+    # A child that gets the connected socket by inheritance; we (the connecting
+    # process) then close our copy.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        pass_fds=(client.fileno(),),
+    )
+    client.close()
+    try:
+        with pytest.raises(CallerUnidentified, match="shared with another process"):
+            identify_unix_peer(conn, cache=ExeHashCache(), accepted_at=boot_ticks_now())
+    finally:
+        holder.communicate(b"")
+        conn.close()

@@ -159,8 +159,15 @@ async def test_each_process_is_seen_per_request_on_keep_alive(server: Path) -> N
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run, "root", _run, sys.executable, str(CLIENT), str(server), "3")
         nursery.start_soon(
-            run, "nobody", _run, sys.executable, str(CLIENT), str(server), "3",
-            "--drop-to", str(NOBODY),
+            run,
+            "nobody",
+            _run,
+            sys.executable,
+            str(CLIENT),
+            str(server),
+            "3",
+            "--drop-to",
+            str(NOBODY),
         )
         nursery.start_soon(run, "curl", curl_client)
 
@@ -267,3 +274,18 @@ async def test_loopback_tcp_callers_are_attested_per_connection() -> None:
 def test_loopback_listener_refuses_other_addresses(host: str) -> None:
     with pytest.raises(InsecurePath):
         create_loopback_listener(0, host=host)
+
+
+async def test_borrowed_connection_gets_403(server: Path) -> None:
+    """Review finding 3 end to end: python forks, the child connects and execs
+    ``sleep``, python speaks HTTP on its own copy; without the sole-holder check the
+    app would answer it as ``sleep``."""
+    borrower = str(Path(__file__).with_name("borrower.py"))
+    result = await trio.run_process(
+        [sys.executable, borrower, str(server), "/bin/sleep", "http"], capture_stdout=True
+    )
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith("ready ")
+    answer = json.loads(lines[1])
+    assert answer.startswith("HTTP/1.1 403"), answer
+    assert "caller_unidentified" in answer

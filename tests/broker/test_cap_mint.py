@@ -197,6 +197,7 @@ async def test_device_revoked(broker: RunningBroker, chain: Chain, operator: Ope
 async def test_binding_mismatch(broker: RunningBroker, chain: Chain, operator: Operator) -> None:
     device = await add_agent(chain, operator, "bot")
     other = agent_omni(operator.omni, "other")
+    await add_agent(chain, operator, "other")  # scope is only for registered agents
     await set_scope(chain, operator, other, ["openai"])
     j1 = await j1_for(broker, operator)
     response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=other,
@@ -237,6 +238,7 @@ async def test_service_not_in_scope(
 
 async def test_read_only_scope(broker: RunningBroker, chain: Chain, operator: Operator) -> None:
     agent = agent_omni(operator.omni, "bot")
+    await add_agent(chain, operator, "bot")  # scope is only for registered agents
     await set_scope(chain, operator, agent, ["openai"], read_only=True)
     j1 = await j1_for(broker, operator)
     # the master writes into the agent's vault: a read-only scope refuses it

@@ -10,6 +10,7 @@ from agentkeys.jwks import der_to_raw_rs
 from agentkeys.omni import agent_omni, service_hash
 from tests.broker._flow import bearer, j1_for
 from tests.broker.conftest import Chain, Device, Operator, RunningBroker, StartBroker
+from tests.broker.test_cap_mint import add_agent
 
 
 async def _signed_request(
@@ -44,6 +45,7 @@ async def test_relay_submits_a_verified_scope_change(
     broker: RunningBroker = await start_broker(chain=chain, relay_account=relay_wallet)
     j1 = await j1_for(broker, operator)
     agent = agent_omni(operator.omni, "bot")
+    await add_agent(chain, operator, "bot")  # scope is only for registered agents
     body = await _signed_request(chain, operator, agent, ["openai"])
     response = await broker.http.post("/v1/relay/scope", json=body, headers=bearer(j1))
     assert response.status_code == 200, response.text

@@ -11,9 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from eth_account.signers.local import LocalAccount
 
+from agentkeys.chain.challenge import NewAgent
+from agentkeys.chain.client import ChainClient, SignedMutation
 from agentkeys.chain.errors import ContractReverted
-from agentkeys.chain.signing import P256_N
+from agentkeys.chain.signing import P256_N, MasterAuthority, SoftwareK10Signer
+from agentkeys.omni import agent_omni
 from agentkeys.softauthn import SoftAssertion, SoftAuthenticator
 
 
@@ -23,6 +27,34 @@ def reverts(name: str) -> Iterator[None]:
     with pytest.raises(ContractReverted) as info:
         yield
     assert info.value.revert_error == name, info.value.reason
+
+
+async def register_agent(
+    client: ChainClient,
+    operator_omni: str,
+    label: str,
+    authority: MasterAuthority,
+    sender: LocalAccount,
+) -> tuple[str, SoftwareK10Signer]:
+    """Register an agent device for ``label`` (so the registry records the agent's operator).
+
+    Returns the agent omni and the agent device's K10.
+    """
+    mutation, k10 = await agent_device_mutation(client, operator_omni, label, authority)
+    await client.submit(mutation, sender)
+    return agent_omni(operator_omni, label), k10
+
+
+async def agent_device_mutation(
+    client: ChainClient, operator_omni: str, label: str, authority: MasterAuthority
+) -> tuple[SignedMutation, SoftwareK10Signer]:
+    """A signed add_agent_device for ``label`` with a fresh agent K10 (roles CAP_MINT)."""
+    k10 = SoftwareK10Signer.generate()
+    proof = await client.k10_binding_proof(k10, operator_omni, agent_omni(operator_omni, label))
+    mutation = await client.prepare_add_agent_device(
+        operator_omni, NewAgent(label, k10.public_point, roles=1), proof, authority
+    )
+    return mutation, k10
 
 
 class VariantPasskey:

@@ -7,7 +7,7 @@ from agentkeys.chain.events import DeviceKeyRotated, DeviceRegistered, DeviceRev
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.omni import agent_omni
 from tests.chain.conftest import Chain, Operator, register_operator
-from tests.chain.helpers import reverts
+from tests.chain.helpers import register_agent, reverts
 
 
 async def test_agent_device_is_bound_to_its_agent_omni(chain: Chain, operator: Operator) -> None:
@@ -66,6 +66,9 @@ async def test_agent_roles_and_label_are_checked(chain: Chain, operator: Operato
 
 
 async def test_rotate_k10_moves_the_entry(chain: Chain, operator: Operator) -> None:
+    agent, _ = await register_agent(
+        chain.client, operator.omni, "bot", operator.authority, operator.wallet
+    )
     new_k10 = SoftwareK10Signer.generate()
     old_hash = operator.k10.device_key_hash
     proof = await chain.client.k10_binding_proof(new_k10, operator.omni, operator.omni)
@@ -84,7 +87,6 @@ async def test_rotate_k10_moves_the_entry(chain: Chain, operator: Operator) -> N
     assert (new.k11_point, new.tier, new.sign_count) == (old.k11_point, 1, old.sign_count)
 
     # the old key no longer authorises; the new one (same passkey) does
-    agent = agent_omni(operator.omni, "bot")
     with reverts("DeviceNotAuthorised"):
         await chain.client.submit(
             await chain.client.prepare_set_scope(

@@ -17,7 +17,7 @@ from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer, encode_k
 from agentkeys.omni import actor_omni_for_wallet, agent_omni, service_hash
 from agentkeys.softauthn import FLAG_UP, SoftAuthenticator
 from tests.chain.conftest import ORIGIN, RP_ID, Chain, Operator, new_master, register_operator
-from tests.chain.helpers import VariantPasskey, reverts
+from tests.chain.helpers import VariantPasskey, register_agent, reverts
 
 K10_ARG, K11_ARG = 4, 5  # positions in set_scope_with_webauthn
 
@@ -40,6 +40,12 @@ async def _scope_mutation(
     )
 
 
+async def _agent(chain: Chain, op: Operator, label: str = "bot") -> str:
+    """Register an agent device for ``label``: scope is only for the operator's own agents."""
+    agent, _ = await register_agent(chain.client, op.omni, label, op.authority, op.wallet)
+    return agent
+
+
 def _with(mutation: SignedMutation, index: int, value: object) -> SignedMutation:
     args = list(mutation.args)
     args[index] = value
@@ -47,7 +53,7 @@ def _with(mutation: SignedMutation, index: int, value: object) -> SignedMutation
 
 
 async def test_k10_and_k11_valid_sets_scope(chain: Chain, operator: Operator) -> None:
-    agent = agent_omni(operator.omni, "bot")
+    agent = await _agent(chain, operator)
     nonce_before = await chain.client.operator_nonce(operator.omni)
     mutation = await _scope_mutation(chain, operator, services=("openai", "github"), read_only=True)
     receipt = await chain.client.submit(mutation, operator.wallet)
@@ -117,6 +123,7 @@ async def test_device_of_another_operator_reverts(chain: Chain, operator: Operat
 
 
 async def test_replay_reverts(chain: Chain, operator: Operator) -> None:
+    await _agent(chain, operator)
     mutation = await _scope_mutation(chain, operator)
     await chain.client.submit(mutation, operator.wallet)
     with reverts("K10SignatureInvalid"):
@@ -153,6 +160,7 @@ async def test_signature_for_other_parameters_reverts(
 
 
 async def test_sign_count_must_increase(chain: Chain, operator: Operator) -> None:
+    await _agent(chain, operator)
     await chain.client.submit(await _scope_mutation(chain, operator), operator.wallet)
     stored = operator.passkey.sign_count
     for count in (stored, stored - 1, 0):
@@ -172,6 +180,8 @@ async def test_sign_count_must_increase(chain: Chain, operator: Operator) -> Non
 
 async def test_counterless_passkey_zero_to_zero_is_accepted(chain: Chain) -> None:
     op = await register_operator(chain, chain.accounts[3], counting=False)
+    for label in ("one", "two", "three", "four"):
+        await _agent(chain, op, label)
     for label in ("one", "two"):
         await chain.client.submit(await _scope_mutation(chain, op, label=label), op.wallet)
     device = await chain.client.get_device(op.k10.device_key_hash)
@@ -216,6 +226,7 @@ async def test_faulty_assertions_revert(
 
 
 async def test_revoked_master_cannot_authorise(chain: Chain, operator: Operator) -> None:
+    await _agent(chain, operator)
     # a second master device, added by the first
     k10_2 = SoftwareK10Signer.generate()
     passkey_2 = SoftAuthenticator(rp_id=RP_ID, origin=ORIGIN)
@@ -276,7 +287,7 @@ async def test_front_runner_cannot_take_first_master_registration(chain: Chain) 
 
 async def test_relay_submits_operator_signed_scope_change(chain: Chain, operator: Operator) -> None:
     relay = chain.accounts[7]
-    agent = agent_omni(operator.omni, "bot")
+    agent = await _agent(chain, operator)
     mutation = await _scope_mutation(chain, operator)
     receipt = await chain.client.submit(mutation, relay)
     (event,) = chain.client.receipt_events(receipt)

@@ -18,6 +18,7 @@ from agentkeys.devstack import start_anvil
 from agentkeys.omni import actor_omni_for_wallet, agent_omni
 from agentkeys.softauthn import SoftAuthenticator
 from tests.chain.conftest import ORIGIN, RP_ID, Chain, Operator, new_master, register_operator
+from tests.chain.helpers import agent_device_mutation, register_agent
 
 HANG_GUARD = 60  # seconds; a guard against hanging, not a timing assertion
 
@@ -64,6 +65,9 @@ async def test_every_event_exactly_once_across_anvil_restart(tmp_path: Path) -> 
             )
             record(client, await client.submit(registration, wallet))
             op = Operator(wallet, actor_omni_for_wallet(wallet.address), k10, passkey)
+            for label in ("a", "b", "c", "d", "e"):  # scope is for the operator's own agents
+                agent_device, _ = await agent_device_mutation(client, op.omni, label, op.authority)
+                record(client, await client.submit(agent_device, wallet))
             for label in ("a", "b"):
                 mutation = await client.prepare_set_scope(
                     op.omni, agent_omni(op.omni, label), ["openai"], False, op.authority
@@ -77,7 +81,7 @@ async def test_every_event_exactly_once_across_anvil_restart(tmp_path: Path) -> 
         async with start_anvil(
             state_path=state, port=int(port.rsplit(":", 1)[1]), run_dir=tmp_path / "run2"
         ) as anvil:
-            assert await client.operator_nonce(op.omni) == 3  # state kept
+            assert await client.operator_nonce(op.omni) == 8  # state kept
             authority = MasterAuthority(k10.device_key_hash, k10, passkey)
             for label in ("c", "d"):
                 mutation = await client.prepare_set_scope(
@@ -106,7 +110,7 @@ async def test_every_event_exactly_once_across_anvil_restart(tmp_path: Path) -> 
 async def test_scope_revocation_reaches_subscriber(chain_default: Chain) -> None:
     chain = chain_default
     op = await register_operator(chain, chain.accounts[1])
-    agent = agent_omni(op.omni, "bot")
+    agent, _ = await register_agent(chain.client, op.omni, "bot", op.authority, op.wallet)
     watcher = ChainWatcher(
         chain.client.rpc,
         chain.deployment.addresses,
@@ -157,6 +161,8 @@ async def test_reorg_inside_confirmation_window_is_never_delivered(chain_default
     chain = chain_default
     rpc = chain.client.rpc
     op = await register_operator(chain, chain.accounts[1])
+    for label in ("orphan", "canonical"):
+        await register_agent(chain.client, op.omni, label, op.authority, op.wallet)
     watcher = ChainWatcher(
         rpc,
         chain.deployment.addresses,
@@ -184,6 +190,8 @@ async def test_reorg_below_delivered_events_is_detected(chain_default: Chain) ->
     chain = chain_default
     rpc = chain.client.rpc
     op = await register_operator(chain, chain.accounts[1])
+    for label in ("orphan", "replacement"):
+        await register_agent(chain.client, op.omni, label, op.authority, op.wallet)
     watcher = ChainWatcher(
         rpc, chain.deployment.addresses, start_block=await chain.client.block_number() + 1
     )

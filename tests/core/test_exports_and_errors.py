@@ -39,11 +39,11 @@ EXPORTS = {
         "verify_cap",
     },
     "agentkeys.pop": {
-        "DEFAULT_NONCE_CAPACITY", "DEFAULT_POP_MAX_SKEW", "DEFAULT_POP_WINDOW",
-        "POP_MINT_PREFIX", "POP_NONCE_LENGTH", "POP_WORKER_PREFIX", "MintPopClaims",
-        "NonceRegistry", "PopProof", "VerifiedMintPop", "VerifiedWorkerPop",
-        "WorkerPopClaims", "new_mint_pop_claims", "new_worker_pop_claims", "sign_pop",
-        "verify_mint_pop", "verify_worker_pop",
+        "DEFAULT_NONCE_CAPACITY", "DEFAULT_NONCE_PER_DEVICE", "DEFAULT_POP_MAX_SKEW",
+        "DEFAULT_POP_WINDOW", "POP_MINT_PREFIX", "POP_NONCE_LENGTH", "POP_WORKER_PREFIX",
+        "MintPopClaims", "NonceRegistry", "PopProof", "VerifiedMintPop", "VerifiedWorkerPop",
+        "WorkerPopClaims", "check_worker_pop", "consume_pop_nonce", "new_mint_pop_claims",
+        "new_worker_pop_claims", "sign_pop", "verify_mint_pop", "verify_worker_pop",
     },
     "agentkeys.jwks": {
         "MAX_JWKS_BYTES", "MAX_JWKS_KEYS", "P256_ORDER", "JsonWebKeySet", "b64url_decode",

@@ -312,3 +312,116 @@ def test_registry_invariants(operations: list[tuple[int, int, int]]) -> None:
 def test_arbitrary_header_values_only_raise_pop_invalid(value: str) -> None:
     with pytest.raises(PopInvalid):
         pop.PopProof.from_header_value(value)
+
+
+# -- check first, consume after the caller's checks; per-device bounds (review item 5) ---
+
+
+def _check_worker(claims: pop.WorkerPopClaims, signature: str, **overrides: Any) -> Any:
+    kwargs: dict[str, Any] = {
+        "public_key": K10.public_key(),
+        "expected_device_key_hash": DKH,
+        "now": TIMESTAMP,
+    }
+    kwargs.update(overrides)
+    return pop.check_worker_pop(claims, signature, **kwargs)
+
+
+def test_check_worker_pop_spends_nothing_and_consume_spends_once() -> None:
+    nonces = pop.NonceRegistry()
+    claims = _worker_claims()
+    verified = _check_worker(claims, WORKER["signature"])
+    again = _check_worker(claims, WORKER["signature"])  # checking twice is harmless
+    assert verified == again
+    assert len(nonces) == 0
+    assert verified.nonce_key == pop.POP_WORKER_PREFIX + bytes.fromhex(DKH) + claims.nonce
+    assert verified.expires_at == claims.timestamp + pop.DEFAULT_POP_WINDOW
+    pop.consume_pop_nonce(verified, nonces=nonces, now=TIMESTAMP)
+    assert nonces.owned(bytes.fromhex(DKH)) == 1
+    with pytest.raises(PopNonceReused):
+        pop.consume_pop_nonce(again, nonces=nonces, now=TIMESTAMP + 1)
+    # verify_worker_pop (check + consume in one) sees the same registry entry
+    with pytest.raises(PopNonceReused):
+        _verify_worker(claims, WORKER["signature"], nonces=nonces)
+    # after its window the proof is stale, whatever the registry holds
+    with pytest.raises(PopStale):
+        pop.consume_pop_nonce(verified, nonces=nonces, now=verified.expires_at + 1)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "error"),
+    [
+        ({"signature": MINT["signature"]}, PopSignatureInvalid),
+        ({"public_key": OTHER.public_key()}, PopKeyMismatch),
+        ({"now": TIMESTAMP + 61}, PopStale),
+        ({"now": TIMESTAMP - 6}, PopTimestampInFuture),
+    ],
+)
+def test_check_worker_pop_refuses_like_verify(
+    mutation: dict[str, Any], error: type[Exception]
+) -> None:
+    overrides = dict(mutation)
+    signature = overrides.pop("signature", WORKER["signature"])
+    with pytest.raises(error):
+        _check_worker(_worker_claims(), signature, **overrides)
+
+
+def test_one_device_cannot_fill_the_registry() -> None:
+    nonces = pop.NonceRegistry(capacity=10, per_owner_capacity=3)
+    greedy, other = b"\x01" * 32, b"\x02" * 32
+    for index in range(3):
+        nonces.consume(bytes([index]), expires_at=100, now=0, owner=greedy)
+    with pytest.raises(PopNonceRegistryFull, match="this device"):
+        nonces.consume(b"x", expires_at=100, now=1, owner=greedy)
+    assert nonces.owned(greedy) == 3
+    nonces.consume(b"y", expires_at=100, now=1, owner=other)  # everybody else still gets in
+    assert len(nonces) == 4
+    nonces.consume(b"x", expires_at=300, now=101, owner=greedy)  # its old entries expired
+    assert (nonces.owned(greedy), nonces.owned(other), len(nonces)) == (1, 0, 1)
+
+
+def test_worker_proofs_are_counted_against_their_device() -> None:
+    nonces = pop.NonceRegistry(per_owner_capacity=1)
+    _verify_worker(_worker_claims(), WORKER["signature"], nonces=nonces)
+    second = _worker_claims(nonce=bytes(16))
+    with pytest.raises(PopNonceRegistryFull):
+        _verify_worker(second, pop.sign_pop(second, K10), nonces=nonces)
+    assert nonces.per_owner_capacity == 1
+    with pytest.raises(PopInvalid):
+        pop.NonceRegistry(per_owner_capacity=0)
+
+
+def test_mint_api_is_unchanged_for_the_broker() -> None:
+    """The broker calls verify_mint_pop with a throw-away NonceRegistry(1) per request."""
+    verified = _verify_mint(_mint_claims(), MINT["signature"], nonces=pop.NonceRegistry(1))
+    assert verified == pop.VerifiedMintPop(claims=_mint_claims(), device_key_hash=DKH)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 7), st.integers(0, 2), st.integers(0, 30), st.integers(0, 5)),
+        max_size=60,
+    )
+)
+def test_registry_per_owner_invariants(operations: list[tuple[int, int, int, int]]) -> None:
+    """Per owner never more than its share live; fullness refused exactly when due."""
+    capacity, share = 5, 2
+    nonces = pop.NonceRegistry(capacity=capacity, per_owner_capacity=share)
+    live: dict[bytes, tuple[int, bytes]] = {}
+    now = 0
+    for key_index, owner_index, lifetime, step in operations:
+        now += step
+        key, owner = bytes([key_index]), bytes([owner_index])
+        live = {k: v for k, v in live.items() if v[0] >= now}
+        owned = sum(1 for _, o in live.values() if o == owner)
+        if key in live:
+            with pytest.raises(PopNonceReused):
+                nonces.consume(key, expires_at=now + lifetime, now=now, owner=owner)
+        elif owned >= share or len(live) >= capacity:
+            with pytest.raises(PopNonceRegistryFull):
+                nonces.consume(key, expires_at=now + lifetime, now=now, owner=owner)
+        else:
+            nonces.consume(key, expires_at=now + lifetime, now=now, owner=owner)
+            live[key] = (now + lifetime, owner)
+        assert nonces.owned(owner) == sum(1 for _, o in live.values() if o == owner)

@@ -38,7 +38,9 @@ def cap(op: CapOp = CapOp.FETCH, actor: str = OPERATOR, epoch: int = 3) -> CapPa
 
 
 def facts(**changes: object) -> ChainFacts:
-    base = ChainFacts(device=device(), scope=None, current_epoch=3, master_wallet=WALLET)
+    base = ChainFacts(
+        device=device(), scope=None, current_epoch=3, master_wallet=WALLET, agent_operator=OPERATOR
+    )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

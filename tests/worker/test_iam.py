@@ -16,6 +16,7 @@ from agentkeys.worker.iam import (
     dev_iam_config,
     render_all,
     render_policy,
+    seaweed_identity_policy,
 )
 
 VALUES = {
@@ -44,7 +45,7 @@ def test_bucket_policy_has_both_statement_families_and_the_variable_deny() -> No
         f"arn:aws:s3:::agentkeys-prod/bots/{actor}/*"
     ]
     deny = bucket["DenyUnresolvedVariable"]
-    assert (deny["Effect"], deny["Resource"]) == ("Deny", ["arn:aws:s3:::agentkeys-prod/*${*"])
+    assert (deny["Effect"], deny["Resource"]) == ("Deny", ["arn:aws:s3:::agentkeys-prod/*${$}{*"])
     # The actor role's identity policy carries exactly the same grants.
     role = by_sid(render_policy("actor-role-policy", VALUES))
     for sid in ("_v1_wallet_keyed_objects", "_v2_omni_keyed_objects", "_v1_wallet_keyed_list",
@@ -54,14 +55,17 @@ def test_bucket_policy_has_both_statement_families_and_the_variable_deny() -> No
 
 
 def test_trust_policy_requires_both_tags_non_empty() -> None:
-    (statement,) = render_policy("role-trust-policy", VALUES)["Statement"]
-    assert statement["Principal"] == {"Federated": VALUES["oidc_provider_arn"]}
-    assert set(statement["Action"]) == {"sts:AssumeRoleWithWebIdentity", "sts:TagSession"}
-    condition = statement["Condition"]
-    assert condition["StringEquals"] == {"broker.example.com:aud": "agentkeys-s3"}
+    both, actor_only = render_policy("role-trust-policy", VALUES)["Statement"]
+    for statement in (both, actor_only):
+        assert statement["Principal"] == {"Federated": VALUES["oidc_provider_arn"]}
+        assert set(statement["Action"]) == {"sts:AssumeRoleWithWebIdentity", "sts:TagSession"}
+        assert statement["Condition"]["StringEquals"] == {"broker.example.com:aud": "agentkeys-s3"}
+    condition = both["Condition"]
     tags = ("aws:RequestTag/agentkeys_actor_omni", "aws:RequestTag/agentkeys_user_wallet")
     assert all(condition["Null"][tag] == "false" for tag in tags)
     assert all(condition["StringLike"][tag].endswith("?*") for tag in tags)
+    # agents' sessions: the actor tag non-empty, the wallet tag absent (review item 7)
+    assert actor_only["Condition"]["Null"] == {tags[0]: "false", tags[1]: "true"}
 
 
 def test_worker_and_daemon_have_no_standing_s3_access() -> None:
@@ -89,11 +93,13 @@ def test_dev_iam_is_generated_from_the_same_documents() -> None:
     iam = dev_iam_config(bucket="agentkeys-test", issuer="http://127.0.0.1:1234")
     document = iam.to_json()
     (policy,) = document["policies"]
-    assert policy["document"] == render_policy("actor-role-policy", {"bucket": "agentkeys-test"})
+    assert policy["document"] == seaweed_identity_policy(
+        render_policy("actor-role-policy", {"bucket": "agentkeys-test"})
+    )
     (role,) = document["roles"]
-    (trust,) = role["trustPolicy"]["Statement"]
-    assert trust["Action"] == ["sts:AssumeRoleWithWebIdentity"]  # SeaweedFS refuses TagSession
-    assert "Condition" not in trust  # SeaweedFS denies any conditioned trust statement
+    for trust in role["trustPolicy"]["Statement"]:
+        assert trust["Action"] == ["sts:AssumeRoleWithWebIdentity"]  # SeaweedFS: no TagSession
+        assert "Condition" not in trust  # SeaweedFS denies any conditioned trust statement
     v1_only = dev_iam_config(bucket="agentkeys-test", issuer="http://127.0.0.1:1", stage="v1")
     sids = {s["Sid"] for s in v1_only.to_json()["policies"][0]["document"]["Statement"]}
     assert sids == {"_v1_wallet_keyed_objects", "_v1_wallet_keyed_list", "DenyUnresolvedVariable"}

@@ -141,5 +141,5 @@ async def test_sts_credentials_confine_a_bypassed_worker(stack: Stack) -> None:
 
     # Through the worker, alice's device cannot name bob as the actor either.
     crossed = await s.fetch(alice.master, actor_omni=bob.omni)
-    assert (crossed.status, crossed.body["error"]) == (403, "service_not_in_scope")
+    assert (crossed.status, crossed.body["error"]) == (403, "actor_not_agent_of_operator")
     assert "credential" not in crossed.body
