@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # passkey-page browser test.
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc chromium
 
-.PHONY: setup system-deps test lint typecheck pytest demo bench fuzz contracts clean
+.PHONY: setup system-deps test lint typecheck pytest demo bench fuzz soak contracts clean
 
 setup: system-deps $(BIN)/.installed node_modules/.installed
 
@@ -51,6 +51,12 @@ FUZZ_SECONDS ?= 60
 fuzz: setup
 	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS)
 	$(BIN)/pytest tests/fuzz --hypothesis-profile=fuzz -q
+
+# The daemon under 64 concurrent clients for SOAK_MINUTES, loopback only (JSON summary;
+# exit 1 on any failed request, memory growth or descriptor leak).
+SOAK_MINUTES ?= 10
+soak: setup
+	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES) --clients 64
 
 contracts: setup
 	$(BIN)/python contracts/build.py

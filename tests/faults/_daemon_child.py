@@ -1,0 +1,89 @@
+"""The daemon in its own process for the fault and soak tests.
+
+``python -m tests.faults._daemon_child '<json setup>'`` runs
+``agentkeys.daemon.run.run_daemon`` (software K10, the broker + worker credential source
+with the operator's J1 session, the chain watcher) with short upstream and heartbeat
+timeouts, so a fault shows within seconds; waits until ``/readyz`` answers 200, prints one
+JSON line with its addresses and serves until its stdin closes (then stops gracefully with
+SIGTERM to itself). Like ``bench._sidecar_child``, plus the timeouts a fault test needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from agentkeys.daemon.config import (
+    AuditSection,
+    BrokerSection,
+    ChainSection,
+    CredentialsSection,
+    DaemonConfig,
+    DeviceSection,
+    EnvSection,
+    IdentitySection,
+    ListenSection,
+    PolicySection,
+    UpstreamSection,
+)
+from agentkeys.daemon.run import run_daemon
+
+_READY_TIMEOUT = 60.0
+
+
+def _config(setup: dict[str, Any]) -> DaemonConfig:
+    return DaemonConfig(
+        listen=ListenSection(socket=Path(setup["socket"]), tcp_port=0, graceful_timeout=2.0),
+        policy=PolicySection(path=Path(setup["policy"])),
+        broker=BrokerSection(
+            url=setup["broker_url"],
+            session_file=Path(setup["session_file"]),
+            heartbeat_interval=1.0,
+            heartbeat_timeout=2.0,
+        ),
+        credentials=CredentialsSection(worker_url=setup["worker_url"]),
+        identity=IdentitySection(operator_omni=setup["operator"], actor_omni=setup["operator"]),
+        device=DeviceSection(backend="software", key_path=Path(setup["key_path"])),
+        chain=ChainSection(rpc_url=setup["rpc_url"], deployment=Path(setup["deployment"])),
+        audit=AuditSection(path=Path(setup["audit"])),
+        upstream=UpstreamSection(
+            connect_timeout=2.0,
+            read_timeout=float(setup.get("upstream_read_timeout", 3.0)),
+            write_timeout=5.0,
+        ),
+        env=EnvSection(write=False),
+    )
+
+
+async def _wait_ready(socket_path: str) -> None:
+    transport = httpx.AsyncHTTPTransport(uds=socket_path)
+    async with httpx.AsyncClient(transport=transport, base_url="http://daemon") as client:
+        with trio.fail_after(_READY_TIMEOUT):
+            # readiness is only observable over HTTP: poll it
+            while (await client.get("/readyz")).status_code != 200:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+
+
+async def _serve(setup: dict[str, Any]) -> None:
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(run_daemon, _config(setup))
+        await _wait_ready(address.socket_path)
+        print(json.dumps({"socket": address.socket_path, "tcp_url": address.tcp_url}), flush=True)
+        await trio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # run_daemon stops gracefully on SIGTERM
+
+
+def main() -> None:
+    """Entry point: ``argv[1]`` is the JSON setup written by ``tests.faults._stack``."""
+    trio.run(_serve, json.loads(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()
