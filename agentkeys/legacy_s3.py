@@ -5,7 +5,9 @@ until the default flips (section 9 steps 12-13); it is also what produced the "e
 data the migration reads. The client itself:
 
 * gets S3 credentials from a web-identity token: the broker's ``POST /v1/mint-oidc-jwt``
-  (J1 session) exchanged at STS ``AssumeRoleWithWebIdentity`` (:class:`BrokerOidcCredentials`);
+  (J1 session; once the operator has a master on chain, also a fresh assertion by that
+  master's passkey over ``/v1/mint-oidc-jwt/challenge``) exchanged at STS
+  ``AssumeRoleWithWebIdentity`` (:class:`BrokerOidcCredentials`);
   the token carries both tags, so the bucket policy's ``_v1_wallet_keyed`` statements
   admit the wallet prefix and ``_v2_omni_keyed`` the actor prefix;
 * gets the v1 KEK of (master wallet, service) from the signer;
@@ -24,15 +26,16 @@ import hmac
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import trio
 
 from agentkeys.envelope import EnvelopeVersion, open_envelope, parse_header, seal_v1, seal_v2_legacy
-from agentkeys.errors import AgentkeysError, EnvelopeError
+from agentkeys.errors import AgentkeysError, EnvelopeError, FormatError
+from agentkeys.jwks import b64url_decode
 from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
 from agentkeys.signer import StsCredentials
 from agentkeys.worker._s3 import ObjectStore
@@ -42,6 +45,7 @@ from agentkeys.worker.layout import service_of_key, v1_key, v1_prefix, v2_key, v
 
 __all__ = [
     "DEPRECATION_MESSAGE",
+    "Assert",
     "BrokerOidcCredentials",
     "CredentialSource",
     "EnvelopeChoice",
@@ -102,37 +106,82 @@ class WebIdentityExchange(Protocol):
         ...
 
 
+Assert = Callable[[bytes], Awaitable[Mapping[str, Any]]]
+"""A passkey: AuthenticationResponseJSON over a raw WebAuthn challenge."""
+
+
 class BrokerOidcCredentials:
     """The v1 path: broker ``/v1/mint-oidc-jwt`` (J1 session) → STS web-identity exchange.
+
+    Once the operator has a master device on chain the broker also wants a fresh assertion
+    by that device's passkey (docs/broker.md, "OIDC issuer"): give ``device_key_hash`` and
+    ``assert_`` (the master's passkey); without them only operators with no master yet (v1
+    data, before the upgrade) get a token.
 
     Args:
         broker: client whose ``base_url`` is the broker (caller owns it).
         session_token: the J1 session (sent as ``Authorization: Bearer``; never logged).
         sts: the STS exchanger.
+        device_key_hash: the master device whose passkey asserts.
+        assert_: that passkey.
     """
 
     def __init__(
-        self, broker: httpx.AsyncClient, session_token: str, sts: WebIdentityExchange
+        self,
+        broker: httpx.AsyncClient,
+        session_token: str,
+        sts: WebIdentityExchange,
+        *,
+        device_key_hash: str | None = None,
+        assert_: Assert | None = None,
     ) -> None:
         self._broker = broker
         self._session = session_token
         self._sts = sts
+        self._device = device_key_hash
+        self._assert = assert_
 
-    async def credentials(self) -> AwsCredentials:
+    async def _post(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         try:
             response = await self._broker.post(
-                "/v1/mint-oidc-jwt", headers={"authorization": f"Bearer {self._session}"}
+                path, headers={"authorization": f"Bearer {self._session}"},
+                json=dict(body) if body is not None else None,
             )
         except httpx.HTTPError as exc:
             raise LegacyTokenRefused(f"broker unreachable ({type(exc).__name__})") from None
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
-            body = None
-        if response.status_code != 200 or not isinstance(body, dict):
-            code = body.get("error") if isinstance(body, dict) else None
+            answer = None
+        if response.status_code != 200 or not isinstance(answer, dict):
+            code = answer.get("error") if isinstance(answer, dict) else None
             detail = code if isinstance(code, str) else f"HTTP {response.status_code}"
-            raise LegacyTokenRefused(f"broker refused /v1/mint-oidc-jwt ({detail[:64]})")
+            raise LegacyTokenRefused(f"broker refused {path} ({detail[:64]})")
+        return answer
+
+    async def _k11(self) -> dict[str, Any] | None:
+        """The assertion body, when a passkey was given and the broker needs one."""
+        if self._assert is None or self._device is None:
+            return None
+        start = await self._post("/v1/mint-oidc-jwt/challenge")
+        if start.get("required") is not True:
+            return None
+        options = start.get("webauthn")
+        text = options.get("challenge") if isinstance(options, dict) else None
+        if not isinstance(text, str):
+            raise LegacyTokenRefused("broker answered the OIDC challenge without a challenge")
+        try:
+            challenge = b64url_decode(text)
+        except FormatError:
+            raise LegacyTokenRefused("broker's OIDC challenge is not base64url") from None
+        return {
+            "challenge_id": start.get("challenge_id"),
+            "device_key_hash": self._device,
+            "assertion": dict(await self._assert(challenge)),
+        }
+
+    async def credentials(self) -> AwsCredentials:
+        body = await self._post("/v1/mint-oidc-jwt", await self._k11())
         token = body.get("token")
         if not isinstance(token, str) or not token:
             raise LegacyTokenRefused("broker answered /v1/mint-oidc-jwt without a token")

@@ -61,13 +61,15 @@ from agentkeys.service import (
     mtls_client,
     serve_http,
 )
-from agentkeys.signer import KeyStore, Sealer, SignerService, StsExchanger
+from agentkeys.signer import KeyStore, Sealer, SignerService, SiwePin, StsExchanger
 from agentkeys.signer import OidcSettings as SignerOidcSettings
 from agentkeys.smtp_sink import SmtpSink
 from attest.seal import SoftwareSealer
 from tests.service.conftest import Pki, make_pki
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
+SIWE_PIN = SiwePin(domain="app.example", uri="https://app.example/login", chain_id=1)
+"""The SIWE relying party test signers sign for (tests/signer/test_signer.py uses it)."""
 RP_ID = "agentkeys.localhost"
 ORIGIN = "https://agentkeys.localhost"
 NO_CONTRACT = "0x" + "11" * 20  # a broker without a chain: addresses nothing answers at
@@ -157,6 +159,7 @@ async def start_signer(
     role_arn: str = "arn:aws:iam::role/none",
     issuer: str = "http://127.0.0.1:9/issuer",
     audience: str = "agentkeys-s3",
+    siwe: SiwePin | None = SIWE_PIN,
 ) -> RunningSigner:
     """The signer in ``nursery`` on a real mTLS socket (stopped with the nursery)."""
     keys = await KeyStore.open(state_dir, sealer)
@@ -173,6 +176,7 @@ async def start_signer(
         oidc=SignerOidcSettings(issuer=issuer, audience=audience),
         audit=audit,
         epoch_poll_interval=epoch_poll_interval,
+        siwe=siwe,
     )
     bound: BoundAddress = await nursery.start(service.serve)
     return RunningSigner(service, bound, audit, state_dir, sealer)

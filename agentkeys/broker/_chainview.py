@@ -1,14 +1,15 @@
 """The broker's view of the chain: typed reads, cached, invalidated by the chain watcher.
 
 SPEC sections 5, 6 and 9 (step 2). The broker reads a device entry, a scope entry and the
-current K3 epoch for every cap mint, and, when the actor is not the operator, the operator the
-registry records for the actor as an agent (``agent_operator``). Reads are cached, and the
-cache is trusted only while the watcher has processed every block up to the chain's head: a
-mint first asks the node for its head (one cheap call) and, if the watcher lags behind it,
-reads around the cache. Events (device registered / revoked / rotated, scope set / revoked,
-epoch advanced) drop the affected entries as soon as the watcher sees them, so a revocation
-takes effect at the next mint, without waiting for any TTL. An agent's operator is set once
-on chain and never changes (and it can only ever be the operator the agent omni was hashed
+current K3 epoch for every cap mint (an operator's master wallet at sign-in and OIDC
+minting, uncached), and, when the actor is not the operator, the operator the registry
+records for the actor as an agent (``agent_operator``). Reads are cached, and the cache is
+trusted only while the watcher has processed every block up to the chain's head: a mint
+first asks the node for its head (one cheap call) and, if the watcher lags behind it, reads
+around the cache. Events (device registered / revoked / rotated, scope set / revoked, epoch
+advanced) drop the affected entries as soon as the watcher sees them, so a revocation takes
+effect at the next mint, without waiting for any TTL. An agent's operator is set once on
+chain and never changes (and it can only ever be the operator the agent omni was hashed
 from, even across a reorg), so a recorded operator is cached for good and an absent one is
 never cached.
 
@@ -58,6 +59,8 @@ class ChainReader(Protocol):
     ) -> ScopeEntry | None: ...
 
     async def agent_operator(self, agent_omni: str | bytes) -> str | None: ...
+
+    async def master_wallet(self, operator_omni: str | bytes) -> str | None: ...
 
     async def current_epoch(self) -> int: ...
 
@@ -172,6 +175,17 @@ class CachedChainView:
                 self._agent_operators.clear()
             self._agent_operators[agent_omni] = value
         return value
+
+    async def master_wallet(self, operator_omni: str) -> str | None:
+        """The operator's master wallet on chain (lowercase ``0x`` hex), ``None`` before its
+        first master registered. Never cached: it decides whether sign-in must prove the
+        chain-registered passkey, and a registration must take effect at once.
+
+        Raises:
+            ChainUnavailable: the chain cannot be read.
+        """
+        with _chain_errors():
+            return await self._reader.master_wallet(operator_omni)
 
     async def epoch(self) -> int:
         """The chain's current K3 epoch.

@@ -10,6 +10,16 @@ purpose and a server nonce. Sign counts follow WebAuthn: if the stored and the n
 both 0 accept, otherwise the new count must be greater (checked here, not by py_webauthn, so
 the failure has its own reason).
 
+Enrolling a further passkey for an identity that already has one needs an assertion by one
+of the identity's enrolled passkeys (the *approval*) over::
+
+    sha256("agentkeys.broker.enroll-approve.v1" ‖ 0x00 ‖ enrollment challenge (32 bytes)
+           ‖ sha256(new credential id))
+
+which binds the approval to this enrollment (hence to the new K10, which the enrollment
+challenge commits to) and to the very credential being added; the client computes it after
+``navigator.credentials.create`` returned the new credential id.
+
 py_webauthn's exceptions are translated at this boundary.
 """
 
@@ -21,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import cbor2
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -48,14 +59,18 @@ from agentkeys.jwks import b64url_decode, es256_verify
 from agentkeys.omni import p256_public_key_from_point
 
 __all__ = [
+    "ENROLL_APPROVE_TAG",
     "ENROLL_TAG",
+    "OIDC_ASSERT_TAG",
     "SIWE_ASSERT_TAG",
     "VerifiedAssertion",
     "VerifiedEnrollment",
     "assertion_challenge",
     "assertion_options",
     "check_sign_count",
+    "cose_es256_key",
     "credential_id_of",
+    "enrollment_approval_challenge",
     "enrollment_challenge",
     "registration_options",
     "verify_assertion",
@@ -64,11 +79,25 @@ __all__ = [
 
 ENROLL_TAG = b"agentkeys.broker.enroll.v1"
 SIWE_ASSERT_TAG = b"agentkeys.broker.siwe.v1"
+ENROLL_APPROVE_TAG = b"agentkeys.broker.enroll-approve.v1"
+OIDC_ASSERT_TAG = b"agentkeys.broker.oidc.v1"
 
 
 def enrollment_challenge(k10_point: bytes, random: bytes) -> bytes:
     """The registration challenge committing to the K10 point (see the module docstring)."""
     return hashlib.sha256(ENROLL_TAG + b"\x00" + k10_point + random).digest()
+
+
+def enrollment_approval_challenge(enroll_challenge: bytes, credential_id: bytes) -> bytes:
+    """The challenge an enrolled passkey asserts over to approve adding ``credential_id``."""
+    return hashlib.sha256(
+        ENROLL_APPROVE_TAG + b"\x00" + enroll_challenge + hashlib.sha256(credential_id).digest()
+    ).digest()
+
+
+def cose_es256_key(point: bytes) -> bytes:
+    """The COSE_Key (EC2, P-256, ES256) of a 64-byte X ‖ Y point, as py_webauthn takes it."""
+    return bytes(cbor2.dumps({1: 2, 3: -7, -1: 1, -2: point[:32], -3: point[32:]}))
 
 
 def assertion_challenge(tag: bytes, nonce: str) -> bytes:

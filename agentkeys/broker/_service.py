@@ -23,6 +23,7 @@ cap_teardown                POST    /v1/cap/cred-teardown                      J
 cap_jwks                    GET     /v1/cap/jwks.json                          -
 oidc_configuration          GET     /.well-known/openid-configuration          -
 oidc_jwks                   GET     /.well-known/jwks.json                     -
+mint_oidc_challenge         POST    /v1/mint-oidc-jwt/challenge                J1
 mint_oidc_jwt               POST    /v1/mint-oidc-jwt                          J1
 relay_scope                 POST    /v1/relay/scope                            J1
 relay_first_master          POST    /v1/relay/first-master                     J1
@@ -66,6 +67,9 @@ from agentkeys.broker.errors import (
     EmailTokenInvalid,
     EpochMismatch,
     OperatorMismatch,
+    PasskeyApprovalRequired,
+    PasskeyAssertionRequired,
+    PasskeyNotChainMaster,
     PasskeyNotEnrolled,
     PasskeyRegistrationRejected,
     PasskeySignCountReplayed,
@@ -78,6 +82,7 @@ from agentkeys.broker.errors import (
 )
 from agentkeys.cap import CapOp, new_cap_payload, sign_cap
 from agentkeys.chain import challenge as ch
+from agentkeys.chain.client import DeviceEntry, Tier
 from agentkeys.errors import (
     AgentkeysError,
     FormatError,
@@ -142,6 +147,7 @@ SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = {
     "cap_jwks": PUBLIC_ROUTE,
     "oidc_configuration": PUBLIC_ROUTE,
     "oidc_jwks": PUBLIC_ROUTE,
+    "mint_oidc_challenge": (J1,),
     "mint_oidc_jwt": (J1,),
     "relay_scope": (J1,),
     "relay_first_master": (J1,),
@@ -151,6 +157,7 @@ SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = {
 
 _ENROLL = "enroll"
 _SIWE = "siwe"
+_OIDC = "oidc"
 
 
 _Handler = Callable[[Call, "Session | None"], Awaitable[JsonObject | Reply]]
@@ -203,6 +210,14 @@ class RegisterVerifyRequest:
     challenge_id: str
     credential: dict[str, object]
     k10_signature: str
+    approval: dict[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class MintOidcRequest:
+    challenge_id: str | None = None
+    device_key_hash: str | None = None
+    assertion: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -319,6 +334,7 @@ _REQUESTS: Mapping[str, type[Any]] = {
     "cap_teardown": CapMintRequest,
     "relay_scope": RelayScopeRequest,
     "relay_first_master": RelayFirstMasterRequest,
+    "mint_oidc_jwt": MintOidcRequest,
 }
 
 
@@ -435,6 +451,8 @@ class BrokerService:
             ("oidc_configuration", "GET", "/.well-known/openid-configuration",
                   self._oidc_configuration),
             ("oidc_jwks", "GET", "/.well-known/jwks.json", self._oidc_jwks),
+            ("mint_oidc_challenge", "POST", "/v1/mint-oidc-jwt/challenge",
+                  self._mint_oidc_challenge),
             ("mint_oidc_jwt", "POST", "/v1/mint-oidc-jwt", self._mint_oidc_jwt),
             ("relay_scope", "POST", "/v1/relay/scope", self._relay_scope),
             ("relay_first_master", "POST", "/v1/relay/first-master", self._relay_first_master),
@@ -617,7 +635,17 @@ class BrokerService:
             exclude=[c.credential_id for c in existing],
             timeout_ms=self._site.challenge_lifetime * 1000,
         )
-        return {"challenge_id": challenge_id, "options": options}
+        # a further passkey needs an enrolled one's assertion (see _passkey's docstring)
+        approval: JsonObject | None = None
+        if existing:
+            approval = {
+                "challenge": "sha256(agentkeys.broker.enroll-approve.v1 || 0x00 || "
+                "enrollment challenge || sha256(new credential id))",
+                "allow_credentials": [b64url_encode(c.credential_id) for c in existing],
+                "rp_id": self._site.rp_id,
+                "user_verification": "required",
+            }
+        return {"challenge_id": challenge_id, "options": options, "approval": approval}
 
     async def _register_verify(self, call: Call, session: Session | None) -> JsonObject:
         s = self._need(session)
@@ -639,6 +667,13 @@ class BrokerService:
         existing = await self.store.credentials_of(s.subject)
         if any(c.credential_id == verified.credential_id for c in existing):
             raise PasskeyRegistrationRejected("this passkey is already enrolled")
+        if existing:
+            await self._check_enroll_approval(
+                existing, req.approval,
+                pk.enrollment_approval_challenge(
+                    bytes.fromhex(payload["challenge"]), verified.credential_id
+                ),
+            )
         await self.store.add_credential(
             PasskeyCredential(
                 identity_omni=s.subject,
@@ -657,6 +692,40 @@ class BrokerService:
             "device_key_hash": dkh,
             "sign_count": verified.sign_count,
         }
+
+    async def _check_enroll_approval(
+        self,
+        existing: list[PasskeyCredential],
+        approval: Mapping[str, Any] | None,
+        challenge: bytes,
+    ) -> None:
+        """An identity with a passkey adds another only with that passkey's assertion over
+        ``challenge`` (which binds the enrollment, hence the new K10, and the new credential).
+
+        Without it the J0 alone (control of the mailbox) could enroll a passkey of its own and
+        sign in as the identity's wallet.
+
+        Raises:
+            PasskeyApprovalRequired: no approval, or not by an enrolled passkey.
+            PasskeyAssertionRejected, PasskeySignCountReplayed: the approval does not verify.
+        """
+        if approval is None:
+            raise PasskeyApprovalRequired(
+                "this identity already has a passkey: approve the new one with it"
+            )
+        wanted = pk.credential_id_of(approval)
+        credential = next((c for c in existing if c.credential_id == wanted), None)
+        if credential is None:
+            raise PasskeyApprovalRequired("the approval is not by a passkey of this identity")
+        verified = pk.verify_assertion(
+            approval, challenge=challenge, public_key=credential.public_key,
+            stored_sign_count=credential.sign_count, rp_id=self._site.rp_id,
+            origin=self._site.origin,
+        )
+        if not await self.store.update_sign_count(
+            credential.credential_id, old=credential.sign_count, new=verified.new_sign_count
+        ):
+            raise PasskeySignCountReplayed("a concurrent assertion used this sign count")
 
     # -- stage 3: SIWE → J1 ----------
 
@@ -714,7 +783,7 @@ class BrokerService:
 
     async def _check_passkey(
         self, session: Session, assertion: Mapping[str, Any], nonce: str
-    ) -> None:
+    ) -> PasskeyCredential:
         credentials = {c.credential_id: c for c in await self.store.credentials_of(session.subject)}
         credential = credentials.get(pk.credential_id_of(assertion))
         if credential is None:
@@ -731,6 +800,34 @@ class BrokerService:
             credential.credential_id, old=credential.sign_count, new=verified.new_sign_count
         ):
             raise PasskeySignCountReplayed("a concurrent assertion used this sign count")
+        return credential
+
+    async def _chain_master_device(
+        self, operator: str, device_key_hash: str, credential_id: bytes,
+        k11_point: bytes | None = None,
+    ) -> DeviceEntry:
+        """The operator's live master device ``device_key_hash`` whose registered passkey is
+        ``credential_id`` (and, when given, ``k11_point``) for this broker's rpId.
+
+        Raises:
+            PasskeyNotChainMaster: no such device, or another passkey / operator / rpId.
+            ChainUnavailable: the chain cannot be read.
+        """
+        device = await self.chain.device(device_key_hash)
+        if (
+            device is None
+            or device.revoked
+            or device.tier != Tier.MASTER
+            or device.operator_omni != operator
+            or device.k11_credential_id_hash != hashlib.sha256(credential_id).hexdigest()
+            or (k11_point is not None and device.k11_point != k11_point)
+            or device.rp_id_hash != hashlib.sha256(self._site.rp_id.encode()).hexdigest()
+        ):
+            raise PasskeyNotChainMaster(
+                "this operator has a master on chain, and this passkey is not the one "
+                "registered for a live master device of it"
+            )
+        return device
 
     async def _take_siwe_nonce(self, session: Session, challenge_id: str) -> str:
         payload = await self.store.take_challenge(
@@ -779,8 +876,15 @@ class BrokerService:
             raise RelayDisabled("this broker has no signer for email wallets")
         req = call.decode(SiweK4Request)
         nonce = await self._take_siwe_nonce(s, req.challenge_id)
-        await self._check_passkey(s, req.assertion, nonce)
+        credential = await self._check_passkey(s, req.assertion, nonce)
         wallet = await self._k4.k4_address(s.subject)
+        # SPEC section 6: K4 signs for an operator with a master only with that master's K11
+        operator = actor_omni_for_wallet(wallet)
+        if await self.chain.master_wallet(operator) is not None:
+            await self._chain_master_device(
+                operator, device_key_hash_from_point(credential.k10_point),
+                credential.credential_id, _cose_point(credential.public_key),
+            )
         now = self._now()
         message = self.siwe_message(
             wallet=wallet, nonce=nonce, now=now, expires_at=now + self._site.challenge_lifetime
@@ -924,6 +1028,60 @@ class BrokerService:
         keys += [k for k in self._extra_cache if k.get("kid") not in known]
         return {"keys": keys}
 
+    async def _mint_oidc_challenge(self, call: Call, session: Session | None) -> JsonObject:
+        """A single-use nonce for the K11 assertion ``/v1/mint-oidc-jwt`` needs once the
+        operator has a master on chain (``required`` says whether it does now)."""
+        s = self._need(session)
+        nonce = secrets.token_hex(16)
+        challenge_id = secrets.token_urlsafe(16)
+        expires_at = self._now() + self._site.challenge_lifetime
+        await self.store.add_challenge(
+            challenge_id=challenge_id, purpose=_OIDC, session_jti=s.jti,
+            payload={"nonce": nonce}, expires_at=expires_at,
+        )
+        required = await self.chain.master_wallet(normalize_hex32(s.subject)) is not None
+        return {
+            "challenge_id": challenge_id,
+            "required": required,
+            "expires_at": expires_at,
+            "webauthn": pk.assertion_options(
+                rp_id=self._site.rp_id,
+                challenge=pk.assertion_challenge(pk.OIDC_ASSERT_TAG, nonce),
+                allow=[],
+                timeout_ms=self._site.challenge_lifetime * 1000,
+            ),
+        }
+
+    async def _oidc_k11(self, call: Call, session: Session) -> None:
+        """A fresh assertion by the chain-registered passkey of a live master of the session's
+        operator, over the nonce of ``/v1/mint-oidc-jwt/challenge`` (verified against the K11
+        public key and sign count on chain)."""
+        req = call.decode(MintOidcRequest) if call.body.strip() else MintOidcRequest()
+        if req.challenge_id is None or req.device_key_hash is None or req.assertion is None:
+            raise PasskeyAssertionRequired(
+                "this operator has a master on chain: send challenge_id, device_key_hash and "
+                "an assertion by that master's passkey"
+            )
+        dkh = normalize_hex32(req.device_key_hash)
+        call.audit["device_key_hash"] = dkh
+        payload = await self.store.take_challenge(
+            challenge_id=req.challenge_id, purpose=_OIDC, session_jti=session.jti,
+            now=self._now(),
+        )
+        if payload is None:
+            raise ChallengeUnknown("no such OIDC challenge for this session")
+        device = await self._chain_master_device(
+            session.subject, dkh, pk.credential_id_of(req.assertion)
+        )
+        pk.verify_assertion(
+            req.assertion,
+            challenge=pk.assertion_challenge(pk.OIDC_ASSERT_TAG, payload["nonce"]),
+            public_key=pk.cose_es256_key(device.k11_point),
+            stored_sign_count=device.sign_count,
+            rp_id=self._site.rp_id,
+            origin=self._site.origin,
+        )
+
     async def _mint_oidc_jwt(self, call: Call, session: Session | None) -> JsonObject:
         s = self._need(session)
         now = self._now()
@@ -935,8 +1093,10 @@ class BrokerService:
             wallet=s.wallet,
             now=now,
             lifetime=self._oidc.token_lifetime,
-        )
+        )  # first: it refuses non-canonical tags before anything is read
         call.audit["actor"] = s.subject
+        if await self.chain.master_wallet(s.subject) is not None:
+            await self._oidc_k11(call, s)
         return {"token": token, "expires_at": now + self._oidc.token_lifetime}
 
     # -- relay ----------

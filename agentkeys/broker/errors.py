@@ -73,8 +73,11 @@ __all__ = [
     "MasterOnly",
     "OidcRefused",
     "OperatorMismatch",
+    "PasskeyApprovalRequired",
     "PasskeyAssertionRejected",
+    "PasskeyAssertionRequired",
     "PasskeyError",
+    "PasskeyNotChainMaster",
     "PasskeyNotEnrolled",
     "PasskeyRegistrationRejected",
     "PasskeySignCountReplayed",
@@ -226,6 +229,29 @@ class PasskeyNotEnrolled(PasskeyError):
     """The identity has no enrolled passkey (or not this credential)."""
 
     error: ClassVar[str] = "passkey_not_enrolled"
+    status: ClassVar[int] = 403
+
+
+class PasskeyApprovalRequired(PasskeyError):
+    """The identity already has a passkey: a new one needs that passkey's approval, and the
+    approval given is missing or not by one of them."""
+
+    error: ClassVar[str] = "passkey_approval_required"
+    status: ClassVar[int] = 403
+
+
+class PasskeyAssertionRequired(PasskeyError):
+    """The request needs a fresh passkey assertion (the operator has a master on chain)."""
+
+    error: ClassVar[str] = "passkey_assertion_required"
+    status: ClassVar[int] = 401
+
+
+class PasskeyNotChainMaster(PasskeyError):
+    """The operator has a master on chain, and this passkey is not the one registered there
+    for a live master device of that operator."""
+
+    error: ClassVar[str] = "passkey_not_chain_master"
     status: ClassVar[int] = 403
 
 

@@ -39,6 +39,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
 from agentkeys._files import write_private
+from agentkeys.broker._passkey import enrollment_approval_challenge
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, Receipt
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.signing import k10_digest
@@ -185,6 +186,7 @@ class BrokerSignIn:
         j0: str,
         device_key: DeviceKey,
         create: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]],
+        approve: Callable[[bytes, list[bytes]], Awaitable[Mapping[str, Any]]] | None = None,
     ) -> dict[str, Any]:
         """Stage 2: enroll a passkey bound to K10.
 
@@ -193,6 +195,13 @@ class BrokerSignIn:
             device_key: K10; signs sha256 of the challenge (the broker checks ES256 over it).
             create: runs ``navigator.credentials.create`` (or the development authenticator)
                 with the broker's creation options; returns the RegistrationResponseJSON.
+            approve: an already enrolled passkey of the identity: AuthenticationResponseJSON
+                over a raw challenge by one of the listed credential ids; the broker requires
+                it for any passkey after the first (docs/broker.md, stage 2).
+
+        Raises:
+            BrokerRefused: e.g. ``passkey_approval_required`` when the identity already has a
+                passkey and ``approve`` is missing or not one of them.
         """
         point = DeviceK10Signer(device_key).public_point
         _, options = await self._post(
@@ -204,15 +213,20 @@ class BrokerSignIn:
         challenge = _b64d(creation.get("challenge"))
         credential = await create(creation)
         proof = await device_key.sign(hashlib.sha256(challenge).digest())
-        _, doc = await self._post(
-            "/v1/auth/passkey/register/verify",
-            {
-                "challenge_id": options.get("challenge_id"),
-                "credential": dict(credential),
-                "k10_signature": b64url_encode(proof),
-            },
-            session=j0,
-        )
+        body: dict[str, Any] = {
+            "challenge_id": options.get("challenge_id"),
+            "credential": dict(credential),
+            "k10_signature": b64url_encode(proof),
+        }
+        approval = options.get("approval")
+        if isinstance(approval, dict) and approve is not None:
+            allowed = approval.get("allow_credentials")
+            allow = [_b64d(c) for c in allowed] if isinstance(allowed, list) else []
+            new_id = _b64d(credential.get("rawId", credential.get("id")))
+            body["approval"] = dict(
+                await approve(enrollment_approval_challenge(challenge, new_id), allow)
+            )
+        _, doc = await self._post("/v1/auth/passkey/register/verify", body, session=j0)
         return doc
 
     async def siwe(

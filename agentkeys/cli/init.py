@@ -237,6 +237,35 @@ class _Passkey:
         )
         return result.credential
 
+    async def approve(self, challenge: bytes, allow: list[bytes]) -> Mapping[str, Any]:
+        """The identity's already enrolled passkey approves the one being enrolled (the
+        broker's rule for every passkey after the first): an assertion over ``challenge``.
+
+        The page asks for the first of ``allow``; the development authenticator signs with
+        its key file under that credential id (the file is the enrolled passkey's key when
+        this home enrolled it before, e.g. a v1 sign-in).
+        """
+        if not allow:
+            raise Rejected("the broker lists no enrolled passkey to approve with")
+        if self.soft is not None:
+            own = self.soft.credential_id
+            self.soft.credential_id = allow[0]
+            try:
+                return self.soft.get(challenge).to_json()
+            finally:
+                self.soft.credential_id = own
+        ceremony = assertion_ceremony(
+            challenge=challenge,
+            rp_id=RP_ID,
+            credential_id=allow[0],
+            purpose="Approve the new agentkeys passkey with the passkey you already use.",
+            timeout_ms=int(self.args.passkey_timeout * 1000),
+        )
+        result = await run_page(
+            ceremony, open_url=self.opener, expires_in=self.args.passkey_timeout, port=self.port
+        )
+        return result.credential
+
     def authenticator(self) -> PasskeyAuthenticator:
         """For the chain's registration assertion."""
         if self.soft is not None:
@@ -366,7 +395,9 @@ async def _email_operator(
     async with httpx.AsyncClient(base_url=args.broker_url, trust_env=False, timeout=30) as http:
         signin = BrokerSignIn(http)
         j0 = await _email_stage(args, signin, address)
-        await signin.enroll(j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"]))))
+        await signin.enroll(
+            j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"]))), passkey.approve
+        )
         answer = await signin.siwe_k4(
             j0, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
         )
@@ -407,7 +438,8 @@ def _init(args: argparse.Namespace) -> int:
                     signin = BrokerSignIn(http)
                     j0 = await _email_stage(args, signin, args.email)
                     await signin.enroll(
-                        j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"])))
+                        j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"]))),
+                        passkey.approve,
                     )
                     answer = await signin.siwe(
                         j0, wallet, lambda o: passkey.get(b64url_decode(str(o["challenge"])))

@@ -6,7 +6,9 @@ Two backends (``--credential-backend``):
   (:class:`agentkeys.legacy_s3.LegacyS3Backend`): S3 credentials from the broker's
   ``/v1/mint-oidc-jwt`` exchanged at STS (:class:`BrokerOidcCredentials`), v1 KEKs from the
   signer, envelopes written as ``--envelope-version v1`` (0x01 at ``bots/<wallet>/…``) or
-  ``v2`` (0x02 at ``bots/<actor_omni>/…``). It prints a deprecation warning.
+  ``v2`` (0x02 at ``bots/<actor_omni>/…``). It prints a deprecation warning. Once the
+  operator has a master on chain the broker mints only with a fresh assertion by that
+  master's passkey: ``--dev-authenticator`` supplies the development one of operator.json.
 * ``sidecar``: cap mint at the broker with this master device's K10, then the worker
   (:class:`agentkeys.cli._sidecar.SidecarVault`). ``--agent LABEL`` acts on an agent's vault
   under its chain scope. A read of a legacy credential names the ``legacy_identity_omni``
@@ -32,6 +34,7 @@ import httpx
 from agentkeys.cli._bootstrap import UsageError, load_session
 from agentkeys.cli._common import (
     STATE_FILE,
+    _dev_passkey,
     add_output_options,
     agentkeys_home,
     emit,
@@ -42,6 +45,7 @@ from agentkeys.cli._common import (
 from agentkeys.cli._sidecar import SidecarVault
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,
+    Assert,
     BrokerOidcCredentials,
     EnvelopeChoice,
     LegacyS3Backend,
@@ -112,6 +116,12 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=env("AGENTKEYS_DEV_PKI_DIR"),
         help="CA and client certificate for the signer (development PKI)",
+    )
+    legacy.add_argument(
+        "--dev-authenticator",
+        action="store_true",
+        help="assert with the development software passkey of operator.json (the broker "
+        "wants the master passkey once the operator has a master on chain)",
     )
 
 
@@ -222,6 +232,15 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
         if legacy_identity is None:
             raise UsageError("the s3 backend needs the identity behind the wallet: --legacy-email")
         pki: Path = args.pki_dir
+        device_key_hash: str | None = None
+        assert_: Assert | None = None
+        if state is not None and args.dev_authenticator:
+            passkey = _dev_passkey(state.passkey)
+            device_key_hash = state.device_key_hash
+
+            async def assert_(challenge: bytes) -> dict[str, Any]:
+                return dict(passkey.get(challenge).to_json())
+
         async with mtls_client(
             base_url=args.signer_url,
             ca=pki / "ca.crt",
@@ -241,6 +260,8 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
                         region="us-east-1",
                         duration_seconds=900,
                     ),
+                    device_key_hash=device_key_hash,
+                    assert_=assert_,
                 ),
                 signer=SignerClient(signer_http),
                 bucket=args.bucket,

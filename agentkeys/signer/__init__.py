@@ -8,19 +8,21 @@ broker and the worker are its only callers, each limited to its routes by
 from agentkeys.signer._kek import Purpose, check_epoch
 from agentkeys.signer._keystore import KeyStore, Sealer
 from agentkeys.signer._oidc import check_tag_value, mint_web_identity_token, public_jwks
-from agentkeys.signer._run import run_signer
+from agentkeys.signer._run import run_signer, siwe_pin
 from agentkeys.signer._service import (
     AUTHORIZATION,
     EpochSource,
     RegistrySource,
     SignerService,
 )
+from agentkeys.signer._siwe import SiwePin
 from agentkeys.signer._sts import StsCredentials, StsExchanger
 from agentkeys.signer.config import (
     ChainSettings,
     KeysSettings,
     OidcSettings,
     SignerConfig,
+    SiweSettings,
     StsSettings,
 )
 
@@ -36,6 +38,8 @@ __all__ = [
     "Sealer",
     "SignerConfig",
     "SignerService",
+    "SiwePin",
+    "SiweSettings",
     "StsCredentials",
     "StsExchanger",
     "StsSettings",
@@ -44,4 +48,5 @@ __all__ = [
     "mint_web_identity_token",
     "public_jwks",
     "run_signer",
+    "siwe_pin",
 ]

@@ -8,6 +8,8 @@ STS through boto3, and a JSON-lines audit file.
 
 from __future__ import annotations
 
+import urllib.parse
+
 import httpx
 import trio
 
@@ -17,10 +19,24 @@ from agentkeys.service import BoundAddress, JsonLinesAudit, MemoryAudit
 from agentkeys.service._audit import AuditSink
 from agentkeys.signer._keystore import KeyStore
 from agentkeys.signer._service import SignerService
+from agentkeys.signer._siwe import SiwePin
 from agentkeys.signer._sts import StsExchanger
 from agentkeys.signer.config import SignerConfig
 
-__all__ = ["run_signer"]
+__all__ = ["run_signer", "siwe_pin"]
+
+
+def siwe_pin(config: SignerConfig, chain_id: int) -> SiwePin:
+    """The configured SIWE relying party, defaults filled from ``oidc.issuer`` (the broker's
+    public URL: its SIWE domain is that URL's host:port, its SIWE URI the URL itself) and
+    the deployment's ``chain_id``."""
+    issuer = urllib.parse.urlsplit(config.oidc.issuer)
+    return SiwePin(
+        domain=config.siwe.domain or issuer.netloc,
+        uri=config.siwe.uri or config.oidc.issuer,
+        chain_id=config.siwe.chain_id or chain_id,
+        max_lifetime=config.siwe.max_lifetime,
+    )
 
 
 async def run_signer(
@@ -67,6 +83,7 @@ async def run_signer(
                 audit=audit,
                 epoch_poll_interval=config.chain.epoch_poll_interval,
                 registry=chain,
+                siwe=siwe_pin(config, deployment.chain_id),
             )
             async with trio.open_nursery() as nursery:
                 _: BoundAddress = await nursery.start(service.serve)

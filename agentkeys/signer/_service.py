@@ -65,7 +65,7 @@ from agentkeys.signer._first_master import (
 from agentkeys.signer._kek import Purpose, derive_v1, derive_v2, k4_wallet
 from agentkeys.signer._keystore import KeyStore
 from agentkeys.signer._oidc import mint_web_identity_token, public_jwks
-from agentkeys.signer._siwe import check_siwe_message
+from agentkeys.signer._siwe import SiwePin, check_siwe_message
 from agentkeys.signer._sts import StsExchanger
 from agentkeys.signer._verify import verify_k10, verify_k11
 from agentkeys.signer.config import OidcSettings
@@ -74,6 +74,7 @@ from agentkeys.signer.errors import (
     KekRequestInvalid,
     OperatorAlreadyRegistered,
     RegistryUnavailable,
+    SiwePinUnset,
 )
 from agentkeys.wallet import sign_eip191
 
@@ -195,6 +196,8 @@ class SignerService:
         clock: seconds since the epoch (tests may fix it).
         registry: where first-master registration state is read; ``None`` refuses
             ``/k4/register-first-master`` (503 ``registry_unavailable``).
+        siwe: the domain, URI and chain id K4 SIWE messages must name; ``None`` refuses
+            ``/k4/siwe-sign`` (503 ``siwe_pin_unset``).
     """
 
     def __init__(
@@ -209,6 +212,7 @@ class SignerService:
         epoch_poll_interval: float = 2.0,
         clock: Callable[[], float] = time.time,
         registry: RegistrySource | None = None,
+        siwe: SiwePin | None = None,
     ) -> None:
         if not settings.tls_enabled:
             raise ConfigError("the signer serves mutual TLS only")
@@ -220,6 +224,7 @@ class SignerService:
         self._poll = epoch_poll_interval
         self._clock = clock
         self._registry = registry
+        self._siwe = siwe
         self._approvals = AssertionLedger()
         self._approval_lock = trio.Lock()
         self._current: int | None = None
@@ -424,8 +429,10 @@ class SignerService:
         req = call.decode(SiweSignRequest)
         identity = normalize_hex32(req.identity_omni)
         call.audit["identity"] = identity
+        if self._siwe is None:
+            raise SiwePinUnset("this signer was started without a SIWE domain, URI and chain id")
         private_key, wallet = k4_wallet(self._keys, identity)
-        message = check_siwe_message(req.message, wallet=wallet)
+        message = check_siwe_message(req.message, wallet=wallet, pin=self._siwe, now=self._clock())
         sig = sign_eip191(private_key, message)
         # SIWE verifiers expect personal_sign's v in {27, 28}
         signature = sig[:64] + bytes([sig[64] + 27])

@@ -11,18 +11,29 @@ TOML sections and their environment overlay (``AGENTKEYS_<SECTION>_<OPTION>``)::
     [oidc]    issuer (the broker's issuer URL, exactly as ``iss``), audience,
               token_lifetime
     [sts]     endpoint, role_arn, region, duration_seconds
+    [siwe]    domain, uri, chain_id, max_lifetime: the only relying party K4 signs SIWE
+              messages for (default: the host:port and URL of oidc.issuer, which is the
+              broker's public URL, and the deployment record's chain id; the broker's
+              site.siwe_domain / siwe_uri / chain_id must match)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from agentkeys.config import ConfigError
 from agentkeys.service import ServerSettings
 
-__all__ = ["ChainSettings", "KeysSettings", "OidcSettings", "SignerConfig", "StsSettings"]
+__all__ = [
+    "ChainSettings",
+    "KeysSettings",
+    "OidcSettings",
+    "SignerConfig",
+    "SiweSettings",
+    "StsSettings",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +86,22 @@ class StsSettings:
             raise ConfigError("sts.duration_seconds must be within 900..43200")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SiweSettings:
+    """The relying party K4 signs SIWE messages for (empty / 0: the defaults above)."""
+
+    domain: str = ""
+    uri: str = ""
+    chain_id: int = 0
+    max_lifetime: int = 600
+
+    def __post_init__(self) -> None:
+        if not 30 <= self.max_lifetime <= 3600:
+            raise ConfigError("siwe.max_lifetime must be within 30..3600 seconds")
+        if self.chain_id < 0:
+            raise ConfigError("siwe.chain_id must not be negative")
+
+
 @dataclass(frozen=True)
 class SignerConfig:
     """The whole signer configuration."""
@@ -84,6 +111,7 @@ class SignerConfig:
     chain: ChainSettings
     oidc: OidcSettings
     sts: StsSettings
+    siwe: SiweSettings = field(default_factory=SiweSettings)
 
     def __post_init__(self) -> None:
         if not self.signer.tls_enabled:

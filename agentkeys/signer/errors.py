@@ -43,6 +43,7 @@ __all__ = [
     "RegistryUnavailable",
     "SignerError",
     "SiweMessageRejected",
+    "SiwePinUnset",
     "StsExchangeFailed",
     "UnsafeTagValue",
     "WalletMismatch",
@@ -106,6 +107,13 @@ class UnsafeTagValue(SignerError):
 
     error: ClassVar[str] = "unsafe_tag_value"
     status: ClassVar[int] = 400
+
+
+class SiwePinUnset(SignerError):
+    """The signer was started without the relying party K4 SIWE messages must name."""
+
+    error: ClassVar[str] = "siwe_pin_unset"
+    status: ClassVar[int] = 503
 
 
 class SiweMessageRejected(SignerError):

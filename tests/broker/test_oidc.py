@@ -38,7 +38,7 @@ from agentkeys.devstack import (
 from agentkeys.jwks import JsonWebKeySet, b64url_decode
 from agentkeys.omni import actor_omni_for_wallet
 from tests.broker._flow import bearer
-from tests.broker.conftest import RunningBroker, StartBroker
+from tests.broker.conftest import Chain, RunningBroker, StartBroker
 
 BUCKET = "agentkeys-test"
 _LIMITER = trio.CapacityLimiter(2)
@@ -75,10 +75,9 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(start_broker: StartBroker, tmp_path: Path) -> AsyncIterator[Stack]:
-    broker: RunningBroker = await start_broker(
-        chain=None, rpc_url=f"http://127.0.0.1:{pick_port()}"
-    )
+async def stack(start_broker: StartBroker, chain: Chain, tmp_path: Path) -> AsyncIterator[Stack]:
+    # a chain: minting reads whether the operator has a master (then a K11 is required)
+    broker: RunningBroker = await start_broker(chain=chain)
     provider = OidcProvider(
         name="agentkeys-broker",
         issuer=broker.url,

@@ -33,7 +33,7 @@ from agentkeys.jwks import der_to_raw_rs
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
 from agentkeys.pki import Role
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings, mtls_client
-from agentkeys.signer import KeyStore, OidcSettings, SignerService, StsExchanger
+from agentkeys.signer import KeyStore, OidcSettings, SignerService, SiwePin, StsExchanger
 from agentkeys.smtp_sink import SmtpSink
 from agentkeys.softauthn import SoftAuthenticator
 from attest.seal import SoftwareSealer
@@ -45,7 +45,10 @@ from tests.services import build_broker
 ROUTE = "/v1/relay/first-master"
 
 
-async def _start_signer(nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path) -> str:
+async def _start_signer(
+    nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path, port: int | None = None
+) -> str:
+    """The signer; with ``port``, pinned to the SIWE relying party of a broker on it."""
     sealer = SoftwareSealer.open(tmp_path / "seal" / "seal.key")
     state_dir = tmp_path / "signer-state"
     await KeyStore.import_master_secret(state_dir, sealer, secrets.token_bytes(32))
@@ -61,6 +64,10 @@ async def _start_signer(nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path:
         oidc=OidcSettings(issuer="http://127.0.0.1:9"),
         audit=MemoryAudit(),
         epoch_poll_interval=3600,
+        siwe=None if port is None else SiwePin(
+            domain=f"127.0.0.1:{port}", uri=f"http://127.0.0.1:{port}",
+            chain_id=chain.deployment.chain_id,
+        ),
         registry=chain.client,
     )
     bound: BoundAddress = await nursery.start(service.serve)
@@ -79,8 +86,8 @@ async def _stack(
     nursery: trio.Nursery, tmp_path: Path, chain: Chain, smtp: SmtpSink, *, relay: bool = True
 ) -> AsyncIterator[Stack]:
     pki = make_pki(tmp_path / "pki")
-    signer_url = await _start_signer(nursery, pki, chain, tmp_path)
     port = pick_port()
+    signer_url = await _start_signer(nursery, pki, chain, tmp_path, port)
     keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, tmp_path / "broker")
     store = await SqliteStateStore.open(tmp_path / "broker" / "broker.sqlite3")
     audit = MemoryAudit()

@@ -21,7 +21,7 @@ from agentkeys.devstack import pick_port
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
-from agentkeys.signer import KeyStore, OidcSettings, SignerService, StsExchanger
+from agentkeys.signer import KeyStore, OidcSettings, SignerService, SiwePin, StsExchanger
 from agentkeys.smtp_sink import SmtpSink
 from agentkeys.softauthn import SoftAuthenticator
 from attest.seal import SoftwareSealer
@@ -31,7 +31,10 @@ from tests.broker.test_cap_mint import proof_for
 from tests.service.conftest import Pki, make_pki
 
 
-async def _start_signer(nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path) -> str:
+async def _start_signer(
+    nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path, port: int | None = None
+) -> str:
+    """The signer; with ``port``, pinned to the SIWE relying party of a broker on it."""
     sealer = SoftwareSealer.open(tmp_path / "seal" / "seal.key")
     state_dir = tmp_path / "signer-state"
     await KeyStore.import_master_secret(state_dir, sealer, secrets.token_bytes(32))
@@ -48,6 +51,10 @@ async def _start_signer(nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path:
         oidc=OidcSettings(issuer="http://127.0.0.1:9"),
         audit=MemoryAudit(),
         epoch_poll_interval=3600,
+        siwe=None if port is None else SiwePin(
+            domain=f"127.0.0.1:{port}", uri=f"http://127.0.0.1:{port}",
+            chain_id=chain.deployment.chain_id,
+        ),
     )
     bound: BoundAddress = await nursery.start(service.serve)
     return bound.url
@@ -96,8 +103,8 @@ async def test_run_broker_from_config_with_the_signer(
     nursery: trio.Nursery, tmp_path: Path, chain: Chain, smtp: SmtpSink, operator: Operator
 ) -> None:
     pki = make_pki(tmp_path / "pki")
-    signer_url = await _start_signer(nursery, pki, chain, tmp_path)
     port = pick_port()
+    signer_url = await _start_signer(nursery, pki, chain, tmp_path, port)
     config = load_config(
         BrokerConfig,
         path=_write_config(tmp_path, port=port, chain=chain, smtp=smtp, pki=pki,

@@ -41,10 +41,12 @@ async def test_email_only_init_and_v1_upgrade(
     assert code == EXIT_OK, err
     assert json.loads(out)["device_on_chain"].startswith("registered master")
 
-    # the same email on another machine cannot register a second first master
+    # the same email on another machine (its mailbox alone) cannot even enrol a passkey:
+    # a further passkey of the identity needs the enrolled one's approval (review finding 2),
+    # and the other machine's passkey is not the enrolled one
     code, _, err = await cli(*init[:4], str(tmp_path / "other"), *init[5:])
     assert code != EXIT_OK
-    assert "already has a master" in err
+    assert "/v1/auth/passkey/register/verify (passkey_assertion_rejected" in err
 
     # a v1 operator upgrades without ever holding its K4 key
     legacy_email = "v1-mail@example.com"

@@ -6,10 +6,12 @@ chain, K3 surviving a restart, K4 wallets and SIWE, K10/K11 verification.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import ssl
 import stat
+import time
 from pathlib import Path
 
 import httpx
@@ -212,7 +214,8 @@ async def test_restarted_signer_serves_the_same_keys(
 # -- K4 ---------------------------------------------------------------------------
 
 
-def _siwe(wallet: str, nonce: str = "n0nce1234") -> str:
+def _siwe(wallet: str, nonce: str = "n0nce1234", *, lifetime: int = 300) -> str:
+    now = int(time.time())
     return "\n".join(
         [
             "app.example wants you to sign in with your Ethereum account:",
@@ -224,9 +227,14 @@ def _siwe(wallet: str, nonce: str = "n0nce1234") -> str:
             "Version: 1",
             "Chain ID: 1",
             f"Nonce: {nonce}",
-            "Issued At: 2026-11-28T12:00:00Z",
+            f"Issued At: {_rfc3339(now)}",
+            f"Expiration Time: {_rfc3339(now + lifetime)}",
         ]
     )
+
+
+def _rfc3339(moment: int) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def test_k4_address_and_siwe_signature(signer: RunningSigner, pki: Pki) -> None:
@@ -243,7 +251,12 @@ async def test_k4_address_and_siwe_signature(signer: RunningSigner, pki: Pki) ->
 
         # never a v1 KEK message, never a message for another wallet
         kek_message = f"agentkeys.kek.v1:{V1['wallet']}:{V1['service']}"
-        for bad in (kek_message, _siwe("0x" + "22" * 20), _siwe(V1["wallet"]) + "\nNonce: 2"):
+        for bad in (
+            kek_message, _siwe("0x" + "22" * 20), _siwe(V1["wallet"]) + "\nNonce: 2",
+            _siwe(V1["wallet"]).replace("app.example wants", "evil.example wants"),
+            _siwe(V1["wallet"]).replace("Chain ID: 1", "Chain ID: 5"),
+            _siwe(V1["wallet"], lifetime=86400),
+        ):
             r = await broker.post("/k4/siwe-sign", json={"identity_omni": identity, "message": bad})
             assert r.status_code == 400
             assert r.json()["error"] == "siwe_message_rejected"

@@ -1,5 +1,6 @@
-"""The legacy client-side S3 backend on its real path: the broker's /v1/mint-oidc-jwt (J1)
-exchanged at SeaweedFS STS (the IAM document from deploy/aws), v1 KEKs from the signer."""
+"""The legacy client-side S3 backend on its real path: the broker's /v1/mint-oidc-jwt (J1 and,
+the operator having a master on chain, a fresh assertion by its passkey) exchanged at
+SeaweedFS STS (the IAM document from deploy/aws), v1 KEKs from the signer."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
 from agentkeys.broker import J1
-from agentkeys.devstack import DEV_ROLE_NAME, SeaweedFS, pick_port, start_seaweedfs
+from agentkeys.chain import account_from_key
+from agentkeys.chain.client import ChainClient
+from agentkeys.chain.deploy import read_deployment_record
+from agentkeys.devstack import DEV_ROLE_NAME, SeaweedFS, start_seaweedfs
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,
     BrokerOidcCredentials,
@@ -27,6 +32,7 @@ from agentkeys.worker.errors import CredentialNotFound
 from agentkeys.worker.iam import dev_iam_config
 from agentkeys.worker.layout import v1_key, v2_key
 from attest.seal import SoftwareSealer
+from tests.broker.conftest import Chain as BrokerChain
 from tests.broker.conftest import RunningBroker, StartBroker
 from tests.broker.conftest import smtp as smtp
 from tests.broker.conftest import start_broker as start_broker
@@ -54,13 +60,23 @@ class LegacyStack:
 
     def backend(
         self, signer: SignerClient, session: str, version: EnvelopeChoice, warned: list[str],
-        allowed: frozenset[str] | None = None,
+        allowed: frozenset[str] | None = None, *, passkey: bool = True,
     ) -> LegacyS3Backend:  # fmt: skip
+        operator = self.operator
+
+        async def assert_(challenge: bytes) -> dict[str, object]:
+            return dict(operator.passkey.get(challenge).to_json())
+
+        source = BrokerOidcCredentials(
+            self.broker.http, session, self.sts,
+            device_key_hash=operator.master.device_key_hash if passkey else None,
+            assert_=assert_ if passkey else None,
+        )  # fmt: skip
         return LegacyS3Backend(
             identity_omni=self.operator.identity_omni,
             wallet=self.operator.wallet_address,
             actor_omni=self.operator.omni,
-            source=BrokerOidcCredentials(self.broker.http, session, self.sts),
+            source=source,
             signer=signer,
             bucket=TEST_BUCKET,
             endpoint=self.store.s3_endpoint,
@@ -74,9 +90,13 @@ class LegacyStack:
 async def legacy(
     nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path, start_broker: StartBroker
 ) -> AsyncIterator[LegacyStack]:
-    broker: RunningBroker = await start_broker(
-        chain=None, rpc_url=f"http://127.0.0.1:{pick_port()}"
-    )
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        client = ChainClient(http, chain.anvil.rpc_url)
+        on_chain = BrokerChain(
+            chain.anvil, client, read_deployment_record(chain.deployment_path),
+            [account_from_key(a.private_key) for a in chain.anvil.accounts],
+        )  # fmt: skip
+        broker: RunningBroker = await start_broker(chain=on_chain)
     iam = dev_iam_config(bucket=TEST_BUCKET, issuer=broker.url)
     async with start_seaweedfs(iam=iam, bucket=TEST_BUCKET, run_dir=tmp_path / "weed") as store:
         sealer = SoftwareSealer.open(tmp_path / "seal" / "seal.key")
@@ -129,4 +149,15 @@ async def test_legacy_backend_needs_a_broker_session(legacy: LegacyStack) -> Non
     async with legacy.signer.client(legacy.pki, "worker") as http:
         backend = legacy.backend(SignerClient(http), "not-a-session", EnvelopeChoice.V1, [])
         with pytest.raises(LegacyTokenRefused, match="session"):
+            await backend.store("openai", b"x")
+
+
+async def test_legacy_backend_needs_the_master_passkey_once_on_chain(legacy: LegacyStack) -> None:
+    """The operator has a master on chain: a J1 alone no longer yields S3 credentials."""
+    session = await legacy.j1()
+    async with legacy.signer.client(legacy.pki, "worker") as http:
+        backend = legacy.backend(
+            SignerClient(http), session, EnvelopeChoice.V1, [], passkey=False
+        )
+        with pytest.raises(LegacyTokenRefused, match="passkey_assertion_required"):
             await backend.store("openai", b"x")
