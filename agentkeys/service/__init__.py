@@ -22,6 +22,7 @@ from agentkeys.service._app import (
 from agentkeys.service._audit import AuditEvent, AuditSink, JsonLinesAudit, MemoryAudit
 from agentkeys.service._client import mtls_client
 from agentkeys.service._json import JsonObject, decode, parse_json_object
+from agentkeys.service._main import service_main
 from agentkeys.service._openapi import OPENAPI_PATH, openapi_document
 from agentkeys.service._serve import BoundAddress, ServerSettings, ServerTls, serve_http
 
@@ -50,4 +51,5 @@ __all__ = [
     "openapi_document",
     "parse_json_object",
     "serve_http",
+    "service_main",
 ]

@@ -87,6 +87,7 @@ def test_exported_members() -> None:
             "openapi_document",
             "parse_json_object",
             "serve_http",
+            "service_main",
         ]
     )
     for name in agentkeys.service.__all__:
