@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
@@ -35,6 +36,7 @@ __all__ = [
     "first_master_params",
     "k10_binding",
     "master_challenge",
+    "register_first_master_typed_data",
     "revoke_device_params",
     "revoke_scope_params",
     "rotate_k10_params",
@@ -225,3 +227,36 @@ def set_scope_params(agent_omni: bytes, service_hashes: Sequence[bytes], read_on
 def revoke_scope_params(agent_omni: bytes) -> bytes:
     """keccak256(abi.encode(bytes32 agent_omni))."""
     return keccak(_encode(["bytes32"], [_b32(agent_omni, "agent_omni")]))
+
+
+def register_first_master_typed_data(
+    *, chain_id: int, registry: str, operator_omni: bytes, challenge: bytes
+) -> dict[str, Any]:
+    """The EIP-712 ``RegisterFirstMaster`` message a master wallet signs in relay mode.
+
+    Domain ``{name: "agentkeys.SidecarRegistry", version: "1", chainId, verifyingContract:
+    registry}``; message ``{operatorOmni, challenge}`` (both bytes32). What
+    ``SidecarRegistry.register_first_master`` checks ``wallet_sig`` against.
+    """
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "RegisterFirstMaster": [
+                {"name": "operatorOmni", "type": "bytes32"},
+                {"name": "challenge", "type": "bytes32"},
+            ],
+        },
+        "primaryType": "RegisterFirstMaster",
+        "domain": {
+            "name": "agentkeys.SidecarRegistry",
+            "version": "1",
+            "chainId": chain_id,
+            "verifyingContract": registry,
+        },
+        "message": {"operatorOmni": operator_omni, "challenge": challenge},
+    }

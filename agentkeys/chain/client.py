@@ -495,28 +495,12 @@ class ChainClient:
     async def _sign_first_master(
         self, account: LocalAccount, operator: bytes, challenge: bytes
     ) -> bytes:
-        typed = {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "RegisterFirstMaster": [
-                    {"name": "operatorOmni", "type": "bytes32"},
-                    {"name": "challenge", "type": "bytes32"},
-                ],
-            },
-            "primaryType": "RegisterFirstMaster",
-            "domain": {
-                "name": "agentkeys.SidecarRegistry",
-                "version": "1",
-                "chainId": await self.chain_id(),
-                "verifyingContract": self.addresses.registry,
-            },
-            "message": {"operatorOmni": operator, "challenge": challenge},
-        }
+        typed = ch.register_first_master_typed_data(
+            chain_id=await self.chain_id(),
+            registry=self.addresses.registry,
+            operator_omni=operator,
+            challenge=challenge,
+        )
         return bytes(account.sign_message(encode_typed_data(full_message=typed)).signature)
 
     async def k10_binding_proof(

@@ -265,27 +265,11 @@ def sign_register_first_master(
 
     Domain ``{name: "agentkeys.SidecarRegistry", version: "1", chainId, verifyingContract}``.
     """
-    typed = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "RegisterFirstMaster": [
-                {"name": "operatorOmni", "type": "bytes32"},
-                {"name": "challenge", "type": "bytes32"},
-            ],
-        },
-        "primaryType": "RegisterFirstMaster",
-        "domain": {
-            "name": "agentkeys.SidecarRegistry",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": to_checksum_address(registry),
-        },
-        "message": {"operatorOmni": operator_omni, "challenge": challenge},
-    }
+    typed = ch.register_first_master_typed_data(
+        chain_id=chain_id,
+        registry=to_checksum_address(registry),
+        operator_omni=operator_omni,
+        challenge=challenge,
+    )
     signed = Account.sign_message(encode_typed_data(full_message=typed), private_key=private_key)
     return bytes(signed.signature)
