@@ -8,6 +8,10 @@ operator's J1 session file, the chain watcher), waits until ``/readyz`` answers 
 serves until its stdin is closed; then it stops gracefully (SIGTERM to itself, which
 ``run_daemon`` handles). A separate process gives the daemon its own interpreter, as in
 production, and makes its RSS measurable on its own.
+
+The fault and soak tests (``tests.faults._stack``) run the same child with
+``"fault_timeouts": true`` in the setup: short heartbeat and upstream timeouts, so a
+fault shows within seconds.
 """
 
 from __future__ import annotations
@@ -32,13 +36,15 @@ from agentkeys.daemon.config import (
     IdentitySection,
     ListenSection,
     PolicySection,
+    UpstreamSection,
 )
 from agentkeys.daemon.run import run_daemon
 
-_READY_TIMEOUT = 30.0
+_READY_TIMEOUT = 60.0
 
 
 def _config(setup: dict[str, str]) -> DaemonConfig:
+    fault_timeouts = bool(setup.get("fault_timeouts"))
     return DaemonConfig(
         listen=ListenSection(socket=Path(setup["socket"]), tcp_port=0, graceful_timeout=2.0),
         policy=PolicySection(path=Path(setup["policy"])),
@@ -46,12 +52,18 @@ def _config(setup: dict[str, str]) -> DaemonConfig:
             url=setup["broker_url"],
             session_file=Path(setup["session_file"]),
             heartbeat_interval=1.0,
+            **({"heartbeat_timeout": 2.0} if fault_timeouts else {}),
         ),
         credentials=CredentialsSection(worker_url=setup["worker_url"]),
         identity=IdentitySection(operator_omni=setup["operator"], actor_omni=setup["operator"]),
         device=DeviceSection(backend="software", key_path=Path(setup["key_path"])),
         chain=ChainSection(rpc_url=setup["rpc_url"], deployment=Path(setup["deployment"])),
         audit=AuditSection(path=Path(setup["audit"])),
+        upstream=(
+            UpstreamSection(connect_timeout=2.0, read_timeout=3.0, write_timeout=5.0)
+            if fault_timeouts
+            else UpstreamSection()
+        ),
         env=EnvSection(write=False),
     )
 
@@ -75,7 +87,7 @@ async def _serve(setup: dict[str, str]) -> None:
 
 
 def main() -> None:
-    """Entry point: ``argv[1]`` is the JSON setup written by :mod:`bench.daemon`."""
+    """Entry point: ``argv[1]`` is the JSON setup (:mod:`bench.daemon`, ``tests.faults._stack``)."""
     trio.run(_serve, json.loads(sys.argv[1]))
 
 

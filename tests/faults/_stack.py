@@ -589,7 +589,7 @@ def daemon_policy(upstreams: Mapping[str, str], exes: Sequence[str]) -> str:
 
 @dataclass
 class Daemon:
-    """The daemon child (:mod:`tests.faults._daemon_child`) and its addresses."""
+    """The daemon child (:mod:`bench._sidecar_child`) and its addresses."""
 
     process: trio.Process
     socket_path: Path
@@ -655,10 +655,11 @@ async def running_daemon(
             "key_path": str(secrets_dir / "k10.pem"),
             "rpc_url": stack.anvil.rpc_url,
             "deployment": str(stack.dev.deployment_record),
+            "fault_timeouts": True,
         }
         log = (stack.directory / "logs" / "daemon.log").open("ab")
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.faults._daemon_child", json.dumps(setup)],
+            [sys.executable, "-m", "bench._sidecar_child", json.dumps(setup)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
