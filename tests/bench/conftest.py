@@ -12,7 +12,7 @@ from bench._profile import Profile
 TINY = Profile(
     name="tiny",
     micro=MicroBudget(seconds=0.01, rounds=2, max_ops=30),
-    http_duration=0.15,
+    http_duration=0.5,  # long enough for one round trip on a loaded 2-core machine
     http_warmup=0.02,
     http_rounds=2,
     http_concurrency=(1, 3),
