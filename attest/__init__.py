@@ -6,7 +6,7 @@ tests/attest/test_exports.py):
 * callers: :class:`CallerIdentity`, :class:`ProcessIdentity`, :class:`Transport`;
   :class:`CallerAttestor`, :func:`create_unix_listener`, :func:`create_loopback_listener`,
   :func:`serve_attested`,
-  :func:`caller_from_scope` (Hypercorn + Quart-Trio with E1/E2 per connection);
+  :func:`caller_from_scope` (HTTP/1.1 for ASGI apps, E1/E2 per connection);
   :func:`identify_unix_peer` (E1), :func:`identify_tcp_peer` (E2).
 * E3 pins: :class:`CallerPin`, :class:`PinAnswer`, :class:`PinKind`,
   :func:`new_challenge`, :func:`verify_pin_answer`, :func:`software_pin`,
@@ -42,6 +42,7 @@ from attest.errors import (
     DeviceKeyError,
     InsecurePath,
     KeyNotTrusted,
+    LifespanFailed,
     NonceMismatch,
     PcrMismatch,
     SignatureInvalid,
@@ -64,6 +65,7 @@ from attest.pin import (
 from attest.seal import SealBackend, Sealer, SoftwareSealer, open_sealer
 from attest.serve import (
     CallerAttestor,
+    ServeConfig,
     caller_from_scope,
     create_loopback_listener,
     create_unix_listener,
@@ -88,6 +90,7 @@ __all__ = [
     "ExeHashCache",
     "InsecurePath",
     "KeyNotTrusted",
+    "LifespanFailed",
     "NonceMismatch",
     "PcrMismatch",
     "PinAnswer",
@@ -95,6 +98,7 @@ __all__ = [
     "ProcessIdentity",
     "SealBackend",
     "Sealer",
+    "ServeConfig",
     "SignatureInvalid",
     "SoftwareDeviceKey",
     "SoftwareSealer",

@@ -1,24 +1,27 @@
-"""Serve an ASGI app (Quart-Trio) with Hypercorn, attesting every connection's caller.
+"""Serve an ASGI app over HTTP/1.1, attesting every connection's caller first.
 
-Hypercorn 0.18 puts nothing about an AF_UNIX peer into the ASGI scope, so this
-module accepts connections itself (``trio.serve_listeners`` over sockets it is
-given), attests the peer of each connection (E1 for Unix sockets, E2 for
-loopback TCP) *before* reading a byte from it, and then runs Hypercorn's
-per-connection server (``hypercorn.trio.tcp_server.TCPServer``, an internal
-class: hypercorn is pinned to 0.18.0 and tests/attest/test_serve.py guards the
-contract) on the stream. Every HTTP/WebSocket scope of that connection carries
-the identity as ``scope["extensions"]["agentkeys.caller"]``; read it with
-:func:`caller_from_scope`. A connection whose caller cannot be attested gets a
-403 and is closed; the app never sees it.
+This module accepts connections itself (``trio.serve_listeners`` over sockets it is
+given), attests the peer of each connection (E1 for Unix sockets, E2 for loopback TCP)
+*before* reading a byte from it, and then serves HTTP/1.1 on the stream with the lean
+server of :mod:`attest._http1` (h11, one task per connection). Every HTTP scope of that
+connection carries the identity as ``scope["extensions"]["agentkeys.caller"]``; read it
+with :func:`caller_from_scope`. A connection whose caller cannot be attested gets a 403
+and is closed; the app never sees it. Beyond ``ServeConfig.max_connections`` open
+connections, a new one gets a 503 and is closed before it is attested.
 
-This mirrors ``hypercorn.trio.run.worker_serve``: lifespan startup, then
-serving, then a drain bounded by ``config.graceful_timeout`` once the shutdown
-trigger fires, then lifespan shutdown.
+Order of events: lifespan startup, then serving; once the shutdown trigger fires,
+accepting stops, idle connections close, requests in progress get
+``config.graceful_timeout`` seconds, then lifespan shutdown.
+
+Why not Hypercorn here (the services use it): the sidecar daemon's request path must
+add well under a millisecond, and Hypercorn's per-connection server (a reader task,
+a task and timers per request, separate writes for head and body) costs ~0.35 ms per
+request on the 2-core reference machine, most of that budget; this server costs ~0.08 ms
+(docs/performance.md).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
@@ -31,18 +34,24 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from hypercorn.app_wrappers import ASGIWrapper
-from hypercorn.config import Config
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ConnectionState, Scope
 
 from attest._files import check_private_dir, ensure_private_dir
+from attest._http1 import BUSY_RESPONSE as BUSY
+from attest._http1 import Http1Server, ServeConfig, lifespan, serve_refusing
 from attest.caller import CallerIdentity, Transport
-from attest.errors import CallerUnidentified, InsecurePath
+from attest.errors import AttestError, CallerUnidentified, InsecurePath, TooManyConnections
 from attest.netns import identify_tcp_peer
 from attest.peercred import ExeHashCache, boot_ticks_now, identify_unix_peer
+
+__all__ = [
+    "SCOPE_KEY",
+    "CallerAttestor",
+    "ServeConfig",
+    "caller_from_scope",
+    "create_loopback_listener",
+    "create_unix_listener",
+    "serve_attested",
+]
 
 SCOPE_KEY = "agentkeys.caller"
 
@@ -173,88 +182,62 @@ def caller_from_scope(scope: Mapping[str, Any]) -> CallerIdentity:
     return caller
 
 
-class _CallerApp:
-    """Hypercorn AppWrapper for one connection: adds the caller to each scope."""
-
-    def __init__(self, inner: ASGIWrapper, caller: CallerIdentity) -> None:
-        self._inner = inner
-        self._caller = caller
-
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-        sync_spawn: Callable[..., Any],
-        call_soon: Callable[..., Any],
-    ) -> None:
-        if scope["type"] == "http" or scope["type"] == "websocket":
-            extensions: dict[str, Any] = dict(scope.get("extensions") or {})
-            extensions[SCOPE_KEY] = self._caller
-            scope["extensions"] = extensions
-        await self._inner(scope, receive, send, sync_spawn, call_soon)
-
-
-async def _refuse(stream: trio.SocketStream) -> None:
-    with (
-        trio.CancelScope(deadline=trio.current_time() + 1, shield=True),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await stream.send_all(_REFUSAL)
-    await stream.aclose()
-
-
 async def serve_attested(
     app: Any,
     sockets: Sequence[socket.socket],
     *,
-    config: Config | None = None,
+    config: ServeConfig | None = None,
     attestor: CallerAttestor | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    on_refused: Callable[[AttestError], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI ``app`` on listening ``sockets``, attesting every caller.
 
     Args:
-        app: an ASGI application (e.g. a ``quart_trio.QuartTrio``).
+        app: an ASGI 3 application (e.g. a ``quart_trio.QuartTrio``, or the daemon's
+            bare proxy app).
         sockets: listening sockets (from :func:`create_unix_listener`, or a TCP
             socket bound to 127.0.0.1). Ownership passes here: they are closed
             when serving ends.
-        config: Hypercorn settings (timeouts, keep-alive); binds in it are ignored.
+        config: bounds and timeouts.
         attestor: how callers are attested; a default one when None.
-        shutdown_trigger: when it returns, stop accepting, drain open
-            connections for ``config.graceful_timeout`` seconds, run lifespan
-            shutdown and return. Cancelling the call stops at once instead.
+        shutdown_trigger: when it returns, stop accepting, close idle connections, let
+            requests in progress finish for ``config.graceful_timeout`` seconds, run
+            lifespan shutdown and return. Cancelling the call stops at once instead.
+        on_refused: told of every connection refused before the app saw it
+            (:class:`CallerUnidentified` or a leaf, :class:`TooManyConnections`), e.g.
+            to audit it; it must not block.
         task_status: ``started()`` once the app's startup ran and sockets accept.
+
+    Raises:
+        LifespanFailed: the app's lifespan startup failed.
     """
-    config = config or Config()
+    config = config or ServeConfig()
     attestor = attestor or CallerAttestor()
-    wrapped = ASGIWrapper(app)
-    lifespan_state: dict[str, Any] = {}
-    lifespan = Lifespan(wrapped, config, lifespan_state)
-    context = WorkerContext(None)
     listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
 
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            caller = await attestor.identify(stream.socket)  # type: ignore[arg-type]
-        except CallerUnidentified as exc:
-            _log.warning("refused a connection: %s", exc.reason)
-            await _refuse(stream)
-            return
-        server = TCPServer(
-            _CallerApp(wrapped, caller),
-            config,
-            context,
-            ConnectionState(lifespan_state.copy()),
-            stream,  # type: ignore[arg-type]  # TCPServer handles plain streams too
-        )
-        await server.run()
-
     try:
-        async with trio.open_nursery() as lifespan_nursery:
-            await lifespan_nursery.start(lifespan.handle_lifespan)
-            await lifespan.wait_for_startup()
+        async with lifespan(app, shutdown_timeout=config.graceful_timeout) as state:
+            server = Http1Server(app, config, state)
+
+            async def handle(stream: trio.SocketStream) -> None:
+                refusal: AttestError
+                if server.full():
+                    refusal, response = TooManyConnections("too many open connections"), BUSY
+                else:
+                    try:
+                        caller = await attestor.identify(stream.socket)  # type: ignore[arg-type]
+                    except CallerUnidentified as exc:
+                        refusal, response = exc, _REFUSAL
+                    else:
+                        await server.serve(stream, {SCOPE_KEY: caller})
+                        return
+                _log.warning("refused a connection: %s", refusal.reason)
+                if on_refused is not None:
+                    on_refused(refusal)
+                await serve_refusing(stream, response)
+
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as accepting:
                     serve = partial(trio.serve_listeners, handler_nursery=connections)
@@ -264,10 +247,8 @@ async def serve_attested(
                         await trio.sleep_forever()
                     await shutdown_trigger()
                     accepting.cancel_scope.cancel()
-                await context.terminated.set()
+                server.drain()
                 connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-            await lifespan.wait_for_shutdown()
-            lifespan_nursery.cancel_scope.cancel()
     finally:
         for listener in listeners:
             with trio.CancelScope(shield=True):

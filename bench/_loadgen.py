@@ -25,6 +25,7 @@ __all__ = ["LoadResult", "LoadgenError", "build_loadgen", "run_loadgen", "write_
 SOURCE = Path(__file__).with_name("loadgen.c")
 _BUILD_TIMEOUT = 60.0
 _RUN_SLACK = 15.0
+_SETTLE_CAP = 10.0  # loadgen.c SETTLE_CAP_NS
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class LoadResult:
 
     ``requests`` were completed inside the measured window (they make ``rps`` and the
     percentiles); ``completed`` counts every response, warm-up and drain included.
+    ``ttfb_*`` are percentiles of the time to the first byte of the response *body*
+    (the first data byte of a chunked body; an empty body's end) of the same measured
+    requests; ``body_bytes`` and ``chunks`` (non-empty chunks of chunked bodies) are
+    summed over them. ``settle_s``: with ``settle``, how long until every connection had
+    its first response. The defaults are for results built by hand
+    (:func:`bench.http.combine`).
     """
 
     conns: int
@@ -50,6 +57,12 @@ class LoadResult:
     timeouts: int
     exhausted: bool = False
     first_bad_status: int = 0
+    ttfb_p50_us: float = 0.0
+    ttfb_p90_us: float = 0.0
+    ttfb_p99_us: float = 0.0
+    body_bytes: int = 0
+    chunks: int = 0
+    settle_s: float = 0.0
 
     @classmethod
     def from_json(cls, text: str) -> LoadResult:
@@ -76,6 +89,12 @@ class LoadResult:
                 timeouts=int(data["timeouts"]),
                 exhausted=bool(data.get("exhausted", False)),
                 first_bad_status=int(data.get("first_bad_status", 0)),
+                ttfb_p50_us=float(data["ttfb_p50_us"]),
+                ttfb_p90_us=float(data["ttfb_p90_us"]),
+                ttfb_p99_us=float(data["ttfb_p99_us"]),
+                body_bytes=int(data["body_bytes"]),
+                chunks=int(data["chunks"]),
+                settle_s=float(data["settle_s"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LoadgenError(f"unexpected load generator output: {text[:200]!r}") from exc
@@ -121,12 +140,19 @@ async def run_loadgen(
     reconnect: bool = False,
     path: str = "/bench",
     requests_file: Path | None = None,
+    body_file: Path | None = None,
+    settle: bool = False,
 ) -> LoadResult:
     """Run one closed-loop load test and return its figures.
 
     Args:
         requests_file: pre-built requests, each sent once (see :func:`write_requests`);
             without it every request is ``GET path``.
+        body_file: every request is ``POST path`` with this JSON body (1–8,192 bytes)
+            instead.
+        settle: start the warm-up only once every connection has had its first
+            response (at most 10 s after the start): per-connection work such as
+            caller attestation stays out of the measured window.
 
     Raises:
         LoadgenError: the generator failed or printed no figures.
@@ -153,7 +179,11 @@ async def run_loadgen(
         args.append("--reconnect")
     if requests_file is not None:
         args += ["--requests", os.fspath(requests_file)]
-    with trio.fail_after(duration + warmup + _RUN_SLACK):
+    if body_file is not None:
+        args += ["--body-file", os.fspath(body_file)]
+    if settle:
+        args.append("--settle")
+    with trio.fail_after(duration + warmup + _RUN_SLACK + (_SETTLE_CAP if settle else 0.0)):
         result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
     if result.returncode != 0:
         stderr = result.stderr.decode(errors="replace")[-500:]

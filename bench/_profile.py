@@ -26,8 +26,10 @@ class Profile:
         mint_requests: pre-signed cap-mint requests per broker run (each single-use).
         miss_services: services (each with a stored credential) whose first request
             through the sidecar is a cache miss.
-        soak_seconds: the memory soak through the sidecar (8 clients) between the
-            second and third RSS readings.
+        soak_requests / soak_seconds: the memory soak through the sidecar (8 clients)
+            runs until the daemon has served ``soak_requests`` requests in all (every
+            sidecar run counted), for at most ``soak_seconds`` (the report then says how
+            many it reached), in slices of 1/30 of that time, at least two.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Profile:
     chain_tasks: int
     mint_requests: int
     miss_services: int
+    soak_requests: int
     soak_seconds: float
 
 
@@ -56,7 +59,8 @@ FULL = Profile(
     chain_tasks=8,
     mint_requests=3_000,
     miss_services=16,
-    soak_seconds=15.0,
+    soak_requests=100_000,
+    soak_seconds=90.0,
 )
 
 SMOKE = Profile(
@@ -71,6 +75,7 @@ SMOKE = Profile(
     chain_tasks=2,
     mint_requests=60,
     miss_services=3,
+    soak_requests=200,
     soak_seconds=0.3,
 )
 

@@ -6,10 +6,12 @@ its own Unix socket (mode 0600 in a private directory):
 * ``raw-trio``: the floor — ``trio.serve_listeners`` and a handler that answers
   every request head it sees with a fixed response (no HTTP parser at all).
 * ``hypercorn-asgi``: stock ``hypercorn.trio.serve`` and a bare ASGI callable.
-* ``hypercorn-quart``: stock Hypercorn and a Quart-Trio app (the service stack).
-* ``attested-quart``: :func:`attest.serve_attested` (per-connection Hypercorn with
-  E1 caller identity) and a Quart-Trio app whose route reads the attested caller,
-  as the sidecar daemon's routes will.
+* ``attested-asgi``: :func:`attest.serve_attested` (E1 per connection, then the lean
+  h11 server) and a bare ASGI callable that reads the attested caller: the daemon's
+  stack without the proxy.
+* ``hypercorn-quart``: stock Hypercorn and a Quart-Trio app (the services' stack).
+* ``attested-quart``: :func:`attest.serve_attested` and a Quart-Trio app whose route
+  reads the attested caller.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from attest import caller_from_scope, create_unix_listener, serve_attested
+from attest import ServeConfig, caller_from_scope, create_unix_listener, serve_attested
 
 __all__ = ["BODY", "SERVER_NAMES", "Servers", "running_servers"]
 
@@ -38,7 +40,7 @@ _RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-lengt
     BODY,
 )
 _HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
-SERVER_NAMES = ("raw-trio", "hypercorn-asgi", "hypercorn-quart", "attested-quart")
+SERVER_NAMES = ("raw-trio", "hypercorn-asgi", "attested-asgi", "hypercorn-quart", "attested-quart")
 _MAX_HEAD = 64 * 1024
 
 
@@ -62,6 +64,14 @@ async def raw_handler(stream: trio.SocketStream) -> None:
 
 
 async def _bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await _bare(scope, receive, send, attested=False)
+
+
+async def _attested_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await _bare(scope, receive, send, attested=True)
+
+
+async def _bare(scope: dict[str, Any], receive: Any, send: Any, *, attested: bool) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -72,6 +82,8 @@ async def _bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
     if scope["type"] != "http":
         return
+    if attested:
+        caller_from_scope(scope)
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": BODY})
 
@@ -90,10 +102,9 @@ def _quart_app(*, attested: bool) -> QuartTrio:
     return app
 
 
-def _hypercorn_config(bind: str | None = None) -> Config:
+def _hypercorn_config(bind: str) -> Config:
     config = Config()
-    if bind is not None:
-        config.bind = [bind]
+    config.bind = [bind]
     config.accesslog = None
     quiet = logging.getLogger("bench.hypercorn")
     quiet.setLevel(logging.WARNING)
@@ -113,8 +124,8 @@ class Servers:
 async def running_servers(directory: Path) -> AsyncIterator[Servers]:
     """Start every server under ``directory`` (a private dir); stop them all on exit.
 
-    Stopping is a graceful Hypercorn shutdown (one second to drain), cancelled if it
-    has not finished five seconds later.
+    Stopping is a graceful shutdown (one second to drain), cancelled if it has not
+    finished five seconds later.
     """
     paths = {name: directory / name / "http.sock" for name in SERVER_NAMES}
     shutdown = trio.Event()
@@ -131,16 +142,17 @@ async def running_servers(directory: Path) -> AsyncIterator[Servers]:
             await nursery.start(
                 partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)
             )
-        attested_sock = create_unix_listener(paths["attested-quart"])
-        await nursery.start(
-            partial(
-                serve_attested,
-                _quart_app(attested=True),
-                [attested_sock],
-                config=_hypercorn_config(),
-                shutdown_trigger=shutdown.wait,
+        attested = {"attested-asgi": _attested_asgi, "attested-quart": _quart_app(attested=True)}
+        for name, app in attested.items():
+            await nursery.start(
+                partial(
+                    serve_attested,
+                    app,
+                    [create_unix_listener(paths[name])],
+                    config=ServeConfig(graceful_timeout=1.0),
+                    shutdown_trigger=shutdown.wait,
+                )
             )
-        )
         try:
             yield Servers(sockets=paths)
         finally:

@@ -14,12 +14,26 @@
   source against the ``dev up`` stack (:mod:`bench._stack`), the chain watcher, and
   a policy admitting only the load generator's binary. Every request goes the
   whole path: attestation, policy, quotas, credential injection, forwarding with
-  the upstream client, the audit row. The notes give the added p50 and p99.
+  the upstream client, the audit row. The notes give the added p50 and p99. Each
+  run's warm-up starts once all its connections have had a response (``settle``):
+  these rows are about requests on open connections, the ``attest`` rows about new ones.
+* ``credential cache``: :meth:`agentkeys.daemon.cache.CredentialCache.get` on a hit (the
+  lookup every proxied request makes) in caches of 10, 1,000 and 10,000 entries,
+  cycling through all of them, each against the 10-entry cache.
+* ``sidecar stream c=N``: the same three paths to a second local upstream that
+  streams (:mod:`bench._sse`: ``POST /v1/chat/completions`` answered with 20
+  server-sent events in a chunked body, as an OpenAI streaming completion), at the
+  same concurrencies: time to the first body byte and to the end of the stream, each
+  against the direct path. Each run's warm-up starts once all its new connections
+  have had a response (``settle``), so attesting them stays out of the window.
 * ``sidecar cache``: one request to each of ``profile.miss_services`` services
   holding a stored credential: first as cache misses (cap mint at the broker +
   worker fetch: KEK, S3), then again as hits (the baseline).
-* ``memory``: the daemon's RSS idle, after the sidecar runs and after a soak
-  (growth should stay flat).
+* ``memory``: the daemon's RSS idle, after the sidecar runs, and during a soak (8
+  clients over the Unix socket) that runs in slices until the daemon has served
+  ``profile.soak_requests`` requests in all, or for at most ``profile.soak_seconds``:
+  the reading at half the requests and the one at the end show the growth of the
+  second half apart from the warm-up (it should be flat).
 
 Each part reports "not yet" rows when the module it needs is not importable, so
 the harness runs at every stage of the tree.
@@ -28,13 +42,16 @@ the harness runs at every stage of the tree.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -45,7 +62,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.cap import CapOp
-from bench._errors import LoadgenError
+from bench import _sse
+from bench._errors import BenchError, LoadgenError
 from bench._loadgen import LoadResult, build_loadgen, run_loadgen, write_requests
 from bench._micro import measure_interleaved
 from bench._model import Figures, Row, not_yet
@@ -54,9 +72,10 @@ from bench._servers import raw_handler
 from bench._stack import issue_j1, running_dev_stack, send_one, worker_request
 from bench.http import combine, failure_note
 
-__all__ = ["POLICY_SIZES", "run", "sidecar_policy"]
+__all__ = ["CACHE_SIZES", "POLICY_SIZES", "run", "sidecar_policy"]
 
 POLICY_SIZES = (10, 1_000, 10_000)
+CACHE_SIZES = (10, 1_000, 10_000)
 _SERVICES = 10
 _UID = 4242
 _EXE = "/usr/bin/agent"
@@ -152,6 +171,75 @@ def _policy_rows(profile: Profile) -> list[Row]:
     return rows
 
 
+def _cache_label(n: int) -> str:
+    return f"CredentialCache.get hit, {n:,} entries"
+
+
+def _cache_hit(cache: Any, services: Sequence[str]) -> Callable[[], object]:
+    """One cached lookup per call, cycling through ``services`` in insertion order (so
+    every lookup takes the least recently used entry and moves it to the end).
+
+    ``get`` is a coroutine that does not suspend on a hit: it is stepped once by hand,
+    which is what ``await`` does when nothing is awaited inside.
+    """
+    order = itertools.cycle(services)
+
+    async def refuse(service: str) -> Any:
+        raise BenchError(f"cache miss for {service}: the benchmark must measure hits")
+
+    def lookup() -> object:
+        step = cache.get(next(order), refuse)
+        try:
+            step.send(None)
+        except StopIteration as done:
+            return done.value
+        step.close()
+        raise BenchError("a cached lookup suspended: not a hit")
+
+    return lookup
+
+
+async def _cache_rows(profile: Profile) -> list[Row]:
+    try:
+        cache_mod: Any = importlib.import_module("agentkeys.daemon.cache")
+        credentials_mod: Any = importlib.import_module("agentkeys.daemon.credentials")
+    except ImportError as exc:
+        why = f"agentkeys.daemon.cache is not importable ({exc.name})"
+        return [not_yet("credential cache", f"hit-{n}", _cache_label(n), why) for n in CACHE_SIZES]
+    # valid for an hour; the cache's own ttl (5 minutes) outlasts the measurement
+    credential = credentials_mod.Credential(secret=_SECRET, expires_at=time.time() + 3600.0)
+
+    async def fetch(service: str) -> Any:
+        return credential
+
+    cases: list[tuple[str, Callable[[], object]]] = []
+    caches: dict[int, Any] = {}
+    for n in CACHE_SIZES:
+        cache = cache_mod.CredentialCache(max_entries=n)  # exactly full: nothing evicted
+        services = [f"svc{i}" for i in range(n)]
+        for service in services:
+            await cache.get(service, fetch)
+        caches[n] = cache
+        cases.append((f"hit-{n}", _cache_hit(cache, services)))
+    figures = measure_interleaved(cases, profile.micro)
+    smallest = CACHE_SIZES[0]
+    rows = []
+    for n in CACHE_SIZES:
+        if len(caches[n]) != n or caches[n].fetches != n:
+            raise BenchError(f"the {n}-entry cache lost entries while it was measured")
+        rows.append(
+            Row(
+                "credential cache",
+                f"hit-{n}",
+                _cache_label(n),
+                figures[f"hit-{n}"],
+                baseline=None if n == smallest else f"hit-{smallest}",
+                notes="each lookup the least recently used entry",
+            )
+        )
+    return rows
+
+
 _SIDECAR_BASELINES: dict[str, str | None] = {
     "direct": None,
     "daemon-unix": "direct",
@@ -162,21 +250,39 @@ _SIDECAR_LABELS = {
     "daemon-unix": "client → daemon (Unix, E1) → upstream",
     "daemon-tcp": "client → daemon (TCP, E2) → upstream",
 }
+_STREAM_MEASURES = {"ttfb": "first body byte", "total": "whole stream"}
 _CACHE_LABELS = {
     "hit": "first request per service again (cached)",
     "miss": "first request per service (cap mint + worker fetch)",
 }
 _SERVICE_PREFIX = "bench"
+_STREAM_SERVICE = "bench-sse"
 _UPSTREAM_PATH = "/v1/models"
 _SOAK_CLIENTS = 8
+_SOAK_SLICES = 30  # the soak's time cap in slices: one RSS reading after each
+_MIN_SLICE_SECONDS = 0.05
 _REPO_ROOT = os.fspath(Path(__file__).resolve().parent.parent)
 _READY_TIMEOUT = 60.0
 _CHILD_STOP_TIMEOUT = 15.0
 _SECRET = b"sk-bench-upstream-" + b"1" * 32
+# USD per million tokens: the streamed service is priced, so the usage found in its
+# stream is charged to a quota as an OpenAI service's would be
+_STREAM_PRICE = "{ prompt = 0.15, completion = 0.6 }"
 
 
 def _services(profile: Profile) -> list[str]:
     return [f"{_SERVICE_PREFIX}{i}" for i in range(profile.miss_services)]
+
+
+def _stream_label(target: str, measure: str) -> str:
+    return f"{_SIDECAR_LABELS[target]}: {_STREAM_MEASURES[measure]}"
+
+
+_MEMORY_LABELS = {
+    "rss-idle": "daemon RSS idle",
+    "rss-after": "daemon RSS after the sidecar runs",
+    "rss-half": "daemon RSS at half of all requests (soak)",
+}
 
 
 def _sidecar_not_yet(profile: Profile, why: str) -> list[Row]:
@@ -184,12 +290,15 @@ def _sidecar_not_yet(profile: Profile, why: str) -> list[Row]:
         not_yet(f"sidecar c={n}", "daemon-unix", _SIDECAR_LABELS["daemon-unix"], why)
         for n in profile.http_concurrency
     ]
-    rows.append(not_yet("sidecar cache", "miss", _CACHE_LABELS["miss"], why))
     rows += [
-        not_yet("memory", "rss-idle", "daemon RSS idle", why),
-        not_yet("memory", "rss-after", "daemon RSS after the sidecar runs", why),
-        not_yet("memory", "rss-soak", "daemon RSS after the soak", why),
+        not_yet(
+            f"sidecar stream c={n}", "ttfb-daemon-unix", _stream_label("daemon-unix", "ttfb"), why
+        )
+        for n in profile.http_concurrency
     ]
+    rows.append(not_yet("sidecar cache", "miss", _CACHE_LABELS["miss"], why))
+    rows += [not_yet("memory", case, label, why) for case, label in _MEMORY_LABELS.items()]
+    rows.append(not_yet("memory", "rss-soak", "daemon RSS after the soak", why))
     return rows
 
 
@@ -211,16 +320,20 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def sidecar_policy(upstream: str, exe: str, services: Sequence[str]) -> str:
+def sidecar_policy(
+    upstream: str, exe: str, services: Sequence[str], *, stream_upstream: str | None = None
+) -> str:
     """The daemon policy of the sidecar runs: the load generator may GET one path of each
-    service, all served by ``upstream``."""
-    names = ", ".join(f'"{name}"' for name in services)
+    service, all served by ``upstream``; with ``stream_upstream``, also ``POST`` a chat
+    completion to the priced service ``bench-sse`` served by it (the streamed runs)."""
+    names = [*services, _STREAM_SERVICE] if stream_upstream is not None else [*services]
+    listed = ", ".join(f'"{name}"' for name in names)
     lines = [
         "[[caller]]",
         'name = "bench"',
         f"uid = {os.getuid()}",
         f'exe = "{exe}"',
-        f"services = [{names}]",
+        f"services = [{listed}]",
         "",
     ]
     for name in services:
@@ -228,6 +341,16 @@ def sidecar_policy(upstream: str, exe: str, services: Sequence[str]) -> str:
             f"[service.{name}]",
             f'upstream = "{upstream}"',
             f'allow = ["GET {_UPSTREAM_PATH}"]',
+            "",
+        ]
+    if stream_upstream is not None:
+        lines += [
+            f'[service."{_STREAM_SERVICE}"]',
+            f'upstream = "{stream_upstream}"',
+            f'allow = ["POST {_sse.PATH}"]',
+            "",
+            f'[service."{_STREAM_SERVICE}".prices]',
+            f"default = {_STREAM_PRICE}",
             "",
         ]
     return "\n".join(lines)
@@ -263,55 +386,136 @@ def _extra(result: LoadResult) -> dict[str, float | int | str]:
     }
 
 
+def _adds(figures: Figures, baseline: Figures) -> str:
+    return (
+        f"adds {figures.p50_us - baseline.p50_us:,.0f} µs p50, "
+        f"{figures.p99_us - baseline.p99_us:,.0f} µs p99"
+    )
+
+
 def _sidecar_row(
     scenario: str, case: str, rounds: Sequence[LoadResult], direct: Figures | None
 ) -> Row:
     result = combine(rounds)
+    figures = _figures(result)
     notes = []
     if direct is not None:
-        notes.append(
-            f"adds {result.p50_us - direct.p50_us:,.0f} µs p50, "
-            f"{result.p99_us - direct.p99_us:,.0f} µs p99"
-        )
+        notes.append(_adds(figures, direct))
     if failure := failure_note(result):
         notes.append(failure)
     return Row(
         scenario,
         case,
         _SIDECAR_LABELS[case],
-        _figures(result),
+        figures,
         baseline=_SIDECAR_BASELINES[case],
         notes="; ".join(notes),
         extra={**_extra(result), "rounds": len(rounds)},
     )
 
 
-def _memory_row(case: str, label: str, kib: int, requests: int, idle_kib: int) -> Row:
+def _stream_rows(scenario: str, results: dict[str, list[LoadResult]]) -> list[Row]:
+    """Two rows per path: time to the first body byte and to the end of the stream, each
+    with the rate of the same runs (total over the rounds, median of each percentile)."""
+    rows: list[Row] = []
+    for measure in _STREAM_MEASURES:
+        direct: Figures | None = None
+        for target in ("direct", "daemon-unix", "daemon-tcp"):
+            rounds = results[target]
+            result = combine(rounds)
+            figures = _figures(result)
+            if measure == "ttfb":
+                figures = replace(
+                    figures,
+                    p50_us=statistics.median(r.ttfb_p50_us for r in rounds),
+                    p90_us=statistics.median(r.ttfb_p90_us for r in rounds),
+                    p99_us=statistics.median(r.ttfb_p99_us for r in rounds),
+                )
+            notes = []
+            if direct is None:
+                direct = figures
+            else:
+                notes.append(_adds(figures, direct))
+            served = max(result.requests, 1)
+            body = sum(r.body_bytes for r in rounds) / served
+            chunks = sum(r.chunks for r in rounds) / served
+            if measure == "total":
+                notes.append(f"{chunks:,.1f} chunks, {body:,.0f} B per response")
+            if failure := failure_note(result):
+                notes.append(failure)
+            baseline = _SIDECAR_BASELINES[target]
+            rows.append(
+                Row(
+                    scenario,
+                    f"{measure}-{target}",
+                    _stream_label(target, measure),
+                    figures,
+                    baseline=None if baseline is None else f"{measure}-{baseline}",
+                    notes="; ".join(notes),
+                    extra={
+                        **_extra(result),
+                        "rounds": len(rounds),
+                        "body_bytes_per_response": body,
+                        "chunks_per_response": chunks,
+                        "settle_s_max": max(r.settle_s for r in rounds),
+                    },
+                )
+            )
+    return rows
+
+
+def _memory_row(
+    case: str,
+    label: str,
+    kib: int,
+    requests: int,
+    idle_kib: int,
+    *,
+    more: str = "",
+    extra: dict[str, float | int | str] | None = None,
+) -> Row:
     growth = kib - idle_kib
     notes = f"RSS {kib / 1024:,.1f} MiB"
     if case != "rss-idle":
         notes += f" after {requests:,} requests ({growth / 1024:+,.1f} MiB vs idle)"
+    if more:
+        notes += f"; {more}"
     return Row(
         "memory",
         case,
         label,
         None,
         notes=notes,
-        extra={"rss_kib": kib, "requests": requests, "growth_kib": growth},
+        extra={"rss_kib": kib, "requests": requests, "growth_kib": growth, **(extra or {})},
     )
 
 
 @dataclass(frozen=True)
+class _Reading:
+    """The daemon's RSS once it had served ``requests`` in all."""
+
+    requests: int
+    rss_kib: int
+
+
+@dataclass(frozen=True)
 class _Sidecar:
-    """A running daemon child process and the addresses the load generator uses."""
+    """A running daemon child process and the addresses the load generator uses:
+    ``targets`` for the plain runs, ``stream_targets`` for the streamed ones (each
+    ``direct``, ``daemon-unix``, ``daemon-tcp``)."""
 
     process: trio.Process
     socket_path: Path
     targets: dict[str, dict[str, Any]]
+    stream_targets: dict[str, dict[str, Any]]
 
 
 async def _start_sidecar(
-    nursery: trio.Nursery, setup: dict[str, str], log: IO[bytes], upstream_port: int
+    nursery: trio.Nursery,
+    setup: dict[str, str],
+    log: IO[bytes],
+    upstream_port: int,
+    stream_port: int,
 ) -> _Sidecar:
     command = [sys.executable, "-m", "bench._sidecar_child", json.dumps(setup)]
     process: trio.Process = await nursery.start(
@@ -333,13 +537,20 @@ async def _start_sidecar(
         raise LoadgenError("the sidecar daemon exited before it was ready (see its log)")
     address = json.loads(line)
     tcp = urlsplit(str(address["tcp_url"]))
+    socket_path = Path(address["socket"])
     path = f"/{_SERVICE_PREFIX}0{_UPSTREAM_PATH}"
     targets: dict[str, dict[str, Any]] = {
         "direct": {"tcp": ("127.0.0.1", upstream_port), "path": _UPSTREAM_PATH},
-        "daemon-unix": {"unix_path": Path(address["socket"]), "path": path},
+        "daemon-unix": {"unix_path": socket_path, "path": path},
         "daemon-tcp": {"tcp": (tcp.hostname, tcp.port), "path": path},
     }
-    return _Sidecar(process=process, socket_path=Path(address["socket"]), targets=targets)
+    stream_path = f"/{_STREAM_SERVICE}{_sse.PATH}"
+    stream_targets: dict[str, dict[str, Any]] = {
+        "direct": {"tcp": ("127.0.0.1", stream_port), "path": _sse.PATH},
+        "daemon-unix": {"unix_path": socket_path, "path": stream_path},
+        "daemon-tcp": {"tcp": (tcp.hostname, tcp.port), "path": stream_path},
+    }
+    return _Sidecar(process, socket_path, targets, stream_targets)
 
 
 async def _stop_sidecar(process: trio.Process) -> None:
@@ -391,26 +602,49 @@ async def _measure_cache(
     return rows
 
 
-async def _measure_sidecar(profile: Profile, binary: Path, sidecar: _Sidecar) -> list[Row]:
-    await trio.sleep(0.5)  # let start-up garbage settle before the idle reading
-    pid = sidecar.process.pid
-    idle_kib = _rss_kib(pid)
+async def _turns(
+    profile: Profile,
+    binary: Path,
+    targets: dict[str, dict[str, Any]],
+    conns: int,
+    *,
+    warmup: float,
+    **options: Any,
+) -> tuple[dict[str, list[LoadResult]], int]:
+    """Every target once per round, in turn; and how many responses the daemon sent."""
+    results: dict[str, list[LoadResult]] = {name: [] for name in targets}
+    served = 0
+    for _ in range(profile.http_rounds):
+        for name, target in targets.items():
+            result = await run_loadgen(
+                binary,
+                conns=conns,
+                duration=profile.http_duration,
+                warmup=warmup,
+                **target,
+                **options,
+            )
+            results[name].append(result)
+            if name != "direct":
+                served += result.completed
+    return results, served
+
+
+async def _measure_sidecar(
+    profile: Profile, binary: Path, sidecar: _Sidecar
+) -> tuple[list[Row], int]:
+    """The plain runs at each concurrency; the rows and the responses the daemon sent.
+
+    Every run settles first, as the streamed ones do: these rows measure requests on
+    keep-alive connections; what a new connection costs is the ``attest`` rows' subject.
+    """
     rows: list[Row] = []
     served = 0
     for conns in profile.http_concurrency:
-        results: dict[str, list[LoadResult]] = {name: [] for name in sidecar.targets}
-        for _ in range(profile.http_rounds):
-            for name, target in sidecar.targets.items():
-                result = await run_loadgen(
-                    binary,
-                    conns=conns,
-                    duration=profile.http_duration,
-                    warmup=profile.http_warmup,
-                    **target,
-                )
-                results[name].append(result)
-                if name != "direct":
-                    served += result.completed
+        results, count = await _turns(
+            profile, binary, sidecar.targets, conns, warmup=profile.http_warmup, settle=True
+        )
+        served += count
         scenario = f"sidecar c={conns}"
         direct = _sidecar_row(scenario, "direct", results["direct"], None)
         rows.append(direct)
@@ -418,22 +652,117 @@ async def _measure_sidecar(profile: Profile, binary: Path, sidecar: _Sidecar) ->
             _sidecar_row(scenario, name, results[name], direct.figures)
             for name in ("daemon-unix", "daemon-tcp")
         ]
-    after_kib = _rss_kib(pid)
-    soak = await run_loadgen(
+    return rows, served
+
+
+async def _measure_stream(
+    profile: Profile, binary: Path, sidecar: _Sidecar, directory: Path
+) -> tuple[list[Row], int]:
+    """The streamed runs at each concurrency; the rows and the responses the daemon sent.
+
+    One request goes through the daemon first, so the streamed service's cache miss
+    (cap mint + worker fetch) is not measured; and every run settles first (its warm-up
+    starts once each of its new connections has had a response), so attesting 64 new
+    connections (E1 or E2, several ms each, in the daemon's few worker threads) stays
+    out of the measured window.
+    """
+    body_file = directory / "completion.json"
+    body_file.write_bytes(_sse.REQUEST_BODY)
+    first = directory / "first-stream-request"
+    unix = sidecar.stream_targets["daemon-unix"]
+    write_requests(
+        first,
+        [
+            b"POST %s HTTP/1.1\r\nHost: daemon\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s"
+            % (unix["path"].encode("ascii"), len(_sse.REQUEST_BODY), _sse.REQUEST_BODY)
+        ],
+    )
+    primed = await run_loadgen(
         binary,
-        conns=_SOAK_CLIENTS,
-        duration=profile.soak_seconds,
+        unix_path=unix["unix_path"],
+        conns=1,
+        duration=60.0,  # ends after the one request
         warmup=0.0,
-        **sidecar.targets["daemon-unix"],
+        requests_file=first,
     )
-    soak_kib = _rss_kib(pid)
-    rows.append(_memory_row("rss-idle", "daemon RSS idle", idle_kib, 0, idle_kib))
-    rows.append(
-        _memory_row("rss-after", "daemon RSS after the sidecar runs", after_kib, served, idle_kib)
+    served = primed.completed
+    rows: list[Row] = []
+    for conns in profile.http_concurrency:
+        results, count = await _turns(
+            profile,
+            binary,
+            sidecar.stream_targets,
+            conns,
+            warmup=profile.http_warmup,
+            body_file=body_file,
+            settle=True,
+        )
+        served += count
+        rows += _stream_rows(f"sidecar stream c={conns}", results)
+    return rows, served
+
+
+async def _soak(profile: Profile, binary: Path, sidecar: _Sidecar, served: int) -> list[_Reading]:
+    """Load in slices (8 clients, Unix socket) until the daemon has served
+    ``profile.soak_requests`` in all or ``profile.soak_seconds`` have passed, and at
+    least two slices; one RSS reading after each slice."""
+    pid = sidecar.process.pid
+    slice_seconds = max(profile.soak_seconds / _SOAK_SLICES, _MIN_SLICE_SECONDS)
+    readings: list[_Reading] = []
+    deadline = trio.current_time() + profile.soak_seconds
+    while len(readings) < 2 or served < profile.soak_requests:
+        left = deadline - trio.current_time()
+        if len(readings) >= 2 and left < _MIN_SLICE_SECONDS:
+            break
+        result = await run_loadgen(
+            binary,
+            conns=_SOAK_CLIENTS,
+            duration=max(min(slice_seconds, left), _MIN_SLICE_SECONDS),
+            warmup=0.0,
+            **sidecar.targets["daemon-unix"],
+        )
+        served += result.completed
+        readings.append(_Reading(served, _rss_kib(pid)))
+    return readings
+
+
+def _memory_rows(
+    profile: Profile, idle_kib: int, after: _Reading, soak: Sequence[_Reading], seconds: float
+) -> list[Row]:
+    """Idle, after the sidecar runs, at half of all requests served, at the end."""
+    end = soak[-1]
+    # the first reading at or past half of the final count: the second half starts there
+    half = next(r for r in (after, *soak) if 2 * r.requests >= end.requests)
+    second = end.requests - half.requests
+    more = (
+        f"{(end.rss_kib - half.rss_kib) / 1024:+,.1f} MiB over the second half "
+        f"({second:,} requests)"
     )
-    soak_label = f"daemon RSS after a {profile.soak_seconds:g} s soak (8 clients)"
-    rows.append(_memory_row("rss-soak", soak_label, soak_kib, served + soak.completed, idle_kib))
-    return rows
+    if end.requests < profile.soak_requests:
+        more += f"; target {profile.soak_requests:,} requests not reached in {seconds:.1f} s"
+    soak_label = f"daemon RSS after the soak ({_SOAK_CLIENTS} clients, {seconds:.1f} s)"
+    return [
+        _memory_row("rss-idle", _MEMORY_LABELS["rss-idle"], idle_kib, 0, idle_kib),
+        _memory_row(
+            "rss-after", _MEMORY_LABELS["rss-after"], after.rss_kib, after.requests, idle_kib
+        ),
+        _memory_row("rss-half", _MEMORY_LABELS["rss-half"], half.rss_kib, half.requests, idle_kib),
+        _memory_row(
+            "rss-soak",
+            soak_label,
+            end.rss_kib,
+            end.requests,
+            idle_kib,
+            more=more,
+            extra={
+                "second_half_growth_kib": end.rss_kib - half.rss_kib,
+                "second_half_requests": second,
+                "soak_seconds": round(seconds, 1),
+                "target_requests": profile.soak_requests,
+            },
+        ),
+    ]
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
@@ -442,6 +771,27 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode("ascii")
+
+
+async def _measure_all(
+    profile: Profile, binary: Path, sidecar: _Sidecar, directory: Path
+) -> list[Row]:
+    """Cache misses, plain and streamed runs, then the soak with its memory readings."""
+    rows = await _measure_cache(profile, binary, sidecar, directory)
+    served = 2 * profile.miss_services
+    await trio.sleep(0.5)  # let start-up garbage settle before the idle reading
+    pid = sidecar.process.pid
+    idle_kib = _rss_kib(pid)
+    plain, count = await _measure_sidecar(profile, binary, sidecar)
+    served += count
+    streamed, count = await _measure_stream(profile, binary, sidecar, directory)
+    served += count
+    rows += plain + streamed
+    after = _Reading(served, _rss_kib(pid))
+    started = trio.current_time()
+    soak = await _soak(profile, binary, sidecar, served)
+    rows += _memory_rows(profile, idle_kib, after, soak, trio.current_time() - started)
+    return rows
 
 
 async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
@@ -463,22 +813,29 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                 if stack is None:
                     return _sidecar_not_yet(profile, "the dev stack has no broker and worker")
                 host = "{}:{}".format(*stack.worker_address)
-                for name in _services(profile):
+                for name in [*_services(profile), _STREAM_SERVICE]:
                     store = worker_request(
                         stack.signing, CapOp.STORE, host=host, service=name, secret=_SECRET
                     )
                     await send_one(stack.worker_url, store)
-                listeners = await nursery.start(
-                    partial(trio.serve_tcp, raw_handler, 0, host="127.0.0.1")
-                )
-                port = listeners[0].socket.getsockname()[1]
-                upstream = f"http://127.0.0.1:{port}"
+                ports = []
+                for handler in (raw_handler, _sse.sse_handler):
+                    listeners = await nursery.start(
+                        partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
+                    )
+                    ports.append(listeners[0].socket.getsockname()[1])
+                port, stream_port = ports
                 secrets_dir = private / "secrets"
                 _write_private(secrets_dir / "session", await issue_j1(stack))
                 _write_private(secrets_dir / "k10.pem", _key_pem(stack.signing.k10))
                 _write_private(
                     private / "policy.toml",
-                    sidecar_policy(upstream, str(binary), _services(profile)),
+                    sidecar_policy(
+                        f"http://127.0.0.1:{port}",
+                        str(binary),
+                        _services(profile),
+                        stream_upstream=f"http://127.0.0.1:{stream_port}",
+                    ),
                 )
                 setup = {
                     "socket": os.fspath(private / "run" / "agentkeys-proxy.sock"),
@@ -493,10 +850,9 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                     "deployment": os.fspath(stack.deployment_record),
                 }
                 with log_path.open("wb") as log:
-                    sidecar = await _start_sidecar(nursery, setup, log, port)
+                    sidecar = await _start_sidecar(nursery, setup, log, port, stream_port)
                     try:
-                        rows = await _measure_cache(profile, binary, sidecar, private)
-                        rows += await _measure_sidecar(profile, binary, sidecar)
+                        rows = await _measure_all(profile, binary, sidecar, private)
                     finally:
                         await _stop_sidecar(sidecar.process)
                 nursery.cancel_scope.cancel()
@@ -509,5 +865,7 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
 
 
 async def run(profile: Profile, *, build_dir: Path) -> list[Row]:
-    """Policy scaling, then the sidecar overhead and memory (one daemon process)."""
-    return _policy_rows(profile) + await _sidecar_rows(profile, build_dir)
+    """Policy and cache scaling, then the sidecar overhead and memory (one daemon process)."""
+    return (
+        _policy_rows(profile) + await _cache_rows(profile) + await _sidecar_rows(profile, build_dir)
+    )

@@ -10,8 +10,10 @@ a row gives the total rate over its rounds and the median of each percentile.
 Each server's baseline is the next simpler stack, so each ratio isolates one layer:
 
     hypercorn-asgi  vs raw-trio         Hypercorn's HTTP machinery
+    attested-asgi   vs hypercorn-asgi   serve_attested (E1 + the lean h11 server, the
+                                        daemon's stack) in place of Hypercorn
     hypercorn-quart vs hypercorn-asgi   Quart-Trio routing and JSON
-    attested-quart  vs hypercorn-quart  serve_attested: per-connection E1 identity
+    attested-quart  vs hypercorn-quart  serve_attested in place of Hypercorn, under Quart
 
 The servers run in this process on one Trio thread; the generator is a separate
 process, so on a 2-core machine each gets a core when the machine is quiet.
@@ -36,20 +38,22 @@ __all__ = ["BASELINES", "combine", "failure_note", "run"]
 BASELINES: dict[str, str | None] = {
     "raw-trio": None,
     "hypercorn-asgi": "raw-trio",
+    "attested-asgi": "hypercorn-asgi",
     "hypercorn-quart": "hypercorn-asgi",
     "attested-quart": "hypercorn-quart",
 }
 _LABELS = {
     "raw-trio": "raw Trio responder (floor)",
     "hypercorn-asgi": "Hypercorn + bare ASGI",
+    "attested-asgi": "attest.serve_attested + bare ASGI",
     "hypercorn-quart": "Hypercorn + Quart-Trio",
     "attested-quart": "attest.serve_attested + Quart-Trio",
 }
-_NEW_CONN_SERVERS = ("raw-trio", "hypercorn-quart", "attested-quart")
+_NEW_CONN_SERVERS = ("raw-trio", "hypercorn-asgi", "attested-asgi")
 _NEW_CONN_BASELINES: dict[str, str | None] = {
     "raw-trio": None,
-    "hypercorn-quart": "raw-trio",
-    "attested-quart": "hypercorn-quart",
+    "hypercorn-asgi": "raw-trio",
+    "attested-asgi": "hypercorn-asgi",
 }
 
 

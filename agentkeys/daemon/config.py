@@ -76,12 +76,17 @@ class ListenSection:
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout: float = 30.0
     keep_alive_timeout: float = 75.0
+    max_connections: int = 1024
 
     def __post_init__(self) -> None:
         if self.tcp_port is not None and not 0 <= self.tcp_port <= 65535:
             raise ConfigError("listen.tcp_port must be within 0..65535")
-        if self.max_body_bytes <= 0 or self.graceful_timeout <= 0:
-            raise ConfigError("listen.max_body_bytes and graceful_timeout must be positive")
+        if min(self.max_body_bytes, self.graceful_timeout, self.keep_alive_timeout) <= 0:
+            raise ConfigError(
+                "listen.max_body_bytes, graceful_timeout and keep_alive_timeout must be positive"
+            )
+        if self.max_connections < 1:
+            raise ConfigError("listen.max_connections must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -273,16 +273,16 @@ class ProxyApp:
             else:
                 # the row is written before the caller sees the refusal
                 self._finish(note, "deny" if denied else "error", exc.error, status)
-                await _respond_draining(receive, send, status, head, body)
+                await _respond(send, status, head, body)
         except _ClientGone:
             self._finish(note, "error", "client_disconnected", 499)
         finally:
             if not note.audited:
                 self._finish(note, "error", "internal_error", 500)
 
-    def record_unattested(self, exc: AttestError) -> None:
-        """Audit a connection refused before any request: its caller could not be attested."""
-        self._finish(_Audit(method="-", path="-"), "deny", exc.error, 403)
+    def record_refused(self, exc: AttestError) -> None:
+        """Audit a connection refused before any request (caller not attested, or busy)."""
+        self._finish(_Audit(method="-", path="-"), "deny", exc.error, exc.status)
 
     def _finish(self, note: _Audit, decision: str, reason: str | None, status: int) -> None:
         if note.audited:
@@ -416,7 +416,7 @@ class ProxyApp:
                     nursery.cancel_scope.cancel()
             else:
                 # a body of known length is not a stream: its last chunk goes out with
-                # the end of the response (one message less through Hypercorn)
+                # the end of the response (one write less)
                 sized = response.header(b"content-length") is not None
                 broken, tail = await _pump(response, send, scanner, svc.name, hold_last=sized)
             self._account(scanner, svc, note, key)
@@ -479,28 +479,6 @@ async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:
         if message["type"] == "http.disconnect":
             scope.cancel()
             return
-
-
-async def _respond_draining(
-    receive: Any, send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-) -> None:
-    """Answer while discarding any unread request body.
-
-    Hypercorn delivers request events through a bounded queue; when a refusal leaves the
-    body unread, finishing the response blocks on that queue. Reading it concurrently
-    (and dropping it) lets the response complete; the connection then closes.
-    """
-
-    async def drain() -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                return
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain)
-        await _respond(send, status, headers, body)
-        nursery.cancel_scope.cancel()
 
 
 async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -2,9 +2,10 @@
 
 Duties, each a task in the nursery:
 
-* ``listener`` — Hypercorn over the Unix socket (0600 in 0700) and the optional loopback
-  TCP listener, every connection attested (E1/E2) before a byte is read; on stop it
-  drains in-flight requests and streams for ``listen.graceful_timeout`` seconds;
+* ``listener`` — HTTP/1.1 (``attest.serve_attested``) over the Unix socket (0600 in 0700)
+  and the optional loopback TCP listener, every connection attested (E1/E2) before a
+  byte is read; on stop it closes idle connections and gives in-flight requests and
+  streams ``listen.graceful_timeout`` seconds;
 * ``heartbeat`` — probes the broker; the proxy fails closed outside the window;
 * ``cache-expiry`` — drops expired credentials;
 * ``policy-reload`` — re-reads the policy when the file changes (a bad file is logged and
@@ -33,7 +34,6 @@ from functools import partial
 from typing import Protocol
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from agentkeys.chain.events import ChainEvent, ScopeSet
 from agentkeys.daemon._groups import raise_domain_error
@@ -50,10 +50,9 @@ from agentkeys.daemon.proxy import ProxyApp, ProxyLimits
 from agentkeys.daemon.quota import QuotaBook
 from agentkeys.daemon.revocation import RevocationState, changes_nothing
 from agentkeys.errors import AgentkeysError
-from attest.caller import CallerIdentity
-from attest.errors import CallerUnidentified
 from attest.serve import (
     CallerAttestor,
+    ServeConfig,
     create_loopback_listener,
     create_unix_listener,
     serve_attested,
@@ -62,21 +61,6 @@ from attest.serve import (
 __all__ = ["AuditRelay", "Daemon", "DaemonAddress"]
 
 _log = logging.getLogger("agentkeys.daemon")
-
-
-@dataclass
-class _AuditingAttestor(CallerAttestor):
-    """attest's attestor, plus an audit row for every connection it refuses."""
-
-    on_refused: Callable[[CallerUnidentified], None] | None = None
-
-    async def identify(self, sock: socket.socket) -> CallerIdentity:
-        try:
-            return await super().identify(sock)
-        except CallerUnidentified as exc:
-            if self.on_refused is not None:
-                self.on_refused(exc)
-            raise
 
 
 class AuditRelay(Protocol):
@@ -272,20 +256,18 @@ class Daemon:
     ) -> None:
         app = self.app
         assert app is not None  # built by serve() before the listener starts
-        hconfig = HypercornConfig()
-        hconfig.graceful_timeout = self.config.listen.graceful_timeout
-        hconfig.keep_alive_timeout = self.config.listen.keep_alive_timeout
-        hconfig.accesslog = None
-        hconfig.errorlog = None
-        hconfig.h11_max_incomplete_size = 32 * 1024
+        listen = self.config.listen
         await serve_attested(
             app,
             sockets,
-            config=hconfig,
-            attestor=_AuditingAttestor(
-                pod_wide=self.config.listen.pod_wide, on_refused=app.record_unattested
+            config=ServeConfig(
+                keep_alive_timeout=listen.keep_alive_timeout,
+                graceful_timeout=listen.graceful_timeout,
+                max_connections=listen.max_connections,
             ),
+            attestor=CallerAttestor(pod_wide=listen.pod_wide),
             shutdown_trigger=self._stop.wait,
+            on_refused=app.record_refused,
             task_status=task_status,
         )
         # drained: the other duties end with the listener

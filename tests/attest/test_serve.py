@@ -1,7 +1,7 @@
-"""E1 through the Hypercorn helper: real client processes on one Unix socket.
+"""E1 and E2 through ``serve_attested``: real client processes on one Unix socket and
+on loopback TCP, a Quart-Trio app reading the attested caller.
 
-Also the regression test for the pinned Hypercorn internals the helper drives
-(``TCPServer`` on a plain stream, ``Lifespan``, ``WorkerContext``).
+The HTTP/1.1 behaviour of the server itself is in test_http1.py.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
-from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
 from quart import request
 from quart_trio import QuartTrio
 
@@ -30,6 +28,7 @@ from attest.caller import CallerIdentity, Transport
 from attest.errors import CallerUnidentified, InsecurePath
 from attest.serve import (
     CallerAttestor,
+    ServeConfig,
     caller_from_scope,
     create_loopback_listener,
     create_unix_listener,
@@ -87,19 +86,13 @@ async def server() -> AsyncIterator[Path]:
         os.chmod(top, 0o711)  # noqa: S103 - test only: let uid 65534 traverse
         os.chmod(path.parent, 0o711)  # noqa: S103
         os.chmod(path, 0o666)  # noqa: S103 - test only: let uid 65534 connect
-        config = Config()
-        config.graceful_timeout = 1
+        config = ServeConfig(graceful_timeout=1)
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_attested, _app(), [sock], config=config))
             yield path
             nursery.cancel_scope.cancel()
     finally:
         shutil.rmtree(top)
-
-
-def test_hypercorn_is_the_pinned_version() -> None:
-    # serve.py drives hypercorn.trio.tcp_server.TCPServer, an internal class.
-    assert version("hypercorn") == "0.18.0"
 
 
 async def test_listener_is_0600_in_0700_dir(tmp_path: Path) -> None:

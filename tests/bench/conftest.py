@@ -14,13 +14,14 @@ TINY = Profile(
     micro=MicroBudget(seconds=0.01, rounds=2, max_ops=30),
     http_duration=0.5,  # long enough for one round trip on a loaded 2-core machine
     http_warmup=0.02,
-    http_rounds=2,
+    http_rounds=1,  # one round per case keeps the suite near 30 s (combine has its own test)
     http_concurrency=(1, 3),
     reconnect_clients=2,
     chain_seconds=0.05,
     chain_tasks=2,
     mint_requests=40,
     miss_services=2,
+    soak_requests=50,
     soak_seconds=0.2,
 )
 

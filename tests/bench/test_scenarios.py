@@ -15,9 +15,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.pop import PopProof
-from bench import attestation, broker, chain, crypto, daemon, http, worker
+from bench import _sse, attestation, broker, chain, crypto, daemon, http, worker
 from bench._errors import BenchConfigError
 from bench._loadgen import LoadResult
+from bench._model import Row
+from bench._servers import SERVER_NAMES
 from tests.bench._checks import assert_well_formed
 
 
@@ -74,12 +76,8 @@ async def test_http_every_server_answers_every_request(tiny, build_dir):
             http.BASELINES[row.case] if "new-conn" not in row.scenario else row.baseline
         )
     keep_alive = [r for r in rows if r.scenario == "http c=3"]
-    assert [r.case for r in keep_alive] == [
-        "raw-trio",
-        "hypercorn-asgi",
-        "hypercorn-quart",
-        "attested-quart",
-    ]
+    assert [r.case for r in keep_alive] == list(SERVER_NAMES)  # every server, in order
+    assert SERVER_NAMES[0] == "raw-trio"
 
 
 async def test_chain_reads_run_against_a_real_anvil(tiny):
@@ -141,22 +139,26 @@ def _daemon_landed() -> bool:
     return True
 
 
-async def test_daemon_rows_cover_policy_sidecar_and_memory(tiny, build_dir):
+async def test_daemon_rows_cover_policy_cache_sidecar_and_memory(tiny, build_dir):
     rows = assert_well_formed(await daemon.run(tiny, build_dir=build_dir), expect_not_yet=True)
     policy = [r for r in rows if r.scenario == "policy"]
     assert {r.case for r in policy} == {
         f"{kind}-{n}" for kind in ("decide", "parse") for n in daemon.POLICY_SIZES
     }
     assert all((r.figures is not None) == _daemon_landed() for r in policy)
+    cache_rows = {r.case: r.baseline for r in rows if r.scenario == "credential cache"}
+    assert cache_rows == {"hit-10": None, "hit-1000": "hit-10", "hit-10000": "hit-10"}
     sidecar = [r for r in rows if r.scenario.startswith("sidecar c=")]
+    stream = [r for r in rows if r.scenario.startswith("sidecar stream c=")]
     cache = {r.case: r for r in rows if r.scenario == "sidecar cache"}
     memory = {r.case: r for r in rows if r.scenario == "memory"}
-    assert set(memory) == {"rss-idle", "rss-after", "rss-soak"}
+    assert set(memory) == {"rss-idle", "rss-after", "rss-half", "rss-soak"}
     if not _daemon_landed():
-        assert all(r.figures is None for r in sidecar + list(cache.values()))
+        assert all(r.figures is None for r in sidecar + stream + list(cache.values()))
         return
     assert {r.scenario for r in sidecar} == {"sidecar c=1", "sidecar c=3"}
-    for row in sidecar + list(cache.values()):
+    assert {r.scenario for r in stream} == {"sidecar stream c=1", "sidecar stream c=3"}
+    for row in sidecar + stream + list(cache.values()):
         assert row.figures is not None, row
         assert row.extra["errors"] == 0, row
         assert row.extra["non_2xx"] == 0, row  # the daemon admitted and forwarded every call
@@ -167,7 +169,35 @@ async def test_daemon_rows_cover_policy_sidecar_and_memory(tiny, build_dir):
     assert cache["miss"].baseline == "hit"
     served = [int(memory[c].extra["requests"]) for c in ("rss-idle", "rss-after", "rss-soak")]
     assert served[0] == 0
-    assert 0 < served[1] <= served[2]
+    assert 0 < served[1] < served[2]
+    half = int(memory["rss-half"].extra["requests"])
+    assert served[1] <= half <= served[2]
+    assert 2 * half >= served[2]
+    soak = memory["rss-soak"]
+    assert soak.extra["second_half_requests"] == served[2] - half
+    assert served[2] >= tiny.soak_requests or "not reached" in soak.notes
+    _check_streamed_rows(stream, tiny.http_concurrency)
+
+
+def _check_streamed_rows(rows: list[Row], concurrency: tuple[int, ...]) -> None:
+    """Every path delivered the whole stream; each first-byte row sits below its total."""
+    for conns in concurrency:
+        by_case = {r.case: r for r in rows if r.scenario == f"sidecar stream c={conns}"}
+        assert set(by_case) == {
+            f"{measure}-{target}"
+            for measure in ("ttfb", "total")
+            for target in ("direct", "daemon-unix", "daemon-tcp")
+        }
+        for case, row in by_case.items():
+            measure, target = case.split("-", 1)
+            assert row.baseline == (None if target == "direct" else f"{measure}-direct")
+            # the whole stream arrived, every event in its own chunk, on every path
+            assert row.extra["body_bytes_per_response"] == len(_sse.BODY), row
+            assert row.extra["chunks_per_response"] == _sse.EVENTS, row
+            total = by_case[f"total-{target}"].figures
+            assert row.figures is not None
+            assert total is not None
+            assert row.figures.p50_us <= total.p50_us  # the first byte comes before the end
 
 
 def test_sidecar_policy_admits_only_the_load_generator():
@@ -180,6 +210,23 @@ def test_sidecar_policy_admits_only_the_load_generator():
     assert rule.services == frozenset({"bench0", "bench1"})
     assert policy.services["bench1"].allows("GET", "/v1/models")
     assert not policy.services["bench1"].allows("POST", "/v1/models")
+
+
+def test_sidecar_policy_admits_the_streamed_completion_only_on_its_service():
+    parse_policy = pytest.importorskip("agentkeys.daemon.policy").parse_policy
+
+    text = daemon.sidecar_policy(
+        "http://127.0.0.1:9", "/opt/loadgen", ["bench0"], stream_upstream="http://127.0.0.1:8"
+    )
+    policy = parse_policy(text.encode())
+    [rule] = policy.callers
+    assert rule.services == frozenset({"bench0", "bench-sse"})
+    streamed = policy.services["bench-sse"]
+    assert streamed.upstream == "http://127.0.0.1:8"
+    assert streamed.allows("POST", _sse.PATH)
+    assert not streamed.allows("GET", "/v1/models")
+    assert not policy.services["bench0"].allows("POST", _sse.PATH)
+    assert streamed.price_for("gpt-4o-mini") is not None  # usage in the stream is charged
 
 
 def test_policy_document_matches_only_its_last_caller():

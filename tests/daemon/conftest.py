@@ -341,7 +341,24 @@ async def gate(
     nursery: trio.Nursery, tmp_path: Path, upstream: Upstream, broker: Broker
 ) -> AsyncIterator[Stack]:
     """The daemon with its real source; the broker refuses every mint, no worker is reached."""
+    async with open_gate(nursery, tmp_path, upstream, broker) as stack:
+        yield stack
+
+
+@asynccontextmanager
+async def open_gate(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    upstream: Upstream,
+    broker: Broker,
+    *,
+    max_connections: int = 1024,
+) -> AsyncIterator[Stack]:
+    """The ``gate`` daemon, with its listener's connection bound set."""
     config = make_config(tmp_path, broker.url)
+    config = dataclasses.replace(
+        config, listen=dataclasses.replace(config.listen, max_connections=max_connections)
+    )
     write_private(config.policy_path, policy_text(upstream.url))
     async with (
         httpx.AsyncClient(base_url=broker.url, trust_env=False, timeout=5) as broker_http,

@@ -35,13 +35,15 @@ from agentkeys.daemon.auditlog import verify_log
 from agentkeys.omni import service_hash
 from tests.daemon.conftest import (
     SELF_EXE,
+    Broker,
     Stack,
     open_daemon,
+    open_gate,
     policy_text,
     wait_until,
     write_private,
 )
-from tests.daemon.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REAL_KEY
+from tests.daemon.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REAL_KEY, Upstream
 
 CLIENT = Path(__file__).with_name("sdk_client.py")
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
@@ -414,6 +416,26 @@ async def test_an_unattestable_connection_is_refused_and_audited(gate: Stack) ->
     row = stack.audit_rows()[0]
     assert (row["decision"], row["status"], row["method"]) == ("deny", 403, "-")
     assert row["reason"] in ("caller_gone", "caller_unidentified")
+
+
+async def test_connections_beyond_the_maximum_are_refused_and_audited(
+    nursery: trio.Nursery, tmp_path: Path, upstream: Upstream, broker: Broker
+) -> None:
+    async with (
+        open_gate(nursery, tmp_path, upstream, broker, max_connections=1) as stack,
+        stack.client() as first,
+    ):
+        assert (await first.get("/healthz")).status_code == 200  # holds the only slot
+        async with stack.client() as second:
+            refused = await second.get("/healthz")
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "too_many_connections"
+    row = stack.audit_rows()[-1]
+    assert (row["decision"], row["status"], row["reason"]) == (
+        "deny",
+        503,
+        "too_many_connections",
+    )
 
 
 # -- fail closed, revocations, reload, audit (the second daemon) --------------------------
