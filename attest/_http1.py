@@ -21,10 +21,13 @@ per request only what HTTP/1.1 needs:
 Bounds (:class:`ServeConfig`): the request head (``max_head_bytes``, 431), the wait for a
 request head (``keep_alive_timeout``, from the end of the previous exchange, slow heads
 included), each body read (``read_timeout``), each write (``send_timeout``, a client that
-stops reading), and the number of open connections (``max_connections``, further ones
-get a 503 and are closed before attestation). Malformed requests get a 400 and the
-connection is closed; the app never sees them. The server sends a ``date`` header when the
-app does not, and no ``server`` header. WebSocket upgrades are not offered (HTTP only).
+stops reading: the app's ``receive()`` then reports the disconnect), requests per
+connection (``max_requests_per_connection``) and open connections (``max_connections``,
+counted from the accept: further ones get a 503 before attestation). Malformed requests,
+and requests framed twice (Content-Length and Transfer-Encoding), get a 400 and the
+connection is closed; the app never sees them. Body pieces that arrived together reach
+the app as one message. The server sends a ``date`` header when the app does not, and
+no ``server`` header. WebSocket upgrades are not offered (HTTP only).
 
 Shutdown (:meth:`Http1Server.drain`): connections waiting for a request are closed at
 once; a request being served completes, and its connection closes after it.
@@ -54,10 +57,17 @@ _log = logging.getLogger("attest.serve")
 _READ_SIZE = 65536
 _LINGER_SECONDS = 2.0  # after an early answer: how long the rest of a body is discarded
 _LINGER_BYTES = 1024 * 1024
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
 _REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
-_DISCONNECT = {"type": "http.disconnect"}
-_LAST_EMPTY = {"type": "http.request", "body": b"", "more_body": False}
+_COALESCE_BYTES = 65536  # request body pieces already read are passed on together, up to this
+
+
+def _asgi() -> dict[str, str]:
+    # fresh dicts for every scope and message: an app may keep or change what it gets
+    return {"version": "3.0", "spec_version": "2.3"}
+
+
+def _disconnect() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,9 @@ class ServeConfig:
         graceful_timeout: on shutdown, how long requests in progress may take.
         max_head_bytes: the largest request line + headers accepted (431 beyond).
         max_connections: open connections; further ones get a 503 and are closed.
+        max_requests_per_connection: after this many requests a connection is closed
+            (its last response says so); a client reconnects, and is attested again.
+        startup_timeout: how long the app's lifespan startup may take.
     """
 
     keep_alive_timeout: float = 5.0
@@ -80,6 +93,8 @@ class ServeConfig:
     graceful_timeout: float = 5.0
     max_head_bytes: int = 32 * 1024
     max_connections: int = 1024
+    max_requests_per_connection: int = 1000
+    startup_timeout: float = 60.0
 
 
 def _json_response(status: int, error: str, reason: str) -> bytes:
@@ -135,9 +150,16 @@ class Http1Server:
         self._draining = False
         self.open_connections = 0
 
-    def full(self) -> bool:
-        """Whether another connection would exceed ``max_connections``."""
-        return self.open_connections >= self._config.max_connections
+    def reserve(self) -> bool:
+        """Take a connection slot (at accept); False when ``max_connections`` are taken."""
+        if self.open_connections >= self._config.max_connections:
+            return False
+        self.open_connections += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot taken with :meth:`reserve`."""
+        self.open_connections -= 1
 
     def drain(self) -> None:
         """Close idle connections now; the others after their current exchange."""
@@ -152,13 +174,11 @@ class Http1Server:
             stream: an accepted connection.
             extensions: merged into each request's ``scope["extensions"]``.
         """
-        self.open_connections += 1
         connection = _Connection(self, stream, extensions)
         try:
             await connection.run()
         finally:
-            self.open_connections -= 1
-            with trio.CancelScope(shield=True), contextlib.suppress(trio.TrioInternalError):
+            with trio.CancelScope(shield=True):
                 await stream.aclose()
 
 
@@ -196,6 +216,9 @@ class _Connection:
         self._broken = False
         self._is_head = False
         self._peeked: Any = None
+        self._close_after = False  # this exchange is the connection's last
+        self._requests = 0
+        self._disconnect_wait: trio.CancelScope | None = None
 
     async def run(self) -> None:
         with contextlib.suppress(_Closed):
@@ -203,6 +226,8 @@ class _Connection:
                 request = await self._next_request()
                 if request is None:
                     return
+                self._requests += 1
+                self._close_after = self._requests >= self._config.max_requests_per_connection
                 await self._exchange(request)
                 if self._broken or not self._complete:
                     return
@@ -276,6 +301,11 @@ class _Connection:
                     if size > self._config.max_head_bytes:
                         await self._write(_HEAD_TOO_LARGE)
                         return None
+                    names = {n for n, _ in event.headers}
+                    if b"transfer-encoding" in names and b"content-length" in names:
+                        # two framings (RFC 9112 section 6.3): never guess which one counts
+                        await self._write(_BAD_REQUEST)
+                        return None
                     return event
         finally:
             self._server._idle.discard(scope)
@@ -287,29 +317,42 @@ class _Connection:
             return await self._wait_for_disconnect()
         if self._h11.they_are_waiting_for_100_continue:
             await self._write(
-                self._h11.send(h11.InformationalResponse(status_code=100, headers=[]))
+                self._h11.send(
+                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                )
             )
         event = self._peeked or await self._read_body_event()
         self._peeked = None
-        if isinstance(event, h11.Data):
-            body = bytes(event.data)
-            # a body that arrived whole is one message: look at what follows, without I/O
+        if isinstance(event, h11.EndOfMessage):
+            self._body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if not isinstance(event, h11.Data):
+            # None (malformed, timed out, reset) or ConnectionClosed: the client is gone
+            self._broken = True
+            return _disconnect()
+        # Pieces that already arrived go on as one message (a body sent in tiny chunks
+        # costs per message, not per chunk), looking ahead without I/O; the end of the
+        # body, when it is there, rides along.
+        pieces = [bytes(event.data)]
+        size = len(pieces[0])
+        while True:
             try:
                 following = self._h11.next_event()
             except h11.RemoteProtocolError:
-                following = None  # reported by the next receive()
+                break  # reported by the next receive()
+            if following is h11.NEED_DATA:
+                break
             if isinstance(following, h11.EndOfMessage):
                 self._body_done = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            if following is not h11.NEED_DATA:
-                self._peeked = following
-            return {"type": "http.request", "body": body, "more_body": True}
-        if isinstance(event, h11.EndOfMessage):
-            self._body_done = True
-            return _LAST_EMPTY
-        # None (malformed, timed out, reset) or ConnectionClosed: the client is gone
-        self._broken = True
-        return _DISCONNECT
+                break
+            if isinstance(following, h11.Data) and size < _COALESCE_BYTES:
+                pieces.append(bytes(following.data))
+                size += len(pieces[-1])
+                continue
+            self._peeked = following
+            break
+        body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return {"type": "http.request", "body": body, "more_body": not self._body_done}
 
     async def _read_body_event(self) -> Any:
         """The next body event (``Data`` or ``EndOfMessage``); None on any failure."""
@@ -326,36 +369,45 @@ class _Connection:
 
     async def _wait_for_disconnect(self) -> dict[str, Any]:
         if self._complete or self._broken:
-            return _DISCONNECT
-        # Read on: bytes of a pipelined next request are kept for later (bounded), EOF
-        # is the disconnect. Beyond the bound, stop reading and wait to be cancelled.
-        while True:
-            if len(self._h11.trailing_data[0]) > self._config.max_head_bytes:
-                await trio.sleep_forever()
-            try:
-                data = await self._stream.receive_some(_READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                self._broken = True
-                return _DISCONNECT
-            self._h11.receive_data(data)
+            return _disconnect()
+        # Read on: bytes of a pipelined next request are kept for later (bounded), EOF is
+        # the disconnect; so is a write that failed or timed out meanwhile (_mark_broken
+        # cancels this wait). Beyond the bound, stop reading and wait to be cancelled.
+        with trio.CancelScope() as self._disconnect_wait:
+            while True:
+                if len(self._h11.trailing_data[0]) > self._config.max_head_bytes:
+                    await trio.sleep_forever()
+                try:
+                    data = await self._stream.receive_some(_READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    break
+                self._h11.receive_data(data)
+        self._disconnect_wait = None
+        self._broken = True
+        return _disconnect()
+
+    def _mark_broken(self) -> None:
+        """The client is gone or stopped reading: drop later writes, end the exchange."""
+        self._broken = True
+        if self._disconnect_wait is not None:
+            self._disconnect_wait.cancel()
 
     # -- writing --------------------------------------------------------------------------
 
     async def _write(self, data: bytes) -> None:
         if self._broken:
+            await trio.lowlevel.checkpoint()  # dropped, but still a checkpoint (no busy app)
             return
         # a bare cancel scope: this runs for every response, contextlib's wrappers cost
         with trio.CancelScope(deadline=trio.current_time() + self._config.send_timeout) as scope:
             try:
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._broken = True
+                self._mark_broken()
         if scope.cancelled_caught:
-            self._broken = True
-        # once broken (the client is gone or stopped reading), later sends are dropped
-        # and receive() reports the disconnect
+            self._mark_broken()
 
     async def send(self, message: Mapping[str, Any]) -> None:
         """ASGI ``send``: ``http.response.start`` then ``http.response.body`` messages."""
@@ -367,7 +419,7 @@ class _Connection:
             headers = list(message.get("headers") or ())
             if not any(name.lower() == b"date" for name, _ in headers):
                 headers.append((b"date", self._server._date.value()))
-            if self._server._draining:
+            if self._server._draining or self._close_after:
                 headers.append((b"connection", b"close"))
             status = int(message["status"])
             self._head = h11.Response(
@@ -383,14 +435,15 @@ class _Connection:
         if self._head is not None:
             pieces.append(h11conn.send(self._head))
             self._head = None
-            self._head_sent = True
         body = message.get("body", b"")
         if body and not self._is_head:
-            pieces.append(h11conn.send(h11.Data(data=body)))
-        if not message.get("more_body", False):
+            pieces.append(h11conn.send(h11.Data(data=body)))  # may refuse: the app failed
+        complete = not message.get("more_body", False)
+        if complete:
             pieces.append(h11conn.send(h11.EndOfMessage()))
-            self._complete = True
         await self._write(b"".join(pieces))
+        self._head_sent = True
+        self._complete = complete
 
     # -- one exchange ---------------------------------------------------------------------
 
@@ -400,7 +453,7 @@ class _Connection:
         method = request.method.decode("ascii")
         return {
             "type": "http",
-            "asgi": _ASGI,
+            "asgi": _asgi(),
             "http_version": request.http_version.decode("ascii"),
             "method": method,
             "scheme": "http",
@@ -428,7 +481,7 @@ class _Connection:
         try:
             await self._server._app(scope, self.receive, self.send)
         except Exception:
-            _log.exception("the application failed on %s %s", scope["method"], scope["path"])
+            _log.exception("the application failed on %s %r", scope["method"], scope["raw_path"])
         if not self._complete:
             # the app failed, or returned without finishing its response: say so if
             # nothing of the response is out yet, and close the connection either way
@@ -448,20 +501,24 @@ async def serve_refusing(stream: trio.SocketStream, response: bytes) -> None:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: Any, *, shutdown_timeout: float) -> AsyncIterator[dict[str, Any]]:
+async def lifespan(
+    app: Any, *, startup_timeout: float, shutdown_timeout: float
+) -> AsyncIterator[dict[str, Any]]:
     """Run the app's ASGI lifespan: startup on entry, shutdown on exit.
 
     Args:
         app: the ASGI 3 application.
+        startup_timeout: how long the app's startup may take (then LifespanFailed).
         shutdown_timeout: how long the app's shutdown may take before it is cancelled.
 
     Yields:
         The lifespan state (each request scope gets a shallow copy).
 
     Raises:
-        LifespanFailed: the app reported a failed startup, or ended its lifespan before
-            its startup completed. An app that raises at once (does not run the lifespan
-            protocol) is served without it; a failed shutdown is logged.
+        LifespanFailed: the app reported a failed startup, did not complete it in time,
+            or ended its lifespan before its startup completed. An app that raises at
+            once (does not run the lifespan protocol) is served without it; a failed
+            shutdown is logged.
     """
     state: dict[str, Any] = {}
     to_app_send, to_app = trio.open_memory_channel[dict[str, Any]](1)
@@ -472,7 +529,7 @@ async def lifespan(app: Any, *, shutdown_timeout: float) -> AsyncIterator[dict[s
         await from_app_send.send(message)
 
     async def run_app() -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI, "state": state}
+        scope = {"type": "lifespan", "asgi": _asgi(), "state": state}
         try:
             await app(scope, to_app.receive, send)
         except Exception:
@@ -491,12 +548,20 @@ async def lifespan(app: Any, *, shutdown_timeout: float) -> AsyncIterator[dict[s
         return True
 
     failure: LifespanFailed | None = None
+    started = False
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_app)
-        try:
-            running = await step("lifespan.startup", "lifespan.startup.complete")
-        except LifespanFailed as exc:
-            failure = exc
+        running = False
+        with trio.move_on_after(startup_timeout):
+            try:
+                running = await step("lifespan.startup", "lifespan.startup.complete")
+            except LifespanFailed as exc:
+                failure = exc
+            else:
+                started = True
+        if not started and failure is None:
+            failure = LifespanFailed(f"startup did not complete within {startup_timeout} s")
+        if failure is not None:
             nursery.cancel_scope.cancel()
         if failure is None:
             try:

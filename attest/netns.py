@@ -13,15 +13,32 @@ pod", never as a particular uid or executable.
 Cost: the caller's socket (owner uid and inode) is looked up by its exact address pair
 with one ``NETLINK_SOCK_DIAG`` request, answered from the kernel's tables for the
 network namespace of the asking socket (this one); where that is unavailable, only the
-rows of ``/proc/net/tcp{,6}`` naming the connection's two ports are parsed. The holder
-is searched among the processes owned by the socket's uid (``/proc/<pid>`` owner, the
-uid the identity reports), reading each descriptor table through one directory
-descriptor. Only when no such process holds the socket are all visible processes
-searched (as before), so "not visible" and ``pod_wide`` keep their meaning. A socket
-also held by a process of *another* uid (passed over ``SCM_RIGHTS``, or inherited
-across a set-uid exec) is attributed to its holder of the socket's own uid; two
-holders of that uid (e.g. after a fork) are refused. Nothing is cached between
-connections.
+rows of ``/proc/net/tcp{,6}`` naming the connection's two ports are parsed.
+
+Which process holds the socket (each descriptor table read through one directory
+descriptor) is found in one of two ways, with the same outcome:
+
+* Given the accept time (``accepted_ns``, what the serving helper passes), from a pass
+  over every visible ``/proc/<pid>/fd`` that started after the connection was accepted,
+  shared with every other lookup (E1's too) whose connection was accepted before it
+  started (:class:`attest._sockdiag.HolderScanner`): N connections accepted together
+  cost about one pass. Such a pass reads every table after the accept, so it sees every
+  process that held the caller's socket then and still holds it when its table is read,
+  as a pass of the lookup's own would; a pass that started before the accept is never
+  used (that socket may not have existed yet: "not visible"), and a pass that fails or
+  does not end in time refuses, whatever the policy.
+* Without it, by passes of its own: first over the processes owned by the socket's uid
+  (``/proc/<pid>`` owner, the uid the identity reports), then, only when none of them
+  holds the socket, over all visible processes.
+
+Either way the socket is attributed by the same rule: to its only holder; among several
+holders, to the one owned by the socket's uid (a socket also held by a process of
+*another* uid, passed over ``SCM_RIGHTS`` or inherited across a set-uid exec); two
+holders of that uid (e.g. after a fork), or several holders none of which has that uid,
+are refused; no holder is "not visible" (refused, or ``pod_wide``). The holder chosen is
+then pinned with a pidfd and must still hold the socket, before and after it is
+attested. Nothing is cached between connections but the scanner's last pass, which
+answers only for connections accepted before it started.
 
 All of this is blocking ``/proc`` I/O: run :func:`identify_tcp_peer` in a thread.
 """
@@ -33,6 +50,8 @@ import ipaddress
 import os
 import socket
 import struct
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +60,19 @@ from attest._sockdiag import (
     NO_COOKIE,
     SOCK_DIAG_BY_FAMILY,
     DiagUnavailable,
+    HolderScanner,
     diag_request,
     holds,
     socket_holders,
 )
 from attest.caller import CallerIdentity, ProcessIdentity, Transport
 from attest.errors import CallerGone, CallerNotLocal, CallerUnidentified
-from attest.peercred import ExeHashCache, PeerCred, identify_process
+from attest.peercred import ExeHashCache, PeerCred, identify_process, shared_scanner
 
 __all__ = [
     "Address",
     "TcpSocketEntry",
+    "attribute_holders",
     "find_peer_socket",
     "identify_tcp_peer",
     "parse_proc_net_tcp",
@@ -225,12 +246,55 @@ def _still_holds(pid: int, inode: int) -> bool:
     return holds(f"/proc/{pid}/fd", f"socket:[{inode}]")
 
 
+def _owner(pid: int) -> int | None:
+    """The owner of ``/proc/<pid>`` (the uid an identity reports), None once it is gone."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def attribute_holders(
+    holders: Collection[int], *, uid: int, owner: Callable[[int], int | None] = _owner
+) -> list[int]:
+    """Which of the holders one pass found for the caller's socket it is attributed to.
+
+    The socket is identified only when exactly one pid is returned: its only holder,
+    or, among several, the only one owned by ``uid``. The rule of the own passes of
+    :func:`identify_tcp_peer` (holders of ``uid`` first, every holder when there is
+    none), applied to a single pass.
+
+    Args:
+        holders: the pids one pass found holding the socket (a pid once per descriptor).
+        uid: the socket's owner uid (from the kernel's socket table).
+        owner: the owner uid of a process, None when it is gone (asked only when there
+            are several holders).
+
+    Returns:
+        The distinct holders owned by ``uid`` if any, else every distinct holder.
+    """
+    pids = list(dict.fromkeys(holders))
+    if len(pids) < 2:
+        return pids
+    own = [pid for pid in pids if owner(pid) == uid]
+    return own or pids
+
+
+def _holders_of_own_passes(entry: TcpSocketEntry) -> list[int]:
+    holders = socket_holders(entry.inode, uid=entry.uid)
+    if not holders:
+        holders = socket_holders(entry.inode)
+    return holders
+
+
 def identify_tcp_peer(
     sock: socket.socket,
     *,
     cache: ExeHashCache,
     accepted_at: int,
     pod_wide: bool = False,
+    scanner: HolderScanner | None = None,
+    accepted_ns: int | None = None,
 ) -> CallerIdentity:
     """E2: the identity of the caller on a loopback TCP connection (blocking).
 
@@ -240,13 +304,22 @@ def identify_tcp_peer(
         accepted_at: :func:`attest.peercred.boot_ticks_now` at accept time.
         pod_wide: accept a caller whose process is not visible from here as
             "any process in this pod" (explicit policy; off by default).
+        scanner: who reads the descriptor tables when ``accepted_ns`` is given; None
+            for the one this process shares between all connections, E1's and E2's
+            (:func:`attest.peercred.shared_scanner`).
+        accepted_ns: ``time.monotonic_ns()`` read after ``accept()`` returned this
+            connection (never before it). Given, the holders come from a pass of
+            ``scanner`` that started after that moment, shared with the other
+            connections accepted before it started; None: from passes of this call's
+            own (module docstring).
 
     Raises:
         CallerNotLocal: an end is not loopback, or the caller's socket is not in
             this network namespace.
         CallerGone: the process exited during attestation.
         CallerUnidentified: the process is not visible (and ``pod_wide`` is off)
-            or more than one process holds the socket.
+            or more than one process holds the socket; also when a shared pass
+            failed or did not end in time (even with ``pod_wide``).
     """
     try:
         peer = _normalise(sock.getpeername())
@@ -268,9 +341,13 @@ def identify_tcp_peer(
     if entry is None or entry.state != _TCP_ESTABLISHED:
         raise CallerNotLocal("the caller's socket is not in this network namespace")
     peer_text = f"{peer[0]}:{peer[1]}"
-    holders = socket_holders(entry.inode, uid=entry.uid)
-    if not holders:
-        holders = socket_holders(entry.inode)
+    if accepted_ns is None:
+        holders = _holders_of_own_passes(entry)
+    else:
+        # Never later than now: a reading from the future would make every pass too old.
+        since = min(accepted_ns, time.monotonic_ns())
+        found = (scanner or shared_scanner()).holders(entry.inode, since=since)
+        holders = attribute_holders(found, uid=entry.uid)
     if len(holders) != 1:
         if pod_wide:
             return CallerIdentity(

@@ -17,8 +17,12 @@ Steps, per accepted connection:
 4. The connection must not be borrowable: the caller's own socket is named by
    the kernel (``NETLINK_SOCK_DIAG``, ``UNIX_DIAG_PEER`` of the accepted socket),
    and the connection is refused unless the attested pid is the only process
-   visible from here whose descriptor table holds it (processes of the caller's
-   uid searched first, then the rest; :func:`attest._sockdiag.sole_holder_check`).
+   visible from here whose descriptor table holds it. The tables are read by a
+   pass over ``/proc/*/fd`` that started after the connection was accepted;
+   concurrent connections share passes (:class:`attest._sockdiag.HolderScanner`:
+   one pass answers every connection accepted before it started, so N connections
+   accepted together cost about one pass). The pidfd (or, without one, the start
+   time) is checked once that pass is over.
    Without this a process could fork, let the child connect and exec an allowed
    binary, and speak on its own copy of the socket under the child's identity.
    See docs/attest.md for what this does not see (a descriptor in flight in an
@@ -41,7 +45,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from attest._sockdiag import sole_holder_check, unix_peer_inode
+from attest._sockdiag import HolderScanner, judge_holders, unix_peer_inode
 from attest.caller import ProcessIdentity
 from attest.errors import CallerGone, CallerUnidentified
 
@@ -49,6 +53,13 @@ SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PROC = Path("/proc")
 _HASH_CHUNK = 1 << 20
+# Shared by every E1 lookup of this process, so concurrent connections share passes.
+_SHARED_SCANNER = HolderScanner()
+
+
+def shared_scanner() -> HolderScanner:
+    """The descriptor-table scanner E1 lookups share by default (one per process)."""
+    return _SHARED_SCANNER
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +127,8 @@ def parse_stat_start_time(stat_line: str) -> int:
 
 def _start_time(proc: Path) -> int:
     try:
-        return parse_stat_start_time((proc / "stat").read_text())
+        # bytes: the command name in it is the caller's to choose, not necessarily UTF-8
+        return parse_stat_start_time((proc / "stat").read_bytes().decode("latin-1"))
     except (FileNotFoundError, ProcessLookupError) as exc:
         raise CallerGone("the calling process has exited") from exc
     except OSError as exc:
@@ -240,6 +252,8 @@ def identify_unix_peer(
     accepted_at: int,
     use_pidfd: bool = True,
     sole_holder: bool = True,
+    scanner: HolderScanner | None = None,
+    accepted_ns: int | None = None,
 ) -> ProcessIdentity:
     """E1: the attested identity of the process connected to ``sock`` (blocking).
 
@@ -252,6 +266,13 @@ def identify_unix_peer(
         sole_holder: refuse a connection whose socket another process holds too
             (step 4 of the module docstring). Only the benchmark turns it off, to
             show its cost.
+        scanner: who reads the descriptor tables; None for the one this process
+            shares between all connections (what lets concurrent ones share passes).
+        accepted_ns: ``time.monotonic_ns()`` read after ``accept()`` returned this
+            connection (never before it). A descriptor-table pass that started later
+            may answer for it; None uses the time of this call, which is later, so
+            fewer passes qualify. A connection that waited for a worker thread gains
+            most from it.
 
     Raises:
         CallerGone, CallerUnidentified: see :func:`identify_process`; also
@@ -259,37 +280,66 @@ def identify_unix_peer(
             the kernel cannot name that socket, CallerGone when the attested
             process no longer holds it.
     """
+    since = time.monotonic_ns() if accepted_ns is None else min(accepted_ns, time.monotonic_ns())
     cred = read_peercred(sock)
     pidfd = open_peer_pidfd(sock) if use_pidfd else None
     try:
         identity = identify_process(cred, pidfd=pidfd, accepted_at=accepted_at, cache=cache)
         if sole_holder:
-            check_sole_holder(sock, identity, pidfd=pidfd)
+            if pidfd is None:
+                # No pidfd pins the caller: the pass must fall between the two
+                # start-time readings that bracket it (the first was just taken).
+                since = time.monotonic_ns()
+            _check_holders(sock, identity, pidfd=pidfd, since=since, scanner=scanner)
         return identity
     finally:
         if pidfd is not None:
             os.close(pidfd)
 
 
-def check_sole_holder(sock: socket.socket, identity: ProcessIdentity, *, pidfd: int | None) -> None:
-    """Refuse unless the attested process alone holds the caller's end of ``sock``.
+def check_sole_holder(
+    sock: socket.socket,
+    identity: ProcessIdentity,
+    *,
+    pidfd: int | None,
+    scanner: HolderScanner | None = None,
+) -> None:
+    """Refuse unless the attested process alone holds the caller's end of ``sock``, now.
 
-    Also used to re-check a keep-alive connection later (:mod:`attest.serve`).
+    Also usable to re-check a keep-alive connection later (the pass that answers
+    starts after this call).
 
     Args:
         sock: the accepted AF_UNIX socket.
         identity: the attested caller.
-        pidfd: a pidfd for ``identity.pid``, checked after the scan so the holder seen
+        pidfd: a pidfd for ``identity.pid``, checked after the pass so the holder seen
             is the attested process, not a later one with its pid; without it the
             start time is compared instead.
+        scanner: as for :func:`identify_unix_peer`.
 
     Raises:
         CallerUnidentified: another process holds the caller's socket, or the kernel
-            cannot name it.
+            cannot name it, or the descriptor tables cannot be read.
         CallerGone: the attested process exited or no longer holds the socket.
     """
+    _check_holders(sock, identity, pidfd=pidfd, since=time.monotonic_ns(), scanner=scanner)
+
+
+def _check_holders(
+    sock: socket.socket,
+    identity: ProcessIdentity,
+    *,
+    pidfd: int | None,
+    since: int,
+    scanner: HolderScanner | None,
+) -> None:
     inode = unix_peer_inode(sock)
-    sole_holder_check(inode, identity.pid, identity.uid)
+    holders = (scanner or _SHARED_SCANNER).holders(inode, since=since)
+    judge_holders(holders, identity.pid)
+    # The pass is over. With a pidfd (taken for the process that connected, so the
+    # pass may even have come before it was opened), the pid still naming that
+    # process now means it named it during the pass too; without one, the start
+    # time read before the pass must still hold.
     if pidfd is not None:
         if _pidfd_pid(pidfd) != identity.pid:
             raise CallerGone("the calling process exited while it was being attested")

@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -141,8 +142,17 @@ class CallerAttestor:
     cache: ExeHashCache = field(default_factory=ExeHashCache)
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
-    def identify_blocking(self, sock: socket.socket, accepted_at: int) -> CallerIdentity:
+    def identify_blocking(
+        self, sock: socket.socket, accepted_at: int, accepted_ns: int | None = None
+    ) -> CallerIdentity:
         """Attest ``sock``'s peer now (blocking).
+
+        Args:
+            sock: the accepted connection.
+            accepted_at: boot ticks read after the accept (start-time checks).
+            accepted_ns: ``time.monotonic_ns()`` read after the accept: lets E1's and
+                E2's descriptor-table pass be shared with other connections accepted
+                before it started (None: a pass of its own).
 
         Raises:
             CallerUnidentified (or a leaf): refuse the connection.
@@ -150,23 +160,35 @@ class CallerAttestor:
         try:
             if sock.family == socket.AF_UNIX:
                 process = identify_unix_peer(
-                    sock, cache=self.cache, accepted_at=accepted_at, use_pidfd=self.use_pidfd
+                    sock,
+                    cache=self.cache,
+                    accepted_at=accepted_at,
+                    use_pidfd=self.use_pidfd,
+                    accepted_ns=accepted_ns,
                 )
                 return CallerIdentity(transport=Transport.UNIX, process=process)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 return identify_tcp_peer(
-                    sock, cache=self.cache, accepted_at=accepted_at, pod_wide=self.pod_wide
+                    sock,
+                    cache=self.cache,
+                    accepted_at=accepted_at,
+                    pod_wide=self.pod_wide,
+                    accepted_ns=accepted_ns,
                 )
         except OSError as exc:
             # Anything /proc refuses (hidepid, a vanished entry) means "not attested".
             raise CallerUnidentified(f"cannot attest the caller: {exc.strerror}") from exc
+        except ValueError as exc:
+            # /proc content the parsers did not expect (the caller chooses some of it)
+            raise CallerUnidentified("cannot attest the caller: unexpected /proc data") from exc
         raise CallerUnidentified("unsupported socket family")
 
     async def identify(self, sock: socket.socket) -> CallerIdentity:
-        """Attest ``sock``'s peer in a worker thread."""
+        """Attest ``sock``'s peer in a worker thread (call it right after the accept)."""
         accepted_at = boot_ticks_now()
+        accepted_ns = time.monotonic_ns()
         return await trio.to_thread.run_sync(
-            self.identify_blocking, sock, accepted_at, limiter=self.limiter
+            self.identify_blocking, sock, accepted_at, accepted_ns, limiter=self.limiter
         )
 
 
@@ -218,24 +240,38 @@ async def serve_attested(
     listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
 
     try:
-        async with lifespan(app, shutdown_timeout=config.graceful_timeout) as state:
+        async with lifespan(
+            app, startup_timeout=config.startup_timeout, shutdown_timeout=config.graceful_timeout
+        ) as state:
             server = Http1Server(app, config, state)
 
             async def handle(stream: trio.SocketStream) -> None:
-                refusal: AttestError
-                if server.full():
-                    refusal, response = TooManyConnections("too many open connections"), BUSY
-                else:
+                # the slot is held from the accept on: connections being attested count
+                if not server.reserve():
+                    await _refuse(stream, TooManyConnections("too many open connections"))
+                    return
+                try:
                     try:
                         caller = await attestor.identify(stream.socket)  # type: ignore[arg-type]
                     except CallerUnidentified as exc:
-                        refusal, response = exc, _REFUSAL
-                    else:
-                        await server.serve(stream, {SCOPE_KEY: caller})
+                        await _refuse(stream, exc)
                         return
+                    except Exception:
+                        # fail closed, and one connection never ends serving
+                        _log.exception("attesting a connection failed")
+                        await _refuse(stream, CallerUnidentified("attestation failed"))
+                        return
+                    await server.serve(stream, {SCOPE_KEY: caller})
+                except Exception:
+                    _log.exception("serving a connection failed")
+                finally:
+                    server.release()
+
+            async def _refuse(stream: trio.SocketStream, refusal: AttestError) -> None:
                 _log.warning("refused a connection: %s", refusal.reason)
                 if on_refused is not None:
                     on_refused(refusal)
+                response = BUSY if isinstance(refusal, TooManyConnections) else _REFUSAL
                 await serve_refusing(stream, response)
 
             async with trio.open_nursery() as connections:

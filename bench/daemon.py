@@ -394,13 +394,23 @@ def _adds(figures: Figures, baseline: Figures) -> str:
 
 
 def _sidecar_row(
-    scenario: str, case: str, rounds: Sequence[LoadResult], direct: Figures | None
+    scenario: str,
+    case: str,
+    rounds: Sequence[LoadResult],
+    direct: Figures | None,
+    *,
+    cpu_us: float | None = None,
 ) -> Row:
     result = combine(rounds)
     figures = _figures(result)
     notes = []
+    extra: dict[str, float | int | str] = {**_extra(result), "rounds": len(rounds)}
     if direct is not None:
         notes.append(_adds(figures, direct))
+    if cpu_us is not None:
+        # what bounds the rate: the daemon is one process on one core
+        notes.append(f"daemon CPU {cpu_us:,.0f} µs/request")
+        extra["daemon_cpu_us_per_request"] = round(cpu_us, 1)
     if failure := failure_note(result):
         notes.append(failure)
     return Row(
@@ -410,7 +420,7 @@ def _sidecar_row(
         figures,
         baseline=_SIDECAR_BASELINES[case],
         notes="; ".join(notes),
-        extra={**_extra(result), "rounds": len(rounds)},
+        extra=extra,
     )
 
 
@@ -602,6 +612,15 @@ async def _measure_cache(
     return rows
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used (0.0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 async def _turns(
     profile: Profile,
     binary: Path,
@@ -609,13 +628,17 @@ async def _turns(
     conns: int,
     *,
     warmup: float,
+    pid: int,
     **options: Any,
-) -> tuple[dict[str, list[LoadResult]], int]:
-    """Every target once per round, in turn; and how many responses the daemon sent."""
+) -> tuple[dict[str, list[LoadResult]], int, dict[str, float]]:
+    """Every target once per round, in turn; how many responses the daemon (``pid``) sent;
+    and the daemon's CPU time per response on each of its targets, in µs."""
     results: dict[str, list[LoadResult]] = {name: [] for name in targets}
+    cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
     served = 0
     for _ in range(profile.http_rounds):
         for name, target in targets.items():
+            before = _cpu_seconds(pid)
             result = await run_loadgen(
                 binary,
                 conns=conns,
@@ -624,10 +647,16 @@ async def _turns(
                 **target,
                 **options,
             )
+            cpu[name] += _cpu_seconds(pid) - before
             results[name].append(result)
             if name != "direct":
                 served += result.completed
-    return results, served
+    per_request = {
+        name: cpu[name] * 1e6 / max(1, sum(r.completed for r in results[name]))
+        for name in targets
+        if name != "direct"
+    }
+    return results, served, per_request
 
 
 async def _measure_sidecar(
@@ -641,15 +670,21 @@ async def _measure_sidecar(
     rows: list[Row] = []
     served = 0
     for conns in profile.http_concurrency:
-        results, count = await _turns(
-            profile, binary, sidecar.targets, conns, warmup=profile.http_warmup, settle=True
+        results, count, cpu = await _turns(
+            profile,
+            binary,
+            sidecar.targets,
+            conns,
+            warmup=profile.http_warmup,
+            pid=sidecar.process.pid,
+            settle=True,
         )
         served += count
         scenario = f"sidecar c={conns}"
         direct = _sidecar_row(scenario, "direct", results["direct"], None)
         rows.append(direct)
         rows += [
-            _sidecar_row(scenario, name, results[name], direct.figures)
+            _sidecar_row(scenario, name, results[name], direct.figures, cpu_us=cpu[name])
             for name in ("daemon-unix", "daemon-tcp")
         ]
     return rows, served
@@ -689,12 +724,13 @@ async def _measure_stream(
     served = primed.completed
     rows: list[Row] = []
     for conns in profile.http_concurrency:
-        results, count = await _turns(
+        results, count, _ = await _turns(
             profile,
             binary,
             sidecar.stream_targets,
             conns,
             warmup=profile.http_warmup,
+            pid=sidecar.process.pid,
             body_file=body_file,
             settle=True,
         )

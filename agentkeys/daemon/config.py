@@ -76,14 +76,17 @@ class ListenSection:
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout: float = 30.0
     keep_alive_timeout: float = 75.0
+    body_timeout: float = 60.0
     max_connections: int = 1024
 
     def __post_init__(self) -> None:
         if self.tcp_port is not None and not 0 <= self.tcp_port <= 65535:
             raise ConfigError("listen.tcp_port must be within 0..65535")
-        if min(self.max_body_bytes, self.graceful_timeout, self.keep_alive_timeout) <= 0:
+        positive = (self.max_body_bytes, self.graceful_timeout, self.keep_alive_timeout)
+        if min(*positive, self.body_timeout) <= 0:
             raise ConfigError(
-                "listen.max_body_bytes, graceful_timeout and keep_alive_timeout must be positive"
+                "listen.max_body_bytes, graceful_timeout, keep_alive_timeout and body_timeout"
+                " must be positive"
             )
         if self.max_connections < 1:
             raise ConfigError("listen.max_connections must be at least 1")

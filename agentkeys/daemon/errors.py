@@ -11,6 +11,7 @@ AgentkeysError
     ├── UnknownService                  404  unknown_service       no such service in the policy
     ├── BadProxyRequest                 400  bad_request           malformed path or headers
     ├── RequestTooLarge                 413  request_too_large
+    ├── RequestTimeout                  408  request_timeout       the body came too slowly
     ├── QuotaExceeded                   429  quota_exceeded        carries ``retry_after`` seconds
     ├── BrokerUnreachable               503  broker_unreachable    fail closed (heartbeat window)
     ├── CredentialUnavailable           502  credential_unavailable
@@ -43,6 +44,7 @@ __all__ = [
     "DutyFailed",
     "PolicyInvalid",
     "QuotaExceeded",
+    "RequestTimeout",
     "RequestTooLarge",
     "RouteNotAllowed",
     "ScopeRevoked",
@@ -116,6 +118,13 @@ class RequestTooLarge(DaemonError):
 
     error: ClassVar[str] = "request_too_large"
     status: ClassVar[int] = 413
+
+
+class RequestTimeout(DaemonError):
+    """The request body did not arrive whole within ``listen.body_timeout``."""
+
+    error: ClassVar[str] = "request_timeout"
+    status: ClassVar[int] = 408
 
 
 class QuotaExceeded(DaemonError):

@@ -43,6 +43,7 @@ from agentkeys.daemon.errors import (
     AuditLogError,
     BadProxyRequest,
     DaemonError,
+    RequestTimeout,
     RequestTooLarge,
     UpstreamFailed,
 )
@@ -111,6 +112,11 @@ class ProxyLimits:
     max_body_bytes: int = 10 * 1024 * 1024
     max_headers: int = 100
     max_header_bytes: int = 32 * 1024
+    #: the whole request body must arrive within this many seconds (408 otherwise)
+    body_timeout: float = 60.0
+    #: a body declared this small is read whole before an upstream connection is taken,
+    #: so a slow uploader cannot hold the shared upstream pool
+    prefetch_body_bytes: int = 64 * 1024
 
 
 class _ClientGone(Exception):
@@ -141,7 +147,7 @@ def _error_response(exc: AgentkeysError) -> tuple[int, list[tuple[bytes, bytes]]
         (b"content-length", str(len(body)).encode("ascii")),
         (b"cache-control", b"no-store"),
     ]
-    if exc.status in (400, 413):
+    if exc.status in (400, 408, 413):
         # the request body may be unread: close rather than wait for the rest of it
         headers.append((b"connection", b"close"))
     retry_after = getattr(exc, "retry_after", None)
@@ -284,9 +290,10 @@ class ProxyApp:
         """Audit a connection refused before any request (caller not attested, or busy)."""
         self._finish(_Audit(method="-", path="-"), "deny", exc.error, exc.status)
 
-    def _finish(self, note: _Audit, decision: str, reason: str | None, status: int) -> None:
+    def _finish(self, note: _Audit, decision: str, reason: str | None, status: int) -> bool:
+        """Write the request's audit row (once); whether it is written."""
         if note.audited:
-            return
+            return True
         note.audited = True
         process = note.caller.process if note.caller is not None else None
         row = AuditRow(
@@ -294,7 +301,7 @@ class ProxyApp:
             reason=reason,
             caller_uid=process.uid if process else None,
             caller_pid=process.pid if process else None,
-            caller_exe=process.exe_path if process else None,
+            caller_exe=_printable_path(process.exe_path) if process else None,
             caller_exe_sha256=process.exe_sha256 if process else None,
             caller_rule=note.rule,
             actor=self._actor,
@@ -313,6 +320,8 @@ class ProxyApp:
         except AuditLogError as exc:
             self.audit_broken = True
             _log.error("audit log append failed, refusing further requests: %s", exc.reason)
+            return False
+        return True
 
     def _request_headers(
         self, raw: Iterable[tuple[bytes, bytes]], method: str, svc: ServicePolicy
@@ -355,18 +364,26 @@ class ProxyApp:
         A chunk is passed on only once the next message is in and the total is still
         within ``max_body_bytes``: an oversized upload is refused before the upstream
         has received a body of the full allowed size (a single-message body is not
-        delayed).
+        delayed). The whole body must arrive within ``body_timeout``.
         """
         total = 0
-        limit = self._limits.max_body_bytes
+        limits = self._limits
         held = b""
+        deadline = trio.current_time() + limits.body_timeout
         while True:
-            message = await receive()
+            message: dict[str, Any] | None = None
+            with trio.move_on_at(deadline):
+                message = await receive()
+            if message is None:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {limits.body_timeout:g} s"
+                )
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > limit:
+            if total > limits.max_body_bytes:
+                limit = limits.max_body_bytes
                 raise RequestTooLarge(f"request bodies are limited to {limit} bytes")
             if held:
                 yield held
@@ -395,7 +412,13 @@ class ProxyApp:
             raise BadProxyRequest("malformed query string")
         origin = parse_origin(svc.upstream)
         target = origin.base_path + upstream_path + ("?" + query.decode("ascii") if query else "")
-        body = self._body(receive, note) if has_body else None
+        body: AsyncIterator[bytes] | None = None
+        if has_body:
+            declared = next((v for n, v in headers if n == b"content-length"), None)
+            if declared is not None and int(declared) <= self._limits.prefetch_body_bytes:
+                body = _one_piece(b"".join([c async for c in self._body(receive, note)]))
+            else:
+                body = self._body(receive, note)
         async with self._upstream.request(
             scope["method"], origin, target, headers, body
         ) as response:
@@ -420,8 +443,12 @@ class ProxyApp:
                 sized = response.header(b"content-length") is not None
                 broken, tail = await _pump(response, send, scanner, svc.name, hold_last=sized)
             self._account(scanner, svc, note, key)
-            # the row is written before the caller sees the end of the response
-            self._finish(note, "allow" if broken is None else "error", broken, response.status)
+            # the row is written before the caller sees the end of the response; without
+            # it, the response is not completed (the connection closes mid-body)
+            if not self._finish(
+                note, "allow" if broken is None else "error", broken, response.status
+            ):
+                return
             await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     def _account(
@@ -436,6 +463,17 @@ class ProxyApp:
         if price is not None:
             note.cost_usd = price.cost(usage.prompt_tokens, usage.completion_tokens)
             self._quotas.charge(key, note.cost_usd, now=self._clock())
+
+
+async def _one_piece(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
+
+
+def _printable_path(path: str) -> str:
+    """``path`` as valid UTF-8 text: bytes that are not (``os.readlink`` hands them back as
+    surrogates) become backslash escapes instead of failing the audit row."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _split_path(raw_path: bytes) -> tuple[str, str]:

@@ -198,7 +198,10 @@ class Daemon:
                     audit=audit,
                     upstream=upstream,
                     actor=cfg.identity.actor_omni,
-                    limits=ProxyLimits(max_body_bytes=cfg.listen.max_body_bytes),
+                    limits=ProxyLimits(
+                        max_body_bytes=cfg.listen.max_body_bytes,
+                        body_timeout=cfg.listen.body_timeout,
+                    ),
                 )
                 self._write_env()
                 with raise_domain_error():

@@ -8,6 +8,8 @@ them. The caller is this test process, attested by E1 like any other.
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,8 +20,10 @@ import h11
 import pytest
 import trio
 
+from attest.caller import CallerIdentity
 from attest.errors import AttestError, LifespanFailed, TooManyConnections
 from attest.serve import (
+    CallerAttestor,
     ServeConfig,
     caller_from_scope,
     create_loopback_listener,
@@ -460,3 +464,147 @@ async def test_apps_without_lifespan_support_are_served(tmp_path: Path) -> None:
             await client.write(get())
             assert (await client.response())[1] == b"served"
             nursery.cancel_scope.cancel()
+
+
+async def test_a_body_in_tiny_chunks_reaches_the_app_in_few_messages(tmp_path: Path) -> None:
+    seen: list[tuple[bytes, int]] = []
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(await read_body(receive))
+        await respond(send)
+
+    body = bytes(range(65, 91)) * 40  # 1,040 bytes
+    framed = b"".join(b"1\r\n%s\r\n" % body[i : i + 1] for i in range(len(body)))
+    async with serving(handler, tmp_path) as (connect, _, _):
+        client = await connect()
+        await client.write(
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+            + framed
+            + b"0\r\n\r\n"
+        )
+        assert (await client.response())[0].status_code == 200
+    [(received, messages)] = seen
+    assert received == body
+    assert messages <= 3  # not one per chunk: what already arrived goes on together
+
+
+async def test_two_framings_are_refused(tmp_path: Path) -> None:
+    hits: list[str] = []
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        hits.append(scope["path"])
+        await respond(send)
+
+    async with serving(handler, tmp_path) as (connect, _, _):
+        client = await connect()
+        await client.write(
+            b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n"
+            b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n" + get("/smuggled")
+        )
+        raw = await client.raw_until_close()
+    assert raw.startswith(b"HTTP/1.1 400 ")
+    assert hits == []
+
+
+async def test_an_app_breaking_its_own_framing_gets_a_500(tmp_path: Path) -> None:
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"more than two"})
+
+    async with serving(handler, tmp_path) as (connect, _, _):
+        client = await connect()
+        await client.write(get())
+        raw = await client.raw_until_close()
+    assert raw.startswith(b"HTTP/1.1 500 ")  # nothing of the broken response went out
+
+
+async def test_a_connection_serves_at_most_max_requests(tmp_path: Path) -> None:
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await respond(send)
+
+    async with serving(handler, tmp_path, max_requests_per_connection=2) as (connect, _, _):
+        client = await connect()
+        await client.write(get())
+        first, _ = await client.response()
+        await client.write(get())
+        last, _ = await client.response()
+        assert await client.raw_until_close() == b""
+    assert header(first, b"connection") is None
+    assert header(last, b"connection") == b"close"
+
+
+async def test_a_client_that_stops_reading_ends_the_stream(tmp_path: Path) -> None:
+    """A streamed response whose client stops reading: once a write times out, the
+    app's disconnect watcher is woken (the upstream stream can then be abandoned)."""
+    noticed = trio.Event()
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+        async def watch(cancel: trio.CancelScope) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            noticed.set()
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, nursery.cancel_scope)
+            while True:
+                chunk = {"type": "http.response.body", "body": b"x" * 65536, "more_body": True}
+                await send(chunk)
+
+    async with serving(handler, tmp_path, send_timeout=0.3) as (connect, _, _):
+        client = await connect()
+        await client.write(get())  # and never reads the answer
+        await noticed.wait()
+        await client.stream.aclose()
+
+
+async def test_connections_being_attested_count_toward_the_maximum(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "s.sock"
+    sock = create_unix_listener(path)
+    refused: list[AttestError] = []
+
+    class Slow(CallerAttestor):
+        def identify_blocking(
+            self, sock: socket.socket, accepted_at: int, accepted_ns: int | None = None
+        ) -> CallerIdentity:
+            time.sleep(0.5)  # in the attestor's worker thread
+            return super().identify_blocking(sock, accepted_at, accepted_ns)
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await respond(send)
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    serve_attested,
+                    make_app(handler),
+                    [sock],
+                    config=ServeConfig(max_connections=1),
+                    attestor=Slow(),
+                    on_refused=refused.append,
+                )
+            )
+            first = Client(await trio.open_unix_socket(str(path)))
+            await trio.sleep(0.1)  # accepted, and still being attested
+            second = Client(await trio.open_unix_socket(str(path)))
+            assert (await second.raw_until_close()).startswith(b"HTTP/1.1 503 ")
+            await first.write(get())
+            assert (await first.response())[0].status_code == 200
+            nursery.cancel_scope.cancel()
+    assert [type(r) for r in refused] == [TooManyConnections]
+
+
+async def test_an_app_that_never_starts_up_is_not_served(tmp_path: Path) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await trio.sleep_forever()
+
+    sock = create_unix_listener(tmp_path / "run" / "s.sock")
+    config = ServeConfig(startup_timeout=0.2)
+    with trio.fail_after(GUARD), pytest.raises(LifespanFailed, match="did not complete"):
+        await serve_attested(app, [sock], config=config)

@@ -9,14 +9,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from attest._sockdiag import HolderScanner
 from attest.errors import CallerGone, CallerUnidentified
 from attest.peercred import (
     ExeHashCache,
     boot_ticks_now,
+    check_sole_holder,
     identify_unix_peer,
     parse_stat_start_time,
     read_peercred,
@@ -231,4 +234,124 @@ def test_caller_that_handed_its_socket_away_is_refused(
             identify_unix_peer(conn, cache=ExeHashCache(), accepted_at=boot_ticks_now())
     finally:
         holder.communicate(b"")
+        conn.close()
+
+
+def _start_borrower(path: str) -> tuple[subprocess.Popen[str], int]:
+    """borrower.py in ``hold`` mode: its child (``sleep``) connected to ``path``."""
+    borrower = subprocess.Popen(
+        [sys.executable, BORROWER, path, SLEEP, "hold"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert borrower.stdout is not None
+    ready = borrower.stdout.readline().split()
+    assert ready[0] == "ready"
+    return borrower, int(ready[1])
+
+
+def test_concurrent_callers_share_passes_and_the_borrower_is_still_refused(
+    listener: tuple[socket.socket, str],
+) -> None:
+    """Connections attested together through one scanner share its passes; each gets
+    its own verdict: the borrowed one is refused, the others are not."""
+    sock, path = listener
+    children = [_connect_child(path) for _ in range(3)]
+    honest = [sock.accept()[0] for _ in children]
+    borrower, borrowed_pid = _start_borrower(path)
+    borrowed, _ = sock.accept()
+    accepted_ns = time.monotonic_ns()
+    scanner = HolderScanner()
+    conns = [*honest, borrowed]
+    try:
+        assert read_peercred(borrowed).pid == borrowed_pid
+
+        def attest(conn: socket.socket) -> int | str:
+            try:
+                return identify_unix_peer(
+                    conn,
+                    cache=ExeHashCache(),
+                    accepted_at=boot_ticks_now(),
+                    scanner=scanner,
+                    accepted_ns=accepted_ns,
+                ).pid
+            except CallerUnidentified as exc:
+                return exc.reason
+
+        with ThreadPoolExecutor(max_workers=len(conns)) as pool:
+            verdicts = list(pool.map(attest, conns))
+        assert verdicts[:-1] == [read_peercred(conn).pid for conn in honest]
+        assert {read_peercred(conn).pid for conn in honest} == {child.pid for child in children}
+        assert "shared with another process" in str(verdicts[-1])
+        assert 1 <= scanner.passes <= len(conns)
+        assert scanner.lookups == len(conns)
+    finally:
+        borrower.communicate("")
+        for child in children:
+            child.communicate(b"")
+        for conn in conns:
+            conn.close()
+
+
+def test_a_pass_from_before_the_connection_never_answers_for_it(
+    listener: tuple[socket.socket, str],
+) -> None:
+    """A scanner that just ran a pass must read the tables again for a connection
+    accepted after that pass started."""
+    sock, path = listener
+    scanner = HolderScanner()
+    child = _connect_child(path)
+    conn, _ = sock.accept()
+    try:
+        identify_unix_peer(
+            conn, cache=ExeHashCache(), accepted_at=boot_ticks_now(), scanner=scanner
+        )
+    finally:
+        child.communicate(b"")
+        conn.close()
+    passes = scanner.passes
+    borrower, _ = _start_borrower(path)
+    borrowed, _ = sock.accept()
+    try:
+        with pytest.raises(CallerUnidentified, match="shared with another process"):
+            identify_unix_peer(
+                borrowed,
+                cache=ExeHashCache(),
+                accepted_at=boot_ticks_now(),
+                scanner=scanner,
+                accepted_ns=time.monotonic_ns(),
+            )
+        assert scanner.passes == passes + 1
+    finally:
+        borrower.communicate("")
+        borrowed.close()
+
+
+def test_recheck_reads_the_tables_again(listener: tuple[socket.socket, str]) -> None:
+    """Attested alone, then the caller's socket is inherited by another process: a
+    re-check refuses, although the scanner still has the pass that accepted it."""
+    sock, path = listener
+    scanner = HolderScanner()
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(path)
+    conn, _ = sock.accept()
+    holder = None
+    try:
+        ident = identify_unix_peer(
+            conn, cache=ExeHashCache(), accepted_at=boot_ticks_now(), scanner=scanner
+        )
+        assert ident.pid == os.getpid()
+        check_sole_holder(conn, ident, pidfd=None, scanner=scanner)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"],
+            stdin=subprocess.PIPE,
+            pass_fds=(client.fileno(),),
+        )
+        with pytest.raises(CallerUnidentified, match="shared with another process"):
+            check_sole_holder(conn, ident, pidfd=None, scanner=scanner)
+    finally:
+        if holder is not None:
+            holder.communicate(b"")
+        client.close()
         conn.close()

@@ -199,7 +199,9 @@ async def test_unattested_connection_gets_403_and_app_never_runs(tmp_path: Path)
     sock = create_unix_listener(path)
 
     class Refusing(CallerAttestor):
-        def identify_blocking(self, sock: socket.socket, accepted_at: int) -> CallerIdentity:
+        def identify_blocking(
+            self, sock: socket.socket, accepted_at: int, accepted_ns: int | None = None
+        ) -> CallerIdentity:
             raise CallerUnidentified("test refusal")
 
     app = _app()
@@ -282,3 +284,26 @@ async def test_borrowed_connection_gets_403(server: Path) -> None:
     answer = json.loads(lines[1])
     assert answer.startswith("HTTP/1.1 403"), answer
     assert "caller_unidentified" in answer
+
+
+async def test_a_caller_with_a_non_utf8_name_is_attested_and_serving_goes_on(
+    server: Path,
+) -> None:
+    """Review finding: /proc/<pid>/stat carries the caller's chosen command name; bytes
+    that are not UTF-8 once made attestation raise out of the server and stop it."""
+    code = (
+        "import socket, sys\n"
+        "open('/proc/self/comm', 'wb').write(b'ag\\xff\\xfe')\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+        "s.sendall(b'GET /whoami HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n')\n"
+        "data = b''\n"
+        "while chunk := s.recv(65536):\n"
+        "    data += chunk\n"
+        "print(data.split(b'\\r\\n', 1)[0].decode())\n"
+    )
+    result = await trio.run_process(
+        [sys.executable, "-c", code, str(server)], capture_stdout=True
+    )
+    assert result.stdout.decode().strip() == "HTTP/1.1 200 OK"
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(server))) as c:
+        assert (await c.get("http://agentkeys/whoami")).status_code == 200

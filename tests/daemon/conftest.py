@@ -283,6 +283,7 @@ def make_config(tmp: Path, broker_url: str, *, unreachable_after: float = 60.0) 
             tcp_port=0,
             graceful_timeout=10.0,
             max_body_bytes=256 * 1024,
+            body_timeout=2.0,
         ),
         policy=PolicySection(path=config_home / "agentkeys" / "policy.toml", reload_interval=0.05),
         broker=BrokerSection(

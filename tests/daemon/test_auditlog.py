@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
+import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,8 @@ from agentkeys.daemon.auditlog import (
     AuditLog,
     AuditRelayQueue,
     AuditRow,
+    AuditValue,
+    VerifiedLog,
     row_hash,
     verify_log,
 )
@@ -152,3 +158,128 @@ def test_relay_queue_is_bounded_and_batched(tmp_path: Path) -> None:
     assert [r["seq"] for r in queue.take_batch()] == [3, 4]
     assert [r["seq"] for r in queue.take_batch()] == [5]
     assert queue.take_batch() == []
+
+
+_TEXT = [
+    "",
+    "plain",
+    "/openai/v1/chat/completions",
+    '/x,"method":"GET","hash":"' + "0" * 64 + '"',  # looks like members, is one string
+    'quote " backslash \\ slash /',
+    "\x00\x01\x1f\x7f \t\n\r\x08\x0c",
+    "\u00e9\u4e2d\u2028\u2029\ufeff\U0001f511",
+    "\ud7ff\ue000\uffff",
+]
+
+
+def _random_row(rng: random.Random) -> AuditRow:
+    def text() -> str | None:
+        if rng.random() < 0.2:
+            return None
+        return "".join(rng.choice(_TEXT) for _ in range(rng.randrange(3)))
+
+    def number() -> int | None:
+        return None if rng.random() < 0.2 else rng.choice([0, 1, -1, 2**53 - 1, 1 - 2**53, 10**12])
+
+    return AuditRow(
+        decision=rng.choice(["allow", "deny", "error"]),
+        reason=text(),
+        caller_uid=number(),
+        caller_pid=number(),
+        caller_exe=text(),
+        caller_exe_sha256=text(),
+        caller_rule=text(),
+        actor=text(),
+        service=text(),
+        method=rng.choice(["GET", "POST", "-", ',"method":']),
+        path=rng.choice(_TEXT) * rng.randrange(1, 200),  # also past the 512 cut
+        status=rng.choice([200, 403, 502]),
+        upstream_status=number(),
+        prompt_tokens=number(),
+        completion_tokens=number(),
+        cost_usd=None if rng.random() < 0.3 else rng.uniform(0, 5),
+        duration_ms=None if rng.random() < 0.3 else rng.uniform(0, 10_000),
+    )
+
+
+def _rfc8785_line(seq: int, prev: str, fields: Mapping[str, AuditValue]) -> tuple[str, bytes]:
+    """A row exactly as the format defines it, by the general RFC 8785 canonicaliser."""
+    record: dict[str, AuditValue] = {"seq": seq, "prev": prev, **fields}
+    digest = hashlib.sha256(rfc8785.dumps(record)).hexdigest()
+    return digest, rfc8785.dumps({**record, "hash": digest}) + b"\n"
+
+
+def test_rows_are_byte_for_byte_the_general_canonicalisers(tmp_path: Path) -> None:
+    rng = random.Random(8785)
+    rows = [_random_row(rng) for _ in range(400)]
+    when = datetime.datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=datetime.UTC)
+    relay = AuditRelayQueue(capacity=1000)
+    log = AuditLog(tmp_path / "log", relay=relay)
+    heads = [log.append(row, time=when) for row in rows]
+    log.close()
+    expected = b""
+    prev = GENESIS
+    for seq, row in enumerate(rows, start=1):
+        digest, line = _rfc8785_line(seq, prev, row.fields(when))
+        assert heads[seq - 1] == digest
+        expected += line
+        prev = digest
+    assert (tmp_path / "log").read_bytes() == expected
+    assert verify_log(tmp_path / "log") == VerifiedLog(rows=400, head=prev)
+    # the relay gets the same members, in the order they always had
+    queued = relay.take_batch()
+    assert list(queued[0]) == ["seq", "prev", *rows[0].fields(when), "hash"]
+    assert queued[0] == {"seq": 1, "prev": GENESIS, **rows[0].fields(when), "hash": heads[0]}
+
+
+def test_a_log_written_the_general_way_verifies_and_continues(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    when = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    prev, lines = GENESIS, b""
+    for seq in range(1, 6):
+        prev, line = _rfc8785_line(seq, prev, _row(seq).fields(when))
+        lines += line
+    path.write_bytes(lines)
+    path.chmod(0o600)
+    log = AuditLog(path)
+    assert (log.rows, log.head) == (5, prev)
+    head = log.append(_row(6), time=when)
+    log.close()
+    assert head == _rfc8785_line(6, prev, _row(6).fields(when))[0]
+    assert verify_log(path) == VerifiedLog(rows=6, head=head)
+
+
+def test_values_outside_the_plain_schema_still_canonicalise(tmp_path: Path) -> None:
+    """A float where an integer belongs takes the general canonicaliser, and verifies."""
+    path = tmp_path / "log"
+    log = AuditLog(path)
+    row = AuditRow(**{**_row(1).__dict__, "status": 200.5})
+    head = log.append(row)
+    log.close()
+    line = path.read_bytes()
+    parsed = json.loads(line)
+    assert parsed["status"] == 200.5
+    assert rfc8785.dumps(parsed) + b"\n" == line
+    assert verify_log(path).head == head
+
+
+def test_a_row_that_is_not_valid_text_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    """A caller's exe path from ``os.readlink`` may carry undecodable bytes (surrogates):
+    the append fails closed with AuditLogError, the log stays intact, and the proxy's
+    printable form of such a path is appended fine."""
+    from agentkeys.daemon.proxy import _printable_path
+
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    try:
+        log.append(_row(0))
+        raw = os.fsdecode(b"/tmp/bin-\xff/python")
+        with pytest.raises(AuditLogError):
+            log.append(AuditRow(**{**_row(1).__dict__, "caller_exe": raw}))
+        log.append(AuditRow(**{**_row(1).__dict__, "caller_exe": _printable_path(raw)}))
+    finally:
+        log.close()
+    rows = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [r["seq"] for r in rows] == [1, 2]
+    assert rows[1]["caller_exe"] == "/tmp/bin-\\xff/python"
+    assert verify_log(path).rows == 2

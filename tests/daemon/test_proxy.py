@@ -68,6 +68,7 @@ async def test_request_path_and_fail_closed_with_real_credentials(
     await stream_arrives_incrementally(stack)
     await quotas(stack)
     await body_limit_and_header_validation(stack)
+    await slow_bodies_time_out(stack)
     await audit_log_verifies_after_traffic(stack)
     await other_uid_is_refused_and_audited(stack)
     await a_stream_whose_caller_left_is_abandoned(stack)
@@ -337,6 +338,27 @@ async def body_limit_and_header_validation(stack: Stack) -> None:
     await wait_until(lambda: len(stack.audit_rows()) == before + 2)
     reasons = [r["reason"] for r in stack.audit_rows()[before:]]
     assert reasons == ["request_too_large", "request_too_large"], reasons
+
+
+async def slow_bodies_time_out(stack: Stack) -> None:
+    """A body that does not arrive whole within listen.body_timeout gets 408, whether it
+    is read before the upstream is contacted (declared small) or streamed to it."""
+    before = len(stack.audit_rows())
+    for declared in (100, 200_000):
+        async with await trio.open_unix_socket(stack.address.socket_path) as conn:
+            await conn.send_all(
+                b"POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n{" % declared
+            )
+            answer = b""
+            with trio.fail_after(20):
+                while chunk := await conn.receive_some(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), (declared, answer[:200])
+        assert b'"request_timeout"' in answer
+    await wait_until(lambda: len(stack.audit_rows()) == before + 2)
+    reasons = [r["reason"] for r in stack.audit_rows()[before:]]
+    assert reasons == ["request_timeout", "request_timeout"]
 
 
 async def test_health_endpoints(gate: Stack) -> None:

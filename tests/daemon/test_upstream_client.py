@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import h11
 import pytest
 import trio
 from cryptography import x509
@@ -225,6 +227,29 @@ async def test_response_chunks_arrive_as_the_server_sends_them() -> None:
         await pool.aclose()
 
 
+async def test_chunks_that_arrived_together_are_passed_on_together() -> None:
+    events = [b"data: %d\n\n" % i for i in range(20)]
+
+    async def burst(stream: trio.abc.Stream, server: Server) -> None:
+        await read_request(stream, server, [])
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+        )
+
+    async with serving(burst) as (port, _):
+        pool = UpstreamPool()
+        async with pool.request(
+            "GET", parse_origin(f"http://127.0.0.1:{port}"), "/", [], None
+        ) as r:
+            received = [c async for c in r.chunks()]
+            assert r.complete
+        await pool.aclose()
+    assert b"".join(received) == b"".join(events)
+    assert len(received) < len(events)  # one write went out as far fewer than 20 pieces
+
+
 async def test_no_redirect_is_followed() -> None:
     async def redirect(stream: trio.abc.Stream, server: Server) -> None:
         conn: list[bytes] = []
@@ -335,3 +360,168 @@ def test_a_malformed_upstream_host_is_a_bad_request() -> None:
         parse_origin("https://" + "a" * 64 + ".example.com")
     with pytest.raises(BadProxyRequest):
         parse_origin("ftp://example.com")
+
+
+def _h11_wire(
+    host: bytes,
+    method: str,
+    target: str,
+    headers: list[tuple[bytes, bytes]],
+    chunks: list[bytes] | None,
+) -> bytes:
+    """What h11 itself writes for the request the pool is asked to send (the reference)."""
+    conn = h11.Connection(h11.CLIENT)
+    head = [(b"host", host), *headers]
+    if chunks is not None and not any(n == b"content-length" for n, _ in headers):
+        head.append((b"transfer-encoding", b"chunked"))
+    out = conn.send(h11.Request(method=method, target=target, headers=head)) or b""
+    for chunk in chunks or []:
+        out += conn.send(h11.Data(data=chunk)) or b""
+    return out + (conn.send(h11.EndOfMessage()) or b"")
+
+
+async def _stream(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+_NAMES = [b"content-type", b"user-agent", b"x-stainless-lang", b"openai-beta", b"x!#$%&'*+.^_`|~-9"]
+_VALUES = [
+    b"",
+    b"application/json",
+    b"a  b\tc",
+    b"\x01\x7f\x80\xff",
+    b'q="1,2"; x',
+    b"Bearer sk-" + b"x" * 48,
+    b"Mixed CASE value",
+]
+
+
+def _wire_cases() -> list[tuple[str, str, list[tuple[bytes, bytes]], list[bytes] | None]]:
+    """Requests the proxy sends (lowercase names, valid values) and some it never does."""
+    rng = random.Random(8785)
+    cases: list[tuple[str, str, list[tuple[bytes, bytes]], list[bytes] | None]] = []
+    for index in range(120):
+        headers = [(rng.choice(_NAMES), rng.choice(_VALUES)) for _ in range(rng.randrange(8))]
+        chunks: list[bytes] | None = None
+        if index % 3:
+            chunks = [
+                bytes(rng.randrange(32, 127) for _ in range(rng.randrange(40)))
+                for _ in range(rng.randrange(1, 4))
+            ]
+            if index % 3 == 1:
+                headers.insert(
+                    rng.randrange(len(headers) + 1),
+                    (b"content-length", b"%d" % sum(map(len, chunks))),
+                )
+        target = rng.choice(["/v1/chat/completions", "/a?b=c&d=%2F", "/~!$&'()*+,;=:@"])
+        cases.append(
+            (
+                "POST" if chunks is not None else rng.choice(["GET", "DELETE"]),
+                target,
+                headers,
+                chunks,
+            )
+        )
+    # left to h11 (rewritten or acted on there): the bytes stay h11's
+    cases += [
+        ("GET", "/", [(b"X-Upper", b"1")], None),
+        ("PUT", "/", [(b"content-length", b"3"), (b"content-length", b"3")], [b"abc"]),
+        ("PUT", "/", [(b"content-length", b"03")], [b"abc"]),
+        ("GET", "/", [(b"Transfer-Encoding", b"Chunked")], None),
+        ("POST", "/", [], [b"ab", b"", b"c"]),
+        ("GET", "/", [(b"connection", b"keep-alive")], None),
+        ("OPTIONS", "*", [], None),
+    ]
+    return cases
+
+
+async def test_request_bytes_on_the_wire_are_h11s() -> None:
+    cases = _wire_cases()
+    async with serving(echo_handler) as (port, server):
+        pool = UpstreamPool()
+        origin = parse_origin(f"http://127.0.0.1:{port}")
+        for method, target, headers, chunks in cases:
+            body = None if chunks is None else _stream(chunks)
+            async with pool.request(method, origin, target, headers, body) as resp:
+                assert resp.status == 200
+                async for _ in resp.chunks():
+                    pass
+        await pool.aclose()
+    sent = [request for conn in server.connections for request in conn]
+    assert sent == [_h11_wire(origin.host_header, *case) for case in cases]
+    assert len(server.connections) == 1  # and every response kept the connection
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers", "chunks"),
+    [
+        pytest.param("GET", "/", [(b"x-a", b" lead")], None, id="value-leading-space"),
+        pytest.param("GET", "/", [(b"x-a", b"trail\t")], None, id="value-trailing-tab"),
+        pytest.param("GET", "/", [(b"x-a", b"a\r\nx-b: injected")], None, id="value-crlf"),
+        pytest.param("GET", "/", [(b"x-a", b"nul\x00")], None, id="value-nul"),
+        pytest.param("GET", "/", [(b"x-a: b", b"c")], None, id="name-with-colon"),
+        pytest.param("GET", "/", [(b"", b"c")], None, id="empty-name"),
+        pytest.param("GET", "/", [(b"host", b"elsewhere")], None, id="second-host"),
+        pytest.param("GET", "/", [(b"content-length", b"1x")], None, id="bad-length"),
+        pytest.param("PUT", "/", [(b"content-length", b"4")], [b"abcde"], id="body-too-long"),
+        pytest.param("PUT", "/", [(b"content-length", b"4")], [b"abc"], id="body-too-short"),
+        pytest.param("GET", "/", [(b"content-length", b"4")], None, id="no-body-declared"),
+        pytest.param(
+            "PUT",
+            "/",
+            [(b"content-length", b"1"), (b"content-length", b"2")],
+            [b"a"],
+            id="conflicting-lengths",
+        ),
+        pytest.param("POST", "/", [(b"transfer-encoding", b"gzip")], [b"a"], id="bad-coding"),
+        pytest.param("POST", "/", [(b"transfer-encoding", b"chunked")], [b"a"], id="second-coding"),
+        pytest.param("GET", "/a b", [], None, id="target-space"),
+        pytest.param("GET", "/\u00e9", [], None, id="target-non-ascii"),
+        pytest.param("GE T", "/", [], None, id="method-space"),
+    ],
+)
+async def test_requests_h11_refuses_are_bad_requests_and_never_sent(
+    method: str, target: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes] | None
+) -> None:
+    with pytest.raises((h11.LocalProtocolError, UnicodeError)):
+        _h11_wire(b"127.0.0.1", method, target, headers, chunks)
+    async with serving(echo_handler) as (port, server):
+        pool = UpstreamPool(max_connections=1, timeouts=UpstreamTimeouts(pool=1))
+        origin = parse_origin(f"http://127.0.0.1:{port}")
+        body = None if chunks is None else _stream(chunks)
+        with pytest.raises(BadProxyRequest):
+            async with pool.request(method, origin, target, headers, body):
+                pass
+        # its one slot is free again
+        assert await body_of(pool, f"http://127.0.0.1:{port}/after") != b""
+        await pool.aclose()
+    assert [request.split(b" ")[1] for conn in server.connections for request in conn] == [
+        b"/after"
+    ]
+
+
+async def test_head_and_connection_close_keep_their_meaning() -> None:
+    """h11 reads a HEAD response without a body, and closes after ``connection: close``."""
+
+    async def head_aware(stream: trio.abc.Stream, server: Server) -> None:
+        conn: list[bytes] = []
+        server.connections.append(conn)
+        while request := await read_request(stream, server, conn):
+            answer = response(b"12345")
+            if request.startswith(b"HEAD "):
+                answer = answer[: -len(b"12345")]  # content-length: 5, no body
+            await stream.send_all(answer)
+
+    async with serving(head_aware) as (port, server):
+        pool = UpstreamPool(timeouts=UpstreamTimeouts(read=5))
+        origin = parse_origin(f"http://127.0.0.1:{port}")
+        async with pool.request("HEAD", origin, "/h", [(b"accept", b"*/*")], None) as resp:
+            assert resp.header(b"content-length") == b"5"
+            assert [c async for c in resp.chunks()] == []
+        assert await body_of(pool, f"http://127.0.0.1:{port}/g") == b"12345"
+        async with pool.request("GET", origin, "/c", [(b"connection", b"close")], None) as resp:
+            assert [c async for c in resp.chunks()] == [b"12345"]
+        assert await body_of(pool, f"http://127.0.0.1:{port}/g") == b"12345"
+        await pool.aclose()
+    assert [len(c) for c in server.connections] == [3, 1]
