@@ -27,8 +27,8 @@ class Profile:
         miss_services: services (each with a stored credential) whose first request
             through the sidecar is a cache miss.
         soak_requests / soak_seconds: the memory soak through the sidecar (8 clients)
-            runs until the daemon has served ``soak_requests`` requests in all (every
-            sidecar run counted), for at most ``soak_seconds`` (the report then says how
+            runs until it has served ``soak_requests`` requests itself (after the
+            sidecar runs' own), for at most ``soak_seconds`` (the report then says how
             many it reached), in slices of 1/30 of that time, at least two.
     """
 
