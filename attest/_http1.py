@@ -129,7 +129,7 @@ class _Date:
 
 
 class _Closed(Exception):
-    """The connection ended (EOF, reset, timeout or a protocol error); stop serving it."""
+    """The connection broke while a request head was being read; stop serving it."""
 
 
 class Http1Server:
@@ -171,7 +171,7 @@ class Http1Server:
         """Serve ``stream`` until the client or the server ends it; closes the stream.
 
         Args:
-            stream: an accepted connection.
+            stream: an accepted connection, holding a slot from :meth:`reserve`.
             extensions: merged into each request's ``scope["extensions"]``.
         """
         connection = _Connection(self, stream, extensions)

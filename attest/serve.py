@@ -15,9 +15,9 @@ accepting stops, idle connections close, requests in progress get
 
 Why not Hypercorn here (the services use it): the sidecar daemon's request path must
 add well under a millisecond, and Hypercorn's per-connection server (a reader task,
-a task and timers per request, separate writes for head and body) costs ~0.35 ms per
-request on the 2-core reference machine, most of that budget; this server costs ~0.08 ms
-(docs/performance.md).
+a task and timers per request, separate writes for head and body) costs ~0.35-0.4 ms
+per request on the 2-core reference machine, most of that budget; this server ~0.1 ms
+(docs/performance.md, ``http c=*`` rows).
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ from typing import Any
 import trio
 
 from attest._files import check_private_dir, ensure_private_dir
-from attest._http1 import BUSY_RESPONSE as BUSY
-from attest._http1 import Http1Server, ServeConfig, lifespan, serve_refusing
+from attest._http1 import BUSY_RESPONSE, Http1Server, ServeConfig, lifespan, serve_refusing
 from attest.caller import CallerIdentity, Transport
 from attest.errors import AttestError, CallerUnidentified, InsecurePath, TooManyConnections
 from attest.netns import identify_tcp_peer
@@ -271,7 +270,7 @@ async def serve_attested(
                 _log.warning("refused a connection: %s", refusal.reason)
                 if on_refused is not None:
                     on_refused(refusal)
-                response = BUSY if isinstance(refusal, TooManyConnections) else _REFUSAL
+                response = BUSY_RESPONSE if isinstance(refusal, TooManyConnections) else _REFUSAL
                 await serve_refusing(stream, response)
 
             async with trio.open_nursery() as connections:

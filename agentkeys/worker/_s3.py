@@ -3,8 +3,11 @@
 boto3 blocks, so every call runs in ``trio.to_thread.run_sync`` under the store's
 ``CapacityLimiter``. botocore's exceptions are translated at this one boundary
 (:func:`_s3_errors`): ``AccessDenied`` (the bucket policy said no) becomes
-:class:`StorageDenied`, everything else :class:`StorageFailed`; reasons name the
-operation, the key and S3's error code, never a credential.
+:class:`StorageDenied`; S3 not reached (endpoint refused, connect or read timeout, the
+connection closed before or during the answer) :class:`StorageUnavailable` (503, retry
+later); everything else, including any answer S3 did give and a TLS failure,
+:class:`StorageFailed` (502). Reasons name the operation, the key and S3's error code or
+the botocore exception's class, never a credential.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from agentkeys.worker._signer import AwsCredentials
-from agentkeys.worker.errors import StorageDenied, StorageFailed
+from agentkeys.worker.errors import StorageDenied, StorageFailed, StorageUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -37,8 +40,26 @@ class _Missing(Exception):
 
 @contextmanager
 def _s3_errors(operation: str, key: str) -> Iterator[None]:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ProxyConnectionError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
 
+    # S3 did not answer (botocore's SSLError, a certificate S3 did present, is not here)
+    unreachable = (
+        EndpointConnectionError,
+        ConnectTimeoutError,
+        ReadTimeoutError,
+        ConnectionClosedError,
+        ResponseStreamingError,
+        ProxyConnectionError,
+    )
     try:
         yield
     except ClientError as exc:
@@ -48,6 +69,9 @@ def _s3_errors(operation: str, key: str) -> Iterator[None]:
         if code in _DENIED:
             raise StorageDenied(f"S3 {operation} {key}: {code}") from None
         raise StorageFailed(f"S3 {operation} {key}: {code}") from None
+    except unreachable as exc:
+        reason = f"S3 {operation} {key}: unreachable ({type(exc).__name__})"
+        raise StorageUnavailable(reason) from None
     except BotoCoreError as exc:
         raise StorageFailed(f"S3 {operation} {key}: {type(exc).__name__}") from None
 
@@ -102,7 +126,8 @@ class ObjectStore:
         """The object's bytes, or ``None`` when it does not exist.
 
         Raises:
-            StorageDenied, StorageFailed: including an object above MAX_ENVELOPE_BYTES.
+            StorageDenied, StorageFailed: including an object above MAX_ENVELOPE_BYTES;
+                StorageUnavailable (a StorageFailed) when S3 was not reached.
         """
 
         def call() -> bytes | None:
@@ -125,7 +150,7 @@ class ObjectStore:
         """Write ``data`` at ``key`` (one atomic PUT: readers see old or new bytes).
 
         Raises:
-            StorageDenied, StorageFailed.
+            StorageDenied, StorageFailed (StorageUnavailable: S3 not reached).
         """
 
         def call() -> None:
@@ -151,7 +176,7 @@ class ObjectStore:
             is in flight, which also means this call did not win).
 
         Raises:
-            StorageDenied, StorageFailed.
+            StorageDenied, StorageFailed (StorageUnavailable: S3 not reached).
         """
         from botocore.exceptions import ClientError
 
@@ -178,7 +203,7 @@ class ObjectStore:
         """Delete ``key`` (absent is fine).
 
         Raises:
-            StorageDenied, StorageFailed.
+            StorageDenied, StorageFailed (StorageUnavailable: S3 not reached).
         """
 
         def call() -> None:
@@ -194,7 +219,8 @@ class ObjectStore:
         """Every key under ``prefix``, all pages, at most :data:`MAX_LISTED_KEYS`.
 
         Raises:
-            StorageDenied, StorageFailed: including more keys than the bound.
+            StorageDenied, StorageFailed: including more keys than the bound;
+                StorageUnavailable (a StorageFailed) when S3 was not reached.
         """
 
         def call() -> list[str]:

@@ -4,11 +4,18 @@ Wire format: docs/signer.md (``POST /derive-cred-kek``, ``POST /sts-credentials`
 caller owns the injected ``httpx.AsyncClient`` (built with
 :func:`agentkeys.service.mtls_client`, role ``worker``, expecting role ``signer``).
 KEKs come back as ``bytes`` and are never logged; refusals carry the signer's error code.
+
+Failures (:func:`_transport_errors`, :func:`_answer`): the signer not reached (connection
+refused or reset, a timeout, the connection closed before the answer, including during
+the TLS handshake) is :class:`SignerUnavailable` (503, retry later); a signer that
+answered wrongly (an error status, a malformed or oversized answer, a TLS alert or a
+certificate that fails verification or the role check) is :class:`SignerFailed` (502).
 """
 
 from __future__ import annotations
 
 import datetime
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +26,7 @@ import httpx
 from agentkeys.errors import AgentkeysError, InvalidEncoding
 from agentkeys.jwks import b64url_decode
 from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
-from agentkeys.worker.errors import SignerFailed
+from agentkeys.worker.errors import SignerFailed, SignerUnavailable
 
 __all__ = ["AwsCredentials", "SignerClient"]
 
@@ -57,12 +64,41 @@ class AwsCredentials:
         return cls(values[0], values[1], values[2], expiration)
 
 
+# TLS errors that mean the connection went away, not that the peer refused the handshake
+_TLS_CONNECTION_LOST = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by a TLS handshake the peer took part in and failed.
+
+    httpx chains the underlying ``ssl.SSLError`` (via httpcore and Trio) as the cause.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError) and not isinstance(current, _TLS_CONNECTION_LOST):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _unreachable(exc: httpx.HTTPError) -> bool:
+    """Whether ``exc`` means the signer gave no answer at all (a transport failure)."""
+    transport = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+    return isinstance(exc, transport) and not _tls_refused(exc)
+
+
 @contextmanager
 def _transport_errors(route: str) -> Iterator[None]:
     try:
         yield
     except httpx.HTTPError as exc:
-        raise SignerFailed(f"signer unreachable on {route} ({type(exc).__name__})") from None
+        if _unreachable(exc):
+            raise SignerUnavailable(
+                f"signer unreachable on {route} ({type(exc).__name__})"
+            ) from None
+        raise SignerFailed(f"signer failed on {route} ({type(exc).__name__})") from None
     except AgentkeysError as exc:  # e.g. CertificateRejected from the role check
         raise SignerFailed(f"signer rejected on {route} ({exc.error})") from None
 
@@ -116,7 +152,8 @@ class SignerClient:
         """The v2 KEK of ``actor_omni`` under K3[epoch] (SPEC section 4).
 
         Raises:
-            SignerFailed: refused (e.g. ``epoch_not_current``) or unreachable.
+            SignerFailed: refused (e.g. ``epoch_not_current``); SignerUnavailable (a
+                SignerFailed) when the signer was not reached.
         """
         payload = {"version": 2, "purpose": purpose, "actor_omni": normalize_hex32(actor_omni),
                    "epoch": epoch}  # fmt: skip
@@ -126,7 +163,8 @@ class SignerClient:
         """The v1 KEK of (wallet, service), re-derived from the identity's K4.
 
         Raises:
-            SignerFailed: refused (e.g. ``wallet_mismatch``) or unreachable.
+            SignerFailed: refused (e.g. ``wallet_mismatch``); SignerUnavailable (a
+                SignerFailed) when the signer was not reached.
         """
         payload = {
             "version": 1,
@@ -145,7 +183,7 @@ class SignerClient:
                 v1 prefix ``bots/<wallet>/``); ``None`` for an agent's session.
 
         Raises:
-            SignerFailed: refused or unreachable.
+            SignerFailed: refused; SignerUnavailable (a SignerFailed) when not reached.
         """
         payload = {"actor_omni": normalize_hex32(actor_omni)}
         if wallet is not None:

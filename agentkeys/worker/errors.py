@@ -22,9 +22,17 @@
         ├── StoredEnvelopeInvalid        500 stored_envelope_invalid
         ├── MigrationFailed              500 migration_failed    (read-back did not verify)
         ├── ChainUnavailable             503 chain_unavailable
-        ├── SignerFailed                 502 signer_failed       (carries the signer's code)
+        ├── SignerFailed                 502 signer_failed       (wrong answer; the signer's code)
+        │   └── SignerUnavailable        503 signer_unavailable  (not reached: retry later)
         ├── StorageDenied                403 storage_denied      (S3 AccessDenied: policy)
         └── StorageFailed                502 storage_failed      (other S3 errors)
+            └── StorageUnavailable       503 storage_unavailable (S3 not reached: retry later)
+
+The ``…Unavailable`` leaves are for transport failures only (connection refused or reset,
+timeouts, a connection closed before the answer): the dependency did not answer, and the
+same request may succeed later. A dependency that answered wrongly (a refusal, malformed
+data, a rejected certificate, AccessDenied) is the 502 parent. Existing ``except
+SignerFailed`` / ``except StorageFailed`` clauses catch both.
 
 Reasons name the failed check, the S3 operation, key and error code, or the signer's
 error code; never a KEK, credential, token or signature.
@@ -57,8 +65,10 @@ __all__ = [
     "RoleMissing",
     "ServiceNotInScope",
     "SignerFailed",
+    "SignerUnavailable",
     "StorageDenied",
     "StorageFailed",
+    "StorageUnavailable",
     "StoredEnvelopeInvalid",
     "WorkerError",
 ]
@@ -208,10 +218,18 @@ class ChainUnavailable(WorkerError):
 
 
 class SignerFailed(WorkerError):
-    """The signer refused or could not be reached (the reason carries its error code)."""
+    """The signer answered wrongly: a refusal (its error code in the reason), a malformed
+    or oversized answer, or a TLS peer that is not the signer."""
 
     error: ClassVar[str] = "signer_failed"
     status: ClassVar[int] = 502
+
+
+class SignerUnavailable(SignerFailed):
+    """The signer could not be reached (refused, reset, timed out, closed mid-answer)."""
+
+    error: ClassVar[str] = "signer_unavailable"
+    status: ClassVar[int] = 503
 
 
 class StorageDenied(WorkerError):
@@ -226,3 +244,10 @@ class StorageFailed(WorkerError):
 
     error: ClassVar[str] = "storage_failed"
     status: ClassVar[int] = 502
+
+
+class StorageUnavailable(StorageFailed):
+    """S3 could not be reached (endpoint refused, connect or read timeout, connection closed)."""
+
+    error: ClassVar[str] = "storage_unavailable"
+    status: ClassVar[int] = 503

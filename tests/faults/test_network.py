@@ -37,7 +37,7 @@ UPSTREAM_SERVICE = "svc-upstream"
 
 # codes each link's faults must produce (the reason then names the peer and the failure)
 EXPECTED = {
-    "signer": {"signer_failed"},  # worker → signer, as a worker client sees it
+    "signer": {"signer_unavailable"},  # worker → signer (not reached: 503), as a client sees it
     "broker": {"credential_unavailable", "broker_unreachable"},  # daemon → broker
     "worker": {"credential_unavailable"},  # daemon → worker
     "upstream": {"upstream_failed", "upstream_timeout"},  # daemon → upstream
@@ -140,4 +140,6 @@ async def test_network_faults_are_explicit_and_heal(tmp_path: Path) -> None:
         print(key, value)
     for (link, fault), (status, code, text) in seen.items():
         assert code in EXPECTED[link], f"{link}/{fault}: {status} {text}"
+        if link == "signer":  # a transport failure is "retry later", not a wrong answer
+            assert status == 503, f"{link}/{fault}: {status} {text}"
     assert healed == {key: 200 for key in seen}, healed
