@@ -169,7 +169,6 @@ async def test_each_process_is_seen_per_request_on_keep_alive(server: Path) -> N
         "nobody": (NOBODY, python_exe),
         "curl": (0, CURL_EXE),
     }
-    connections = set()
     for name, (uid, exe) in expected.items():
         answers = results[name]["answers"]
         assert isinstance(answers, list)
@@ -184,11 +183,11 @@ async def test_each_process_is_seen_per_request_on_keep_alive(server: Path) -> N
             assert answer["started"] is True  # lifespan startup ran
             if results[name]["pid"] is not None:
                 assert answer["pid"] == results[name]["pid"], name
-        # All three requests of one client rode one connection (one identity object).
+        # All three requests of one client rode one connection (one identity object,
+        # alive throughout, so its id() is stable; across clients id() may be reused
+        # once a finished connection's identity is freed: the pids tell them apart).
         assert len({a["conn"] for a in answers}) == 1, name
-        connections.add(answers[0]["conn"])
         assert len({a["pid"] for a in answers}) == 1
-    assert len(connections) == 3
     pids = {results[n]["answers"][0]["pid"] for n in expected}  # type: ignore[index]
     assert len(pids) == 3
 
