@@ -58,6 +58,7 @@ _READ_SIZE = 65536
 _LINGER_SECONDS = 2.0  # after an early answer: how long the rest of a body is discarded
 _LINGER_BYTES = 1024 * 1024
 _REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _COALESCE_BYTES = 65536  # request body pieces already read are passed on together, up to this
 
 
@@ -297,12 +298,16 @@ class _Connection:
                         return None
                     # h11 bounds only a head still incomplete; one that arrived whole in a
                     # single read is measured here
-                    size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                    size = len(event.target)
+                    framings = set()
+                    for name, value in event.headers:
+                        size += len(name) + len(value) + 4
+                        if name in _FRAMING:
+                            framings.add(name)
                     if size > self._config.max_head_bytes:
                         await self._write(_HEAD_TOO_LARGE)
                         return None
-                    names = {n for n, _ in event.headers}
-                    if b"transfer-encoding" in names and b"content-length" in names:
+                    if len(framings) > 1:
                         # two framings (RFC 9112 section 6.3): never guess which one counts
                         await self._write(_BAD_REQUEST)
                         return None

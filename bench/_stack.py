@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.cap import CapOp, cap_digest, new_cap_payload, sign_cap
@@ -37,7 +38,15 @@ from agentkeys.pop import PopProof, new_worker_pop_claims, sign_pop
 from bench._errors import BenchError
 from bench.chain import register_operator
 
-__all__ = ["DevStack", "Signing", "issue_j1", "running_dev_stack", "send_one", "worker_request"]
+__all__ = [
+    "DevStack",
+    "Signing",
+    "issue_j1",
+    "key_pem",
+    "running_dev_stack",
+    "send_one",
+    "worker_request",
+]
 
 AUDIENCE = "agentkeys-worker"
 _SESSION_AUDIENCE = "agentkeys-broker"
@@ -73,6 +82,15 @@ class DevStack:
         """(host, port) of the worker."""
         host, port = self.worker_url.split("//", 1)[1].rsplit(":", 1)
         return host, int(port)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    """``key`` as an unencrypted PKCS#8 PEM: the software K10 backend's key file."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
 
 
 def worker_request(signing: Signing, op: CapOp, *, host: str, service: str, secret: bytes) -> bytes:

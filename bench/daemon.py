@@ -58,9 +58,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import trio
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys._files import write_private
 from agentkeys.cap import CapOp
 from bench import _sse
 from bench._errors import BenchError, LoadgenError
@@ -69,7 +68,7 @@ from bench._micro import measure_interleaved
 from bench._model import Figures, Row, not_yet
 from bench._profile import Profile
 from bench._servers import raw_handler
-from bench._stack import issue_j1, running_dev_stack, send_one, worker_request
+from bench._stack import issue_j1, key_pem, running_dev_stack, send_one, worker_request
 from bench.http import combine, failure_note
 
 __all__ = ["CACHE_SIZES", "POLICY_SIZES", "run", "sidecar_policy"]
@@ -311,13 +310,6 @@ def _rss_kib(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         return 0
     return 0
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def sidecar_policy(
@@ -802,14 +794,6 @@ def _memory_rows(
     ]
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
-
-
 async def _measure_all(
     profile: Profile, binary: Path, sidecar: _Sidecar, directory: Path
 ) -> list[Row]:
@@ -863,9 +847,9 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                     ports.append(listeners[0].socket.getsockname()[1])
                 port, stream_port = ports
                 secrets_dir = private / "secrets"
-                _write_private(secrets_dir / "session", await issue_j1(stack))
-                _write_private(secrets_dir / "k10.pem", _key_pem(stack.signing.k10))
-                _write_private(
+                write_private(secrets_dir / "session", await issue_j1(stack))
+                write_private(secrets_dir / "k10.pem", key_pem(stack.signing.k10))
+                write_private(
                     private / "policy.toml",
                     sidecar_policy(
                         f"http://127.0.0.1:{port}",

@@ -32,7 +32,7 @@ import re
 import select
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -338,25 +338,20 @@ async def _send_direct(
     (the excess before it is sent), and an empty chunk is not written when chunked.
     """
     _encode(conn, stand_in)
-    pending = head
     sent = 0
-    if body is not None:
-        holding = False
-        async for chunk in body:
-            if holding:
-                await _write(conn, pending, limit)
-                pending = b""
-            sent += len(chunk)
-            if length is None:
-                if chunk:
-                    pending += b"%x\r\n%s\r\n" % (len(chunk), chunk)
-            elif sent > length:
-                raise BadProxyRequest(_NOT_HTTP11)
-            else:
-                pending += chunk
-            holding = True
+
+    def frame(chunk: bytes) -> bytes:
+        nonlocal sent
+        sent += len(chunk)
         if length is None:
-            pending += _LAST_CHUNK
+            return b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunk else b""
+        if sent > length:
+            raise BadProxyRequest(_NOT_HTTP11)
+        return chunk
+
+    pending = await _stream_body(conn, head, body, frame, limit)
+    if body is not None and length is None:
+        pending += _LAST_CHUNK
     if length is not None and sent != length:
         raise BadProxyRequest(_NOT_HTTP11)
     _encode(conn, _END)
@@ -392,18 +387,40 @@ async def _send_h11(
     limit: float | None,
 ) -> None:
     """Write ``request`` and its body through h11."""
-    # The head goes out with the first body chunk, each chunk with the next one's
-    # arrival, the last with the end: one write for a one-piece body.
-    pending = _encode(conn, request)
-    if body is not None:
-        holding = False
-        async for chunk in body:
-            if holding:
-                await _write(conn, pending, limit)
-                pending = b""
-            pending += _encode(conn, h11.Data(data=chunk))
-            holding = True
+
+    def frame(chunk: bytes) -> bytes:
+        return _encode(conn, h11.Data(data=chunk))
+
+    pending = await _stream_body(conn, _encode(conn, request), body, frame, limit)
     await _write(conn, pending + _encode(conn, _END), limit)
+
+
+async def _stream_body(
+    conn: _Connection,
+    head: bytes,
+    body: AsyncIterator[bytes] | None,
+    frame: Callable[[bytes], bytes],
+    limit: float | None,
+) -> bytes:
+    """Write ``head`` and the body framed by ``frame``, one chunk behind the body.
+
+    The head goes out with the first chunk, each chunk with the next one's arrival.
+
+    Returns:
+        What is not written yet (the head, or the last chunk): the caller writes it with
+        the end of the request, so a one-piece body costs one write.
+    """
+    pending = head
+    if body is None:
+        return pending
+    holding = False
+    async for chunk in body:
+        if holding:
+            await _write(conn, pending, limit)
+            pending = b""
+        pending += frame(chunk)
+        holding = True
+    return pending
 
 
 async def _write(conn: _Connection, data: bytes, limit: float | None) -> None:

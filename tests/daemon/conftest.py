@@ -31,9 +31,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys._files import write_private
 from agentkeys.broker import (
     J1,
     CapSettings,
@@ -57,6 +56,7 @@ from agentkeys.smtp_sink import run_smtp_sink
 from agentkeys.worker import StaticCapKeys, StorageSettings, WorkerCore, WorkerService
 from agentkeys.worker._signer import SignerClient
 from attest.device_key import SoftwareDeviceKey
+from bench._stack import key_pem
 from tests.daemon.upstream import REAL_KEY, Upstream, running
 from tests.service.conftest import Pki
 from tests.services import Chain, RestartableBroker, chain, pki
@@ -107,20 +107,7 @@ default = {{ prompt = 1.0, completion = 2.0 }}
 """
 
 
-def write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(text)
-    os.chmod(path, 0o600)
-
-
 Broker = RestartableBroker  # the real broker on a fixed port (tests/services.py)
-
-
-def pem(key: ec.EllipticCurvePrivateKey) -> str:
-    """A K10 private key as an unencrypted PKCS#8 PEM (the software backend's file)."""
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
 
 
 @dataclass
@@ -146,7 +133,7 @@ class RealParts:
         """The same parts, with the operator's master device as the daemon's K10."""
         master = self.ws.operator.master
         key_path = tmp / "device-master" / "k10.pem"
-        write_private(key_path, pem(master.key))
+        write_private(key_path, key_pem(master.key))
         return dataclasses.replace(self, device=master, key_path=key_path)
 
     def source(
@@ -215,7 +202,7 @@ async def open_real_parts(
                     extra={"wallet": ws.operator.wallet_address},
                 )  # fmt: skip
                 key_path = tmp / "device" / "k10.pem"
-                write_private(key_path, pem(device.key))
+                write_private(key_path, key_pem(device.key))
                 yield RealParts(ws, device, broker, bound.url, session, key_path)
                 worker.shutdown()
             await broker.stop()

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import trio
 
+from agentkeys._files import write_private
 from agentkeys.cli import daemon as daemon_cli
 from agentkeys.config import load_config
 from agentkeys.daemon import DaemonAddress, DaemonConfig
 from agentkeys.daemon.run import run_daemon
-from tests.daemon.conftest import Broker, policy_text, write_daemon_toml, write_private
+from tests.daemon.conftest import Broker, policy_text, write_daemon_toml
 from tests.daemon.upstream import REAL_KEY
 
 

@@ -12,13 +12,14 @@ import httpx
 import pytest
 
 import agentkeys.daemon.credentials as credentials_module
+from agentkeys._files import write_private
 from agentkeys.config import ConfigError, load_config
 from agentkeys.daemon import DaemonConfig
 from agentkeys.daemon.credentials import BrokerWorkerSource
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable
 from agentkeys.errors import InvalidIdentifier
 from attest.device_key import SoftwareDeviceKey
-from tests.daemon.conftest import ACTOR, OPERATOR, Broker, write_private
+from tests.daemon.conftest import ACTOR, OPERATOR, Broker
 
 
 async def test_broker_refusal_is_a_refusal(tmp_path: Path, broker: Broker) -> None:

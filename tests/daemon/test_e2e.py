@@ -32,6 +32,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from agentkeys._files import write_private
 from agentkeys.chain.challenge import NewAgent
 from agentkeys.config import load_config
 from agentkeys.daemon import DaemonAddress, DaemonConfig
@@ -56,7 +57,6 @@ from tests.daemon.conftest import (
     policy_text,
     wait_until,
     write_daemon_toml,
-    write_private,
 )
 from tests.daemon.upstream import REAL_KEY, Upstream
 from tests.service.conftest import Pki

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import trio
 
+from agentkeys._files import write_private
 from agentkeys.chain.events import (
     DeviceRevoked,
     EpochAdvanced,
@@ -41,7 +42,6 @@ from tests.daemon.conftest import (
     open_gate,
     policy_text,
     wait_until,
-    write_private,
 )
 from tests.daemon.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REAL_KEY, Upstream
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trio
 
+from agentkeys._files import write_private
 from agentkeys.daemon import BrokerWorkerSource, Daemon
 from agentkeys.daemon.errors import BrokerUnreachable, DutyFailed
 from attest.device_key import SoftwareDeviceKey
@@ -20,7 +21,6 @@ from tests.daemon.conftest import (
     make_config,
     policy_text,
     wait_until,
-    write_private,
 )
 
 

@@ -40,9 +40,9 @@ from typing import Any
 import httpx
 import trio
 import trio.lowlevel
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys._files import write_private
 from agentkeys.broker import BrokerKeys
 from agentkeys.cap import CapOp
 from agentkeys.chain import ChainClient, account_from_key, deploy_all, read_deployment_record
@@ -64,7 +64,7 @@ from agentkeys.smtp_sink import run_smtp_sink
 from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
 from agentkeys.worker.config import ChainSettings as WorkerChainSettings
 from agentkeys.worker.iam import dev_iam_config
-from bench._stack import AUDIENCE, DevStack, Signing, issue_j1, worker_request
+from bench._stack import AUDIENCE, DevStack, Signing, issue_j1, key_pem, worker_request
 from bench.chain import register_operator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,14 +114,6 @@ def config_toml(config: Any) -> str:
 
     section(config, ())
     return "\n".join(lines)
-
-
-def write_private(path: Path, text: str) -> Path:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
 
 
 def _private_dir(path: Path) -> Path:
@@ -487,7 +479,8 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
             ("broker", "agentkeys.broker", broker_cfg),
             ("worker", "agentkeys.worker", worker_cfg),
         ):
-            path = write_private(directory / "config" / f"{name}.toml", config_toml(cfg))
+            path = directory / "config" / f"{name}.toml"
+            write_private(path, config_toml(cfg))
             children[name] = Child(name, module, path, ports[name], logs / f"{name}.log")
 
         async def stop_children() -> None:
@@ -601,14 +594,6 @@ class Daemon:
         return f"http://{self.tcp[0]}:{self.tcp[1]}"
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
-
-
 async def store_credentials(stack: ProcessStack, services: Sequence[str]) -> dict[str, bytes]:
     """Store one credential per service through the worker; {service: secret}."""
     stored: dict[str, bytes] = {}
@@ -641,7 +626,7 @@ async def running_daemon(
         upstreams.update(routed or {})
         secrets_dir = _private_dir(home / "secrets")
         write_private(secrets_dir / "session", await issue_j1(stack.dev))
-        write_private(secrets_dir / "k10.pem", _key_pem(stack.signing.k10))
+        write_private(secrets_dir / "k10.pem", key_pem(stack.signing.k10))
         write_private(home / "policy.toml", daemon_policy(upstreams, exes))
         run_dir = Path(tempfile.mkdtemp(prefix="ak-faults-", dir="/tmp"))  # short AF_UNIX path
         setup = {

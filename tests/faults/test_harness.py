@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agentkeys._files import write_private
 from agentkeys.broker.config import BrokerConfig
 from agentkeys.config import load_config
 from agentkeys.devup import broker_config
@@ -19,7 +20,7 @@ from agentkeys.worker.config import (
     StorageConfig,
     WorkerConfig,
 )
-from tests.faults._stack import config_toml, write_private
+from tests.faults._stack import config_toml
 
 
 def _configs(tmp: Path) -> list[object]:
@@ -61,7 +62,8 @@ def _configs(tmp: Path) -> list[object]:
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["worker", "signer", "broker"])
 def test_config_toml_loads_back_equal(tmp_path: Path, index: int) -> None:
     config = _configs(tmp_path)[index]
-    path = write_private(tmp_path / "config.toml", config_toml(config))
+    path = tmp_path / "config.toml"
+    write_private(path, config_toml(config))
     loaded = load_config(type(config), path=path)
     assert loaded == config
     assert isinstance(loaded, WorkerConfig | SignerConfig | BrokerConfig)
