@@ -58,7 +58,8 @@ from agentkeys.errors import (
     PopTimestampInFuture,
     SignatureMalformed,
 )
-from agentkeys.jwks import b64url_decode, b64url_encode, es256_sign, es256_verify
+from agentkeys.jwks import b64url_decode, b64url_encode, raw_rs_to_der
+from agentkeys.k10_signature import k10_sign, verify_k10
 from agentkeys.omni import device_key_hash, normalize_hex32, normalize_service
 
 __all__ = [
@@ -305,7 +306,7 @@ def sign_pop(claims: MintPopClaims | WorkerPopClaims, key: ec.EllipticCurvePriva
     Raises:
         InvalidKeyMaterial: not a P-256 private key.
     """
-    return b64url_encode(es256_sign(key, claims.message()))
+    return b64url_encode(k10_sign(key, claims.message()))
 
 
 class NonceRegistry:
@@ -455,10 +456,10 @@ def _check(
         raise PopKeyMismatch("K10 key does not match the device_key_hash")
     _check_fresh(claims.timestamp, now=now, window=window, max_skew=max_skew)
     try:
-        valid = es256_verify(public_key, claims.message(), raw)
+        raw_rs_to_der(raw)  # form: 64 bytes, r and s in 1..n-1
     except SignatureMalformed:
         raise PopInvalid("PoP signature must be 64 bytes r || s in range") from None
-    if not valid:
+    if not verify_k10(public_key, raw, message=claims.message()):  # high-S included
         raise PopSignatureInvalid("K10 signature does not verify over the request")
     return actual_hash
 

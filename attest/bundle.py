@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import rfc8785
 
 from agentkeys.errors import AgentkeysError
+from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import device_key_hash_from_point, p256_point_bytes, p256_public_key_from_point
 from attest._json import get_hex, get_pcrs, get_str, loads_object
-from attest._sig import verify_digest
 from attest.device_key import Backend
 from attest.errors import AttestationMalformed, KeyNotTrusted, NonceMismatch, SignatureInvalid
 from attest.quote import normalise_pcrs, verify_certify, verify_quote
@@ -196,7 +196,7 @@ def verify_bundle(
         k10 = p256_public_key_from_point(bundle.public_key)
     except AgentkeysError as exc:
         raise AttestationMalformed(f"{_WHAT}: public key is not a P-256 point") from exc
-    if not verify_digest(k10, bundle.signature, _pop_digest(bundle.nonce, bundle.public_key)):
+    if not verify_k10(k10, bundle.signature, digest=_pop_digest(bundle.nonce, bundle.public_key)):
         raise SignatureInvalid("the bundle is not signed by its device key")
     ak_name: str | None = None
     selection: tuple[int, ...] = ()

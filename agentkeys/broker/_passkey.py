@@ -55,7 +55,8 @@ from agentkeys.broker.errors import (
     PasskeySignCountReplayed,
 )
 from agentkeys.errors import FormatError
-from agentkeys.jwks import b64url_decode, es256_verify
+from agentkeys.jwks import b64url_decode
+from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import p256_public_key_from_point
 
 __all__ = [
@@ -178,11 +179,13 @@ def verify_enrollment(
             rpId, user presence / verification, algorithm, format).
     """
     try:
-        valid = es256_verify(
-            p256_public_key_from_point(k10_point), challenge, b64url_decode(k10_signature)
-        )
+        raw = b64url_decode(k10_signature)
+        key = p256_public_key_from_point(k10_point)
     except FormatError:
         raise K10ProofRejected("the K10 signature is malformed") from None
+    if len(raw) != 64:
+        raise K10ProofRejected("the K10 signature is malformed")
+    valid = verify_k10(key, raw, message=challenge)
     if not valid:
         raise K10ProofRejected("the K10 signature does not verify over the challenge")
     with _webauthn_errors(PasskeyRegistrationRejected, "registration"):

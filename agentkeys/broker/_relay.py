@@ -36,7 +36,8 @@ from agentkeys.chain.client import ChainClient, Receipt, SignedMutation, Tier
 from agentkeys.chain.errors import ChainError, ContractReverted
 from agentkeys.chain.signing import encode_k10_sig, encode_k11_assertion
 from agentkeys.errors import AgentkeysError, FormatError
-from agentkeys.jwks import b64url_decode, es256_verify, raw_rs_to_der
+from agentkeys.jwks import b64url_decode, raw_rs_to_der
+from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import (
     actor_omni_for_wallet,
     hex32_to_bytes,
@@ -165,8 +166,8 @@ class Relay:
             raise RelayRejected("the device's passkey belongs to another relying party")
         try:
             raw = bytes.fromhex(k10_signature.removeprefix("0x"))
-            valid = len(raw) == 64 and es256_verify(
-                p256_public_key_from_point(device.k10_point), challenge, raw
+            valid = verify_k10(
+                p256_public_key_from_point(device.k10_point), raw, message=challenge
             )
         except (ValueError, FormatError):
             valid = False

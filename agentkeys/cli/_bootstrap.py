@@ -52,7 +52,8 @@ from agentkeys.cli._common import (
     PasskeyRecord,
 )
 from agentkeys.config import check_private_file
-from agentkeys.jwks import b64url_decode, b64url_encode, der_to_raw_rs
+from agentkeys.jwks import b64url_decode, b64url_encode
+from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.siwe import SiweMessage
 from attest.device_key import DeviceKey
@@ -426,7 +427,7 @@ async def register_master_via_relay(
             "rp_id_hash": entry.rp_id_hash.hex(),
             "roles": entry.roles,
         },
-        "k10_signature": der_to_raw_rs(der).hex(),
+        "k10_signature": k10_raw_from_der(der).hex(),
         "assertion": dict(assertion),
     }
     return await signin.relay_first_master(j1, body)

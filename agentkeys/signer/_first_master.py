@@ -35,10 +35,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.address import to_checksum_address
@@ -46,6 +43,7 @@ from eth_utils.address import to_checksum_address
 from agentkeys.chain import challenge as ch
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode, b64url_encode
+from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import p256_public_key_from_point
 from agentkeys.signer.errors import (
     FirstMasterRequestInvalid,
@@ -143,12 +141,12 @@ def verify_first_master_k10(device: ch.NewMaster, challenge: bytes, signature: s
         K10SignatureRejected: malformed or not verifying.
     """
     rs = _hex(signature, 64, "k10_signature", K10SignatureRejected)
-    r, s = int.from_bytes(rs[:32], "big"), int.from_bytes(rs[32:], "big")
     try:
         key = p256_public_key_from_point(device.k10_point)
-        key.verify(encode_dss_signature(r, s), challenge, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, AgentkeysError, ValueError):
-        raise K10SignatureRejected("the K10 signature does not verify over the challenge") from None
+    except AgentkeysError:
+        raise K10SignatureRejected("the device's K10 key is not a P-256 point") from None
+    if not verify_k10(key, rs, message=challenge):
+        raise K10SignatureRejected("the K10 signature does not verify over the challenge")
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from webauthn import verify_authentication_response
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidCBORData
 
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode
+from agentkeys.k10_signature import verify_k10 as k10_signature_verifies
 from agentkeys.omni import device_key_hash_from_point, p256_public_key_from_point
 from agentkeys.signer.errors import K10SignatureRejected, K11AssertionRejected
 
@@ -72,19 +69,17 @@ def verify_k10(
         dkh = device_key_hash_from_point(point)
     except AgentkeysError as exc:
         raise K10SignatureRejected("public_key is not a P-256 point") from exc
-    der = encode_dss_signature(int.from_bytes(rs[:32], "big"), int.from_bytes(rs[32:], "big"))
-    try:
-        if message is not None:
-            try:
-                data = b64url_decode(message)
-            except AgentkeysError as exc:
-                raise K10SignatureRejected("message is not base64url") from exc
-            key.verify(der, data, ec.ECDSA(hashes.SHA256()))
-        else:
-            assert digest is not None
-            key.verify(der, _hex(digest, 32, "digest"), ec.ECDSA(Prehashed(hashes.SHA256())))
-    except InvalidSignature:
-        raise K10SignatureRejected("the K10 signature does not verify") from None
+    if message is not None:
+        try:
+            data = b64url_decode(message)
+        except AgentkeysError as exc:
+            raise K10SignatureRejected("message is not base64url") from exc
+        valid = k10_signature_verifies(key, rs, message=data)
+    else:
+        assert digest is not None
+        valid = k10_signature_verifies(key, rs, digest=_hex(digest, 32, "digest"))
+    if not valid:  # includes r or s out of range and high-S, as on chain
+        raise K10SignatureRejected("the K10 signature does not verify")
     return VerifiedK10(device_key_hash=dkh)
 
 

@@ -14,7 +14,8 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from agentkeys.broker import J1
-from agentkeys.jwks import b64url_encode, es256_sign
+from agentkeys.jwks import b64url_encode
+from agentkeys.k10_signature import k10_sign
 from agentkeys.siwe import SiweMessage
 from agentkeys.smtp_sink import SmtpSink, find_link
 from agentkeys.softauthn import SoftAuthenticator
@@ -98,7 +99,7 @@ async def enroll(
         json={
             "challenge_id": options["challenge_id"],
             "credential": passkey.create(challenge).to_json(),
-            "k10_signature": b64url_encode(es256_sign(device.key, challenge)),
+            "k10_signature": b64url_encode(k10_sign(device.key, challenge)),
         },
         headers=bearer(j0),
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.signing import k10_digest
-from agentkeys.jwks import der_to_raw_rs
+from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import agent_omni, service_hash
 from tests.broker._flow import bearer, j1_for
 from tests.broker.conftest import Chain, Device, Operator, RunningBroker, StartBroker
@@ -30,7 +30,7 @@ async def _signed_request(
         "operator_omni": operator.omni,
         "agent_omni": agent,
         "device_key_hash": operator.master.hash,
-        "k10_signature": der_to_raw_rs(der).hex(),
+        "k10_signature": k10_raw_from_der(der).hex(),
         "assertion": operator.passkey.get(challenge).to_json(),
         "services": services,
         "read_only": False,

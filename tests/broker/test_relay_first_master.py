@@ -29,7 +29,7 @@ from agentkeys.chain import challenge as ch
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.signing import k10_digest
 from agentkeys.devstack import pick_port
-from agentkeys.jwks import der_to_raw_rs
+from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
 from agentkeys.pki import Role
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings, mtls_client
@@ -162,7 +162,7 @@ async def _registration(
     der = await device.signer.sign_digest(k10_digest(challenge))
     return {
         "device": _device_json(entry),
-        "k10_signature": der_to_raw_rs(der).hex(),
+        "k10_signature": k10_raw_from_der(der).hex(),
         "assertion": passkey.get(challenge).to_json(),
     }
 

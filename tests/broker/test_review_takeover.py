@@ -19,7 +19,8 @@ import trio
 from agentkeys.broker import _passkey as pk
 from agentkeys.chain.signing import MasterAuthority
 from agentkeys.cli._bootstrap import BrokerRefused, BrokerSignIn
-from agentkeys.jwks import b64url_encode, es256_sign
+from agentkeys.jwks import b64url_encode
+from agentkeys.k10_signature import k10_sign
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.smtp_sink import SmtpSink
 from agentkeys.softauthn import SoftAuthenticator
@@ -54,7 +55,7 @@ async def _enroll(
     body: dict[str, Any] = {
         "challenge_id": options["challenge_id"],
         "credential": credential,
-        "k10_signature": b64url_encode(es256_sign(device.key, challenge)),
+        "k10_signature": b64url_encode(k10_sign(device.key, challenge)),
     }
     if approver is not None:
         named = b"another credential" if approve_other else passkey.credential_id

@@ -13,7 +13,8 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from agentkeys.jwks import b64url_encode, es256_sign
+from agentkeys.jwks import b64url_encode
+from agentkeys.k10_signature import k10_sign
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
 from agentkeys.smtp_sink import SmtpSink
 from agentkeys.softauthn import FLAG_UP, SoftAuthenticator
@@ -128,7 +129,7 @@ async def test_enrollment_faults_are_refused(
         json={
             "challenge_id": options["challenge_id"],
             "credential": registration.to_json(),
-            "k10_signature": b64url_encode(es256_sign(signing_key, challenge)),
+            "k10_signature": b64url_encode(k10_sign(signing_key, challenge)),
         },
         headers=bearer(j0),
     )
@@ -151,7 +152,7 @@ async def test_enrollment_challenge_commits_to_the_k10_key(
         json={
             "challenge_id": options["challenge_id"],
             "credential": _passkey().create(challenge).to_json(),
-            "k10_signature": b64url_encode(es256_sign(other.key, challenge)),
+            "k10_signature": b64url_encode(k10_sign(other.key, challenge)),
         },
         headers=bearer(j0),
     )
@@ -162,7 +163,7 @@ async def test_enrollment_challenge_commits_to_the_k10_key(
         json={
             "challenge_id": options["challenge_id"],
             "credential": _passkey().create(challenge).to_json(),
-            "k10_signature": b64url_encode(es256_sign(device.key, challenge)),
+            "k10_signature": b64url_encode(k10_sign(device.key, challenge)),
         },
         headers=bearer(j0),
     )

@@ -57,11 +57,11 @@ from agentkeys.jwks import (
     JsonWebKeySet,
     b64url_decode,
     b64url_encode,
-    es256_sign,
     jwk_from_public_key,
     jwk_thumbprint,
     public_key_from_jwk,
 )
+from agentkeys.k10_signature import k10_sign
 from agentkeys.pop import (
     MintPopClaims,
     NonceRegistry,
@@ -427,7 +427,7 @@ CHALLENGE = bytes(range(32))
 
 def _registration(data: bytes) -> object:
     credential = json_value(data)
-    k10_signature = b64url_encode(es256_sign(K10, CHALLENGE))
+    k10_signature = b64url_encode(k10_sign(K10, CHALLENGE))
     point = omni.p256_point_bytes(K10.public_key())
     return passkey.verify_enrollment(
         credential, challenge=CHALLENGE, k10_point=point, k10_signature=k10_signature,

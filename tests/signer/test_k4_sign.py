@@ -28,7 +28,7 @@ from agentkeys.chain.signing import (
     encode_k11_assertion,
     k10_digest,
 )
-from agentkeys.jwks import der_to_raw_rs
+from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
 from agentkeys.signer import KeyStore, OidcSettings, SignerService, StsExchanger
@@ -126,7 +126,7 @@ async def _material(
     der = await device.k10.sign_digest(k10_digest(challenge))
     return (
         challenge,
-        der_to_raw_rs(der).hex(),
+        k10_raw_from_der(der).hex(),
         device.passkey.get(challenge, **assertion).to_json(),
         der,
     )
@@ -211,7 +211,7 @@ async def test_k4_refuses_without_a_valid_assertion(
         assert response.status_code == 400
         assert response.json()["error"] == "missing_field"
         # a K10 signature over something else
-        wrong_k10 = der_to_raw_rs(await device.k10.sign_digest(k10_digest(bytes(32)))).hex()
+        wrong_k10 = k10_raw_from_der(await device.k10.sign_digest(k10_digest(bytes(32)))).hex()
         response = await broker.post(ROUTE, json=_body(identity, device, wrong_k10, good))
         assert response.status_code == 400
         assert response.json()["error"] == "k10_signature_rejected"

@@ -77,6 +77,16 @@ def es256_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def k10_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """A K10 signature: ES256 with s in the lower half of n, as the chain requires (SPEC 6)."""
+    raw = es256_raw(key, data)
+    s = int.from_bytes(raw[32:], "big")
+    return raw[:32] + (P256_N - s if s > P256_N // 2 else s).to_bytes(32, "big")
+
+
 def canonical_json(obj: Any) -> bytes:
     # Equal to RFC 8785 for objects of ASCII strings and small integers (all we sign).
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -634,7 +644,7 @@ def build() -> dict[str, dict[str, Any]]:
         + struct.pack(">Q", POP_TIMESTAMP)
         + POP_NONCE
     )
-    mint_signature = b64url(es256_raw(k10, mint_message))
+    mint_signature = b64url(k10_raw(k10, mint_message))
     pop_file = {
         "description": "SPEC section 5 K10 proof of possession messages and signatures",
         "k10": {
@@ -663,7 +673,7 @@ def build() -> dict[str, dict[str, Any]]:
                 "timestamp": POP_TIMESTAMP,
                 "nonce_hex": POP_NONCE.hex(),
                 "message_hex": worker_message.hex(),
-                "signature": b64url(es256_raw(k10, worker_message)),
+                "signature": b64url(k10_raw(k10, worker_message)),
             }
         ],
     }
