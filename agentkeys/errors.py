@@ -33,6 +33,15 @@
     │       │   └── PopTimestampInFuture timestamp ahead of now beyond the allowed skew
     │       ├── PopNonceReused           nonce already seen within the window
     │       └── PopNonceRegistryFull (503) registry full of live nonces: fail closed
+    ├── BindingDenied (403)              a device-binding rule refused (agentkeys.binding)
+    │   ├── DeviceNotRegistered          the device_key_hash is not in SidecarRegistry
+    │   ├── DeviceRevoked                the device is revoked
+    │   ├── BindingMismatch              bound to another operator_omni or actor_omni
+    │   ├── RoleMissing                  the device lacks CAP_MINT
+    │   ├── MasterOnly                   store / teardown / list by an agent device
+    │   ├── ActorNotAgentOfOperator      the actor is not an agent of this operator on chain
+    │   ├── ServiceNotInScope            the service is not in the actor's scope entry
+    │   └── ReadOnlyScope                a write on a read-only scope
     └── (each subpackage)                its own errors.py, leaves subclass AgentkeysError
 
 Every leaf answers the caller's question: it carries a machine-readable
@@ -280,3 +289,61 @@ class PopNonceRegistryFull(PopError):
 
     error = "pop_nonce_registry_full"
     status = 503
+
+
+# --- device binding (SPEC section 5; agentkeys.binding) ---------------------------------------
+
+
+class BindingDenied(AgentkeysError):
+    """Branch: a device-binding rule refused a cap (at the broker's mint or the worker)."""
+
+    error = "binding_denied"
+    status = 403
+
+
+class DeviceNotRegistered(BindingDenied):
+    """The device_key_hash is not in SidecarRegistry."""
+
+    error = "device_not_registered"
+
+
+class DeviceRevoked(BindingDenied):
+    """The device is registered but revoked."""
+
+    error = "device_revoked"
+
+
+class BindingMismatch(BindingDenied):
+    """The device is bound to another operator_omni or actor_omni than the cap's."""
+
+    error = "binding_mismatch"
+
+
+class RoleMissing(BindingDenied):
+    """The device lacks the CAP_MINT role."""
+
+    error = "role_missing"
+
+
+class MasterOnly(BindingDenied):
+    """store, teardown and list are for a master device."""
+
+    error = "master_only"
+
+
+class ActorNotAgentOfOperator(BindingDenied):
+    """actor != operator and the chain does not record the actor as an agent of the operator."""
+
+    error = "actor_not_agent_of_operator"
+
+
+class ServiceNotInScope(BindingDenied):
+    """The service is not in the actor's scope entry (or there is no entry)."""
+
+    error = "service_not_in_scope"
+
+
+class ReadOnlyScope(BindingDenied):
+    """A write operation on a read-only scope."""
+
+    error = "read_only_scope"

@@ -22,14 +22,6 @@
         │   ├── PasskeyNotEnrolled (403)  the identity has no passkey
         │   └── K10ProofRejected          the K10 signature over the enrollment challenge
         ├── CapDenied (403)               a cap mint refused (each leaf is one reason)
-        │   ├── DeviceNotRegistered       device_not_registered
-        │   ├── DeviceRevoked             device_revoked
-        │   ├── BindingMismatch           binding_mismatch
-        │   ├── ActorNotAgentOfOperator   actor_not_agent_of_operator (not this operator's agent)
-        │   ├── RoleMissing               role_missing
-        │   ├── ServiceNotInScope         service_not_in_scope
-        │   ├── ReadOnlyScope             read_only_scope
-        │   ├── MasterOnly                master_only (store / teardown / list by an agent)
         │   ├── OperatorMismatch          operator_mismatch (session is another operator's)
         │   └── EpochMismatch             epoch_mismatch (the device asked for another epoch)
         ├── StalePop (401)                stale_pop (PoP timestamp outside the window)
@@ -43,6 +35,11 @@
         ├── SignerUnavailable (502)       signer_unavailable (the signer failed or refused)
         └── StoreError (500)              store_error (the state store failed)
 
+The device-binding leaves a mint can also be refused with (``device_not_registered``,
+``device_revoked``, ``binding_mismatch``, ``role_missing``, ``master_only``,
+``actor_not_agent_of_operator``, ``service_not_in_scope``, ``read_only_scope``, all 403) are
+the shared ones of ``agentkeys.errors`` (``BindingDenied``), re-exported here.
+
 Reasons never carry tokens, keys or signatures.
 """
 
@@ -50,7 +47,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import (
+    ActorNotAgentOfOperator,
+    AgentkeysError,
+    BindingMismatch,
+    DeviceNotRegistered,
+    DeviceRevoked,
+    MasterOnly,
+    ReadOnlyScope,
+    RoleMissing,
+    ServiceNotInScope,
+)
 
 __all__ = [
     "ActorNotAgentOfOperator",
@@ -271,53 +278,12 @@ class CapDenied(BrokerError):
     status: ClassVar[int] = 403
 
 
-class DeviceNotRegistered(CapDenied):
-    """The device_key_hash is not in SidecarRegistry."""
-
-    error: ClassVar[str] = "device_not_registered"
 
 
-class DeviceRevoked(CapDenied):
-    """The device is registered but revoked."""
-
-    error: ClassVar[str] = "device_revoked"
 
 
-class ActorNotAgentOfOperator(CapDenied):
-    """actor != operator and the chain does not record the actor as an agent of the operator."""
-
-    error: ClassVar[str] = "actor_not_agent_of_operator"
-    status: ClassVar[int] = 403
 
 
-class BindingMismatch(CapDenied):
-    """The device is bound to another operator_omni or actor_omni than the request's."""
-
-    error: ClassVar[str] = "binding_mismatch"
-
-
-class RoleMissing(CapDenied):
-    """The device lacks the CAP_MINT role."""
-
-    error: ClassVar[str] = "role_missing"
-
-
-class ServiceNotInScope(CapDenied):
-    """The service is not in scope[operator][actor] (chain, or legacy table without chain entry)."""
-
-    error: ClassVar[str] = "service_not_in_scope"
-
-
-class ReadOnlyScope(CapDenied):
-    """A write operation on a read-only scope."""
-
-    error: ClassVar[str] = "read_only_scope"
-
-
-class MasterOnly(CapDenied):
-    """store, teardown and list are for a master acting on its own vault."""
-
-    error: ClassVar[str] = "master_only"
 
 
 class OperatorMismatch(CapDenied):

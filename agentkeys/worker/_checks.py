@@ -1,20 +1,11 @@
 """The worker's independent chain re-check of a cap (SPEC.md section 5), pure.
 
 Inputs are what the chain says (device entry, scope entry, current epoch, master wallet)
-and the verified cap payload. One ``if …: raise …`` per rule, in this order:
+and the verified cap payload. In this order:
 
-1. the device is registered, not revoked;
-2. it is bound to the cap's operator_omni; an agent device to exactly the cap's
-   actor_omni; a master device is bound to its operator and acts for its own vault
-   (actor == operator) or, as the operator, for an agent's vault;
-3. it holds CAP_MINT;
-4. store, teardown and list need a master device;
-5. actor != operator: the actor must be an agent of this operator on chain
-   (SidecarRegistry's ``agent_operator(actor)`` is the cap's operator), so a scope entry can
-   never let a master act for another operator's actor; then scope[operator][actor] must
-   exist on chain and list the service;
-   store and teardown need ``read_only == false``. (The broker's legacy scope table is not
-   consulted: the worker trusts only the chain.)
+1–5. the device-binding rules of :mod:`agentkeys.binding` (the same the broker applied when
+   it minted), with the chain's scope entry only: the broker's legacy scope table is not
+   consulted, the worker trusts only the chain;
 6. the cap's k3_epoch is the chain's current epoch;
 7. the operator's master wallet is registered and its actor_omni is the operator_omni.
 
@@ -26,22 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentkeys.cap import CapOp, CapPayload
-from agentkeys.chain.client import DeviceEntry, ScopeEntry, Tier
-from agentkeys.errors import FormatError
-from agentkeys.omni import actor_omni_for_wallet, service_hash
-from agentkeys.worker.errors import (
-    ActorNotAgentOfOperator,
-    BindingMismatch,
-    DeviceNotRegistered,
-    DeviceRevoked,
-    EpochNotCurrent,
-    MasterOnly,
-    MasterWalletInvalid,
-    ReadOnlyScope,
-    RoleMissing,
-    ServiceNotInScope,
+from agentkeys.binding import (
+    ROLE_CAP_MINT,
+    ScopeGrant,
+    check_agent_scope,
+    check_device,
+    require_device,
 )
+from agentkeys.cap import CapPayload
+from agentkeys.chain.client import DeviceEntry, ScopeEntry
+from agentkeys.errors import ActorNotAgentOfOperator, FormatError
+from agentkeys.omni import actor_omni_for_wallet, service_hash
+from agentkeys.worker.errors import EpochNotCurrent, MasterWalletInvalid
 
 __all__ = [
     "ROLE_CAP_MINT",
@@ -50,10 +37,6 @@ __all__ = [
     "check_chain",
     "require_device",
 ]
-
-ROLE_CAP_MINT = 1
-MASTER_OPS = frozenset({CapOp.STORE, CapOp.TEARDOWN, CapOp.LIST})
-WRITE_OPS = frozenset({CapOp.STORE, CapOp.TEARDOWN})
 
 
 @dataclass(frozen=True)
@@ -71,13 +54,6 @@ class ChainFacts:
     agent_operator: str | None = None
 
 
-def require_device(device: DeviceEntry | None) -> DeviceEntry:
-    """The device entry, or DeviceNotRegistered."""
-    if device is None:
-        raise DeviceNotRegistered("the cap's device is not registered in SidecarRegistry")
-    return device
-
-
 def check_chain(cap: CapPayload, facts: ChainFacts) -> str:
     """Rules 1-7 of the module docstring; returns the master wallet (lowercase 0x hex).
 
@@ -85,29 +61,23 @@ def check_chain(cap: CapPayload, facts: ChainFacts) -> str:
         DeviceRevoked, BindingMismatch, RoleMissing, MasterOnly, ActorNotAgentOfOperator,
         ServiceNotInScope, ReadOnlyScope, EpochNotCurrent, MasterWalletInvalid.
     """
-    device = facts.device
-    if device.revoked:
-        raise DeviceRevoked("the cap's device has been revoked")
-    if device.operator_omni != cap.operator_omni:
-        raise BindingMismatch("the device belongs to another operator")
-    if device.tier == Tier.MASTER:
-        if device.actor_omni != cap.operator_omni:
-            raise BindingMismatch("the master device is not bound to its operator")
-    elif device.actor_omni != cap.actor_omni:
-        raise BindingMismatch("the device is bound to another actor")
-    if not device.has_roles(ROLE_CAP_MINT):
-        raise RoleMissing("the device does not hold the CAP_MINT role")
-    if cap.op in MASTER_OPS and device.tier != Tier.MASTER:
-        raise MasterOnly(f"{cap.op.value} is for master devices only")
+    check_device(
+        facts.device, op=cap.op, operator_omni=cap.operator_omni, actor_omni=cap.actor_omni
+    )
     if cap.actor_omni != cap.operator_omni:
-        if facts.agent_operator != cap.operator_omni:
-            raise ActorNotAgentOfOperator("the actor is not an agent of this operator on chain")
-        if facts.scope is None:
-            raise ServiceNotInScope("the actor has no scope entry on chain")
-        if service_hash(cap.service).hex() not in facts.scope.services:
-            raise ServiceNotInScope("the service is not in the actor's scope on chain")
-        if cap.op in WRITE_OPS and facts.scope.read_only:
-            raise ReadOnlyScope("the actor's scope is read-only")
+        scope = facts.scope
+        check_agent_scope(
+            op=cap.op,
+            operator_omni=cap.operator_omni,
+            agent_operator=facts.agent_operator,
+            scope=None
+            if scope is None
+            else ScopeGrant(
+                source="chain",
+                in_scope=service_hash(cap.service).hex() in scope.services,
+                read_only=scope.read_only,
+            ),
+        )
     if cap.k3_epoch != facts.current_epoch:
         raise EpochNotCurrent(
             f"cap names K3 epoch {cap.k3_epoch}, the chain's current epoch is {facts.current_epoch}"

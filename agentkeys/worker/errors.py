@@ -7,14 +7,6 @@
         │   ├── PopMissing               401 pop_missing         no ``Agentkeys-Pop`` proof
         │   └── LegacyIdentityRequired   409 legacy_identity_required
         ├── ChainCheckFailed             403 chain_check_failed  (the worker's own chain checks)
-        │   ├── DeviceNotRegistered      403 device_not_registered
-        │   ├── DeviceRevoked            403 device_revoked
-        │   ├── BindingMismatch          403 binding_mismatch
-        │   ├── ActorNotAgentOfOperator  403 actor_not_agent_of_operator
-        │   ├── RoleMissing              403 role_missing
-        │   ├── MasterOnly               403 master_only
-        │   ├── ServiceNotInScope        403 service_not_in_scope
-        │   ├── ReadOnlyScope            403 read_only_scope
         │   ├── EpochNotCurrent          409 epoch_not_current
         │   └── MasterWalletInvalid      409 master_wallet_invalid
         ├── CredentialNotFound           404 credential_not_found
@@ -27,6 +19,12 @@
         ├── StorageDenied                403 storage_denied      (S3 AccessDenied: policy)
         └── StorageFailed                502 storage_failed      (other S3 errors)
             └── StorageUnavailable       503 storage_unavailable (S3 not reached: retry later)
+
+The device-binding leaves of the worker's chain re-check (``device_not_registered``,
+``device_revoked``, ``binding_mismatch``, ``role_missing``, ``master_only``,
+``actor_not_agent_of_operator``, ``service_not_in_scope``, ``read_only_scope``, all 403) are
+the shared ones of ``agentkeys.errors`` (``BindingDenied``, rules in ``agentkeys.binding``),
+re-exported here.
 
 The ``…Unavailable`` leaves are for transport failures only (connection refused or reset,
 timeouts, a connection closed before the answer): the dependency did not answer, and the
@@ -42,7 +40,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import (
+    ActorNotAgentOfOperator,
+    AgentkeysError,
+    BindingMismatch,
+    DeviceNotRegistered,
+    DeviceRevoked,
+    MasterOnly,
+    ReadOnlyScope,
+    RoleMissing,
+    ServiceNotInScope,
+)
 
 __all__ = [
     "ActorNotAgentOfOperator",
@@ -116,53 +124,12 @@ class ChainCheckFailed(WorkerError):
     status: ClassVar[int] = 403
 
 
-class DeviceNotRegistered(ChainCheckFailed):
-    """The cap's device_key_hash is not in SidecarRegistry."""
-
-    error: ClassVar[str] = "device_not_registered"
 
 
-class DeviceRevoked(ChainCheckFailed):
-    """The cap's device is revoked."""
-
-    error: ClassVar[str] = "device_revoked"
 
 
-class ActorNotAgentOfOperator(ChainCheckFailed):
-    """actor != operator and the chain does not record the actor as an agent of the operator."""
-
-    error: ClassVar[str] = "actor_not_agent_of_operator"
-    status: ClassVar[int] = 403
 
 
-class BindingMismatch(ChainCheckFailed):
-    """The device is bound to another operator or actor."""
-
-    error: ClassVar[str] = "binding_mismatch"
-
-
-class RoleMissing(ChainCheckFailed):
-    """The device lacks CAP_MINT."""
-
-    error: ClassVar[str] = "role_missing"
-
-
-class MasterOnly(ChainCheckFailed):
-    """store, list and teardown need a master device."""
-
-    error: ClassVar[str] = "master_only"
-
-
-class ServiceNotInScope(ChainCheckFailed):
-    """The service is not in scope[operator][actor] on chain (or there is no entry)."""
-
-    error: ClassVar[str] = "service_not_in_scope"
-
-
-class ReadOnlyScope(ChainCheckFailed):
-    """A write operation on a read-only scope."""
-
-    error: ClassVar[str] = "read_only_scope"
 
 
 class EpochNotCurrent(ChainCheckFailed):
