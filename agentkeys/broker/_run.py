@@ -23,7 +23,7 @@ from agentkeys.broker._relay import Relay
 from agentkeys.broker._service import BrokerService
 from agentkeys.broker._store import SqliteStateStore
 from agentkeys.broker.config import BrokerConfig
-from agentkeys.broker.errors import K4ApprovalRefused, SignerUnavailable
+from agentkeys.broker.errors import K4ApprovalRefused, SignerFailed, SignerUnavailable
 from agentkeys.chain.client import ChainClient, account_from_key
 from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.chain.watcher import ChainWatcher
@@ -46,10 +46,10 @@ class SignerK4Client:
         except httpx.HTTPError as exc:
             raise SignerUnavailable(f"the signer is unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
-            raise SignerUnavailable(f"the signer answered {response.status_code}")
+            raise SignerFailed(f"the signer answered {response.status_code}")
         data = response.json()
         if not isinstance(data, dict):
-            raise SignerUnavailable("the signer answered a non-object")
+            raise SignerFailed("the signer answered a non-object")
         return data
 
     async def k4_address(self, identity_omni: str) -> str:
@@ -57,7 +57,7 @@ class SignerK4Client:
         data = await self._post("/k4/address", {"identity_omni": identity_omni})
         wallet = data.get("wallet")
         if not isinstance(wallet, str):
-            raise SignerUnavailable("the signer answered no wallet")
+            raise SignerFailed("the signer answered no wallet")
         return wallet
 
     async def k4_siwe_sign(self, identity_omni: str, message: str) -> str:
@@ -67,7 +67,7 @@ class SignerK4Client:
         )
         signature = data.get("signature")
         if not isinstance(signature, str):
-            raise SignerUnavailable("the signer answered no signature")
+            raise SignerFailed("the signer answered no signature")
         return signature
 
     async def k4_register_first_master(
@@ -81,7 +81,8 @@ class SignerK4Client:
 
         Raises:
             K4ApprovalRefused: the signer refused (4xx; its error code is in the reason).
-            SignerUnavailable: unreachable, 5xx or a malformed answer.
+            SignerFailed: 5xx or a malformed answer; SignerUnavailable (a SignerFailed) when
+                the signer is not reached.
         """
         body = {
             "identity_omni": identity_omni,
@@ -98,15 +99,15 @@ class SignerK4Client:
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise SignerUnavailable(f"the signer answered {response.status_code}, not JSON")
+            raise SignerFailed(f"the signer answered {response.status_code}, not JSON")
         if 400 <= response.status_code < 500:
             code = str(data.get("error", "refused"))[:64]
             raise K4ApprovalRefused(f"the signer refused K4's approval ({code})")
         if response.status_code != 200:
-            raise SignerUnavailable(f"the signer answered {response.status_code}")
+            raise SignerFailed(f"the signer answered {response.status_code}")
         for name in ("wallet", "challenge", "signature"):
             if not isinstance(data.get(name), str):
-                raise SignerUnavailable(f"the signer's approval lacks {name}")
+                raise SignerFailed(f"the signer's approval lacks {name}")
         return data
 
     async def oidc_keys(self) -> list[dict[str, str]]:
@@ -116,10 +117,10 @@ class SignerK4Client:
         except httpx.HTTPError as exc:
             raise SignerUnavailable(f"the signer is unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
-            raise SignerUnavailable(f"the signer answered {response.status_code}")
+            raise SignerFailed(f"the signer answered {response.status_code}")
         keys = response.json().get("keys")
         if not isinstance(keys, list):
-            raise SignerUnavailable("the signer's JWKS has no keys")
+            raise SignerFailed("the signer's JWKS has no keys")
         return [{str(k): str(v) for k, v in key.items()} for key in keys if isinstance(key, dict)]
 
 

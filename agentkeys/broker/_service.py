@@ -77,7 +77,7 @@ from agentkeys.broker.errors import (
     RelayDisabled,
     RelayRejected,
     ReplayedNonce,
-    SignerUnavailable,
+    SignerFailed,
     StalePop,
 )
 from agentkeys.cap import CapOp, new_cap_payload, sign_cap
@@ -1163,7 +1163,7 @@ class BrokerService:
             identity, req.device.to_json(), req.k10_signature, req.assertion
         )
         if approval.get("wallet") != wallet or approval.get("challenge") != challenge.hex():
-            raise SignerUnavailable("the signer approved another registration than this one")
+            raise SignerFailed("the signer approved another registration than this one")
         try:
             k10 = bytes.fromhex(req.k10_signature.removeprefix("0x"))
             wallet_sig = bytes.fromhex(str(approval["signature"]).removeprefix("0x"))

@@ -32,7 +32,8 @@
         ├── RelayDisabled (404)           relay_disabled
         ├── RelayRejected (403)           relay_rejected (K10 or K11 did not verify)
         ├── K4ApprovalRefused (403)       k4_approval_refused (the signer refused to sign)
-        ├── SignerUnavailable (502)       signer_unavailable (the signer failed or refused)
+        ├── SignerFailed (502)            signer_failed (the signer answered wrongly or 5xx)
+        │   └── SignerUnavailable (503)   signer_unavailable (not reached: retry later)
         └── StoreError (500)              store_error (the state store failed)
 
 The device-binding leaves a mint can also be refused with (``device_not_registered``,
@@ -101,6 +102,7 @@ __all__ = [
     "SessionMissing",
     "SessionRevoked",
     "SessionStageMismatch",
+    "SignerFailed",
     "SignerUnavailable",
     "StalePop",
     "StoreError",
@@ -357,11 +359,18 @@ class K4ApprovalRefused(BrokerError):
     status: ClassVar[int] = 403
 
 
-class SignerUnavailable(BrokerError):
-    """The signer could not be reached or refused the request."""
+class SignerFailed(BrokerError):
+    """The signer answered, but wrongly: a 5xx, a malformed answer, or another approval."""
+
+    error: ClassVar[str] = "signer_failed"
+    status: ClassVar[int] = 502
+
+
+class SignerUnavailable(SignerFailed):
+    """The signer was not reached (connection refused or reset, timeout): retry later."""
 
     error: ClassVar[str] = "signer_unavailable"
-    status: ClassVar[int] = 502
+    status: ClassVar[int] = 503
 
 
 class StoreError(BrokerError):

@@ -86,6 +86,7 @@ class BrokerUnreachable(CliError):
     """The broker did not answer."""
 
     error = "broker_unreachable"
+    status = 503  # the one status of this code (agentkeys.error_codes)
     exit_code = EXIT_FAILED
 
 

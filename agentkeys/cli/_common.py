@@ -161,6 +161,7 @@ class WalletMismatch(CliError):
     """The wallet given is not the operator's master wallet."""
 
     error = "wallet_mismatch"
+    status = 403  # the one status of this code (agentkeys.error_codes)
 
 
 class Rejected(CliError):

@@ -1,6 +1,6 @@
 """Errors of the local passkey page.
 
-PasskeyPageError (AgentkeysError, 400)
+PasskeyPageError (AgentkeysError, 400 passkey_page_error)
 ├── PasskeyCancelled       the browser reported an error (user cancelled, no authenticator)
 ├── PasskeyTimeout         nobody completed the ceremony before the page expired
 ├── PasskeyResponseInvalid the posted credential is malformed or fails verification
@@ -23,7 +23,7 @@ __all__ = [
 class PasskeyPageError(AgentkeysError):
     """The passkey ceremony through the local page did not produce a usable answer."""
 
-    error = "passkey_error"
+    error = "passkey_page_error"
     status = 400
 
 
