@@ -11,6 +11,7 @@
     │   ├── InvalidKeyMaterial           wrong key type, curve or length; malformed JWK / JWKS
     │   ├── SignatureMalformed           a signature of the wrong length or form
     │   ├── SignatureInvalid             a well-formed signature that does not recover / verify
+    │   ├── UnsafeTagValue               a session-tag value that is not canonical (never minted)
     │   ├── EnvelopeError                credential envelopes (SPEC section 4)
     │   │   ├── EnvelopeTruncated        shorter than its version's minimum
     │   │   ├── EnvelopeVersionUnknown   version byte not 0x01, 0x02 or 0x04
@@ -140,6 +141,12 @@ class SignatureInvalid(FormatError):
     """A well-formed signature that does not recover to a key or does not verify."""
 
     error = "signature_invalid"
+
+
+class UnsafeTagValue(FormatError):
+    """A session-tag value is not canonical hex (never substitute it into a policy)."""
+
+    error = "unsafe_tag_value"
 
 
 # --- envelopes (SPEC section 4) ---------------------------------------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "der_to_raw_rs",
+    "es256_jws",
     "es256_sign",
     "es256_verify",
     "jwk_from_public_key",
@@ -129,6 +130,26 @@ def es256_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     _require_p256_private(key)
     der = key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
     return der_to_raw_rs(der)
+
+
+def es256_jws(claims: Mapping[str, object], key: ec.EllipticCurvePrivateKey, kid: str) -> str:
+    """A compact JWS ``header.claims.signature`` signing ``claims`` with ``key`` under ``kid``.
+
+    The header is ``{"alg": "ES256", "kid", "typ": "JWT"}``; header and claims are compact
+    JSON with sorted members, each base64url without padding, and the signature is the raw
+    r ‖ s over the ASCII ``header.claims`` (the broker's sessions and every OIDC token).
+
+    Raises:
+        InvalidKeyMaterial: not a P-256 private key.
+    """
+    header = {"alg": "ES256", "kid": kid, "typ": "JWT"}
+    signing_input = b64url_encode(_compact(header)) + "." + b64url_encode(_compact(claims))
+    signature = es256_sign(key, signing_input.encode("ascii"))
+    return signing_input + "." + b64url_encode(signature)
+
+
+def _compact(obj: Mapping[str, object]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
 def es256_verify(public_key: ec.EllipticCurvePublicKey, data: bytes, raw_rs: bytes) -> bool:

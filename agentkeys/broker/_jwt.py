@@ -1,4 +1,4 @@
-"""Compact JWS (ES256) for the broker's sessions and OIDC tokens.
+"""Compact JWS (ES256) decoding for the broker's sessions (encoding: ``jwks.es256_jws``).
 
 ``header.claims.signature``: base64url (no padding) of the JSON header ``{"alg": "ES256",
 "kid", "typ": "JWT"}``, of the JSON claims, and of the raw 64-byte r ‖ s signature over the
@@ -17,23 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.broker.errors import SessionInvalid
 from agentkeys.errors import FormatError
-from agentkeys.jwks import b64url_decode, b64url_encode, es256_sign, es256_verify
+from agentkeys.jwks import b64url_decode, es256_verify
 
-__all__ = ["MAX_JWT_CHARS", "decode_jwt", "encode_jwt"]
+__all__ = ["MAX_JWT_CHARS", "decode_jwt"]
 
 MAX_JWT_CHARS = 8192
-
-
-def _dumps(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode("utf-8")
-
-
-def encode_jwt(claims: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, kid: str) -> str:
-    """Sign ``claims`` with ``key`` under ``kid``."""
-    header = {"alg": "ES256", "kid": kid, "typ": "JWT"}
-    signing_input = b64url_encode(_dumps(header)) + "." + b64url_encode(_dumps(claims))
-    signature = es256_sign(key, signing_input.encode("ascii"))
-    return signing_input + "." + b64url_encode(signature)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

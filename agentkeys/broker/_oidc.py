@@ -1,28 +1,25 @@
-"""The broker's OIDC issuer: discovery, the token-signing JWKS, and web-identity tokens.
+"""The broker's OIDC issuer: discovery, and web-identity tokens signed with K2.
 
-SPEC sections 7 (broker) and 9 step 3. Tokens are compact JWS (ES256, ``kid`` = RFC 7638
-thumbprint of K2) with claims::
-
-    iss (the broker's public URL), aud, sub (= actor_omni), iat, nbf, exp, jti,
-    agentkeys_actor_omni, agentkeys_user_wallet,
-    "https://aws.amazon.com/tags": {"principal_tags": {tag: [value]},
-                                    "transitive_tag_keys": [both tags]},
-    "https://aws.amazon.com/tags/principal_tags": {tag: [value]}
-
-AWS reads the nested claim; SeaweedFS reads the flat one (FACTS.md); both carry the same
-values. The values are substituted into S3 policy variables, so both must be non-empty and
-canonical (64 lowercase hex; ``0x`` + 40 lowercase hex) or nothing is minted.
+SPEC sections 7 (broker) and 9 step 3. The token format (claims, session tags, canonical
+tag values) is :mod:`agentkeys.web_identity`'s; what is the broker's own is that a token
+always carries both tags (a J1 session has a wallet), and that a refusal answers
+``oidc_refused`` (400).
 """
 
 from __future__ import annotations
 
-import re
-import secrets
 from typing import Any
 
-from agentkeys.broker._jwt import encode_jwt
 from agentkeys.broker._keys import KeyRing
 from agentkeys.broker.errors import OidcRefused
+from agentkeys.errors import UnsafeTagValue
+from agentkeys.web_identity import (
+    ACTOR_TAG,
+    AWS_TAGS_CLAIM,
+    FLAT_TAGS_CLAIM,
+    WALLET_TAG,
+    web_identity_token,
+)
 
 __all__ = [
     "ACTOR_TAG",
@@ -32,13 +29,6 @@ __all__ = [
     "discovery_document",
     "mint_oidc_token",
 ]
-
-ACTOR_TAG = "agentkeys_actor_omni"
-WALLET_TAG = "agentkeys_user_wallet"
-AWS_TAGS_CLAIM = "https://aws.amazon.com/tags"
-FLAT_TAGS_CLAIM = AWS_TAGS_CLAIM + "/principal_tags"
-_ACTOR = re.compile(r"[0-9a-f]{64}", re.ASCII)
-_WALLET = re.compile(r"0x[0-9a-f]{40}", re.ASCII)
 
 
 def mint_oidc_token(
@@ -56,25 +46,15 @@ def mint_oidc_token(
     Raises:
         OidcRefused: a tag value is missing, empty or not in canonical form.
     """
-    if not isinstance(actor_omni, str) or _ACTOR.fullmatch(actor_omni) is None:
-        raise OidcRefused("agentkeys_actor_omni must be 64 lowercase hex digits")
-    if not isinstance(wallet, str) or _WALLET.fullmatch(wallet) is None:
+    if wallet is None:
         raise OidcRefused("agentkeys_user_wallet must be 0x followed by 40 lowercase hex digits")
-    tags = {ACTOR_TAG: actor_omni, WALLET_TAG: wallet}
-    listed = {key: [value] for key, value in tags.items()}
-    claims: dict[str, Any] = {
-        "iss": issuer,
-        "aud": audience,
-        "sub": actor_omni,
-        "iat": now,
-        "nbf": now - 5,
-        "exp": now + lifetime,
-        "jti": secrets.token_hex(16),
-        **tags,
-        AWS_TAGS_CLAIM: {"principal_tags": listed, "transitive_tag_keys": sorted(tags)},
-        FLAT_TAGS_CLAIM: listed,
-    }
-    return encode_jwt(claims, keys.active, keys.active_kid)
+    try:
+        return web_identity_token(
+            keys.active, keys.active_kid, issuer=issuer, audience=audience,
+            actor_omni=actor_omni, wallet=wallet, now=now, lifetime=lifetime,
+        )  # fmt: skip
+    except UnsafeTagValue as exc:
+        raise OidcRefused(exc.reason) from exc
 
 
 def discovery_document(issuer: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentkeys.broker._jwt import decode_jwt, encode_jwt
+from agentkeys.broker._jwt import decode_jwt
 from agentkeys.broker._keys import KeyRing
 from agentkeys.broker._store import SessionRecord, StateStore
 from agentkeys.broker.errors import (
@@ -27,6 +27,7 @@ from agentkeys.broker.errors import (
     SessionRevoked,
     SessionStageMismatch,
 )
+from agentkeys.jwks import es256_jws
 
 __all__ = ["J0", "J1", "Session", "SessionIssuer", "bearer_token"]
 
@@ -102,7 +103,7 @@ class SessionIssuer:
             "exp": now + lifetime,
             "jti": jti,
         }
-        token = encode_jwt(claims, self._keys.active, self._keys.active_kid)
+        token = es256_jws(claims, self._keys.active, self._keys.active_kid)
         await self._store.add_session(
             SessionRecord(jti=jti, stage=stage, subject=subject, expires_at=now + lifetime,
                           revoked=False)

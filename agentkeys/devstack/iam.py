@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentkeys.devstack.errors import DevstackError
+from agentkeys.web_identity import ACTOR_TAG, SESSION_TAGS, WALLET_TAG
 
-ACTOR_TAG = "agentkeys_actor_omni"
-WALLET_TAG = "agentkeys_user_wallet"
 DEV_PROVIDER_NAME = "agentkeys-broker"
 DEV_CLIENT_ID = "agentkeys-s3"
 DEV_ROLE_NAME = "AgentkeysActor"
@@ -105,7 +104,7 @@ class OidcProvider:
     issuer: str
     client_id: str
     jwks_uri: str
-    allowed_principal_tag_keys: tuple[str, ...] = (ACTOR_TAG, WALLET_TAG)
+    allowed_principal_tag_keys: tuple[str, ...] = SESSION_TAGS
 
     def to_json(self) -> dict[str, Any]:
         return {

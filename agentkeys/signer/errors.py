@@ -9,7 +9,6 @@ AgentkeysError
     │   └── EpochUnavailable         503 epoch_unavailable   (chain not read yet)
     ├── WalletMismatch               403 wallet_mismatch     (v1: wallet is not K4(identity))
     ├── KekRequestInvalid            400 kek_request_invalid (fields of the other version)
-    ├── UnsafeTagValue               400 unsafe_tag_value    (never mint a wildcard tag)
     ├── SiweMessageRejected          400 siwe_message_rejected
     ├── K10SignatureRejected         400 k10_signature_rejected
     ├── K11AssertionRejected         400 k11_assertion_rejected
@@ -19,13 +18,16 @@ AgentkeysError
     ├── RegistryUnavailable          503 registry_unavailable (chain not readable / not wired)
     ├── StsExchangeFailed            502 sts_exchange_failed
     └── KeyStoreError                500 key_store_error     (sealed state unusable)
+
+``UnsafeTagValue`` (400 ``unsafe_tag_value``: never mint a wildcard session tag) is the
+shared leaf of ``agentkeys.errors`` raised by ``agentkeys.web_identity``, re-exported here.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import AgentkeysError, UnsafeTagValue
 
 __all__ = [
     "EpochError",
@@ -101,12 +103,6 @@ class KekRequestInvalid(SignerError):
     error: ClassVar[str] = "kek_request_invalid"
     status: ClassVar[int] = 400
 
-
-class UnsafeTagValue(SignerError):
-    """A session-tag value is not canonical hex (never substitute it into a policy)."""
-
-    error: ClassVar[str] = "unsafe_tag_value"
-    status: ClassVar[int] = 400
 
 
 class SiwePinUnset(SignerError):
