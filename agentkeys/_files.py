@@ -1,9 +1,11 @@
 """The one way agentkeys writes a private file: 0600, in a 0700 directory, atomically.
 
 Used for session tokens, operator state, chain settings, the daemon's environment
-file and the dev stack's state. A file that already exists with a wider mode ends
-0600 (it is replaced, not rewritten in place), and its directory is re-restricted
-to 0700 even when it already existed.
+file, the dev stack's state, PKI keys and certificates, the signer's sealed key store and
+the development mail sink. A file that already exists with a wider mode ends 0600 (it is
+replaced, not rewritten in place), and its directory is re-restricted to 0700 even when
+it already existed. ``exclusive=True`` never replaces an existing file (keys, sealed
+secrets, a pid file): the new file appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -32,16 +34,18 @@ def _private_dir(directory: Path) -> None:
         os.chmod(directory, _DIR_MODE)
 
 
-def write_private(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path``: mode 0600 in a 0700 directory, replacing it atomically.
+def write_private(path: Path, data: bytes | str, *, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path``: mode 0600 in a 0700 directory, atomically and durably.
 
     The bytes go to a new temporary file in the same directory (``O_EXCL |
     O_NOFOLLOW``, ``fchmod`` 0600 so the umask cannot widen it, ``fsync``) that is
-    then renamed over ``path``: a reader sees the old file or the new one, and an
-    existing file's wider mode does not survive. The directory is created 0700 or,
-    if it exists, set back to 0700. ``str`` data is written as UTF-8.
+    then renamed over ``path`` (or, with ``exclusive``, hard-linked to ``path``, which
+    fails if it exists), and the directory is fsynced: a reader sees the old file or the
+    new one, and an existing file's wider mode does not survive. The directory is
+    created 0700 or, if it exists, set back to 0700. ``str`` data is written as UTF-8.
 
     Raises:
+        FileExistsError: ``exclusive`` and ``path`` exists (nothing is written).
         InsecureFileError: ``path`` is a symbolic link or not a regular file, or the
             directory is not a directory of this user.
         OSError: the directory or file cannot be written.
@@ -68,7 +72,20 @@ def write_private(path: Path, data: bytes | str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -254,9 +254,7 @@ def _claim_pid_file(state_dir: Path) -> Path:
             f"a dev stack already runs on {state_dir} (pid {other}); run `agentkeys dev down` first"
         )
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{os.getpid()}\n")
+    write_private(path, f"{os.getpid()}\n", exclusive=True)
     return path
 
 

@@ -30,7 +30,6 @@ import enum
 import ipaddress
 import os
 import re
-import secrets
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agentkeys._files import write_private
 from agentkeys.config import check_not_writable_by_others, check_private_file
 from agentkeys.errors import AgentkeysError
 
@@ -166,23 +166,12 @@ def _private_dir(directory: Path) -> None:
 
 def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
     """Write ``data`` to ``path`` as a 0600 file; never over an existing file unless ``replace``."""
-    target = path
-    if replace:
-        target = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        write_private(path, data, exclusive=not replace)
     except FileExistsError as exc:
         raise CertificateExists(
             f"{path} already exists; refusing to overwrite it (pass replace to rotate)"
         ) from exc
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if replace:
-        os.replace(target, path)
 
 
 def _utcnow() -> datetime.datetime:

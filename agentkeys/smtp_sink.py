@@ -24,6 +24,7 @@ from typing import Any
 import trio
 from aiosmtpd.controller import Controller
 
+from agentkeys._files import write_private
 from agentkeys.devstack import pick_port
 
 __all__ = ["ReceivedMail", "SmtpSink", "find_link", "run_smtp_sink"]
@@ -106,11 +107,7 @@ class SmtpSink:
     @staticmethod
     def _store_in_maildir(maildir: Path, raw: bytes, sequence: int) -> None:
         name = f"{time.time_ns()}.P{os.getpid()}Q{sequence}.agentkeys-sink"
-        tmp = maildir / "tmp" / name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-        os.replace(tmp, maildir / "new" / name)
+        write_private(maildir / "new" / name, raw, exclusive=True)
 
     def start(self) -> None:
         """Start listening (blocking; returns once the server answers)."""

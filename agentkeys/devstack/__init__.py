@@ -22,11 +22,9 @@ from agentkeys.devstack.errors import (
     NoFreePort,
 )
 from agentkeys.devstack.iam import (
-    ACTOR_TAG,
     DEV_CLIENT_ID,
     DEV_PROVIDER_NAME,
     DEV_ROLE_NAME,
-    WALLET_TAG,
     AdminCredentials,
     IamConfig,
     IamConfigError,
@@ -40,6 +38,7 @@ from agentkeys.devstack.iam import (
 )
 from agentkeys.devstack.seaweedfs import SeaweedFS, SeaweedPorts, s3_client, start_seaweedfs
 from agentkeys.devstack.swtpm import Swtpm, start_swtpm
+from agentkeys.web_identity import ACTOR_TAG, WALLET_TAG
 
 __all__ = [
     "ACTOR_TAG",

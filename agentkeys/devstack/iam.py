@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentkeys.devstack.errors import DevstackError
-from agentkeys.web_identity import ACTOR_TAG, SESSION_TAGS, WALLET_TAG
+from agentkeys.web_identity import ACTOR_TAG, SESSION_TAGS
 
 DEV_PROVIDER_NAME = "agentkeys-broker"
 DEV_CLIENT_ID = "agentkeys-s3"

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys._files import write_private
 from agentkeys.errors import AgentkeysError
 from agentkeys.signer.errors import KeyStoreError
 
@@ -58,25 +59,10 @@ def _private_dir(directory: Path) -> None:
 
 def _write_new(path: Path, blob: bytes) -> None:
     """Write ``blob`` to ``path`` (0600) unless ``path`` exists; durable before returning."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, blob)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
+        write_private(path, blob, exclusive=True)
     except FileExistsError as exc:
         raise KeyStoreError(f"{path.name} exists; refusing to replace a sealed secret") from exc
-    finally:
-        tmp.unlink()
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _exists(path: Path) -> bool:

@@ -69,3 +69,13 @@ def test_symlink_at_the_target_is_refused(tmp_path: Path) -> None:
     assert _mode(elsewhere) == 0o644
     assert (home / "secret").is_symlink()
     assert [p.name for p in home.iterdir()] == ["secret"]
+
+
+def test_exclusive_never_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "keys" / "key-0001.pem"
+    write_private(target, b"first", exclusive=True)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        write_private(target, b"second", exclusive=True)
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["key-0001.pem"]
