@@ -21,7 +21,7 @@ from agentkeys.service._app import (
 )
 from agentkeys.service._audit import AuditEvent, AuditSink, JsonLinesAudit, MemoryAudit
 from agentkeys.service._client import mtls_client
-from agentkeys.service._json import JsonObject, decode, parse_json_object
+from agentkeys.service._json import JsonObject, decode, decode_body, parse_json_object
 from agentkeys.service._main import service_main
 from agentkeys.service._openapi import OPENAPI_PATH, openapi_document
 from agentkeys.service._serve import BoundAddress, ServerSettings, ServerTls, serve_http
@@ -47,6 +47,7 @@ __all__ = [
     "ServiceApp",
     "allow",
     "decode",
+    "decode_body",
     "mtls_client",
     "openapi_document",
     "parse_json_object",

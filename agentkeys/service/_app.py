@@ -36,7 +36,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from agentkeys.errors import AgentkeysError
 from agentkeys.pki import Role
 from agentkeys.service._audit import AuditEvent, AuditSink, AuditValue
-from agentkeys.service._json import JsonObject, decode, parse_json_object
+from agentkeys.service._json import JsonObject, decode_body, parse_json_object
 from agentkeys.service._openapi import OPENAPI_PATH, openapi_document
 from agentkeys.service.errors import (
     BadRequest,
@@ -154,12 +154,14 @@ class Call:
         return parse_json_object(self.body)
 
     def decode(self, cls: type[T]) -> T:
-        """The body decoded into the request dataclass ``cls`` (see ``_json.decode``).
+        """The body decoded into the request dataclass ``cls`` (see ``_json.decode_body``).
 
         Raises:
             BadRequest: malformed JSON, missing/unknown field or wrong type.
         """
-        return decode(cls, self.json())
+        if not self.body:
+            raise MalformedJson("a JSON object body is required")
+        return decode_body(cls, self.body)
 
 
 Handler = Callable[[Call], Awaitable[JsonObject | Reply]]

@@ -1,14 +1,21 @@
-"""Strict JSON input: one object per body, decoded into a frozen dataclass.
+"""Strict JSON input: one object per body, validated into a frozen dataclass by pydantic v2.
 
-Rules (each violation is a 400 ``{error, reason}``): the body is UTF-8 JSON
-whose top level is an object; no duplicate keys, no NaN/Infinity, bounded
-nesting; every field of the target dataclass without a default is present,
-no unknown field is present, and each value has exactly the declared type
-(``bool`` is not an ``int``).
+Two steps, each violation a 400 ``{error, reason}``:
 
-Supported field types: ``str``, ``int``, ``float``, ``bool``, ``Literal`` of
-strings/ints, string ``Enum``, ``list[T]``/``tuple[T, ...]``, ``dict[str, T]``,
-a nested dataclass, ``object`` (any JSON value, kept as parsed) and ``T | None``.
+1. :func:`parse_json_object` (ours: what pydantic's parser does not refuse): the body is
+   UTF-8 JSON whose top level is an object; no duplicate keys, no NaN/Infinity, nesting at
+   most 32 levels (``malformed_json``);
+2. pydantic validates the same bytes into the request dataclass, strictly (the one schema
+   layer: :data:`WIRE_CONFIG`): every field without a default is present
+   (``missing_field``), no unknown member is present, at any depth (``unknown_field``), and
+   each value has exactly the declared type (``wrong_type``): ``bool`` is not an ``int``,
+   ``1.0`` is not an ``int``, a number is not a string, numbers are finite.
+
+Supported field types (checked once per class, :func:`adapter`): ``str``, ``int``,
+``float``, ``bool``, ``Literal`` of strings/ints, string ``Enum``, ``list[T]`` /
+``tuple[T, ...]``, ``dict[str, T]``, a nested dataclass, ``object`` (any JSON value, kept
+as parsed) and ``T | None``. Request types stay plain frozen dataclasses; the strict
+configuration is the wire layer's, set on each class the first time it is used.
 """
 
 from __future__ import annotations
@@ -16,20 +23,28 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import math
 import types
 import typing
 from typing import Any, TypeVar
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
 from agentkeys.service.errors import MalformedJson, MissingField, UnknownField, WrongType
 
-__all__ = ["JsonObject", "decode", "parse_json_object"]
+__all__ = ["WIRE_CONFIG", "JsonObject", "adapter", "decode", "decode_body", "parse_json_object"]
 
 JsonObject = dict[str, Any]
 
 T = TypeVar("T")
 
 _MAX_DEPTH = 32
+
+WIRE_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+"""The validation every request body gets (pydantic v2 strict mode, unknown members refused)."""
+
+_UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+_MISSING = frozenset({"missing", "missing_argument", "missing_keyword_only_argument"})
+_SIMPLE = (str, int, float, bool, object)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -56,7 +71,7 @@ def _depth(value: Any, level: int = 0) -> int:
 
 
 def parse_json_object(body: bytes) -> JsonObject:
-    """Parse ``body`` as one JSON object.
+    """Parse ``body`` as one JSON object (step 1 of the module docstring).
 
     Raises:
         MalformedJson: not UTF-8, not JSON, duplicate keys, NaN/Infinity,
@@ -76,87 +91,108 @@ def parse_json_object(body: bytes) -> JsonObject:
     return value
 
 
-def decode(cls: type[T], obj: JsonObject, *, where: str = "") -> T:
-    """Build the dataclass ``cls`` from the parsed JSON object ``obj``.
-
-    Raises:
-        MissingField: a field without a default is absent.
-        UnknownField: ``obj`` has a key ``cls`` does not declare.
-        WrongType: a value does not have the declared type.
-    """
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls!r} is not a dataclass")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(obj) - set(fields))
-    if unknown:
-        raise UnknownField(f"unknown field {where}{unknown[0][:64]!r}")
-    values: dict[str, Any] = {}
-    for name, field in fields.items():
-        label = f"{where}{name}"
-        if name not in obj:
-            if field.default is dataclasses.MISSING and (
-                field.default_factory is dataclasses.MISSING
-            ):
-                raise MissingField(f"field {label!r} is required")
-            continue
-        values[name] = _convert(hints[name], obj[name], label)
-    return cls(**values)
-
-
-def _convert(tp: Any, value: Any, label: str) -> Any:
+def _check_type(tp: Any, seen: set[type[Any]]) -> None:
+    """Refuse field types outside the supported set; give each dataclass :data:`WIRE_CONFIG`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
         rest = [a for a in args if a is not type(None)]
         if len(rest) != 1:
             raise TypeError(f"unsupported union {tp!r}")
-        return _convert(rest[0], value, label)
-    if tp is object:
-        return value
-    if origin is typing.Literal:
-        if isinstance(value, bool) or value not in args:
-            allowed = ", ".join(repr(a) for a in args)
-            raise WrongType(f"field {label!r} must be one of {allowed}")
-        return value
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError as exc:
-            allowed = ", ".join(repr(m.value) for m in tp)
-            raise WrongType(f"field {label!r} must be one of {allowed}") from exc
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise WrongType(f"field {label!r} must be a list")
-        item = args[0]
-        items = [_convert(item, v, f"{label}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise WrongType(f"field {label!r} must be an object")
-        return {k: _convert(args[1], v, f"{label}.{k[:32]}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, dict):
-            raise WrongType(f"field {label!r} must be an object")
-        return decode(tp, value, where=f"{label}.")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise WrongType(f"field {label!r} must be true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise WrongType(f"field {label!r} must be an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise WrongType(f"field {label!r} must be a number")
-        if not math.isfinite(value):
-            raise WrongType(f"field {label!r} must be finite")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise WrongType(f"field {label!r} must be a string")
-        return value
-    raise TypeError(f"unsupported field type {tp!r}")
+        _check_type(rest[0], seen)
+    elif origin is typing.Literal:
+        if not all(isinstance(a, str | int) and not isinstance(a, bool) for a in args):
+            raise TypeError(f"unsupported literal {tp!r}")
+    elif origin in (list, tuple):
+        if origin is tuple and (len(args) != 2 or args[1] is not Ellipsis):
+            raise TypeError(f"only tuple[T, ...] is supported, not {tp!r}")
+        _check_type(args[0], seen)
+    elif origin is dict:
+        if args[0] is not str:
+            raise TypeError(f"object keys are strings, not {args[0]!r}")
+        _check_type(args[1], seen)
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if not all(isinstance(m.value, str) for m in tp):
+            raise TypeError(f"{tp!r} is not a string enum")
+    elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if tp in seen:
+            return
+        seen.add(tp)
+        if "__pydantic_config__" not in tp.__dict__:
+            tp.__pydantic_config__ = WIRE_CONFIG  # type: ignore[attr-defined]
+        for field_type in typing.get_type_hints(tp).values():
+            _check_type(field_type, seen)
+    elif tp not in _SIMPLE:
+        raise TypeError(f"unsupported field type {tp!r}")
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def adapter(cls: type[T]) -> TypeAdapter[T]:
+    """The validator of request dataclass ``cls`` (built once per class).
+
+    Raises:
+        TypeError: ``cls`` is not a dataclass or uses an unsupported field type.
+    """
+    found = _ADAPTERS.get(cls)
+    if found is None:
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise TypeError(f"{cls!r} is not a dataclass")
+        _check_type(cls, set())
+        found = _ADAPTERS[cls] = TypeAdapter(cls)
+    return typing.cast(TypeAdapter[T], found)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    label = ""
+    for part in loc:
+        label += f"[{part}]" if isinstance(part, int) else (f".{part}" if label else str(part))
+    return label[:96]
+
+
+def _refusal(exc: ValidationError) -> MalformedJson | UnknownField | MissingField | WrongType:
+    """The one leaf for the first problem: an unknown member anywhere first, as the decoder
+    has always answered, then the first field in declaration order."""
+    errors = exc.errors(include_url=False, include_input=False)
+    for error in errors:
+        if error["type"] in _UNKNOWN:
+            return UnknownField(f"unknown field {_field(error['loc'])!r}")
+    first = errors[0]
+    label = _field(first["loc"])
+    if first["type"] == "json_invalid":
+        return MalformedJson("body is not well-formed UTF-8 JSON")
+    if first["type"] in _MISSING:
+        return MissingField(f"field {label!r} is required")
+    return WrongType(f"field {label!r}: {first['msg'][:120]}")
+
+
+def decode_body(cls: type[T], body: bytes) -> T:
+    """The request dataclass ``cls`` from the raw JSON ``body`` (both steps).
+
+    Raises:
+        MalformedJson, MissingField, UnknownField, WrongType: see the module docstring.
+        TypeError: ``cls`` is not a supported request dataclass (a programming error).
+    """
+    validator = adapter(cls)
+    parse_json_object(body)
+    try:
+        return validator.validate_json(body)
+    except ValidationError as exc:
+        raise _refusal(exc) from None
+
+
+def decode(cls: type[T], obj: JsonObject) -> T:
+    """The request dataclass ``cls`` from an already parsed JSON object (step 2 only).
+
+    Raises:
+        MissingField, UnknownField, WrongType: see the module docstring.
+    """
+    try:
+        body = json.dumps(obj, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise WrongType("the object is not JSON") from exc
+    try:
+        return adapter(cls).validate_json(body)
+    except ValidationError as exc:
+        raise _refusal(exc) from None

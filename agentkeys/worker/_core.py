@@ -55,7 +55,7 @@ from agentkeys.pop import (
     check_worker_pop,
     consume_pop_nonce,
 )
-from agentkeys.service import JsonObject, decode, parse_json_object
+from agentkeys.service import JsonObject, decode_body
 from agentkeys.worker._checks import ChainFacts, check_chain, require_device
 from agentkeys.worker._ports import CapKeySource, ChainReader
 from agentkeys.worker._s3 import ObjectStore
@@ -145,7 +145,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _body(cls: type[Any], body: bytes) -> Any:
-    return decode(cls, parse_json_object(body) if body.strip() else {})
+    return decode_body(cls, body if body.strip() else b"{}")
 
 
 class WorkerCore:

@@ -83,6 +83,7 @@ def test_exported_members() -> None:
             "ServiceApp",
             "allow",
             "decode",
+            "decode_body",
             "mtls_client",
             "openapi_document",
             "parse_json_object",
