@@ -406,6 +406,6 @@ class WorkerCore:
                 listed = await vault.list_services(include_v1=include_v1)
                 services = [{"service": s, "source": src.value} for s, src in listed.items()]
                 return {**base, "services": services}
-            deleted = await vault.teardown(include_v1=include_v1)
+            deleted = await vault.teardown(payload.service, include_v1=include_v1)
             audit.update(deleted_v2=deleted["v2"], deleted_v1=deleted["v1"])
-            return {**base, "deleted": deleted}
+            return {**base, "service": payload.service, "deleted": deleted}

@@ -291,17 +291,21 @@ class Vault:
                 found[service] = Source.V2
         return dict(sorted(found.items()))
 
-    async def teardown(self, *, include_v1: bool) -> dict[str, int]:
-        """Delete every object under the v2 prefix (and the v1 prefix), all pages."""
+    async def teardown(self, service: str, *, include_v1: bool) -> dict[str, int]:
+        """Delete ``service``'s credential: its v2 key (and its v1 key), nothing else.
+
+        A cap names one service (SPEC section 5), so a teardown cap removes exactly the
+        objects of that service; other services of the actor are never touched. Returns
+        how many objects went (0 or 1 per key).
+        """
         deleted = {"v2": 0, "v1": 0}
-        prefixes = [("v2", v2_prefix(self.actor_omni))]
+        keys = [("v2", v2_key(self.actor_omni, service))]
         if include_v1:
-            prefixes.append(("v1", v1_prefix(self.wallet)))
-        for name, prefix in prefixes:
-            while keys := await self._store.list_keys(prefix):
-                for key in keys:
-                    await self._store.delete(key)
-                    deleted[name] += 1
+            keys.append(("v1", v1_key(self.wallet, service)))
+        for name, key in keys:
+            if await self._store.get(key) is not None:
+                await self._store.delete(key)
+                deleted[name] += 1
         return deleted
 
     # -- eager migration ---------------------------------------------------------------

@@ -51,9 +51,10 @@ async def test_master_store_fetch_list_teardown(frontend: Stack) -> None:
     ]
     torn = await s.request(master, "teardown", {})
     assert torn.status == 200, torn.body
-    assert torn.body["deleted"] == {"v2": 2, "v1": 0}
+    assert torn.body["deleted"] == {"v2": 1, "v1": 0}  # the cap's service only
     missing = await s.fetch(master)
     assert (missing.status, missing.body["error"]) == (404, "credential_not_found")
+    assert (await s.fetch(master, "github")).status == 200
 
 
 async def test_refusals_name_their_reason(frontend: Stack) -> None:
