@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: swtpm for the TPM, libtss2-dev + pkg-config to build
 # tpm2-pytss, iproute2 for the network-namespace tests, chromium for the
-# passkey-page browser test.
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc chromium
+# passkey-page browser test, postgresql for the broker's shared state store (replica tests).
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc chromium \
+	postgresql
 
 .PHONY: setup system-deps test lint typecheck pytest demo bench fuzz soak contracts clean
 

@@ -19,9 +19,11 @@ from agentkeys.broker._store import (
     MintRecord,
     PasskeyCredential,
     SessionRecord,
-    SqliteStateStore,
+    SigningKeyRecord,
     StateStore,
 )
+from agentkeys.broker._store_postgres import PostgresStateStore
+from agentkeys.broker._store_sqlite import SqliteStateStore
 from agentkeys.broker.config import (
     BrokerConfig,
     CapSettings,
@@ -55,6 +57,7 @@ __all__ = [
     "MintRecord",
     "OidcSettings",
     "PasskeyCredential",
+    "PostgresStateStore",
     "Relay",
     "RelaySettings",
     "ScopeSource",
@@ -63,6 +66,7 @@ __all__ = [
     "SessionRecord",
     "SignerK4Client",
     "SignerLink",
+    "SigningKeyRecord",
     "SiteSettings",
     "SmtpMailer",
     "SqliteStateStore",

@@ -21,7 +21,7 @@ from agentkeys.broker._email import SmtpMailer
 from agentkeys.broker._keys import BrokerKeys
 from agentkeys.broker._relay import Relay
 from agentkeys.broker._service import BrokerService
-from agentkeys.broker._store import SqliteStateStore
+from agentkeys.broker._store_sqlite import SqliteStateStore
 from agentkeys.broker.config import BrokerConfig
 from agentkeys.broker.errors import K4ApprovalRefused, SignerFailed, SignerUnavailable
 from agentkeys.chain.client import ChainClient, account_from_key

@@ -7,11 +7,18 @@ always stops what it started (normal exit, exception, cancellation, Ctrl-C):
     async with start_anvil(hardfork="prague") as anvil: ...
     async with start_seaweedfs(iam=dev_iam_config(...), bucket="b") as s3: ...
     async with start_swtpm() as tpm: ...
+    async with start_postgres() as pg: ...       # pg.dsn(), pg.password_file
 
 Used by tests (tests/stack_fixtures.py), ``agentkeys dev up`` and benchmarks.
 """
 
-from agentkeys.devstack._binaries import anvil_binary, repo_root, swtpm_binary, weed_binary
+from agentkeys.devstack._binaries import (
+    anvil_binary,
+    postgres_bin_dir,
+    repo_root,
+    swtpm_binary,
+    weed_binary,
+)
 from agentkeys.devstack._ports import pick_port, pick_ports, port_is_free
 from agentkeys.devstack._process import started_sessions
 from agentkeys.devstack.anvil import DEFAULT_CHAIN_ID, Anvil, DevAccount, start_anvil
@@ -36,6 +43,7 @@ from agentkeys.devstack.iam import (
     dev_iam_config,
     s3_identities_document,
 )
+from agentkeys.devstack.postgres import Postgres, start_postgres
 from agentkeys.devstack.seaweedfs import SeaweedFS, SeaweedPorts, s3_client, start_seaweedfs
 from agentkeys.devstack.swtpm import Swtpm, start_swtpm
 from agentkeys.web_identity import ACTOR_TAG, WALLET_TAG
@@ -59,6 +67,7 @@ __all__ = [
     "IamRole",
     "NoFreePort",
     "OidcProvider",
+    "Postgres",
     "SeaweedFS",
     "SeaweedPorts",
     "StsSettings",
@@ -69,10 +78,12 @@ __all__ = [
     "pick_port",
     "pick_ports",
     "port_is_free",
+    "postgres_bin_dir",
     "repo_root",
     "s3_client",
     "s3_identities_document",
     "start_anvil",
+    "start_postgres",
     "start_seaweedfs",
     "start_swtpm",
     "started_sessions",

@@ -10,6 +10,9 @@
   into the virtualenv by ``make setup``).
 * swtpm: ``/usr/bin/swtpm`` (Debian package ``swtpm``, installed by
   ``make system-deps``).
+* PostgreSQL: ``initdb`` and ``postgres`` from ``/usr/lib/postgresql/<major>/bin``
+  (Debian package ``postgresql``, installed by ``make system-deps``; the newest major
+  installed is used).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from agentkeys.devstack.errors import BinaryNotFound
 
 NODE_MODULES_ENV = "AGENTKEYS_NODE_MODULES"
 SWTPM_PATH = Path("/usr/bin/swtpm")
+POSTGRES_ROOT = Path("/usr/lib/postgresql")
 
 
 def repo_root() -> Path:
@@ -86,3 +90,22 @@ def swtpm_binary() -> Path:
         SWTPM_PATH,
         "run `make system-deps` or `sudo apt-get install swtpm swtpm-tools`",
     )
+
+
+def postgres_bin_dir() -> Path:
+    """The ``bin`` directory of the newest PostgreSQL major installed by Debian.
+
+    Raises:
+        BinaryNotFound: no ``/usr/lib/postgresql/<major>/bin/{initdb,postgres}``.
+    """
+    hint = "run `make system-deps` or `sudo apt-get install postgresql`"
+    majors = sorted(
+        (int(d.name), d / "bin")
+        for d in (POSTGRES_ROOT.iterdir() if POSTGRES_ROOT.is_dir() else ())
+        if d.name.isdigit()
+    )
+    for _, directory in reversed(majors):
+        if all((directory / name).is_file() for name in ("initdb", "postgres")):
+            _require_executable(directory / "initdb", hint)
+            return _require_executable(directory / "postgres", hint).parent
+    raise BinaryNotFound(f"PostgreSQL not found under {POSTGRES_ROOT}; {hint}")

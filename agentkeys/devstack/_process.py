@@ -92,18 +92,21 @@ async def _wait_group_gone(pgid: int) -> None:
         await trio.sleep(_PROBE_INTERVAL)
 
 
-async def stop_process(process: trio.Process, *, grace: float) -> None:
+async def stop_process(
+    process: trio.Process, *, grace: float, stop_signal: signal.Signals = signal.SIGTERM
+) -> None:
     """Stop the whole process group of ``process`` and reap its leader.
 
-    SIGTERM to the group; wait up to ``grace`` seconds for the leader and every
-    other member (e.g. the native anvil under its Node wrapper) to exit; then
-    SIGKILL whatever is left and wait for it to be gone. Runs shielded, so a
+    ``stop_signal`` (SIGTERM unless the component wants another, e.g. PostgreSQL's
+    "fast shutdown" SIGINT) to the group; wait up to ``grace`` seconds for the leader
+    and every other member (e.g. the native anvil under its Node wrapper) to exit;
+    then SIGKILL whatever is left and wait for it to be gone. Runs shielded, so a
     surrounding cancellation cannot skip it.
     """
     pgid = process.pid
     with trio.CancelScope(shield=True):
         if process.returncode is None or _group_members(pgid):
-            _signal_group(pgid, signal.SIGTERM)
+            _signal_group(pgid, stop_signal)
             with trio.move_on_after(grace):
                 await process.wait()
                 await _wait_group_gone(pgid)
@@ -111,6 +114,14 @@ async def stop_process(process: trio.Process, *, grace: float) -> None:
         await process.wait()
         with trio.move_on_after(grace):
             await _wait_group_gone(pgid)
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An unprivileged identity to run a component under (root only can switch to it)."""
+
+    uid: int
+    gid: int
 
 
 @asynccontextmanager
@@ -121,9 +132,12 @@ async def supervised_process(
     grace: float,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    run_as: RunAs | None = None,
+    stop_signal: signal.Signals = signal.SIGTERM,
 ) -> AsyncIterator[trio.Process]:
     """Run ``argv`` in its own session with output appended to ``log_path``; stop it on exit.
 
+    ``run_as``: start it under another uid/gid (no supplementary groups); needs root.
     The caller owns nothing to close: leaving the block stops the process group
     (see ``stop_process``) however the block is left.
     """
@@ -139,6 +153,9 @@ async def supervised_process(
             start_new_session=True,
             env=dict(env) if env is not None else None,
             cwd=cwd,
+            user=run_as.uid if run_as is not None else None,
+            group=run_as.gid if run_as is not None else None,
+            extra_groups=[] if run_as is not None else None,
         )
     finally:
         os.close(fd)
@@ -146,7 +163,7 @@ async def supervised_process(
     try:
         yield process
     finally:
-        await stop_process(process, grace=grace)
+        await stop_process(process, grace=grace, stop_signal=stop_signal)
 
 
 @dataclass(frozen=True)
@@ -185,6 +202,9 @@ async def launch(
     grace: float,
     attempts: int,
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    run_as: RunAs | None = None,
+    stop_signal: signal.Signals = signal.SIGTERM,
 ) -> AsyncIterator[tuple[P, trio.Process]]:
     """Start a component, wait until ``ready(ports)`` is true, yield, and always stop it.
 
@@ -201,7 +221,13 @@ async def launch(
         launch_plan = plan()
         offset = _size(log_path)
         async with supervised_process(
-            launch_plan.argv, log_path=log_path, grace=grace, env=env
+            launch_plan.argv,
+            log_path=log_path,
+            grace=grace,
+            env=env,
+            cwd=cwd,
+            run_as=run_as,
+            stop_signal=stop_signal,
         ) as process:
             try:
                 with trio.fail_after(startup_timeout):

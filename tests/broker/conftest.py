@@ -8,6 +8,7 @@ clock plus an offset the tests may move (expiry paths).
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from agentkeys.broker import (
     BrokerService,
     CachedChainView,
     CapSettings,
+    PostgresStateStore,
     SqliteStateStore,
 )
 from agentkeys.broker._relay import Relay
@@ -33,7 +35,7 @@ from agentkeys.chain.client import ChainClient, account_from_key
 from agentkeys.chain.deploy import Deployment, deploy_all
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.chain.watcher import ChainWatcher
-from agentkeys.devstack import Anvil, pick_port
+from agentkeys.devstack import Anvil, Postgres, pick_port
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.service import BoundAddress, MemoryAudit
 from agentkeys.smtp_sink import SmtpSink, run_smtp_sink
@@ -43,6 +45,44 @@ from tests.services import RP_ID as RP_ID
 from tests.services import build_broker, chainless_client
 
 ALL_ROLES = 7
+BACKENDS = ("sqlite", "postgres")
+
+StoreOpener = Callable[[], Any]
+
+
+@pytest.fixture(params=BACKENDS)
+async def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres: Postgres
+) -> AsyncIterator[StoreOpener]:
+    """Opens state stores on one fresh database of the parametrised backend (each call is
+    another connection to the same state, as another replica would have); all are closed
+    afterwards."""
+    opened: list[SqliteStateStore | PostgresStateStore] = []
+    name = ""
+    if request.param == "postgres":
+        name = f"t_{secrets.token_hex(6)}"
+        dsn = await postgres.create_database(name)
+
+    async def open_one() -> SqliteStateStore | PostgresStateStore:
+        store: SqliteStateStore | PostgresStateStore
+        if request.param == "sqlite":
+            store = await SqliteStateStore.open(tmp_path / "state" / "broker.sqlite3")
+        else:
+            store = await PostgresStateStore.open(dsn, password=postgres.password)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        await store.aclose()
+    if name:
+        await postgres.drop_database(name)
+
+
+@pytest.fixture
+async def state_store(open_store: StoreOpener) -> Any:
+    """One store of the parametrised backend (``open_store``)."""
+    return await open_store()
 
 
 class Clock:

@@ -24,7 +24,7 @@ from agentkeys.broker import J1, BrokerService, SignerK4Client
 from agentkeys.broker._chainview import CachedChainView
 from agentkeys.broker._keys import BrokerKeys
 from agentkeys.broker._relay import Relay
-from agentkeys.broker._store import SqliteStateStore
+from agentkeys.broker._store_sqlite import SqliteStateStore
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.signing import k10_digest

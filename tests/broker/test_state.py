@@ -1,4 +1,4 @@
-"""The broker's state store, key files, SMTP sink and public surface."""
+"""The broker's state store (both backends), key files, SMTP sink and public surface."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import agentkeys.broker
-from agentkeys.broker import BrokerKeys, SqliteStateStore
+from agentkeys.broker import BrokerKeys, SqliteStateStore, StateStore
 from agentkeys.broker._email import SmtpMailer, hash_secret, new_secret
 from agentkeys.broker._store import PasskeyCredential, SessionRecord
 from agentkeys.broker.errors import EmailDeliveryFailed
@@ -40,23 +40,20 @@ async def test_refuses_a_shared_directory(tmp_path: Path) -> None:
         await SqliteStateStore.open(shared / "broker.sqlite3")
 
 
-async def test_email_link_single_use_and_expiry(tmp_path: Path) -> None:
-    store = await _store(tmp_path)
-    try:
-        token, handle = new_secret(), new_secret()
-        assert len(token) >= 43  # 256 bits
-        await store.add_email_request(
-            token_hash=hash_secret(token), request_hash=hash_secret(handle),
-            email="a@b.c", identity_omni="00" * 32, expires_at=100,
-        )
-        assert await store.follow_email_link(hash_secret(token), now=101) is not None
-        request = await store.get_email_request(hash_secret(handle))
-        assert request is not None
-        assert not request.verified
-        assert await store.follow_email_link(hash_secret(token), now=50) is None  # used
-        assert await store.collect_email_request(hash_secret(handle)) is None
-    finally:
-        await store.aclose()
+async def test_email_link_single_use_and_expiry(state_store: StateStore) -> None:
+    store = state_store
+    token, handle = new_secret(), new_secret()
+    assert len(token) >= 43  # 256 bits
+    await store.add_email_request(
+        token_hash=hash_secret(token), request_hash=hash_secret(handle),
+        email="a@b.c", identity_omni="00" * 32, expires_at=100,
+    )
+    assert await store.follow_email_link(hash_secret(token), now=101) is not None
+    request = await store.get_email_request(hash_secret(handle))
+    assert request is not None
+    assert not request.verified
+    assert await store.follow_email_link(hash_secret(token), now=50) is None  # used
+    assert await store.collect_email_request(hash_secret(handle)) is None
 
 
 async def test_stored_secrets_are_hashed(tmp_path: Path) -> None:
@@ -73,51 +70,45 @@ async def test_stored_secrets_are_hashed(tmp_path: Path) -> None:
     assert handle.encode() not in data
 
 
-async def test_challenges_are_single_use_per_session(tmp_path: Path) -> None:
-    store = await _store(tmp_path)
-    try:
-        await store.add_challenge(challenge_id="c", purpose="p", session_jti="s",
-                                  payload={"k": "v"}, expires_at=100)
-        assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="other",
-                                          now=1) is None
-        assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="s",
-                                          now=1) == {"k": "v"}
-        assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="s",
-                                          now=1) is None
-        await store.add_challenge(challenge_id="d", purpose="p", session_jti="s",
-                                  payload={}, expires_at=100)
-        assert await store.take_challenge(challenge_id="d", purpose="p", session_jti="s",
-                                          now=101) is None
-    finally:
-        await store.aclose()
+async def test_challenges_are_single_use_per_session(state_store: StateStore) -> None:
+    store = state_store
+    await store.add_challenge(challenge_id="c", purpose="p", session_jti="s",
+                              payload={"k": "v"}, expires_at=100)
+    assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="other",
+                                      now=1) is None
+    assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="s",
+                                      now=1) == {"k": "v"}
+    assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="s",
+                                      now=1) is None
+    await store.add_challenge(challenge_id="d", purpose="p", session_jti="s",
+                              payload={}, expires_at=100)
+    assert await store.take_challenge(challenge_id="d", purpose="p", session_jti="s",
+                                      now=101) is None
 
 
-async def test_nonces_sessions_sign_counts(tmp_path: Path) -> None:
-    store = await _store(tmp_path)
-    try:
-        assert await store.consume_nonce(b"n", expires_at=100, now=1)
-        assert not await store.consume_nonce(b"n", expires_at=100, now=2)
-        assert await store.consume_nonce(b"n", expires_at=300, now=101)  # window over
-        await store.add_session(SessionRecord("j", "j1", "s", 100, False))
-        assert await store.revoke_subject("s") == 1
-        record = await store.get_session("j")
-        assert record is not None
-        assert record.revoked
-        await store.add_credential(
-            PasskeyCredential("i", b"id", b"cose", 3, b"\x00" * 64, "rp", 1)
-        )
-        assert not await store.update_sign_count(b"id", old=2, new=4)
-        assert await store.update_sign_count(b"id", old=3, new=4)
-        assert (await store.credentials_of("i"))[0].sign_count == 4
-        await store.set_legacy_scope("o", "a", ("b", "a", "a"), True)
-        legacy = await store.get_legacy_scope("o", "a")
-        assert legacy is not None
-        assert legacy.services == ("a", "b")
-        assert legacy.read_only
-        assert await store.delete_legacy_scope("o", "a")
-        assert await store.get_legacy_scope("o", "a") is None
-    finally:
-        await store.aclose()
+async def test_nonces_sessions_sign_counts(state_store: StateStore) -> None:
+    store = state_store
+    assert await store.consume_nonce(b"n", expires_at=100, now=1)
+    assert not await store.consume_nonce(b"n", expires_at=100, now=2)
+    assert await store.consume_nonce(b"n", expires_at=300, now=101)  # window over
+    await store.add_session(SessionRecord("j", "j1", "s", 100, False))
+    assert await store.revoke_subject("s") == 1
+    record = await store.get_session("j")
+    assert record is not None
+    assert record.revoked
+    await store.add_credential(
+        PasskeyCredential("i", b"id", b"cose", 3, b"\x00" * 64, "rp", 1)
+    )
+    assert not await store.update_sign_count(b"id", old=2, new=4)
+    assert await store.update_sign_count(b"id", old=3, new=4)
+    assert (await store.credentials_of("i"))[0].sign_count == 4
+    await store.set_legacy_scope("o", "a", ("b", "a", "a"), True)
+    legacy = await store.get_legacy_scope("o", "a")
+    assert legacy is not None
+    assert legacy.services == ("a", "b")
+    assert legacy.read_only
+    assert await store.delete_legacy_scope("o", "a")
+    assert await store.get_legacy_scope("o", "a") is None
 
 
 def test_keys_are_created_private_and_rotate(tmp_path: Path) -> None:
@@ -167,9 +158,11 @@ def test_exported_names() -> None:
             "J0", "J1", "SESSION_REQUIREMENTS", "BrokerConfig", "BrokerKeys", "BrokerService",
             "CachedChainView", "CapSettings", "ChainReader", "ChainSettings", "EmailRequest",
             "EmailSettings", "K4Signer", "KeyRing", "LegacyScope", "Mailer", "MintDecision",
-            "MintRecord", "OidcSettings", "PasskeyCredential", "Relay", "RelaySettings",
+            "MintRecord", "OidcSettings", "PasskeyCredential", "PostgresStateStore", "Relay",
+            "RelaySettings",
             "ScopeSource", "Session", "SessionIssuer", "SessionRecord", "SignerK4Client",
-            "SignerLink", "SiteSettings", "SmtpMailer", "SqliteStateStore", "StateSettings",
+            "SignerLink", "SigningKeyRecord", "SiteSettings", "SmtpMailer", "SqliteStateStore",
+            "StateSettings",
             "StateStore", "check_binding", "decide_scope", "discovery_document",
             "mint_oidc_token", "run_broker",
         ]

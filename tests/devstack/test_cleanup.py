@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 import trio
 
-from agentkeys.devstack import start_anvil, start_seaweedfs, start_swtpm, started_sessions
+from agentkeys.devstack import (
+    start_anvil,
+    start_postgres,
+    start_seaweedfs,
+    start_swtpm,
+    started_sessions,
+)
 from tests.stack_fixtures import leftover_processes, live_processes
 
 Launcher = Callable[[Path], AbstractAsyncContextManager[Any]]
@@ -19,6 +25,7 @@ LAUNCHERS: dict[str, Launcher] = {
     "anvil": lambda run: start_anvil(run_dir=run),
     "seaweedfs": lambda run: start_seaweedfs(bucket="agentkeys-test", run_dir=run),
     "swtpm": lambda run: start_swtpm(run_dir=run),
+    "postgres": lambda run: start_postgres(run_dir=run),
 }
 
 
