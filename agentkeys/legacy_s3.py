@@ -144,7 +144,8 @@ class BrokerOidcCredentials:
     async def _post(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         try:
             response = await self._broker.post(
-                path, headers={"authorization": f"Bearer {self._session}"},
+                path,
+                headers={"authorization": f"Bearer {self._session}"},
                 json=dict(body) if body is not None else None,
             )
         except httpx.HTTPError as exc:

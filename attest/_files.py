@@ -48,9 +48,7 @@ def check_private_dir(path: Path) -> None:
     if st.st_uid != os.geteuid():
         raise InsecurePath(f"{path} is owned by uid {st.st_uid}, not by us")
     if stat.S_IMODE(st.st_mode) & 0o077:
-        raise InsecurePath(
-            f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700"
-        )
+        raise InsecurePath(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700")
 
 
 def _check_private_fd(fd: int, path: Path) -> None:
@@ -60,9 +58,7 @@ def _check_private_fd(fd: int, path: Path) -> None:
     if st.st_uid != os.geteuid():
         raise InsecurePath(f"{path} is owned by uid {st.st_uid}, not by us")
     if stat.S_IMODE(st.st_mode) & 0o077:
-        raise InsecurePath(
-            f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600"
-        )
+        raise InsecurePath(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600")
 
 
 def read_private_file(path: Path, *, max_size: int = 1 << 16) -> bytes:

@@ -165,7 +165,7 @@ def load_pins(path: Path) -> dict[str, CallerPin]:
     obj = loads_object(text, "pins file")
     entries = obj.get("pins")
     if type(obj.get("v")) is not int or obj["v"] != 1 or not isinstance(entries, list):
-        raise AttestationMalformed("pins file: expected {\"v\": 1, \"pins\": [...]}")
+        raise AttestationMalformed('pins file: expected {"v": 1, "pins": [...]}')
     pins: dict[str, CallerPin] = {}
     for entry in entries:
         if not isinstance(entry, dict):
@@ -211,15 +211,11 @@ def software_answer(private_key: ec.EllipticCurvePrivateKey, challenge: bytes) -
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-    der = private_key.sign(
-        software_answer_digest(challenge), ec.ECDSA(Prehashed(hashes.SHA256()))
-    )
+    der = private_key.sign(software_answer_digest(challenge), ec.ECDSA(Prehashed(hashes.SHA256())))
     return PinAnswer(kind=PinKind.P256_KEY, signature=der_to_rs(der))
 
 
-def verify_pin_answer(
-    pin: CallerPin, answer: PinAnswer, *, expected_nonce: bytes
-) -> VerifiedPin:
+def verify_pin_answer(pin: CallerPin, answer: PinAnswer, *, expected_nonce: bytes) -> VerifiedPin:
     """Check a caller's answer against its pin.
 
     Args:

@@ -105,7 +105,9 @@ class CachedChainView:
         return head <= self.synced_through
 
     async def _read(
-        self, cached: Callable[[], tuple[bool, T]], store: Callable[[T], None],
+        self,
+        cached: Callable[[], tuple[bool, T]],
+        store: Callable[[T], None],
         fetch: Callable[[], Awaitable[T]],
     ) -> T:
         fresh = await self._fresh()
@@ -203,9 +205,11 @@ class CachedChainView:
         return await self._read(cached, store, self._reader.current_epoch)
 
     @staticmethod
-    def _bound(table: dict[object, object] | dict[str, DeviceEntry | None] | dict[
-        tuple[str, str], ScopeEntry | None
-    ]) -> None:
+    def _bound(
+        table: dict[object, object]
+        | dict[str, DeviceEntry | None]
+        | dict[tuple[str, str], ScopeEntry | None],
+    ) -> None:
         if len(table) >= _MAX_ENTRIES:
             table.clear()
 

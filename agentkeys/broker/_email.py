@@ -77,9 +77,7 @@ class SmtpMailer:
         message["Subject"] = subject
         message.set_content(body)
         try:
-            await trio.to_thread.run_sync(
-                self._send_blocking, message, to, limiter=self._limiter
-            )
+            await trio.to_thread.run_sync(self._send_blocking, message, to, limiter=self._limiter)
         except (OSError, smtplib.SMTPException) as exc:
             raise EmailDeliveryFailed(
                 f"the SMTP relay refused or is unreachable ({type(exc).__name__})"

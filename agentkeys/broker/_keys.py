@@ -62,7 +62,8 @@ def _load(path: Path) -> ec.EllipticCurvePrivateKey:
 def _generate(directory: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     existing = sorted(directory.glob("key-*.pem"))

@@ -107,8 +107,9 @@ def assertion_challenge(tag: bytes, nonce: str) -> bytes:
 
 
 @contextmanager
-def _webauthn_errors(error: type[PasskeyRegistrationRejected | PasskeyAssertionRejected],
-                     what: str) -> Iterator[None]:
+def _webauthn_errors(
+    error: type[PasskeyRegistrationRejected | PasskeyAssertionRejected], what: str
+) -> Iterator[None]:
     try:
         yield
     except WebAuthnException as exc:
@@ -118,8 +119,14 @@ def _webauthn_errors(error: type[PasskeyRegistrationRejected | PasskeyAssertionR
 
 
 def registration_options(
-    *, rp_id: str, rp_name: str, user_id: bytes, user_name: str, challenge: bytes,
-    exclude: Sequence[bytes], timeout_ms: int,
+    *,
+    rp_id: str,
+    rp_name: str,
+    user_id: bytes,
+    user_name: str,
+    challenge: bytes,
+    exclude: Sequence[bytes],
+    timeout_ms: int,
 ) -> dict[str, Any]:
     """PublicKeyCredentialCreationOptions (JSON form) for enrolling one ES256 passkey."""
     options = generate_registration_options(

@@ -92,9 +92,7 @@ class Relay:
         batch_size: most mutations submitted per batch.
     """
 
-    def __init__(
-        self, client: ChainClient, account: LocalAccount, *, batch_size: int = 16
-    ) -> None:
+    def __init__(self, client: ChainClient, account: LocalAccount, *, batch_size: int = 16) -> None:
         self._client = client
         self._account = account
         self._batch = batch_size
@@ -158,25 +156,30 @@ class Relay:
         except ChainError as exc:
             raise ChainUnavailable(f"cannot read the chain: {exc.error}") from exc
         if (
-            device is None or device.revoked or device.tier != Tier.MASTER
-            or device.operator_omni != operator_omni or not device.has_roles(ROLE_SCOPE_MGMT)
+            device is None
+            or device.revoked
+            or device.tier != Tier.MASTER
+            or device.operator_omni != operator_omni
+            or not device.has_roles(ROLE_SCOPE_MGMT)
         ):
             raise RelayRejected("the device is not a live scope-managing master of the operator")
         if device.rp_id_hash != hashlib.sha256(rp_id.encode()).hexdigest():
             raise RelayRejected("the device's passkey belongs to another relying party")
         try:
             raw = bytes.fromhex(k10_signature.removeprefix("0x"))
-            valid = verify_k10(
-                p256_public_key_from_point(device.k10_point), raw, message=challenge
-            )
+            valid = verify_k10(p256_public_key_from_point(device.k10_point), raw, message=challenge)
         except (ValueError, FormatError):
             valid = False
         if not valid:
             raise RelayRejected("the K10 signature does not verify over the challenge")
         try:
             pk.verify_assertion(
-                assertion, challenge=challenge, public_key=_cose_key(device.k11_point),
-                stored_sign_count=device.sign_count, rp_id=rp_id, origin=origin,
+                assertion,
+                challenge=challenge,
+                public_key=_cose_key(device.k11_point),
+                stored_sign_count=device.sign_count,
+                rp_id=rp_id,
+                origin=origin,
             )
         except AgentkeysError as exc:
             raise RelayRejected(f"the K11 assertion does not verify ({exc.error})") from exc
@@ -190,7 +193,8 @@ class Relay:
             )
         else:
             mutation = SignedMutation(
-                "ScopeContract", "set_scope_with_webauthn",
+                "ScopeContract",
+                "set_scope_with_webauthn",
                 (operator, agent, list(hashes), read_only, k10, k11),
             )
         return await self._submit(mutation)

@@ -146,14 +146,15 @@ async def run_broker(
             file_audit = JsonLinesAudit(config.broker.audit_log)
             stack.callback(file_audit.close)
             audit = file_audit
-        deployment = await trio.to_thread.run_sync(
-            read_deployment_record, config.chain.deployment
-        )
+        deployment = await trio.to_thread.run_sync(read_deployment_record, config.chain.deployment)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0, trust_env=False))
         client = ChainClient(http, config.chain.rpc_url, deployment.addresses)
         watcher = ChainWatcher(
-            client.rpc, deployment.addresses, start_block=deployment.block_number,
-            confirmations=config.chain.confirmations, poll_interval=config.chain.poll_interval,
+            client.rpc,
+            deployment.addresses,
+            start_block=deployment.block_number,
+            confirmations=config.chain.confirmations,
+            poll_interval=config.chain.poll_interval,
         )
         view = CachedChainView(client)
         relay = None
@@ -166,8 +167,13 @@ async def run_broker(
         link = config.signer
         if link.url is not None and link.ca and link.cert and link.key:
             signer_http = await stack.enter_async_context(
-                mtls_client(base_url=link.url, ca=link.ca, cert=link.cert, key=link.key,
-                            expected_role=Role.SIGNER)
+                mtls_client(
+                    base_url=link.url,
+                    ca=link.ca,
+                    cert=link.cert,
+                    key=link.key,
+                    expected_role=Role.SIGNER,
+                )
             )
             signer = SignerK4Client(signer_http)
         service = BrokerService(
@@ -179,8 +185,10 @@ async def run_broker(
             keys=keys,
             store=store,
             mailer=SmtpMailer(
-                host=config.email.smtp_host, port=config.email.smtp_port,
-                sender=config.email.sender, starttls=config.email.starttls,
+                host=config.email.smtp_host,
+                port=config.email.smtp_port,
+                sender=config.email.sender,
+                starttls=config.email.starttls,
                 timeout=config.email.timeout,
             ),
             chain=view,

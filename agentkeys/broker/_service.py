@@ -434,10 +434,18 @@ class BrokerService:
             ("email_start", "POST", "/v1/auth/email/start", self._email_start),
             ("email_verify", "GET", "/v1/auth/email/verify", self._email_verify),
             ("email_poll", "POST", "/v1/auth/email/poll", self._email_poll),
-            ("passkey_register_options", "POST", "/v1/auth/passkey/register/options",
-                  self._register_options),
-            ("passkey_register_verify", "POST", "/v1/auth/passkey/register/verify",
-                  self._register_verify),
+            (
+                "passkey_register_options",
+                "POST",
+                "/v1/auth/passkey/register/options",
+                self._register_options,
+            ),
+            (
+                "passkey_register_verify",
+                "POST",
+                "/v1/auth/passkey/register/verify",
+                self._register_verify,
+            ),
             ("siwe_start", "POST", "/v1/auth/siwe/start", self._siwe_start),
             ("siwe_verify", "POST", "/v1/auth/siwe/verify", self._siwe_verify),
             ("siwe_k4", "POST", "/v1/auth/siwe/k4", self._siwe_k4),
@@ -448,11 +456,19 @@ class BrokerService:
             ("cap_list", "POST", "/v1/cap/cred-list", self._cap(CapOp.LIST)),
             ("cap_teardown", "POST", "/v1/cap/cred-teardown", self._cap(CapOp.TEARDOWN)),
             ("cap_jwks", "GET", "/v1/cap/jwks.json", self._cap_jwks),
-            ("oidc_configuration", "GET", "/.well-known/openid-configuration",
-                  self._oidc_configuration),
+            (
+                "oidc_configuration",
+                "GET",
+                "/.well-known/openid-configuration",
+                self._oidc_configuration,
+            ),
             ("oidc_jwks", "GET", "/.well-known/jwks.json", self._oidc_jwks),
-            ("mint_oidc_challenge", "POST", "/v1/mint-oidc-jwt/challenge",
-                  self._mint_oidc_challenge),
+            (
+                "mint_oidc_challenge",
+                "POST",
+                "/v1/mint-oidc-jwt/challenge",
+                self._mint_oidc_challenge,
+            ),
             ("mint_oidc_jwt", "POST", "/v1/mint-oidc-jwt", self._mint_oidc_jwt),
             ("relay_scope", "POST", "/v1/relay/scope", self._relay_scope),
             ("relay_first_master", "POST", "/v1/relay/first-master", self._relay_first_master),
@@ -491,7 +507,10 @@ class BrokerService:
 
             async def http(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
                 await serve_http(
-                    self.app, self._settings, tls=None, shutdown_trigger=self._stop.wait,
+                    self.app,
+                    self._settings,
+                    tls=None,
+                    shutdown_trigger=self._stop.wait,
                     task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()
@@ -555,8 +574,11 @@ class BrokerService:
         token, handle = new_secret(), new_secret()
         expires_at = now + self._email.link_lifetime
         await self.store.add_email_request(
-            token_hash=hash_secret(token), request_hash=hash_secret(handle), email=email,
-            identity_omni=identity, expires_at=expires_at,
+            token_hash=hash_secret(token),
+            request_hash=hash_secret(handle),
+            email=email,
+            identity_omni=identity,
+            expires_at=expires_at,
         )
         link = f"{self._site.public_url}/v1/auth/email/verify?token={token}"
         minutes = self._email.link_lifetime // 60
@@ -601,8 +623,11 @@ class BrokerService:
         if collected is None:
             raise EmailRequestUnknown("no such sign-in request")
         token, session = await self.sessions.issue(
-            stage=J0, subject=collected.identity_omni, now=now,
-            lifetime=self._site.j0_lifetime, extra={"email": collected.email},
+            stage=J0,
+            subject=collected.identity_omni,
+            now=now,
+            lifetime=self._site.j0_lifetime,
+            extra={"email": collected.email},
         )
         return {
             "status": "verified",
@@ -622,7 +647,9 @@ class BrokerService:
         challenge_id = secrets.token_urlsafe(16)
         existing = await self.store.credentials_of(s.subject)
         await self.store.add_challenge(
-            challenge_id=challenge_id, purpose=_ENROLL, session_jti=s.jti,
+            challenge_id=challenge_id,
+            purpose=_ENROLL,
+            session_jti=s.jti,
             payload={"challenge": challenge.hex(), "k10_point": point.hex()},
             expires_at=self._now() + self._site.challenge_lifetime,
         )
@@ -669,7 +696,8 @@ class BrokerService:
             raise PasskeyRegistrationRejected("this passkey is already enrolled")
         if existing:
             await self._check_enroll_approval(
-                existing, req.approval,
+                existing,
+                req.approval,
                 pk.enrollment_approval_challenge(
                     bytes.fromhex(payload["challenge"]), verified.credential_id
                 ),
@@ -718,8 +746,11 @@ class BrokerService:
         if credential is None:
             raise PasskeyApprovalRequired("the approval is not by a passkey of this identity")
         verified = pk.verify_assertion(
-            approval, challenge=challenge, public_key=credential.public_key,
-            stored_sign_count=credential.sign_count, rp_id=self._site.rp_id,
+            approval,
+            challenge=challenge,
+            public_key=credential.public_key,
+            stored_sign_count=credential.sign_count,
+            rp_id=self._site.rp_id,
             origin=self._site.origin,
         )
         if not await self.store.update_sign_count(
@@ -740,8 +771,11 @@ class BrokerService:
         now = self._now()
         expires_at = now + self._site.challenge_lifetime
         await self.store.add_challenge(
-            challenge_id=challenge_id, purpose=_SIWE, session_jti=s.jti,
-            payload={"nonce": nonce}, expires_at=expires_at,
+            challenge_id=challenge_id,
+            purpose=_SIWE,
+            session_jti=s.jti,
+            payload={"nonce": nonce},
+            expires_at=expires_at,
         )
         answer: JsonObject = {
             "challenge_id": challenge_id,
@@ -803,7 +837,10 @@ class BrokerService:
         return credential
 
     async def _chain_master_device(
-        self, operator: str, device_key_hash: str, credential_id: bytes,
+        self,
+        operator: str,
+        device_key_hash: str,
+        credential_id: bytes,
         k11_point: bytes | None = None,
     ) -> DeviceEntry:
         """The operator's live master device ``device_key_hash`` whose registered passkey is
@@ -841,7 +878,10 @@ class BrokerService:
         actor = actor_omni_for_wallet(wallet)
         call.audit["actor"] = actor
         token, j1 = await self.sessions.issue(
-            stage=J1, subject=actor, now=self._now(), lifetime=self._site.j1_lifetime,
+            stage=J1,
+            subject=actor,
+            now=self._now(),
+            lifetime=self._site.j1_lifetime,
             extra={"wallet": wallet, "identity_omni": session.subject},
         )
         await self.sessions.revoke(session)
@@ -882,8 +922,10 @@ class BrokerService:
         operator = actor_omni_for_wallet(wallet)
         if await self.chain.master_wallet(operator) is not None:
             await self._chain_master_device(
-                operator, device_key_hash_from_point(credential.k10_point),
-                credential.credential_id, _cose_point(credential.public_key),
+                operator,
+                device_key_hash_from_point(credential.k10_point),
+                credential.credential_id,
+                _cose_point(credential.public_key),
             )
         now = self._now()
         message = self.siwe_message(
@@ -891,8 +933,12 @@ class BrokerService:
         ).to_text()
         signature = await self._k4.k4_siwe_sign(s.subject, message)
         verified = verify_siwe(
-            message, signature, expected_domain=self._site.siwe_domain, expected_nonce=nonce,
-            expected_chain_id=self._site.chain_id, expected_uri=self._site.siwe_uri,
+            message,
+            signature,
+            expected_domain=self._site.siwe_domain,
+            expected_nonce=nonce,
+            expected_chain_id=self._site.chain_id,
+            expected_uri=self._site.siwe_uri,
             now=self._clock(),
         )
         return await self._issue_j1(call, s, verified.wallet)
@@ -924,8 +970,12 @@ class BrokerService:
         window = self._caps.pop_window
         try:
             verified = verify_mint_pop(
-                claims, signature, public_key=p256_public_key_from_point(point), now=now,
-                nonces=NonceRegistry(1), window=window,
+                claims,
+                signature,
+                public_key=p256_public_key_from_point(point),
+                now=now,
+                nonces=NonceRegistry(1),
+                window=window,
             )
         except PopStale as exc:
             raise StalePop(exc.reason) from exc
@@ -950,8 +1000,13 @@ class BrokerService:
         try:
             proof = PopProof.from_header_value(req.pop)
             claims = MintPopClaims(
-                op=op, operator_omni=operator, actor_omni=actor, service=service,
-                device_key_hash=dkh, nonce=proof.nonce, timestamp=proof.timestamp,
+                op=op,
+                operator_omni=operator,
+                actor_omni=actor,
+                service=service,
+                device_key_hash=dkh,
+                nonce=proof.nonce,
+                timestamp=proof.timestamp,
             )
         except FormatError as exc:
             raise PopRejected(exc.reason) from exc
@@ -969,13 +1024,21 @@ class BrokerService:
                 legacy = await self.store.get_legacy_scope(operator, actor)
         try:
             decision = decide_scope(
-                op=op, operator_omni=operator, actor_omni=actor, service=service,
-                agent_operator=agent_operator, chain_scope=chain_scope, legacy_scope=legacy,
+                op=op,
+                operator_omni=operator,
+                actor_omni=actor,
+                service=service,
+                agent_operator=agent_operator,
+                chain_scope=chain_scope,
+                legacy_scope=legacy,
             )
         except AgentkeysError:
             source = (
-                ScopeSource.CHAIN if chain_scope is not None
-                else ScopeSource.LEGACY if legacy is not None else ScopeSource.NONE
+                ScopeSource.CHAIN
+                if chain_scope is not None
+                else ScopeSource.LEGACY
+                if legacy is not None
+                else ScopeSource.NONE
             )
             call.audit["scope_source"] = source.value
             raise
@@ -989,16 +1052,28 @@ class BrokerService:
             raise WrongType(f"lifetime must be within 1..{self._caps.lifetime}")
         now = self._now()
         payload = new_cap_payload(
-            op=op, operator_omni=operator, actor_omni=actor, service=service,
-            device_key_hash=dkh, k3_epoch=epoch, aud=self._caps.audience, now=now,
+            op=op,
+            operator_omni=operator,
+            actor_omni=actor,
+            service=service,
+            device_key_hash=dkh,
+            k3_epoch=epoch,
+            aud=self._caps.audience,
+            now=now,
             lifetime=lifetime,
         )
         signed = sign_cap(payload, self.keys.cap.active, self.keys.cap.active_kid)
         await self.store.add_mint_record(
             MintRecord(
-                cap_nonce=payload.nonce, op=op.value, operator_omni=operator, actor_omni=actor,
-                service=service, device_key_hash=dkh, k3_epoch=epoch,
-                scope_source=decision.scope_source.value, issued_at=now,
+                cap_nonce=payload.nonce,
+                op=op.value,
+                operator_omni=operator,
+                actor_omni=actor,
+                service=service,
+                device_key_hash=dkh,
+                k3_epoch=epoch,
+                scope_source=decision.scope_source.value,
+                issued_at=now,
             )
         )
         return {
@@ -1036,8 +1111,11 @@ class BrokerService:
         challenge_id = secrets.token_urlsafe(16)
         expires_at = self._now() + self._site.challenge_lifetime
         await self.store.add_challenge(
-            challenge_id=challenge_id, purpose=_OIDC, session_jti=s.jti,
-            payload={"nonce": nonce}, expires_at=expires_at,
+            challenge_id=challenge_id,
+            purpose=_OIDC,
+            session_jti=s.jti,
+            payload={"nonce": nonce},
+            expires_at=expires_at,
         )
         required = await self.chain.master_wallet(normalize_hex32(s.subject)) is not None
         return {
@@ -1065,7 +1143,9 @@ class BrokerService:
         dkh = normalize_hex32(req.device_key_hash)
         call.audit["device_key_hash"] = dkh
         payload = await self.store.take_challenge(
-            challenge_id=req.challenge_id, purpose=_OIDC, session_jti=session.jti,
+            challenge_id=req.challenge_id,
+            purpose=_OIDC,
+            session_jti=session.jti,
             now=self._now(),
         )
         if payload is None:
@@ -1151,8 +1231,11 @@ class BrokerService:
         credential = await self._enrolled_credential(identity, req.assertion, device)
         challenge = await self._relay.first_master_challenge(wallet, device)
         verified = pk.verify_assertion(
-            req.assertion, challenge=challenge, public_key=credential.public_key,
-            stored_sign_count=credential.sign_count, rp_id=self._site.rp_id,
+            req.assertion,
+            challenge=challenge,
+            public_key=credential.public_key,
+            stored_sign_count=credential.sign_count,
+            rp_id=self._site.rp_id,
             origin=self._site.origin,
         )
         if not await self.store.update_sign_count(
@@ -1170,7 +1253,10 @@ class BrokerService:
         except ValueError:
             raise RelayRejected("a signature is not hex") from None
         receipt = await self._relay.register_first_master(
-            wallet=wallet, device=device, k10_signature=k10, assertion=req.assertion,
+            wallet=wallet,
+            device=device,
+            k10_signature=k10,
+            assertion=req.assertion,
             wallet_signature=wallet_sig,
         )
         return {

@@ -105,8 +105,9 @@ class SessionIssuer:
         }
         token = es256_jws(claims, self._keys.active, self._keys.active_kid)
         await self._store.add_session(
-            SessionRecord(jti=jti, stage=stage, subject=subject, expires_at=now + lifetime,
-                          revoked=False)
+            SessionRecord(
+                jti=jti, stage=stage, subject=subject, expires_at=now + lifetime, revoked=False
+            )
         )
         return token, Session(jti, stage, subject, now + lifetime, claims)
 

@@ -118,7 +118,12 @@ class StateStore(Protocol):
     """The broker's persistent state (see the module docstring). Methods are atomic."""
 
     async def add_email_request(
-        self, *, token_hash: bytes, request_hash: bytes, email: str, identity_omni: str,
+        self,
+        *,
+        token_hash: bytes,
+        request_hash: bytes,
+        email: str,
+        identity_omni: str,
         expires_at: int,
     ) -> None:
         """Record a new sign-in request."""
@@ -161,7 +166,12 @@ class StateStore(Protocol):
         ...
 
     async def add_challenge(
-        self, *, challenge_id: str, purpose: str, session_jti: str, payload: dict[str, str],
+        self,
+        *,
+        challenge_id: str,
+        purpose: str,
+        session_jti: str,
+        payload: dict[str, str],
         expires_at: int,
     ) -> None:
         """Record a single-use challenge."""

@@ -280,14 +280,6 @@ class CapDenied(BrokerError):
     status: ClassVar[int] = 403
 
 
-
-
-
-
-
-
-
-
 class OperatorMismatch(CapDenied):
     """The session's subject is not the request's operator_omni."""
 

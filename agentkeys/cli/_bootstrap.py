@@ -290,7 +290,6 @@ class BrokerSignIn:
             raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
         return doc
 
-
     async def relay_first_master(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """First-master registration of an email operator through the broker's relay →
         ``{tx_hash, block_number, operator_omni, wallet, device_key_hash}``."""

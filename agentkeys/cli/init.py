@@ -367,7 +367,12 @@ def _relayed(
     async def submit(chain: ChainClient) -> str:
         assert passkey.record is not None
         answer = await register_master_via_relay(
-            signin, session.token, session.wallet, chain, DeviceK10Signer(k10), passkey.get,
+            signin,
+            session.token,
+            session.wallet,
+            chain,
+            DeviceK10Signer(k10),
+            passkey.get,
             passkey.record,
         )
         return str(answer["tx_hash"])
@@ -398,9 +403,7 @@ async def _email_operator(
         await signin.enroll(
             j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"]))), passkey.approve
         )
-        answer = await signin.siwe_k4(
-            j0, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
-        )
+        answer = await signin.siwe_k4(j0, lambda o: passkey.get(b64url_decode(str(o["challenge"]))))
         session = write_session(home, answer, args.broker_url)
         state, tx = await _register_master_device(
             home, session.wallet, k10, passkey, extra, _relayed(signin, session, k10, passkey)
@@ -438,7 +441,9 @@ def _init(args: argparse.Namespace) -> int:
                     signin = BrokerSignIn(http)
                     j0 = await _email_stage(args, signin, args.email)
                     await signin.enroll(
-                        j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"]))),
+                        j0,
+                        k10,
+                        lambda o: passkey.create(b64url_decode(str(o["challenge"]))),
                         passkey.approve,
                     )
                     answer = await signin.siwe(

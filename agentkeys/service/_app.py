@@ -239,9 +239,7 @@ class ServiceApp:
         roles = frozenset().union(*(access.roles for access in authorization.values()))
         docs_access = PUBLIC if public or not roles else Access(roles=roles)
         docs_route = Route(OPENAPI_ROUTE, "GET", OPENAPI_PATH, self._openapi)
-        self.authorization: Mapping[str, Access] = {
-            **authorization, OPENAPI_ROUTE: docs_access
-        }
+        self.authorization: Mapping[str, Access] = {**authorization, OPENAPI_ROUTE: docs_access}
         self.routes: tuple[Route, ...] = (*routes, docs_route)
         try:
             self.openapi: JsonObject = openapi_document(name, self.routes, self.authorization)

@@ -120,7 +120,12 @@ def _hex(
 
 
 def first_master_challenge(
-    *, chain_id: int, registry: str, operator_omni: bytes, nonce: int, wallet: str,
+    *,
+    chain_id: int,
+    registry: str,
+    operator_omni: bytes,
+    nonce: int,
+    wallet: str,
     device: ch.NewMaster,
 ) -> bytes:
     """The registration challenge the registry rebuilds for ``wallet`` and ``device``."""

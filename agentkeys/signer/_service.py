@@ -461,14 +461,21 @@ class SignerService:
                 raise RegistryUnavailable(f"cannot read the registry ({exc.error})") from exc
             operator_raw = bytes.fromhex(operator)
             challenge = first_master_challenge(
-                chain_id=chain_id, registry=registry, operator_omni=operator_raw, nonce=nonce,
-                wallet=wallet, device=device,
+                chain_id=chain_id,
+                registry=registry,
+                operator_omni=operator_raw,
+                nonce=nonce,
+                wallet=wallet,
+                device=device,
             )
             verify_first_master_k10(device, challenge, req.k10_signature)
             verified = verify_first_master_k11(req.assertion, device=device, challenge=challenge)
             self._approvals.consume(verified.replay_key)
         signature = sign_register_first_master(
-            private_key, chain_id=chain_id, registry=registry, operator_omni=operator_raw,
+            private_key,
+            chain_id=chain_id,
+            registry=registry,
+            operator_omni=operator_raw,
             challenge=challenge,
         )
         call.audit["device_key_hash"] = device_key_hash_from_point(device.k10_point)

@@ -104,7 +104,6 @@ class KekRequestInvalid(SignerError):
     status: ClassVar[int] = 400
 
 
-
 class SiwePinUnset(SignerError):
     """The signer was started without the relying party K4 SIWE messages must name."""
 

@@ -124,14 +124,6 @@ class ChainCheckFailed(WorkerError):
     status: ClassVar[int] = 403
 
 
-
-
-
-
-
-
-
-
 class EpochNotCurrent(ChainCheckFailed):
     """The cap's k3_epoch is not the chain's current epoch."""
 

@@ -21,8 +21,18 @@ from tests.broker._flow import bearer, j1_for
 from tests.broker.conftest import Chain, Operator, RunningBroker, register_operator
 from tests.broker.test_cap_mint import add_agent, mint, proof_for, set_scope
 
-INJECTIONS = ["*", "?", "${aws:username}", "${jwt:sub}", "a/b", "{x}", "a*", "$",
-              "openai*", "${aws:PrincipalTag/agentkeys_actor_omni}"]
+INJECTIONS = [
+    "*",
+    "?",
+    "${aws:username}",
+    "${jwt:sub}",
+    "a/b",
+    "{x}",
+    "a*",
+    "$",
+    "openai*",
+    "${aws:PrincipalTag/agentkeys_actor_omni}",
+]
 
 
 def _events_for(broker: RunningBroker, before: int, route: str) -> list[Any]:
@@ -37,9 +47,16 @@ async def test_concurrent_replay_of_one_pop_mints_at_most_once(
     statuses: list[int] = []
 
     async def attempt() -> None:
-        response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni,
-                              actor=operator.omni, service="openai", device=operator.master,
-                              pop=proof)
+        response = await mint(
+            broker,
+            j1,
+            CapOp.FETCH,
+            operator=operator.omni,
+            actor=operator.omni,
+            service="openai",
+            device=operator.master,
+            pop=proof,
+        )
         statuses.append(response.status_code)
 
     before = len(broker.audit.events)
@@ -57,13 +74,29 @@ async def test_pop_replayed_on_another_route_is_refused(
 ) -> None:
     j1 = await j1_for(broker, operator)
     proof = proof_for(CapOp.FETCH, operator.omni, operator.omni, "openai", operator.master)
-    ok = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni,
-                    service="openai", device=operator.master, pop=proof)
+    ok = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
+        device=operator.master,
+        pop=proof,
+    )
     assert ok.status_code == 200
     before = len(broker.audit.events)
     for op in (CapOp.LIST, CapOp.STORE, CapOp.TEARDOWN):
-        response = await mint(broker, j1, op, operator=operator.omni, actor=operator.omni,
-                              service="openai", device=operator.master, pop=proof)
+        response = await mint(
+            broker,
+            j1,
+            op,
+            operator=operator.omni,
+            actor=operator.omni,
+            service="openai",
+            device=operator.master,
+            pop=proof,
+        )
         assert response.status_code == 401, response.text
         assert response.json()["error"] in ("pop_rejected", "replayed_nonce")
     rows = broker.audit.events[before:]
@@ -80,11 +113,17 @@ async def test_caps_for_another_operators_actor_are_refused(
     j1 = await j1_for(broker, operator)
     attempts: list[dict[str, Any]] = [
         # the attacker's own operator and device, the victim's agent as actor
-        {"operator": operator.omni, "actor": agent_omni(victim.omni, "victim-bot"),
-         "device": operator.master},
+        {
+            "operator": operator.omni,
+            "actor": agent_omni(victim.omni, "victim-bot"),
+            "device": operator.master,
+        },
         # the victim's operator, actor and device (the attacker cannot sign its K10 PoP)
-        {"operator": victim.omni, "actor": agent_omni(victim.omni, "victim-bot"),
-         "device": victim_agent},
+        {
+            "operator": victim.omni,
+            "actor": agent_omni(victim.omni, "victim-bot"),
+            "device": victim_agent,
+        },
         # the victim's own vault
         {"operator": victim.omni, "actor": victim.omni, "device": victim.master},
     ]
@@ -107,20 +146,45 @@ async def test_injection_in_every_identifier_field_is_refused_and_audited(
     before = len(broker.audit.events)
     answers: list[tuple[str, httpx.Response]] = []
     for field in ("operator_omni", "actor_omni", "service", "device_key_hash"):
-        body = {"operator_omni": operator.omni, "actor_omni": operator.omni,
-                "service": "openai", "device_key_hash": operator.master.hash,
-                "pop": proof_for(CapOp.FETCH, operator.omni, operator.omni, "openai",
-                                 operator.master)}
-        body[field] = value if field == "service" else operator.omni[:-len(value)] + value
-        answers.append((field, await broker.http.post("/v1/cap/cred-fetch", json=body,
-                                                      headers=bearer(j1))))
-    answers.append(("email", await broker.http.post(
-        "/v1/auth/email/start", json={"email": f"{value}@example.com"})))
-    answers.append(("email-domain", await broker.http.post(
-        "/v1/auth/email/start", json={"email": f"a@{value}"})))
-    answers.append(("pop", await broker.http.post("/v1/cap/cred-fetch", headers=bearer(j1), json={
-        "operator_omni": operator.omni, "actor_omni": operator.omni, "service": "openai",
-        "device_key_hash": operator.master.hash, "pop": value})))
+        body = {
+            "operator_omni": operator.omni,
+            "actor_omni": operator.omni,
+            "service": "openai",
+            "device_key_hash": operator.master.hash,
+            "pop": proof_for(CapOp.FETCH, operator.omni, operator.omni, "openai", operator.master),
+        }
+        body[field] = value if field == "service" else operator.omni[: -len(value)] + value
+        answers.append(
+            (field, await broker.http.post("/v1/cap/cred-fetch", json=body, headers=bearer(j1)))
+        )
+    answers.append(
+        (
+            "email",
+            await broker.http.post("/v1/auth/email/start", json={"email": f"{value}@example.com"}),
+        )
+    )
+    answers.append(
+        (
+            "email-domain",
+            await broker.http.post("/v1/auth/email/start", json={"email": f"a@{value}"}),
+        )
+    )
+    answers.append(
+        (
+            "pop",
+            await broker.http.post(
+                "/v1/cap/cred-fetch",
+                headers=bearer(j1),
+                json={
+                    "operator_omni": operator.omni,
+                    "actor_omni": operator.omni,
+                    "service": "openai",
+                    "device_key_hash": operator.master.hash,
+                    "pop": value,
+                },
+            ),
+        )
+    )
     for field, response in answers:
         assert 400 <= response.status_code < 500, (field, response.text)
         assert set(response.json()) == {"error", "reason"}, field
@@ -129,8 +193,9 @@ async def test_injection_in_every_identifier_field_is_refused_and_audited(
     assert [e.status for e in rows] == [r.status_code for _, r in answers]
     assert all(e.error for e in rows)
     for row in rows:  # nothing injected reaches an audit identifier
-        assert not any(isinstance(v, str) and value in v and len(value) > 1
-                       for v in row.fields.values()), row
+        assert not any(
+            isinstance(v, str) and value in v and len(value) > 1 for v in row.fields.values()
+        ), row
 
 
 async def test_injection_in_siwe_wallet_and_relay_fields(
@@ -140,9 +205,20 @@ async def test_injection_in_siwe_wallet_and_relay_fields(
     before = len(broker.audit.events)
     answers = []
     for value in INJECTIONS:
-        answers.append(await broker.http.post("/v1/relay/scope", headers=bearer(j1), json={
-            "operator_omni": operator.omni, "agent_omni": value, "device_key_hash": value,
-            "k10_signature": value, "assertion": {}, "services": [value]}))
+        answers.append(
+            await broker.http.post(
+                "/v1/relay/scope",
+                headers=bearer(j1),
+                json={
+                    "operator_omni": operator.omni,
+                    "agent_omni": value,
+                    "device_key_hash": value,
+                    "k10_signature": value,
+                    "assertion": {},
+                    "services": [value],
+                },
+            )
+        )
     for response in answers:
         assert 400 <= response.status_code < 500, response.text
     assert [e.status for e in broker.audit.events[before:]] == [r.status_code for r in answers]
@@ -162,8 +238,9 @@ async def test_oversized_bodies_are_refused_before_the_handler(broker: RunningBr
     for body in bodies:
         # one connection per request: the server closes it after refusing an unread body
         async with httpx.AsyncClient(base_url=broker.url, trust_env=False) as client:
-            response = await client.post("/v1/auth/email/start", content=body,
-                                         headers={"content-type": "application/json"})
+            response = await client.post(
+                "/v1/auth/email/start", content=body, headers={"content-type": "application/json"}
+            )
         assert response.status_code == 413, response.text
         assert response.json()["error"] == "body_too_large"
     rows = broker.audit.events[before:]
@@ -212,8 +289,12 @@ async def test_slow_loris_many_connections_do_not_starve_the_broker(
     results: list[bool] = []
 
     async def slow() -> None:
-        _, closed = await _dribble(broker.url, payload=b"GET /v1/health HTTP/1.1\r\nHost:" +
-                                   b"x" * 300, interval=0.1, limit=20)
+        _, closed = await _dribble(
+            broker.url,
+            payload=b"GET /v1/health HTTP/1.1\r\nHost:" + b"x" * 300,
+            interval=0.1,
+            limit=20,
+        )
         results.append(closed)
 
     async with trio.open_nursery() as nursery:
@@ -232,8 +313,10 @@ async def test_slow_loris_body_is_cut_off_and_audited(broker: RunningBroker) -> 
     """
     broker.service.app.quart.config["BODY_TIMEOUT"] = 1
     before = len(broker.audit.events)
-    request = (b"POST /v1/auth/email/start HTTP/1.1\r\nHost: x\r\n"
-               b"Content-Type: application/json\r\nContent-Length: 400\r\n\r\n")
+    request = (
+        b"POST /v1/auth/email/start HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+    )
     host, port = broker.url.removeprefix("http://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     answer = b""

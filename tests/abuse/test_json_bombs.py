@@ -28,15 +28,19 @@ except Exception as exc:
 def _survives(setup: str, call: str) -> str:
     result = subprocess.run(
         [sys.executable, "-c", _PROBE.format(setup=setup, call=call)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, f"interpreter died (status {result.returncode})"
     return result.stdout.strip()
 
 
 def test_request_body_of_nested_brackets_is_a_400_not_a_crash() -> None:
-    out = _survives("from agentkeys.service import parse_json_object",
-                    "parse_json_object(b'[' * 65536)")
+    out = _survives(
+        "from agentkeys.service import parse_json_object", "parse_json_object(b'[' * 65536)"
+    )
     assert out == "MalformedJson"
 
 
@@ -57,8 +61,12 @@ def test_jwks_bundles_pins_and_cap_tokens_of_nested_brackets_are_refused() -> No
         "         lambda: CallerPin.from_json(b'{\"kind\": ' + b'[' * 1_000_000),\n"
         "         lambda: parse_cap_token(b64url_encode(b'[' * 6000)))",
     )
-    assert out.split() == ["InvalidEncoding", "AttestationMalformed", "AttestationMalformed",
-                           "CapInvalid"]
+    assert out.split() == [
+        "InvalidEncoding",
+        "AttestationMalformed",
+        "AttestationMalformed",
+        "CapInvalid",
+    ]
 
 
 def test_importing_agentkeys_undoes_py_ecc_recursion_limit() -> None:

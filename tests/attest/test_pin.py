@@ -31,15 +31,11 @@ PCRS = (16, 23)  # resettable debug PCRs: the test can change them
 async def test_tpm_quote_pin(swtpm: Swtpm, tmp_path: Path) -> None:
     tpm = await Tpm.connect(swtpm.tcti)
     try:
-        pin = CallerPin.from_json(
-            CallerPin.to_json(await tpm_enroll_pin(tpm, "worker-tee", PCRS))
-        )
+        pin = CallerPin.from_json(CallerPin.to_json(await tpm_enroll_pin(tpm, "worker-tee", PCRS)))
         assert pin.kind is PinKind.TPM_QUOTE
 
         challenge = new_challenge()
-        answer = PinAnswer.from_json(
-            (await tpm_pin_answer(tpm, challenge, PCRS)).to_json()
-        )
+        answer = PinAnswer.from_json((await tpm_pin_answer(tpm, challenge, PCRS)).to_json())
         assert verify_pin_answer(pin, answer, expected_nonce=challenge).name == "worker-tee"
 
         # Replaying the answer to another challenge is refused.

@@ -300,9 +300,7 @@ async def test_a_caller_with_a_non_utf8_name_is_attested_and_serving_goes_on(
         "    data += chunk\n"
         "print(data.split(b'\\r\\n', 1)[0].decode())\n"
     )
-    result = await trio.run_process(
-        [sys.executable, "-c", code, str(server)], capture_stdout=True
-    )
+    result = await trio.run_process([sys.executable, "-c", code, str(server)], capture_stdout=True)
     assert result.stdout.decode().strip() == "HTTP/1.1 200 OK"
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(server))) as c:
         assert (await c.get("http://agentkeys/whoami")).status_code == 200

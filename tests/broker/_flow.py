@@ -42,7 +42,10 @@ def b64d(text: str) -> bytes:
 async def j1_for(broker: RunningBroker, operator: Operator) -> str:
     """A J1 for ``operator`` issued by the broker's own session issuer (skips stages 1-3)."""
     token, _session = await broker.service.sessions.issue(
-        stage=J1, subject=operator.omni, now=int(time.time()), lifetime=600,
+        stage=J1,
+        subject=operator.omni,
+        now=int(time.time()),
+        lifetime=600,
         extra={"wallet": operator.wallet.address.lower()},
     )
     return token

@@ -133,8 +133,7 @@ class Operator:
 
     @property
     def authority(self) -> MasterAuthority:
-        return MasterAuthority(self.master.signer.device_key_hash, self.master.signer,
-                               self.passkey)
+        return MasterAuthority(self.master.signer.device_key_hash, self.master.signer, self.passkey)
 
 
 def new_master(device: Device, passkey: SoftAuthenticator, roles: int = ALL_ROLES) -> Any:
@@ -233,8 +232,10 @@ async def start_broker(
         follow = None
         if chain is not None:
             watcher = ChainWatcher(
-                client.rpc, chain.deployment.addresses,
-                start_block=chain.deployment.block_number, poll_interval=0.05,
+                client.rpc,
+                chain.deployment.addresses,
+                start_block=chain.deployment.block_number,
+                poll_interval=0.05,
             )
 
             async def follow(*, task_status: trio.TaskStatus[None]) -> None:

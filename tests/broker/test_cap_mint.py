@@ -36,8 +36,12 @@ def proof_for(
     op: CapOp, operator: str, actor: str, service: str, device: Device, *, now: int | None = None
 ) -> str:
     claims = new_mint_pop_claims(
-        op=op, operator_omni=operator, actor_omni=actor, service=service,
-        device_key_hash=device.hash, now=int(time.time()) if now is None else now,
+        op=op,
+        operator_omni=operator,
+        actor_omni=actor,
+        service=service,
+        device_key_hash=device.hash,
+        now=int(time.time()) if now is None else now,
     )
     return PopProof(claims.timestamp, claims.nonce, sign_pop(claims, device.key)).to_header_value()
 
@@ -77,7 +81,9 @@ async def add_agent(chain: Chain, operator: Operator, label: str, roles: int = 1
         device.signer, operator.omni, agent_omni(operator.omni, label)
     )
     mutation = await chain.client.prepare_add_agent_device(
-        operator.omni, ch.NewAgent(label=label, k10_point=device.point, roles=roles), proof,
+        operator.omni,
+        ch.NewAgent(label=label, k10_point=device.point, roles=roles),
+        proof,
         operator.authority,
     )
     await chain.client.submit(mutation, operator.wallet)
@@ -132,15 +138,23 @@ async def test_master_mints_for_its_own_vault(
     j1 = await j1_for(broker, operator)
     for op in CapOp:
         response = await mint(
-            broker, j1, op, operator=operator.omni, actor=operator.omni, service="openai",
+            broker,
+            j1,
+            op,
+            operator=operator.omni,
+            actor=operator.omni,
+            service="openai",
             device=operator.master,
         )
         assert response.status_code == 200, response.text
         assert response.json()["scope_source"] == "master_self"
     keys = await _jwks(broker)
     verified = verify_cap(
-        response.json()["token"], keys=keys.by_kid, expected_aud="agentkeys-worker",
-        now=time.time(), expected_op=op,
+        response.json()["token"],
+        keys=keys.by_kid,
+        expected_aud="agentkeys-worker",
+        now=time.time(),
+        expected_op=op,
     )
     assert verified.payload.actor_omni == operator.omni
     assert verified.payload.device_key_hash == operator.master.hash
@@ -157,7 +171,12 @@ async def test_agent_in_scope_gets_a_fetch_cap_decided_by_the_chain(
     await set_scope(chain, operator, agent, ["openai", "github"])
     j1 = await j1_for(broker, operator)
     response = await mint(
-        broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent, service="OpenAI",
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="OpenAI",
         device=device,
     )
     assert response.status_code == 200, response.text
@@ -174,7 +193,12 @@ async def _denied(response: Any, broker: RunningBroker, error: str, status: int 
 async def test_device_not_registered(broker: RunningBroker, operator: Operator) -> None:
     j1 = await j1_for(broker, operator)
     response = await mint(
-        broker, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni, service="openai",
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
         device=Device.generate(),
     )
     await _denied(response, broker, "device_not_registered")
@@ -185,12 +209,26 @@ async def test_device_revoked(broker: RunningBroker, chain: Chain, operator: Ope
     device = await add_agent(chain, operator, "bot")
     await set_scope(chain, operator, agent, ["openai"])
     j1 = await j1_for(broker, operator)
-    ok = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                    service="openai", device=device)
+    ok = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=device,
+    )
     assert ok.status_code == 200
     await revoke_device(chain, operator, device)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                          service="openai", device=device)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=device,
+    )
     await _denied(response, broker, "device_revoked")
 
 
@@ -200,8 +238,15 @@ async def test_binding_mismatch(broker: RunningBroker, chain: Chain, operator: O
     await add_agent(chain, operator, "other")  # scope is only for registered agents
     await set_scope(chain, operator, other, ["openai"])
     j1 = await j1_for(broker, operator)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=other,
-                          service="openai", device=device)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=other,
+        service="openai",
+        device=device,
+    )
     await _denied(response, broker, "binding_mismatch")
 
 
@@ -210,16 +255,30 @@ async def test_device_of_another_operator_is_a_binding_mismatch(
 ) -> None:
     other = await register_operator(chain, chain.accounts[2])
     j1 = await j1_for(broker, operator)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni,
-                          service="openai", device=other.master)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
+        device=other.master,
+    )
     await _denied(response, broker, "binding_mismatch")
 
 
 async def test_role_missing(broker: RunningBroker, chain: Chain, operator: Operator) -> None:
     recovery_only = await add_master(chain, operator, roles=2)
     j1 = await j1_for(broker, operator)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni,
-                          service="openai", device=recovery_only)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
+        device=recovery_only,
+    )
     await _denied(response, broker, "role_missing")
 
 
@@ -230,8 +289,15 @@ async def test_service_not_in_scope(
     device = await add_agent(chain, operator, "bot")
     await set_scope(chain, operator, agent, ["openai"])
     j1 = await j1_for(broker, operator)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                          service="github", device=device)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="github",
+        device=device,
+    )
     await _denied(response, broker, "service_not_in_scope")
     assert broker.audit.events[-1].fields["scope_source"] == "chain"
 
@@ -242,11 +308,25 @@ async def test_read_only_scope(broker: RunningBroker, chain: Chain, operator: Op
     await set_scope(chain, operator, agent, ["openai"], read_only=True)
     j1 = await j1_for(broker, operator)
     # the master writes into the agent's vault: a read-only scope refuses it
-    response = await mint(broker, j1, CapOp.STORE, operator=operator.omni, actor=agent,
-                          service="openai", device=operator.master)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.STORE,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=operator.master,
+    )
     await _denied(response, broker, "read_only_scope")
-    fetch = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                       service="openai", device=operator.master)
+    fetch = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=operator.master,
+    )
     assert fetch.status_code == 200
 
 
@@ -258,25 +338,45 @@ async def test_store_is_master_only(
     await set_scope(chain, operator, agent, ["openai"])
     j1 = await j1_for(broker, operator)
     for op in (CapOp.STORE, CapOp.TEARDOWN, CapOp.LIST):
-        response = await mint(broker, j1, op, operator=operator.omni, actor=agent,
-                              service="openai", device=device)
+        response = await mint(
+            broker, j1, op, operator=operator.omni, actor=agent, service="openai", device=device
+        )
         await _denied(response, broker, "master_only")
 
 
 async def test_stale_pop(broker: RunningBroker, operator: Operator) -> None:
     j1 = await j1_for(broker, operator)
-    stale = proof_for(CapOp.FETCH, operator.omni, operator.omni, "openai", operator.master,
-                      now=int(time.time()) - 3600)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni,
-                          service="openai", device=operator.master, pop=stale)
+    stale = proof_for(
+        CapOp.FETCH,
+        operator.omni,
+        operator.omni,
+        "openai",
+        operator.master,
+        now=int(time.time()) - 3600,
+    )
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
+        device=operator.master,
+        pop=stale,
+    )
     await _denied(response, broker, "stale_pop", 401)
 
 
 async def test_replayed_pop_nonce(broker: RunningBroker, operator: Operator) -> None:
     j1 = await j1_for(broker, operator)
     proof = proof_for(CapOp.FETCH, operator.omni, operator.omni, "openai", operator.master)
-    kwargs: dict[str, Any] = {"operator": operator.omni, "actor": operator.omni,
-                              "service": "openai", "device": operator.master, "pop": proof}
+    kwargs: dict[str, Any] = {
+        "operator": operator.omni,
+        "actor": operator.omni,
+        "service": "openai",
+        "device": operator.master,
+        "pop": proof,
+    }
     assert (await mint(broker, j1, CapOp.FETCH, **kwargs)).status_code == 200
     response = await mint(broker, j1, CapOp.FETCH, **kwargs)
     await _denied(response, broker, "replayed_nonce", 401)
@@ -285,8 +385,16 @@ async def test_replayed_pop_nonce(broker: RunningBroker, operator: Operator) -> 
 async def test_pop_for_other_fields_is_rejected(broker: RunningBroker, operator: Operator) -> None:
     j1 = await j1_for(broker, operator)
     proof = proof_for(CapOp.FETCH, operator.omni, operator.omni, "github", operator.master)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni,
-                          service="openai", device=operator.master, pop=proof)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
+        device=operator.master,
+        pop=proof,
+    )
     await _denied(response, broker, "pop_rejected", 401)
 
 
@@ -295,15 +403,30 @@ async def test_session_of_another_operator(
 ) -> None:
     other = await register_operator(chain, chain.accounts[2])
     j1 = await j1_for(broker, other)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni,
-                          service="openai", device=operator.master)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
+        device=operator.master,
+    )
     await _denied(response, broker, "operator_mismatch")
 
 
 async def test_epoch_must_be_current(broker: RunningBroker, operator: Operator) -> None:
     j1 = await j1_for(broker, operator)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni,
-                          service="openai", device=operator.master, k3_epoch=99)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
+        device=operator.master,
+        k3_epoch=99,
+    )
     await _denied(response, broker, "epoch_mismatch")
 
 
@@ -322,13 +445,27 @@ async def test_scope_revoked_on_chain_is_refused_at_the_next_mint(
                 break
             await trio.sleep(0.02)
     for _ in range(2):  # the second mint is served from the cache
-        ok = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                        service="openai", device=device)
+        ok = await mint(
+            broker,
+            j1,
+            CapOp.FETCH,
+            operator=operator.omni,
+            actor=agent,
+            service="openai",
+            device=device,
+        )
         assert ok.status_code == 200, ok.text
     assert broker.view.hits > 0
     await revoke_scope(chain, operator, agent)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                          service="openai", device=device)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=device,
+    )
     await _denied(response, broker, "service_not_in_scope")
 
 
@@ -351,15 +488,29 @@ async def test_scope_revocation_event_drops_the_cached_scope(
     j1 = await j1_for(broker, operator)
     await _wait_synced(broker, chain)
     for _ in range(2):
-        ok = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                        service="openai", device=device)
+        ok = await mint(
+            broker,
+            j1,
+            CapOp.FETCH,
+            operator=operator.omni,
+            actor=agent,
+            service="openai",
+            device=device,
+        )
         assert ok.status_code == 200, ok.text
     hits = broker.view.hits
     assert hits > 0
     await revoke_scope(chain, operator, agent)
     await _wait_synced(broker, chain)  # the cache is trusted again: only the event can help
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                          service="openai", device=device)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=device,
+    )
     await _denied(response, broker, "service_not_in_scope")
 
 
@@ -370,16 +521,37 @@ async def test_legacy_scope_is_used_only_without_a_chain_entry(
     device = await add_agent(chain, operator, "bot")
     await broker.service.store.set_legacy_scope(operator.omni, agent, ("openai",), False)
     j1 = await j1_for(broker, operator)
-    legacy = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                        service="openai", device=device)
+    legacy = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=device,
+    )
     assert legacy.status_code == 200, legacy.text
     assert legacy.json()["scope_source"] == "legacy"
     await set_scope(chain, operator, agent, ["github"])  # the chain now has an entry: it decides
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                          service="openai", device=device)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=device,
+    )
     await _denied(response, broker, "service_not_in_scope")
-    chain_ok = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                          service="github", device=device)
+    chain_ok = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="github",
+        device=device,
+    )
     assert chain_ok.json()["scope_source"] == "chain"
     sources = [r.scope_source for r in await broker.service.store.mint_records()]
     assert sources == ["chain", "legacy"]
@@ -389,8 +561,15 @@ async def test_no_scope_anywhere(broker: RunningBroker, chain: Chain, operator: 
     agent = agent_omni(operator.omni, "bot")
     device = await add_agent(chain, operator, "bot")
     j1 = await j1_for(broker, operator)
-    response = await mint(broker, j1, CapOp.FETCH, operator=operator.omni, actor=agent,
-                          service="openai", device=device)
+    response = await mint(
+        broker,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=agent,
+        service="openai",
+        device=device,
+    )
     await _denied(response, broker, "service_not_in_scope")
     assert broker.audit.events[-1].fields["scope_source"] == "none"
 
@@ -400,8 +579,15 @@ async def test_chain_unavailable_fails_closed(
 ) -> None:
     dead = await start_broker(chain=None, rpc_url=f"http://127.0.0.1:{pick_port()}")
     j1 = await j1_for(dead, operator)
-    response = await mint(dead, j1, CapOp.FETCH, operator=operator.omni, actor=operator.omni,
-                          service="openai", device=operator.master)
+    response = await mint(
+        dead,
+        j1,
+        CapOp.FETCH,
+        operator=operator.omni,
+        actor=operator.omni,
+        service="openai",
+        device=operator.master,
+    )
     await _denied(response, dead, "chain_unavailable", 503)
 
 

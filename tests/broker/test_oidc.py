@@ -108,15 +108,20 @@ async def _thread(function: Callable[[], Any]) -> Any:
 def _assume(store: SeaweedFS, role: str, token: str) -> Any:
     assert store.iam is not None
     sts = boto3.client(
-        "sts", endpoint_url=store.s3_endpoint, region_name=store.region,
-        aws_access_key_id="unused", aws_secret_access_key="unused",
+        "sts",
+        endpoint_url=store.s3_endpoint,
+        region_name=store.region,
+        aws_access_key_id="unused",
+        aws_secret_access_key="unused",
     )
     credentials = sts.assume_role_with_web_identity(
         RoleArn=store.iam.role(role).arn, RoleSessionName="broker-test", WebIdentityToken=token
     )["Credentials"]
     return s3_client(
-        store.s3_endpoint, access_key=credentials["AccessKeyId"],
-        secret_key=credentials["SecretAccessKey"], session_token=credentials["SessionToken"],
+        store.s3_endpoint,
+        access_key=credentials["AccessKeyId"],
+        secret_key=credentials["SecretAccessKey"],
+        session_token=credentials["SessionToken"],
     )
 
 

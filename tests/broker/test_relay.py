@@ -14,8 +14,13 @@ from tests.broker.test_cap_mint import add_agent
 
 
 async def _signed_request(
-    chain: Chain, operator: Operator, agent: str, services: list[str], *,
-    k10: Device | None = None, revoke: bool = False,
+    chain: Chain,
+    operator: Operator,
+    agent: str,
+    services: list[str],
+    *,
+    k10: Device | None = None,
+    revoke: bool = False,
 ) -> dict[str, Any]:
     raw_agent = bytes.fromhex(agent)
     if revoke:

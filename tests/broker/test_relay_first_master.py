@@ -59,13 +59,20 @@ async def _start_signer(
         ),
         keys=await KeyStore.open(state_dir, sealer),
         epochs=chain.client,
-        sts=StsExchanger(endpoint="http://127.0.0.1:9", role_arn="arn:aws:iam::role/none",
-                         region="us-east-1", duration_seconds=900),
+        sts=StsExchanger(
+            endpoint="http://127.0.0.1:9",
+            role_arn="arn:aws:iam::role/none",
+            region="us-east-1",
+            duration_seconds=900,
+        ),
         oidc=OidcSettings(issuer="http://127.0.0.1:9"),
         audit=MemoryAudit(),
         epoch_poll_interval=3600,
-        siwe=None if port is None else SiwePin(
-            domain=f"127.0.0.1:{port}", uri=f"http://127.0.0.1:{port}",
+        siwe=None
+        if port is None
+        else SiwePin(
+            domain=f"127.0.0.1:{port}",
+            uri=f"http://127.0.0.1:{port}",
             chain_id=chain.deployment.chain_id,
         ),
         registry=chain.client,
@@ -156,7 +163,9 @@ async def _registration(
     """What the new device signs (the same material as the sovereign path)."""
     entry = new_master(device, passkey)
     challenge = await chain.client.challenge_for(
-        ch.OP_REGISTER_FIRST_MASTER, "SidecarRegistry", actor_omni_for_wallet(wallet),
+        ch.OP_REGISTER_FIRST_MASTER,
+        "SidecarRegistry",
+        actor_omni_for_wallet(wallet),
         ch.first_master_params(wallet, entry),
     )
     der = await device.signer.sign_digest(k10_digest(challenge))
@@ -210,16 +219,22 @@ async def test_relay_first_master_refusals(
         # a wallet operator's J1 (own wallet, no email identity): K4 is not its wallet
         wallet = chain.accounts[5].address.lower()
         token, _ = await stack.service.sessions.issue(
-            stage=J1, subject=actor_omni_for_wallet(wallet), now=int(time.time()),
-            lifetime=600, extra={"wallet": wallet},
+            stage=J1,
+            subject=actor_omni_for_wallet(wallet),
+            now=int(time.time()),
+            lifetime=600,
+            extra={"wallet": wallet},
         )
         response = await stack.http.post(ROUTE, json=body, headers=bearer(token))
         assert response.status_code == 403
         assert response.json()["error"] == "relay_rejected"
         # ... even when it names this email identity (an own-wallet SIWE J1 does)
         token, _ = await stack.service.sessions.issue(
-            stage=J1, subject=actor_omni_for_wallet(wallet), now=int(time.time()),
-            lifetime=600, extra={"wallet": wallet, "identity_omni": op.identity},
+            stage=J1,
+            subject=actor_omni_for_wallet(wallet),
+            now=int(time.time()),
+            lifetime=600,
+            extra={"wallet": wallet, "identity_omni": op.identity},
         )
         response = await stack.http.post(ROUTE, json=body, headers=bearer(token))
         assert response.status_code == 403

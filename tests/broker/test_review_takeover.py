@@ -62,9 +62,7 @@ async def _enroll(
         body["approval"] = approver.get(
             pk.enrollment_approval_challenge(challenge, named)
         ).to_json()
-    return await stack.http.post(
-        "/v1/auth/passkey/register/verify", json=body, headers=bearer(j0)
-    )
+    return await stack.http.post("/v1/auth/passkey/register/verify", json=body, headers=bearer(j0))
 
 
 async def _siwe_k4(stack: Stack, j0: str, passkey: SoftAuthenticator) -> Any:

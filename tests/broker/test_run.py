@@ -46,13 +46,20 @@ async def _start_signer(
         ),
         keys=keys,
         epochs=chain.client,
-        sts=StsExchanger(endpoint="http://127.0.0.1:9", role_arn="arn:aws:iam::role/none",
-                         region="us-east-1", duration_seconds=900),
+        sts=StsExchanger(
+            endpoint="http://127.0.0.1:9",
+            role_arn="arn:aws:iam::role/none",
+            region="us-east-1",
+            duration_seconds=900,
+        ),
         oidc=OidcSettings(issuer="http://127.0.0.1:9"),
         audit=MemoryAudit(),
         epoch_poll_interval=3600,
-        siwe=None if port is None else SiwePin(
-            domain=f"127.0.0.1:{port}", uri=f"http://127.0.0.1:{port}",
+        siwe=None
+        if port is None
+        else SiwePin(
+            domain=f"127.0.0.1:{port}",
+            uri=f"http://127.0.0.1:{port}",
             chain_id=chain.deployment.chain_id,
         ),
     )
@@ -72,7 +79,7 @@ def _write_config(
 port = {port}
 
 [state]
-dir = "{tmp_path / 'broker-state'}"
+dir = "{tmp_path / "broker-state"}"
 
 [site]
 public_url = "http://127.0.0.1:{port}"
@@ -91,8 +98,8 @@ poll_interval = 0.05
 [signer]
 url = "{signer_url}"
 ca = "{pki.ca}"
-cert = "{pki.cert('broker')}"
-key = "{pki.key('broker')}"
+cert = "{pki.cert("broker")}"
+key = "{pki.key("broker")}"
 """
     )
     path.chmod(0o600)
@@ -107,13 +114,15 @@ async def test_run_broker_from_config_with_the_signer(
     signer_url = await _start_signer(nursery, pki, chain, tmp_path, port)
     config = load_config(
         BrokerConfig,
-        path=_write_config(tmp_path, port=port, chain=chain, smtp=smtp, pki=pki,
-                           signer_url=signer_url),
+        path=_write_config(
+            tmp_path, port=port, chain=chain, smtp=smtp, pki=pki, signer_url=signer_url
+        ),
         environ={},
     )
     service: BrokerService = await nursery.start(run_broker, config)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False,
-                                 timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=30
+    ) as http:
         # the published OIDC keys: the broker's K2 and the signer's token key
         jwks = JsonWebKeySet.from_json((await http.get("/.well-known/jwks.json")).content)
         assert service.keys.oidc.active_kid in jwks.by_kid
@@ -141,14 +150,18 @@ async def test_run_broker_from_config_with_the_signer(
 
         # the chain is wired: the registered operator's master mints for its own vault
         token, _session = await service.sessions.issue(
-            stage=J1, subject=operator.omni, now=int(time.time()), lifetime=600,
+            stage=J1,
+            subject=operator.omni,
+            now=int(time.time()),
+            lifetime=600,
             extra={"wallet": operator.wallet.address.lower()},
         )
         body = {
-            "operator_omni": operator.omni, "actor_omni": operator.omni, "service": "openai",
+            "operator_omni": operator.omni,
+            "actor_omni": operator.omni,
+            "service": "openai",
             "device_key_hash": operator.master.hash,
-            "pop": proof_for(CapOp.FETCH, operator.omni, operator.omni, "openai",
-                             operator.master),
+            "pop": proof_for(CapOp.FETCH, operator.omni, operator.omni, "openai", operator.master),
         }
         minted = await http.post("/v1/cap/cred-fetch", json=body, headers=bearer(token))
         assert minted.status_code == 200, minted.text

@@ -170,9 +170,7 @@ async def test_enrollment_challenge_commits_to_the_k10_key(
     assert _error(retry) == "challenge_unknown"
 
 
-async def _enrolled(
-    broker: RunningBroker, smtp: SmtpSink
-) -> tuple[str, SoftAuthenticator]:
+async def _enrolled(broker: RunningBroker, smtp: SmtpSink) -> tuple[str, SoftAuthenticator]:
     j0 = await email_stage(broker, smtp, EMAIL)
     passkey = _passkey()
     await enroll(broker, j0, Device.generate(), passkey)
@@ -230,8 +228,9 @@ async def test_siwe_nonce_is_single_use(broker: RunningBroker, smtp: SmtpSink) -
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        pytest.param({"origin": "https://evil.example"}, "passkey_assertion_rejected",
-                     id="wrong-origin"),
+        pytest.param(
+            {"origin": "https://evil.example"}, "passkey_assertion_rejected", id="wrong-origin"
+        ),
         pytest.param({"flags": FLAG_UP}, "passkey_assertion_rejected", id="no-user-verification"),
         pytest.param({"rp_id": "evil.example"}, "passkey_assertion_rejected", id="wrong-rp-id"),
     ],
@@ -327,9 +326,7 @@ async def test_tampered_and_expired_sessions_are_refused(
     assert _error(response) == "session_expired"
 
 
-async def test_pending_links_per_address_are_bounded(
-    broker: RunningBroker, smtp: SmtpSink
-) -> None:
+async def test_pending_links_per_address_are_bounded(broker: RunningBroker, smtp: SmtpSink) -> None:
     for _ in range(5):
         await request_link(broker, smtp, EMAIL)
     response = await broker.http.post("/v1/auth/email/start", json={"email": EMAIL.upper()})
@@ -341,8 +338,16 @@ async def test_pending_links_per_address_are_bounded(
 
 
 @pytest.mark.parametrize(
-    "email", ["a,b@example.org", "Name <a@example.org>", "a@b@example.org", "a@", "@example.org",
-              "a b@example.org", "a@example.org\nBcc: c@example.org"],
+    "email",
+    [
+        "a,b@example.org",
+        "Name <a@example.org>",
+        "a@b@example.org",
+        "a@",
+        "@example.org",
+        "a b@example.org",
+        "a@example.org\nBcc: c@example.org",
+    ],
 )
 async def test_only_plain_addresses_get_links(
     broker: RunningBroker, smtp: SmtpSink, email: str

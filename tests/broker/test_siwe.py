@@ -64,7 +64,9 @@ def test_example_parses_and_round_trips() -> None:
     assert message.domain == "service.invalid"
     assert message.scheme is None
     assert message.address == "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2"
-    assert message.statement == "I accept the ServiceOrg Terms of Service: https://service.invalid/tos"
+    assert (
+        message.statement == "I accept the ServiceOrg Terms of Service: https://service.invalid/tos"
+    )
     assert message.chain_id == 1
     assert message.nonce == "32891756"
     assert message.resources is not None
@@ -98,8 +100,11 @@ def test_all_optional_fields_round_trip() -> None:
 
 
 def test_absent_and_empty_statements_differ() -> None:
-    absent = parse_siwe(EXAMPLE.replace("I accept the ServiceOrg Terms of Service: "
-                                        "https://service.invalid/tos\n\n", "\n"))
+    absent = parse_siwe(
+        EXAMPLE.replace(
+            "I accept the ServiceOrg Terms of Service: https://service.invalid/tos\n\n", "\n"
+        )
+    )
     assert absent.statement is None
     empty = SiweMessage(**{**_fields(absent), "statement": ""})
     assert empty.to_text() != absent.to_text()
@@ -119,66 +124,130 @@ def _replace(old: str, new: str) -> str:
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        pytest.param(_replace("0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2",
-                              "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"),
-                     SiweInvalidAddress, id="address-not-checksummed"),
-        pytest.param(_replace("0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2",
-                              "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756CC2"),
-                     SiweInvalidAddress, id="address-bad-checksum"),
-        pytest.param(_replace("0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", "0xC02aaA39"),
-                     SiweInvalidAddress, id="address-short"),
+        pytest.param(
+            _replace(
+                "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2",
+                "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2",
+            ),
+            SiweInvalidAddress,
+            id="address-not-checksummed",
+        ),
+        pytest.param(
+            _replace(
+                "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2",
+                "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756CC2",
+            ),
+            SiweInvalidAddress,
+            id="address-bad-checksum",
+        ),
+        pytest.param(
+            _replace("0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", "0xC02aaA39"),
+            SiweInvalidAddress,
+            id="address-short",
+        ),
         pytest.param(_replace("Version: 1", "Version: 2"), SiweInvalidVersion, id="version"),
-        pytest.param(_replace("Chain ID: 1", "Chain ID: 01"), SiweInvalidChainId,
-                     id="chain-id-leading-zero"),
+        pytest.param(
+            _replace("Chain ID: 1", "Chain ID: 01"), SiweInvalidChainId, id="chain-id-leading-zero"
+        ),
         pytest.param(_replace("Chain ID: 1", "Chain ID: x"), SiweInvalidChainId, id="chain-id"),
-        pytest.param(_replace("Nonce: 32891756", "Nonce: 3289175"), SiweInvalidNonce,
-                     id="nonce-short"),
-        pytest.param(_replace("Nonce: 32891756", "Nonce: 32891756!"), SiweInvalidNonce,
-                     id="nonce-char"),
-        pytest.param(_replace("2021-09-30T16:25:24Z", "2021-09-30 16:25:24Z"),
-                     SiweInvalidTimestamp, id="timestamp-space"),
-        pytest.param(_replace("2021-09-30T16:25:24Z", "2021-02-30T16:25:24Z"),
-                     SiweInvalidTimestamp, id="timestamp-day"),
-        pytest.param(_replace("2021-09-30T16:25:24Z", "2021-09-30T16:25:24"),
-                     SiweInvalidTimestamp, id="timestamp-no-offset"),
-        pytest.param(_replace("2021-09-30T16:25:24Z", "2021-09-30T16:25:24+24:00"),
-                     SiweInvalidTimestamp, id="timestamp-offset"),
-        pytest.param(_replace("URI: https://service.invalid/login", "URI: /login"),
-                     SiweInvalidUri, id="uri-relative"),
-        pytest.param(_replace("URI: https://service.invalid/login", "URI: https://a b/"),
-                     SiweInvalidUri, id="uri-space"),
-        pytest.param(_replace("Terms of Service:", "Terms of \"Service\":"),
-                     SiweInvalidStatement, id="statement-quote"),
-        pytest.param(_replace("Terms of Service:", "Terms of 100%:"),
-                     SiweInvalidStatement, id="statement-percent"),
-        pytest.param(_replace("service.invalid wants", "service invalid wants"),
-                     SiweInvalidDomain, id="domain-space"),
-        pytest.param(_replace("service.invalid wants", "1http://service.invalid wants"),
-                     SiweInvalidDomain, id="scheme"),
-        pytest.param(_replace("- https://example.com/my-web2-claim.json", "- not a uri"),
-                     SiweInvalidResource, id="resource"),
-        pytest.param(_replace("Issued At: 2021-09-30T16:25:24Z",
-                              "Issued At: 2021-09-30T16:25:24Z\nRequest ID: a b"),
-                     SiweInvalidRequestId, id="request-id"),
+        pytest.param(
+            _replace("Nonce: 32891756", "Nonce: 3289175"), SiweInvalidNonce, id="nonce-short"
+        ),
+        pytest.param(
+            _replace("Nonce: 32891756", "Nonce: 32891756!"), SiweInvalidNonce, id="nonce-char"
+        ),
+        pytest.param(
+            _replace("2021-09-30T16:25:24Z", "2021-09-30 16:25:24Z"),
+            SiweInvalidTimestamp,
+            id="timestamp-space",
+        ),
+        pytest.param(
+            _replace("2021-09-30T16:25:24Z", "2021-02-30T16:25:24Z"),
+            SiweInvalidTimestamp,
+            id="timestamp-day",
+        ),
+        pytest.param(
+            _replace("2021-09-30T16:25:24Z", "2021-09-30T16:25:24"),
+            SiweInvalidTimestamp,
+            id="timestamp-no-offset",
+        ),
+        pytest.param(
+            _replace("2021-09-30T16:25:24Z", "2021-09-30T16:25:24+24:00"),
+            SiweInvalidTimestamp,
+            id="timestamp-offset",
+        ),
+        pytest.param(
+            _replace("URI: https://service.invalid/login", "URI: /login"),
+            SiweInvalidUri,
+            id="uri-relative",
+        ),
+        pytest.param(
+            _replace("URI: https://service.invalid/login", "URI: https://a b/"),
+            SiweInvalidUri,
+            id="uri-space",
+        ),
+        pytest.param(
+            _replace("Terms of Service:", 'Terms of "Service":'),
+            SiweInvalidStatement,
+            id="statement-quote",
+        ),
+        pytest.param(
+            _replace("Terms of Service:", "Terms of 100%:"),
+            SiweInvalidStatement,
+            id="statement-percent",
+        ),
+        pytest.param(
+            _replace("service.invalid wants", "service invalid wants"),
+            SiweInvalidDomain,
+            id="domain-space",
+        ),
+        pytest.param(
+            _replace("service.invalid wants", "1http://service.invalid wants"),
+            SiweInvalidDomain,
+            id="scheme",
+        ),
+        pytest.param(
+            _replace("- https://example.com/my-web2-claim.json", "- not a uri"),
+            SiweInvalidResource,
+            id="resource",
+        ),
+        pytest.param(
+            _replace(
+                "Issued At: 2021-09-30T16:25:24Z",
+                "Issued At: 2021-09-30T16:25:24Z\nRequest ID: a b",
+            ),
+            SiweInvalidRequestId,
+            id="request-id",
+        ),
         pytest.param(EXAMPLE + "\n", SiweMalformed, id="trailing-lf"),
         pytest.param(EXAMPLE.replace("\n", "\r\n"), SiweMalformed, id="crlf"),
-        pytest.param(_replace("Chain ID: 1\nNonce: 32891756", "Nonce: 32891756\nChain ID: 1"),
-                     SiweMalformed, id="reordered"),
-        pytest.param(_replace("Version: 1\n", "Version: 1\nVersion: 1\n"), SiweMalformed,
-                     id="duplicated"),
-        pytest.param(_replace("Resources:", "Extra: x\nResources:"), SiweMalformed,
-                     id="unknown-line"),
+        pytest.param(
+            _replace("Chain ID: 1\nNonce: 32891756", "Nonce: 32891756\nChain ID: 1"),
+            SiweMalformed,
+            id="reordered",
+        ),
+        pytest.param(
+            _replace("Version: 1\n", "Version: 1\nVersion: 1\n"), SiweMalformed, id="duplicated"
+        ),
+        pytest.param(
+            _replace("Resources:", "Extra: x\nResources:"), SiweMalformed, id="unknown-line"
+        ),
         pytest.param(_replace("- ipfs", "-ipfs"), SiweMalformed, id="resource-prefix"),
-        pytest.param(_replace(" wants you to sign in", " wants to sign in"), SiweMalformed,
-                     id="header"),
+        pytest.param(
+            _replace(" wants you to sign in", " wants to sign in"), SiweMalformed, id="header"
+        ),
         pytest.param(_replace("\n\nURI:", "\nURI:"), SiweMalformed, id="missing-blank"),
         pytest.param("", SiweMalformed, id="empty"),
         pytest.param(_replace("Terms", "Térms"), SiweMalformed, id="non-ascii"),
         pytest.param(
-            _replace("Issued At: 2021-09-30T16:25:24Z",
-                     "Issued At: 2021-09-30T16:25:24Z\nNot Before: 2021-09-30T16:25:24Z\n"
-                     "Expiration Time: 2021-09-30T16:25:24Z"),
-            SiweMalformed, id="optional-fields-reordered"),
+            _replace(
+                "Issued At: 2021-09-30T16:25:24Z",
+                "Issued At: 2021-09-30T16:25:24Z\nNot Before: 2021-09-30T16:25:24Z\n"
+                "Expiration Time: 2021-09-30T16:25:24Z",
+            ),
+            SiweMalformed,
+            id="optional-fields-reordered",
+        ),
     ],
 )
 def test_mutations_raise_their_leaf(text: str, error: type[FormatError]) -> None:
@@ -217,8 +286,10 @@ _NOW = datetime.datetime(2021, 9, 30, 16, 26, tzinfo=datetime.UTC).timestamp()
 
 def _verify(text: str, signature: str, **changes: Any) -> Any:
     expectations: dict[str, Any] = {
-        "expected_domain": "service.invalid", "expected_nonce": "32891756",
-        "expected_chain_id": 1, "now": _NOW,
+        "expected_domain": "service.invalid",
+        "expected_nonce": "32891756",
+        "expected_chain_id": 1,
+        "now": _NOW,
     }
     expectations.update(changes)
     return verify_siwe(text, signature, **expectations)
@@ -248,14 +319,18 @@ def test_verify_faults(changes: dict[str, Any], error: type[Exception]) -> None:
 
 def test_verify_expiration_and_not_before() -> None:
     text, signature = _signed(
-        _replace("Issued At: 2021-09-30T16:25:24Z",
-                 "Issued At: 2021-09-30T16:25:24Z\nExpiration Time: 2021-09-30T16:25:30Z")
+        _replace(
+            "Issued At: 2021-09-30T16:25:24Z",
+            "Issued At: 2021-09-30T16:25:24Z\nExpiration Time: 2021-09-30T16:25:30Z",
+        )
     )
     with pytest.raises(SiweExpired):
         _verify(text, signature)
     text, signature = _signed(
-        _replace("Issued At: 2021-09-30T16:25:24Z",
-                 "Issued At: 2021-09-30T16:25:24Z\nNot Before: 2021-09-30T16:30:00Z")
+        _replace(
+            "Issued At: 2021-09-30T16:25:24Z",
+            "Issued At: 2021-09-30T16:25:24Z\nNot Before: 2021-09-30T16:30:00Z",
+        )
     )
     with pytest.raises(SiweNotYetValid):
         _verify(text, signature)

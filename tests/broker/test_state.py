@@ -45,8 +45,11 @@ async def test_email_link_single_use_and_expiry(state_store: StateStore) -> None
     token, handle = new_secret(), new_secret()
     assert len(token) >= 43  # 256 bits
     await store.add_email_request(
-        token_hash=hash_secret(token), request_hash=hash_secret(handle),
-        email="a@b.c", identity_omni="00" * 32, expires_at=100,
+        token_hash=hash_secret(token),
+        request_hash=hash_secret(handle),
+        email="a@b.c",
+        identity_omni="00" * 32,
+        expires_at=100,
     )
     assert await store.follow_email_link(hash_secret(token), now=101) is not None
     request = await store.get_email_request(hash_secret(handle))
@@ -60,30 +63,41 @@ async def test_stored_secrets_are_hashed(tmp_path: Path) -> None:
     store = await _store(tmp_path)
     token, handle = new_secret(), new_secret()
     await store.add_email_request(
-        token_hash=hash_secret(token), request_hash=hash_secret(handle),
-        email="a@b.c", identity_omni="00" * 32, expires_at=10**10,
+        token_hash=hash_secret(token),
+        request_hash=hash_secret(handle),
+        email="a@b.c",
+        identity_omni="00" * 32,
+        expires_at=10**10,
     )
     await store.aclose()
-    data = store.path.read_bytes() + store.path.with_name("broker.sqlite3-wal").read_bytes() \
-        if store.path.with_name("broker.sqlite3-wal").exists() else store.path.read_bytes()
+    data = (
+        store.path.read_bytes() + store.path.with_name("broker.sqlite3-wal").read_bytes()
+        if store.path.with_name("broker.sqlite3-wal").exists()
+        else store.path.read_bytes()
+    )
     assert token.encode() not in data
     assert handle.encode() not in data
 
 
 async def test_challenges_are_single_use_per_session(state_store: StateStore) -> None:
     store = state_store
-    await store.add_challenge(challenge_id="c", purpose="p", session_jti="s",
-                              payload={"k": "v"}, expires_at=100)
-    assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="other",
-                                      now=1) is None
-    assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="s",
-                                      now=1) == {"k": "v"}
-    assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="s",
-                                      now=1) is None
-    await store.add_challenge(challenge_id="d", purpose="p", session_jti="s",
-                              payload={}, expires_at=100)
-    assert await store.take_challenge(challenge_id="d", purpose="p", session_jti="s",
-                                      now=101) is None
+    await store.add_challenge(
+        challenge_id="c", purpose="p", session_jti="s", payload={"k": "v"}, expires_at=100
+    )
+    assert (
+        await store.take_challenge(challenge_id="c", purpose="p", session_jti="other", now=1)
+        is None
+    )
+    assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="s", now=1) == {
+        "k": "v"
+    }
+    assert await store.take_challenge(challenge_id="c", purpose="p", session_jti="s", now=1) is None
+    await store.add_challenge(
+        challenge_id="d", purpose="p", session_jti="s", payload={}, expires_at=100
+    )
+    assert (
+        await store.take_challenge(challenge_id="d", purpose="p", session_jti="s", now=101) is None
+    )
 
 
 async def test_nonces_sessions_sign_counts(state_store: StateStore) -> None:
@@ -96,9 +110,7 @@ async def test_nonces_sessions_sign_counts(state_store: StateStore) -> None:
     record = await store.get_session("j")
     assert record is not None
     assert record.revoked
-    await store.add_credential(
-        PasskeyCredential("i", b"id", b"cose", 3, b"\x00" * 64, "rp", 1)
-    )
+    await store.add_credential(PasskeyCredential("i", b"id", b"cose", 3, b"\x00" * 64, "rp", 1))
     assert not await store.update_sign_count(b"id", old=2, new=4)
     assert await store.update_sign_count(b"id", old=3, new=4)
     assert (await store.credentials_of("i"))[0].sign_count == 4
@@ -155,16 +167,46 @@ async def test_smtp_sink_receives_and_mailer_fails_closed(tmp_path: Path) -> Non
 def test_exported_names() -> None:
     assert sorted(agentkeys.broker.__all__) == sorted(
         [
-            "J0", "J1", "SESSION_REQUIREMENTS", "BrokerConfig", "BrokerKeys", "BrokerService",
-            "CachedChainView", "CapSettings", "ChainReader", "ChainSettings", "EmailRequest",
-            "EmailSettings", "K4Signer", "KeyRing", "LegacyScope", "Mailer", "MintDecision",
-            "MintRecord", "OidcSettings", "PasskeyCredential", "PostgresStateStore", "Relay",
+            "J0",
+            "J1",
+            "SESSION_REQUIREMENTS",
+            "BrokerConfig",
+            "BrokerKeys",
+            "BrokerService",
+            "CachedChainView",
+            "CapSettings",
+            "ChainReader",
+            "ChainSettings",
+            "EmailRequest",
+            "EmailSettings",
+            "K4Signer",
+            "KeyRing",
+            "LegacyScope",
+            "Mailer",
+            "MintDecision",
+            "MintRecord",
+            "OidcSettings",
+            "PasskeyCredential",
+            "PostgresStateStore",
+            "Relay",
             "RelaySettings",
-            "ScopeSource", "Session", "SessionIssuer", "SessionRecord", "SignerK4Client",
-            "SignerLink", "SigningKeyRecord", "SiteSettings", "SmtpMailer", "SqliteStateStore",
+            "ScopeSource",
+            "Session",
+            "SessionIssuer",
+            "SessionRecord",
+            "SignerK4Client",
+            "SignerLink",
+            "SigningKeyRecord",
+            "SiteSettings",
+            "SmtpMailer",
+            "SqliteStateStore",
             "StateSettings",
-            "StateStore", "check_binding", "decide_scope", "discovery_document",
-            "mint_oidc_token", "run_broker",
+            "StateStore",
+            "check_binding",
+            "decide_scope",
+            "discovery_document",
+            "mint_oidc_token",
+            "run_broker",
         ]
     )
     for name in agentkeys.broker.__all__:

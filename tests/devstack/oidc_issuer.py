@@ -150,8 +150,11 @@ async def run_test_issuer(key: SigningKey | None = None) -> AsyncIterator[TestIs
         url = binds[0]
         issuer = TestIssuer(url=url, key=key)
         documents["/.well-known/openid-configuration"] = json.dumps(
-            {"issuer": url, "jwks_uri": issuer.jwks_uri, "id_token_signing_alg_values_supported":
-             ["ES256"]}
+            {
+                "issuer": url,
+                "jwks_uri": issuer.jwks_uri,
+                "id_token_signing_alg_values_supported": ["ES256"],
+            }
         ).encode()
         documents["/jwks.json"] = json.dumps({"keys": [key.jwk()]}).encode()
         try:

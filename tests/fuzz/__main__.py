@@ -44,18 +44,30 @@ def run(name: str, *, seconds: int, corpus_root: Path, max_len: int) -> int:
     artifacts = REGRESSIONS / name
     artifacts.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "tests.fuzz._atheris", name,
-        f"-max_total_time={seconds}", f"-max_len={max_len}", "-print_final_stats=1",
-        f"-artifact_prefix={artifacts}/", "-timeout=10", "-rss_limit_mb=2048", str(corpus),
+        sys.executable,
+        "-m",
+        "tests.fuzz._atheris",
+        name,
+        f"-max_total_time={seconds}",
+        f"-max_len={max_len}",
+        "-print_final_stats=1",
+        f"-artifact_prefix={artifacts}/",
+        "-timeout=10",
+        "-rss_limit_mb=2048",
+        str(corpus),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTKEYS_")}
     with tempfile.TemporaryFile() as log:
-        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                check=False).returncode
+        status = subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False
+        ).returncode
         log.seek(0)
         tail = log.read().decode("utf-8", "replace").splitlines()[-12:]
-    stats = [line for line in tail if line.startswith(("stat::number_of_executed_units",
-                                                       "stat::new_units_added"))]
+    stats = [
+        line
+        for line in tail
+        if line.startswith(("stat::number_of_executed_units", "stat::new_units_added"))
+    ]
     print(f"{name:24} status {status}  {'  '.join(s.split(':')[-1].strip() for s in stats)}")
     if status != 0:
         print("\n".join(tail))
@@ -70,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=60, help="per target (default 60)")
     parser.add_argument("--max-len", type=int, default=8192, help="largest input in bytes")
     parser.add_argument(
-        "--corpus", type=Path,
+        "--corpus",
+        type=Path,
         default=Path(tempfile.gettempdir()) / "agentkeys-fuzz-corpus",
         help="corpus directory kept between runs",
     )
@@ -80,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown targets: {unknown}")
     crashed = [
-        name for name in names
+        name
+        for name in names
         if run(name, seconds=args.seconds, corpus_root=args.corpus, max_len=args.max_len) != 0
     ]
     if crashed:

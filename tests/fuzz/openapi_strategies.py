@@ -19,16 +19,44 @@ from typing import Any
 from hypothesis import strategies as st
 
 HOSTILE_STRINGS = [
-    "*", "?", "${aws:username}", "${jwt:sub}", "${aws:PrincipalTag/agentkeys_actor_omni}",
-    "a/../../b", "/", "{", "}", "%2a", "\u212a", "0x" + "AB" * 32, "ab" * 32, "ab" * 33,
-    "0x" + "11" * 20, "openai", "OpenAI", "a@b.c", "agent-1", "", " ", "\x00", "x" * 5000,
-    "é", "\ud800", "null", "true", "1e999", "-1",
+    "*",
+    "?",
+    "${aws:username}",
+    "${jwt:sub}",
+    "${aws:PrincipalTag/agentkeys_actor_omni}",
+    "a/../../b",
+    "/",
+    "{",
+    "}",
+    "%2a",
+    "\u212a",
+    "0x" + "AB" * 32,
+    "ab" * 32,
+    "ab" * 33,
+    "0x" + "11" * 20,
+    "openai",
+    "OpenAI",
+    "a@b.c",
+    "agent-1",
+    "",
+    " ",
+    "\x00",
+    "x" * 5000,
+    "é",
+    "\ud800",
+    "null",
+    "true",
+    "1e999",
+    "-1",
 ]
 
 _text = st.one_of(st.sampled_from(HOSTILE_STRINGS), st.text(max_size=40))
 _json_scalar = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=False, allow_infinity=False), _text,
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _text,
 )
 _any_json = st.recursive(
     _json_scalar,
@@ -138,9 +166,7 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 @st.composite
-def requests(
-    draw: st.DrawFn, doc: dict[str, Any], bearer: list[str], known: list[str]
-) -> Request:
+def requests(draw: st.DrawFn, doc: dict[str, Any], bearer: list[str], known: list[str]) -> Request:
     """A request for some operation of ``doc``; ``bearer`` are tokens worth trying and
     ``known`` strings that mean something to this service (real identifiers, proofs)."""
     text = st.one_of(st.sampled_from(known), _text) if known else _text
@@ -149,11 +175,22 @@ def requests(
     method, path, operation = draw(st.sampled_from(ops))
     if draw(st.integers(0, 19)) == 0:  # a route or method that does not exist
         method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]))
-        path = draw(st.sampled_from([path, path + "/", path + "x", "/v1/credential/fetch",
-                                     "/../etc/passwd", "/v1/cap/%2e%2e/jwks.json"]))
+        path = draw(
+            st.sampled_from(
+                [
+                    path,
+                    path + "/",
+                    path + "x",
+                    "/v1/credential/fetch",
+                    "/../etc/passwd",
+                    "/v1/cap/%2e%2e/jwks.json",
+                ]
+            )
+        )
     for parameter in operation.get("parameters", []):
-        path = path.replace("{" + parameter["name"] + "}", draw(st.sampled_from(
-            ["x", "*", "%24%7B", "a" * 300])))
+        path = path.replace(
+            "{" + parameter["name"] + "}", draw(st.sampled_from(["x", "*", "%24%7B", "a" * 300]))
+        )
     headers: dict[str, str] = {}
     token = draw(st.sampled_from([None, "garbage", "a.b.c", *bearer]))
     if token is not None:
@@ -161,19 +198,40 @@ def requests(
     content: bytes | None = None
     if method in ("POST", "PUT"):
         body_schema = (
-            operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            operation.get("requestBody", {})
+            .get("content", {})
+            .get("application/json", {})
             .get("schema", {"type": "object"})
         )
         value = draw(from_schema(body_schema, components, text=text))
         if draw(st.integers(0, 2)) == 0:
             value = draw(broken(value if isinstance(value, dict) else {}))
         content = json.dumps(value).encode("utf-8", "surrogatepass")
-        headers["content-type"] = draw(st.sampled_from(
-            ["application/json"] * 8 + ["text/plain", "application/json; charset=latin-1",
-                                        "multipart/form-data; boundary=x"]))
+        headers["content-type"] = draw(
+            st.sampled_from(
+                ["application/json"] * 8
+                + [
+                    "text/plain",
+                    "application/json; charset=latin-1",
+                    "multipart/form-data; boundary=x",
+                ]
+            )
+        )
         if draw(st.integers(0, 9)) == 0:
-            content = draw(st.sampled_from([b"", b"{", b"[" * 40, b'{"a":1,"a":2}', b"NaN",
-                                            b'{"x": NaN}', b"\xff\xfe", b"{}" * 10]))
+            content = draw(
+                st.sampled_from(
+                    [
+                        b"",
+                        b"{",
+                        b"[" * 40,
+                        b'{"a":1,"a":2}',
+                        b"NaN",
+                        b'{"x": NaN}',
+                        b"\xff\xfe",
+                        b"{}" * 10,
+                    ]
+                )
+            )
     if draw(st.integers(0, 9)) == 0:
         path += "?" + draw(st.sampled_from(["token=x", "token=" + "a" * 200, "a=%ff", "&&="]))
     return Request(method=method, path=path, headers=headers, content=content)

@@ -37,16 +37,14 @@ pct_encoded = st.tuples(st.sampled_from(HEXDIG), st.sampled_from(HEXDIG)).map(
 )
 
 
-def _star(atom: st.SearchStrategy[str], min_size: int = 0, max_size: int = 8) -> (
-    st.SearchStrategy[str]
-):
+def _star(
+    atom: st.SearchStrategy[str], min_size: int = 0, max_size: int = 8
+) -> st.SearchStrategy[str]:
     return st.lists(atom, min_size=min_size, max_size=max_size).map("".join)
 
 
 pchar = st.one_of(st.sampled_from(UNRESERVED + SUB_DELIMS + ":@"), pct_encoded)
-scheme = st.tuples(st.sampled_from(ALPHA), _chars(ALPHA + DIGIT + "+-.", max_size=8)).map(
-    "".join
-)
+scheme = st.tuples(st.sampled_from(ALPHA), _chars(ALPHA + DIGIT + "+-.", max_size=8)).map("".join)
 userinfo = _star(st.one_of(st.sampled_from(UNRESERVED + SUB_DELIMS + ":"), pct_encoded))
 dec_octet = st.integers(0, 255).map(str)
 ipv4 = st.lists(dec_octet, min_size=4, max_size=4).map(".".join)
@@ -67,6 +65,7 @@ def ipv6(draw: st.DrawFn) -> str:
     head = ""
     if draw(st.booleans()):
         head = "".join(draw(h16) + ":" for _ in range(draw(st.integers(0, k)))) + draw(h16)
+
     def groups(n: int) -> str:
         return "".join(draw(h16) + ":" for _ in range(n))
 
@@ -151,9 +150,14 @@ def date_time(draw: st.DrawFn) -> str:
     text += f"{hour:02d}:{minute:02d}:{second:02d}"
     if draw(st.booleans()):
         text += "." + draw(_chars(DIGIT, 1, 9))
-    offset = draw(st.one_of(st.sampled_from(["Z", "z"]), st.tuples(
-        st.sampled_from("+-"), st.integers(0, 23), st.integers(0, 59)
-    ).map(lambda o: f"{o[0]}{o[1]:02d}:{o[2]:02d}")))
+    offset = draw(
+        st.one_of(
+            st.sampled_from(["Z", "z"]),
+            st.tuples(st.sampled_from("+-"), st.integers(0, 23), st.integers(0, 59)).map(
+                lambda o: f"{o[0]}{o[1]:02d}:{o[2]:02d}"
+            ),
+        )
+    )
     return text + offset
 
 

@@ -202,8 +202,14 @@ def _envelope_seeds() -> list[bytes]:
 def signed_cap(**changes: Any) -> SignedCap:
     """A valid cap signed by the fixed K1 (fields overridable)."""
     fields: dict[str, Any] = {
-        "op": CapOp.FETCH, "operator_omni": OPERATOR, "actor_omni": ACTOR, "service": SERVICE,
-        "device_key_hash": K10_HASH, "k3_epoch": 1, "aud": AUD, "now": NOW,
+        "op": CapOp.FETCH,
+        "operator_omni": OPERATOR,
+        "actor_omni": ACTOR,
+        "service": SERVICE,
+        "device_key_hash": K10_HASH,
+        "k3_epoch": 1,
+        "aud": AUD,
+        "now": NOW,
     }
     fields.update(changes)
     return sign_cap(new_cap_payload(**fields), K1, K1_KID)
@@ -234,7 +240,10 @@ def envelope_free_canonical(payload: CapPayload) -> bytes:
 
 def _cap_verify(data: bytes) -> object:
     return verify_cap(
-        text(data), keys={K1_KID: K1.public_key()}, expected_aud=AUD, now=NOW + 1,
+        text(data),
+        keys={K1_KID: K1.public_key()},
+        expected_aud=AUD,
+        now=NOW + 1,
         expected_op=CapOp.FETCH,
     )
 
@@ -278,8 +287,12 @@ def _pop_claims(data: bytes) -> object:
         fields: dict[str, Any] = {k: _bytes_field(k, v) for k, v in obj.items()}
         worker = WorkerPopClaims(**fields)
         return verify_worker_pop(
-            worker, signature, public_key=K10.public_key(), expected_device_key_hash=K10_HASH,
-            now=NOW, nonces=registry,
+            worker,
+            signature,
+            public_key=K10.public_key(),
+            expected_device_key_hash=K10_HASH,
+            now=NOW,
+            nonces=registry,
         )
     claims: dict[str, Any] = {k: _bytes_field(k, v) for k, v in obj.items()}
     mint = MintPopClaims(**claims)
@@ -297,13 +310,22 @@ def _pop_claims_run(data: bytes) -> object:
 
 def _pop_seeds() -> list[bytes]:
     claims = new_mint_pop_claims(
-        op=CapOp.FETCH, operator_omni=OPERATOR, actor_omni=ACTOR, service=SERVICE,
-        device_key_hash=K10_HASH, now=NOW,
+        op=CapOp.FETCH,
+        operator_omni=OPERATOR,
+        actor_omni=ACTOR,
+        service=SERVICE,
+        device_key_hash=K10_HASH,
+        now=NOW,
     )
     signature = sign_pop(claims, K10)
     mint = {
-        "op": "fetch", "operator_omni": OPERATOR, "actor_omni": ACTOR, "service": SERVICE,
-        "device_key_hash": K10_HASH, "nonce": claims.nonce.hex(), "timestamp": NOW,
+        "op": "fetch",
+        "operator_omni": OPERATOR,
+        "actor_omni": ACTOR,
+        "service": SERVICE,
+        "device_key_hash": K10_HASH,
+        "nonce": claims.nonce.hex(),
+        "timestamp": NOW,
         "signature": signature,
     }
     header = PopProof(NOW, claims.nonce, signature).to_header_value()
@@ -379,8 +401,12 @@ def _siwe(data: bytes) -> object:
 def _siwe_verify(data: bytes) -> object:
     body, _, signature = text(data).partition("\x00")
     return verify_siwe(
-        body, signature or "0x" + "00" * 65, expected_domain="service.invalid",
-        expected_nonce="32891756", expected_chain_id=1, now=1633019200,
+        body,
+        signature or "0x" + "00" * 65,
+        expected_domain="service.invalid",
+        expected_nonce="32891756",
+        expected_chain_id=1,
+        now=1633019200,
     )
 
 
@@ -430,8 +456,12 @@ def _registration(data: bytes) -> object:
     k10_signature = b64url_encode(k10_sign(K10, CHALLENGE))
     point = omni.p256_point_bytes(K10.public_key())
     return passkey.verify_enrollment(
-        credential, challenge=CHALLENGE, k10_point=point, k10_signature=k10_signature,
-        rp_id=RP_ID, origin=ORIGIN,
+        credential,
+        challenge=CHALLENGE,
+        k10_point=point,
+        k10_signature=k10_signature,
+        rp_id=RP_ID,
+        origin=ORIGIN,
     )
 
 
@@ -439,8 +469,12 @@ def _assertion(data: bytes) -> object:
     credential = json_value(data)
     passkey.credential_id_of(credential)
     return passkey.verify_assertion(
-        credential, challenge=CHALLENGE, public_key=_authenticator().cose_key(),
-        stored_sign_count=0, rp_id=RP_ID, origin=ORIGIN,
+        credential,
+        challenge=CHALLENGE,
+        public_key=_authenticator().cose_key(),
+        stored_sign_count=0,
+        rp_id=RP_ID,
+        origin=ORIGIN,
     )
 
 
@@ -496,13 +530,23 @@ TARGETS: dict[str, Target] = {
         Target("jwk", _jwk, (InvalidKeyMaterial,), lambda: _jwks_seeds()[1:]),
         Target("b64url", _b64url, (InvalidEncoding,), lambda: [b"AQID", b"_-8"]),
         Target(
-            "omni", _omni, (InvalidIdentifier, InvalidServiceName, InvalidAgentLabel),
-            lambda: [b"\x00" + ACTOR.encode(), b"\x01" + WALLET.encode(), b"\x02OpenAI",
-                     b"\x03agent-1", b"\x04a@b.c", b"\x05evm:" + WALLET.encode()],
+            "omni",
+            _omni,
+            (InvalidIdentifier, InvalidServiceName, InvalidAgentLabel),
+            lambda: [
+                b"\x00" + ACTOR.encode(),
+                b"\x01" + WALLET.encode(),
+                b"\x02OpenAI",
+                b"\x03agent-1",
+                b"\x04a@b.c",
+                b"\x05evm:" + WALLET.encode(),
+            ],
         ),
         Target("siwe", _siwe, (SiweFormatError,), lambda: [SIWE_EXAMPLE.encode()]),
         Target(
-            "siwe_verify", _siwe_verify, (SiweFormatError, SiweRejected),
+            "siwe_verify",
+            _siwe_verify,
+            (SiweFormatError, SiweRejected),
             lambda: [SIWE_EXAMPLE.encode()],
         ),
         Target("rfc3339", _rfc3339, (SiweFormatError,), lambda: [b"2016-12-31T23:59:60.5+01:00"]),
@@ -512,12 +556,16 @@ TARGETS: dict[str, Target] = {
         Target("caller_pin", _pin, (AttestError,), _attest_seed_material),
         Target("pin_answer", _pin_answer, (AttestationMalformed,)),
         Target(
-            "webauthn_registration", _registration,
-            (K10ProofRejected, PasskeyRegistrationRejected), _registration_seeds,
+            "webauthn_registration",
+            _registration,
+            (K10ProofRejected, PasskeyRegistrationRejected),
+            _registration_seeds,
         ),
         Target(
-            "webauthn_assertion", _assertion,
-            (PasskeyAssertionRejected, PasskeySignCountReplayed), _assertion_seeds,
+            "webauthn_assertion",
+            _assertion,
+            (PasskeyAssertionRejected, PasskeySignCountReplayed),
+            _assertion_seeds,
         ),
         Target("service_json", _service_json, (BadRequest,), _service_json_seeds),
     )

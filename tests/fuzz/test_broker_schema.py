@@ -89,12 +89,22 @@ async def test_broker_api_survives_schema_driven_fuzzing(
         stage=J0, subject="ab" * 32, now=int(time.time()), lifetime=600, extra={"email": "a@b.c"}
     )
     claims = new_mint_pop_claims(
-        op=CapOp.FETCH, operator_omni=operator.omni, actor_omni=operator.omni, service="openai",
-        device_key_hash=operator.master.hash, now=int(time.time()),
+        op=CapOp.FETCH,
+        operator_omni=operator.omni,
+        actor_omni=operator.omni,
+        service="openai",
+        device_key_hash=operator.master.hash,
+        now=int(time.time()),
     )
     proof = PopProof(claims.timestamp, claims.nonce, sign_pop(claims, operator.master.key))
-    known = [operator.omni, operator.master.hash, proof.to_header_value(), "openai",
-             operator.wallet.address, operator.passkey.public_point.hex()]
+    known = [
+        operator.omni,
+        operator.master.hash,
+        proof.to_header_value(),
+        "openai",
+        operator.wallet.address,
+        operator.passkey.public_point.hex(),
+    ]
     drawn = collect(doc, [j0, j1], known)
     before = len(broker.audit.events)
     statuses: list[int] = []

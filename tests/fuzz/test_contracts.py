@@ -130,7 +130,10 @@ def test_envelope_any_flipped_byte_is_refused(
             plaintext, kek=t.KEK, actor_omni=t.ACTOR, service=t.SERVICE, epoch=epoch
         )
     context: dict[str, Any] = {
-        "kek": t.KEK, "service": t.SERVICE, "wallet": t.WALLET, "actor_omni": t.ACTOR,
+        "kek": t.KEK,
+        "service": t.SERVICE,
+        "wallet": t.WALLET,
+        "actor_omni": t.ACTOR,
     }
     assert envelope.open_envelope(sealed, **context) == plaintext
     corrupt = bytearray(sealed)
@@ -152,8 +155,10 @@ def test_envelope_for_another_actor_or_service_is_tampered(
 ) -> None:
     assume(service != t.SERVICE and actor != t.ACTOR)
     sealed = envelope.seal_v4(plaintext, kek=t.KEK, actor_omni=t.ACTOR, service=t.SERVICE, epoch=3)
-    for other in ({"actor_omni": actor, "service": t.SERVICE},
-                  {"actor_omni": t.ACTOR, "service": service}):
+    for other in (
+        {"actor_omni": actor, "service": t.SERVICE},
+        {"actor_omni": t.ACTOR, "service": service},
+    ):
         with pytest.raises(EnvelopeTampered):
             envelope.open_envelope(sealed, kek=t.KEK, **other)
 
@@ -185,14 +190,26 @@ def test_cap_round_trips_and_verifies(fields: dict[str, Any]) -> None:
     payload = CapPayload.from_json_dict(json.loads(canonical_bytes(signed.payload)))
     assert payload == signed.payload
     verified = verify_cap(
-        token, keys={t.K1_KID: t.K1.public_key()}, expected_aud=fields["aud"],
-        now=fields["now"], expected_op=fields["op"],
+        token,
+        keys={t.K1_KID: t.K1.public_key()},
+        expected_aud=fields["aud"],
+        now=fields["now"],
+        expected_op=fields["op"],
     )
     assert verified.payload == signed.payload
 
 
-_NON_CANONICAL = st.sampled_from(["upper_hex", "0x_hex", "upper_service", "float_epoch",
-                                  "bool_version", "extra_member", "missing_member"])
+_NON_CANONICAL = st.sampled_from(
+    [
+        "upper_hex",
+        "0x_hex",
+        "upper_service",
+        "float_epoch",
+        "bool_version",
+        "extra_member",
+        "missing_member",
+    ]
+)
 
 
 @budget(40)
@@ -220,9 +237,24 @@ def test_cap_non_canonical_payloads_are_refused(fields: dict[str, Any], how: str
 
 
 @budget(40)
-@given(fields=cap_fields(), member=st.sampled_from(
-    ["op", "operator_omni", "actor_omni", "service", "device_key_hash", "k3_epoch",
-     "issued_at", "expires_at", "nonce", "aud"]), data=st.data())
+@given(
+    fields=cap_fields(),
+    member=st.sampled_from(
+        [
+            "op",
+            "operator_omni",
+            "actor_omni",
+            "service",
+            "device_key_hash",
+            "k3_epoch",
+            "issued_at",
+            "expires_at",
+            "nonce",
+            "aud",
+        ]
+    ),
+    data=st.data(),
+)
 def test_cap_with_any_member_changed_does_not_verify(
     fields: dict[str, Any], member: str, data: st.DataObject
 ) -> None:
@@ -240,8 +272,12 @@ def test_cap_with_any_member_changed_does_not_verify(
         payload[member] = data.draw(_HEX32.filter(lambda v: v != payload[member]))
     token = b64url_encode(json.dumps({**wire, "payload": payload}).encode())
     with pytest.raises(CapError) as refused:
-        verify_cap(token, keys={t.K1_KID: t.K1.public_key()}, expected_aud=str(payload["aud"]),
-                   now=fields["now"])
+        verify_cap(
+            token,
+            keys={t.K1_KID: t.K1.public_key()},
+            expected_aud=str(payload["aud"]),
+            now=fields["now"],
+        )
     assert type(refused.value) in (CapSignatureInvalid, CapInvalid) or isinstance(
         refused.value, CapError
     )
@@ -251,8 +287,11 @@ def test_cap_with_any_member_changed_does_not_verify(
 
 
 @budget(50)
-@given(ts=st.integers(0, 2**53 - 1), nonce=st.binary(min_size=16, max_size=16),
-       sig=st.binary(min_size=64, max_size=64))
+@given(
+    ts=st.integers(0, 2**53 - 1),
+    nonce=st.binary(min_size=16, max_size=16),
+    sig=st.binary(min_size=64, max_size=64),
+)
 def test_pop_header_round_trips(ts: int, nonce: bytes, sig: bytes) -> None:
     proof = PopProof(ts, nonce, b64url_encode(sig))
     assert PopProof.from_header_value(proof.to_header_value()) == proof
@@ -265,13 +304,22 @@ def test_pop_header_round_trips(ts: int, nonce: bytes, sig: bytes) -> None:
 
 
 @budget(30)
-@given(service=_SERVICE, actor=_HEX32, change=st.sampled_from(
-    ["service", "actor_omni", "op", "timestamp", "nonce", "none"]))
+@given(
+    service=_SERVICE,
+    actor=_HEX32,
+    change=st.sampled_from(["service", "actor_omni", "op", "timestamp", "nonce", "none"]),
+)
 def test_pop_binds_every_claim_and_nonces_are_single_use(
     service: str, actor: str, change: str
 ) -> None:
-    claims = new_mint_pop_claims(op=CapOp.FETCH, operator_omni=t.OPERATOR, actor_omni=actor,
-                                 service=service, device_key_hash=t.K10_HASH, now=t.NOW)
+    claims = new_mint_pop_claims(
+        op=CapOp.FETCH,
+        operator_omni=t.OPERATOR,
+        actor_omni=actor,
+        service=service,
+        device_key_hash=t.K10_HASH,
+        now=t.NOW,
+    )
     signature = sign_pop(claims, t.K10)
     registry = NonceRegistry(capacity=8)
     fields = {name: getattr(claims, name) for name in claims.__dataclass_fields__}
@@ -292,8 +340,9 @@ def test_pop_binds_every_claim_and_nonces_are_single_use(
         with pytest.raises(PopNonceReused):
             verify_mint_pop(presented, signature, public_key=key, now=t.NOW, nonces=registry)
         with pytest.raises(PopStale):
-            verify_mint_pop(presented, signature, public_key=key, now=t.NOW + 3600,
-                            nonces=NonceRegistry())
+            verify_mint_pop(
+                presented, signature, public_key=key, now=t.NOW + 3600, nonces=NonceRegistry()
+            )
     else:
         with pytest.raises(PopSignatureInvalid):
             verify_mint_pop(presented, signature, public_key=key, now=t.NOW, nonces=registry)
@@ -314,8 +363,10 @@ def test_jwks_round_trips(seeds: list[int]) -> None:
 
 
 @budget(40)
-@given(member=st.sampled_from(["kty", "crv", "x", "y", "alg", "use", "key_ops", "d", "extra"]),
-       value=st.one_of(st.none(), st.integers(), st.text(max_size=50), st.lists(st.text())))
+@given(
+    member=st.sampled_from(["kty", "crv", "x", "y", "alg", "use", "key_ops", "d", "extra"]),
+    value=st.one_of(st.none(), st.integers(), st.text(max_size=50), st.lists(st.text())),
+)
 def test_jwk_member_corruptions_are_refused(member: str, value: object) -> None:
     jwk: dict[str, object] = dict(jwk_from_public_key(t.K1.public_key()))
     original = jwk.get(member)
@@ -330,8 +381,11 @@ def test_jwk_member_corruptions_are_refused(member: str, value: object) -> None:
 
 
 @budget(30)
-@given(field=st.sampled_from(["clientDataJSON", "rpIdHash"]),
-       position=st.integers(0, 10_000), flip=st.integers(1, 255))
+@given(
+    field=st.sampled_from(["clientDataJSON", "rpIdHash"]),
+    position=st.integers(0, 10_000),
+    flip=st.integers(1, 255),
+)
 def test_registration_with_a_corrupted_signed_field_is_refused(
     field: str, position: int, flip: int
 ) -> None:
@@ -342,9 +396,12 @@ def test_registration_with_a_corrupted_signed_field_is_refused(
     if field == "clientDataJSON":  # a byte of the type, challenge or origin value
         raw = bytearray(registration.client_data_json)
         decoded = json.loads(raw)
-        spans = [i for key in ("type", "challenge", "origin")
-                 for start in [raw.index(json.dumps(decoded[key]).encode()) + 1]
-                 for i in range(start, start + len(decoded[key]))]
+        spans = [
+            i
+            for key in ("type", "challenge", "origin")
+            for start in [raw.index(json.dumps(decoded[key]).encode()) + 1]
+            for i in range(start, start + len(decoded[key]))
+        ]
         raw[spans[position % len(spans)]] ^= flip
         try:  # the last base64 digit's unused bits carry nothing: same challenge, not a change
             same = base64.urlsafe_b64decode(json.loads(raw)["challenge"] + "==") == t.CHALLENGE
@@ -363,13 +420,18 @@ def test_registration_with_a_corrupted_signed_field_is_refused(
 
 
 @budget(30)
-@given(field=st.sampled_from(["clientDataJSON", "authenticatorData", "signature"]),
-       position=st.integers(0, 10_000), flip=st.integers(1, 255))
+@given(
+    field=st.sampled_from(["clientDataJSON", "authenticatorData", "signature"]),
+    position=st.integers(0, 10_000),
+    flip=st.integers(1, 255),
+)
 def test_assertion_with_a_corrupted_field_is_refused(field: str, position: int, flip: int) -> None:
     assertion = t._authenticator().get(t.CHALLENGE, sign_count=5)
-    source = {"clientDataJSON": assertion.client_data_json,
-              "authenticatorData": assertion.authenticator_data,
-              "signature": assertion.signature}[field]
+    source = {
+        "clientDataJSON": assertion.client_data_json,
+        "authenticatorData": assertion.authenticator_data,
+        "signature": assertion.signature,
+    }[field]
     raw = bytearray(source)
     raw[position % len(raw)] ^= flip
     credential: dict[str, Any] = assertion.to_json()
@@ -389,14 +451,17 @@ def quote_attest(draw: st.DrawFn) -> tuple[bytes, bytes, tuple[int, ...], bytes]
     signer = draw(st.binary(max_size=34))
     body = (
         struct.pack(">IH", TPM_GENERATED, ST_ATTEST_QUOTE)
-        + struct.pack(">H", len(signer)) + signer
-        + struct.pack(">H", len(extra)) + extra
+        + struct.pack(">H", len(signer))
+        + signer
+        + struct.pack(">H", len(extra))
+        + extra
         + draw(st.binary(min_size=8, max_size=8))  # clock
         + draw(st.binary(min_size=8, max_size=8))  # resetCount, restartCount
         + draw(st.binary(min_size=1, max_size=1))  # safe
         + draw(st.binary(min_size=8, max_size=8))  # firmwareVersion
         + encode_pcr_selection(pcrs)
-        + struct.pack(">H", len(digest)) + digest
+        + struct.pack(">H", len(digest))
+        + digest
     )
     return body, extra, pcrs, digest
 
@@ -419,21 +484,47 @@ def test_tpms_attest_parses_and_every_truncation_is_malformed(
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @pytest.mark.parametrize("route", sorted(t.BROKER_REQUESTS))
 @budget(30)
-@given(obj=st.dictionaries(st.sampled_from(["email", "request", "challenge_id", "message",
-                                            "signature", "assertion", "credential",
-                                            "k10_signature", "k10_public_key", "wallet",
-                                            "operator_omni", "actor_omni", "service",
-                                            "device_key_hash", "pop", "k3_epoch", "lifetime",
-                                            "agent_omni", "services", "read_only", "revoke",
-                                            "other"]), _JSON, max_size=8))
+@given(
+    obj=st.dictionaries(
+        st.sampled_from(
+            [
+                "email",
+                "request",
+                "challenge_id",
+                "message",
+                "signature",
+                "assertion",
+                "credential",
+                "k10_signature",
+                "k10_public_key",
+                "wallet",
+                "operator_omni",
+                "actor_omni",
+                "service",
+                "device_key_hash",
+                "pop",
+                "k3_epoch",
+                "lifetime",
+                "agent_omni",
+                "services",
+                "read_only",
+                "revoke",
+                "other",
+            ]
+        ),
+        _JSON,
+        max_size=8,
+    )
+)
 def test_request_decoding_returns_the_dataclass_or_bad_request(
     route: str, obj: dict[str, Any]
 ) -> None:

@@ -15,8 +15,7 @@ from tests.fuzz.targets import TARGETS, NotJson
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 VECTORS = sorted(
-    path for path in REGRESSIONS.glob("*/*")
-    if path.is_file() and path.suffix != ".expect"
+    path for path in REGRESSIONS.glob("*/*") if path.is_file() and path.suffix != ".expect"
 )
 
 

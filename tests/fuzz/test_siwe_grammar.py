@@ -75,15 +75,18 @@ def test_grammar_messages_signed_by_their_wallet_verify(generated: g.Generated) 
     signature = Account.sign_message(encode_defunct(text=text), private_key=_ACCOUNT.key)
     now = message.issued_at_time.timestamp()
     verified = verify_siwe(
-        text, "0x" + bytes(signature.signature).hex(), expected_domain=message.domain,
-        expected_nonce=message.nonce, expected_chain_id=message.chain_id, now=now,
+        text,
+        "0x" + bytes(signature.signature).hex(),
+        expected_domain=message.domain,
+        expected_nonce=message.nonce,
+        expected_chain_id=message.chain_id,
+        now=now,
     )
     assert verified.wallet == _ACCOUNT.address.lower()
 
 
 @budget(200)
-@given(host=st.one_of(g.ipv6(), st.text(st.sampled_from("0123456789abcdefABCDEF:."),
-                                         max_size=45)))
+@given(host=st.one_of(g.ipv6(), st.text(st.sampled_from("0123456789abcdefABCDEF:."), max_size=45)))
 def test_ip_literals_follow_rfc_3986_ipv6address(host: str) -> None:
     # differential: Python's ipaddress implements the same RFC 4291 text forms
     try:
@@ -91,8 +94,14 @@ def test_ip_literals_follow_rfc_3986_ipv6address(host: str) -> None:
         valid = True
     except ValueError:
         valid = False
-    fields: dict[str, Any] = {"domain": f"[{host}]", "address": _ACCOUNT.address, "uri": "https://a/",
-              "chain_id": 1, "nonce": "abcdefgh", "issued_at": "2021-09-30T16:25:24Z"}
+    fields: dict[str, Any] = {
+        "domain": f"[{host}]",
+        "address": _ACCOUNT.address,
+        "uri": "https://a/",
+        "chain_id": 1,
+        "nonce": "abcdefgh",
+        "issued_at": "2021-09-30T16:25:24Z",
+    }
     if valid:
         assert SiweMessage(**fields).domain == f"[{host}]"
     else:
@@ -133,19 +142,30 @@ def _address_case_flip(m: g.Generated, data: st.DataObject) -> str | None:
 
 
 def _address_length(m: g.Generated, data: st.DataObject) -> str:
-    return m.text.replace(m.address, data.draw(st.sampled_from(
-        [m.address[:-1], m.address + "0", "0X" + m.address[2:], m.address[2:] + "00"])), 1)
+    return m.text.replace(
+        m.address,
+        data.draw(
+            st.sampled_from(
+                [m.address[:-1], m.address + "0", "0X" + m.address[2:], m.address[2:] + "00"]
+            )
+        ),
+        1,
+    )
 
 
 def _nonce(m: g.Generated, data: st.DataObject) -> str:
-    bad = data.draw(st.one_of(st.just(m.nonce[:7]), st.just(""),
-                              st.just(_insert(m.nonce, data, "-_ .!%"))))
+    bad = data.draw(
+        st.one_of(st.just(m.nonce[:7]), st.just(""), st.just(_insert(m.nonce, data, "-_ .!%")))
+    )
     return _line(m.text, "Nonce: ", bad)
 
 
 def _chain(m: g.Generated, data: st.DataObject) -> str:
-    bad = data.draw(st.sampled_from(["0" + m.chain_id, m.chain_id + "a", "", "-1", "+1",
-                                     " 1", "1 ", str(2**256)]))
+    bad = data.draw(
+        st.sampled_from(
+            ["0" + m.chain_id, m.chain_id + "a", "", "-1", "+1", " 1", "1 ", str(2**256)]
+        )
+    )
     return _line(m.text, "Chain ID: ", bad)
 
 
@@ -154,23 +174,39 @@ def _version(m: g.Generated, data: st.DataObject) -> str:
 
 
 def _timestamp(m: g.Generated, data: st.DataObject) -> str:
-    bad = data.draw(st.sampled_from([
-        "2021-13-01T00:00:00Z", "2021-02-29T00:00:00Z", "2021-01-32T00:00:00Z",
-        "2021-01-01T24:00:00Z", "2021-01-01T00:60:00Z", "2021-01-01T00:00:61Z",
-        "2021-01-01T00:00:00", "2021-01-01 00:00:00Z", "2021-01-01T00:00:00+24:00",
-        "2021-01-01T00:00:00+01:60", "2021-01-01T00:00:00.Z", "21-01-01T00:00:00Z",
-        "2021-1-01T00:00:00Z", "0000-01-01T00:00:00Z", "2021-01-01T00:00:00+0100",
-    ]))
-    tag = data.draw(st.sampled_from(
-        ["Issued At: "]
-        + (["Expiration Time: "] if m.expiration_time is not None else [])
-        + (["Not Before: "] if m.not_before is not None else [])
-    ))
+    bad = data.draw(
+        st.sampled_from(
+            [
+                "2021-13-01T00:00:00Z",
+                "2021-02-29T00:00:00Z",
+                "2021-01-32T00:00:00Z",
+                "2021-01-01T24:00:00Z",
+                "2021-01-01T00:60:00Z",
+                "2021-01-01T00:00:61Z",
+                "2021-01-01T00:00:00",
+                "2021-01-01 00:00:00Z",
+                "2021-01-01T00:00:00+24:00",
+                "2021-01-01T00:00:00+01:60",
+                "2021-01-01T00:00:00.Z",
+                "21-01-01T00:00:00Z",
+                "2021-1-01T00:00:00Z",
+                "0000-01-01T00:00:00Z",
+                "2021-01-01T00:00:00+0100",
+            ]
+        )
+    )
+    tag = data.draw(
+        st.sampled_from(
+            ["Issued At: "]
+            + (["Expiration Time: "] if m.expiration_time is not None else [])
+            + (["Not Before: "] if m.not_before is not None else [])
+        )
+    )
     return _line(m.text, tag, bad)
 
 
 def _statement(m: g.Generated, data: st.DataObject) -> str:
-    bad = _insert(m.statement or "", data, "\"%<>\\^`{|}\t\x7f\x00")
+    bad = _insert(m.statement or "", data, '"%<>\\^`{|}\t\x7f\x00')
     if m.statement is None:
         return m.text.replace("\n\n\nURI: ", f"\n\n{bad}\n\nURI: ", 1)
     lines = m.text.split("\n")
@@ -179,11 +215,17 @@ def _statement(m: g.Generated, data: st.DataObject) -> str:
 
 
 def _uri(m: g.Generated, data: st.DataObject) -> str:
-    bad = data.draw(st.one_of(
-        st.just(_insert(m.uri, data, ' "<>\\^`{|}')),
-        st.just("/relative/path"), st.just("1http://a/"), st.just("noscheme"), st.just(""),
-        st.just("http://[::1/"), st.just("http://a b/"),
-    ))
+    bad = data.draw(
+        st.one_of(
+            st.just(_insert(m.uri, data, ' "<>\\^`{|}')),
+            st.just("/relative/path"),
+            st.just("1http://a/"),
+            st.just("noscheme"),
+            st.just(""),
+            st.just("http://[::1/"),
+            st.just("http://a b/"),
+        )
+    )
     return _line(m.text, "URI: ", bad)
 
 
@@ -195,7 +237,7 @@ def _resource(m: g.Generated, data: st.DataObject) -> str:
 
 
 def _request_id(m: g.Generated, data: st.DataObject) -> str:
-    bad = _insert(m.request_id or "", data, " #?/[]\"<>")
+    bad = _insert(m.request_id or "", data, ' #?/[]"<>')
     if m.request_id is not None:
         return _line(m.text, "Request ID: ", bad)
     lines = m.text.split("\n")
@@ -205,7 +247,7 @@ def _request_id(m: g.Generated, data: st.DataObject) -> str:
 
 
 def _domain(m: g.Generated, data: st.DataObject) -> str:
-    bad = _insert(m.domain, data, " <>\"{}|\\^`")
+    bad = _insert(m.domain, data, ' <>"{}|\\^`')
     return m.text.replace(m.domain + " wants you", bad + " wants you", 1)
 
 
@@ -228,8 +270,11 @@ def _swap(m: g.Generated, data: st.DataObject) -> str:
 
 def _duplicate(m: g.Generated, data: st.DataObject) -> str:
     lines = m.text.split("\n")
-    candidates = [i for i, line in enumerate(lines) if line.startswith(
-        (*_TAGGED, "Expiration Time: ", "Not Before: ", "Request ID: "))]
+    candidates = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith((*_TAGGED, "Expiration Time: ", "Not Before: ", "Request ID: "))
+    ]
     i = data.draw(st.sampled_from(candidates))
     lines.insert(i + 1, lines[i])
     return "\n".join(lines)
@@ -237,8 +282,11 @@ def _duplicate(m: g.Generated, data: st.DataObject) -> str:
 
 def _optional_order(m: g.Generated, data: st.DataObject) -> str:
     optional = ("Expiration Time: ", "Not Before: ", "Request ID: ")
-    values = {"Expiration Time: ": m.expiration_time or m.issued_at,
-              "Not Before: ": m.not_before or m.issued_at, "Request ID: ": m.request_id or "r"}
+    values = {
+        "Expiration Time: ": m.expiration_time or m.issued_at,
+        "Not Before: ": m.not_before or m.issued_at,
+        "Request ID: ": m.request_id or "r",
+    }
     lines = [line for line in m.text.split("\n") if not line.startswith(optional)]
     chosen = data.draw(st.lists(st.sampled_from(optional), min_size=2, max_size=3, unique=True))
     if sorted(chosen, key=optional.index) == chosen:
@@ -249,8 +297,20 @@ def _optional_order(m: g.Generated, data: st.DataObject) -> str:
 
 
 def _line_structure(m: g.Generated, data: st.DataObject) -> str:
-    how = data.draw(st.sampled_from(["cr", "trailing", "blank", "unknown", "extra_blank",
-                                     "header", "resource_prefix", "missing"]))
+    how = data.draw(
+        st.sampled_from(
+            [
+                "cr",
+                "trailing",
+                "blank",
+                "unknown",
+                "extra_blank",
+                "header",
+                "resource_prefix",
+                "missing",
+            ]
+        )
+    )
     lines = m.text.split("\n")
     if how == "cr":
         i = data.draw(st.integers(0, len(lines) - 2))
@@ -330,8 +390,9 @@ def test_rfc3339_refuses_anything_else_with_its_leaf(text: str) -> None:
         parse_rfc3339(text)
     except SiweInvalidTimestamp:
         return
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", text,
-                        re.ASCII)
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", text, re.ASCII
+    )
 
 
 @pytest.mark.parametrize(
@@ -339,8 +400,9 @@ def test_rfc3339_refuses_anything_else_with_its_leaf(text: str) -> None:
     [
         pytest.param("service.invalid wants", " wants", SiweInvalidDomain, id="empty-domain"),
         pytest.param("Chain ID: 1\n", "Chain ID: 01\n", SiweInvalidChainId, id="leading-zero"),
-        pytest.param("Chain ID: 1\n", f"Chain ID: {2**256}\n", SiweInvalidChainId,
-                     id="above-uint256"),
+        pytest.param(
+            "Chain ID: 1\n", f"Chain ID: {2**256}\n", SiweInvalidChainId, id="above-uint256"
+        ),
         pytest.param("Issued At: 2021", "Issued At: 0000", SiweInvalidTimestamp, id="year-0"),
     ],
 )

@@ -75,8 +75,17 @@ def test_document_describes_routes_bodies_and_access() -> None:
     }
     body = doc["components"]["schemas"]["Body"]
     assert body["additionalProperties"] is False
-    assert body["required"] == ["name", "count", "ratio", "flag", "kind", "colour", "tags",
-                                "inner", "extra"]
+    assert body["required"] == [
+        "name",
+        "count",
+        "ratio",
+        "flag",
+        "kind",
+        "colour",
+        "tags",
+        "inner",
+        "extra",
+    ]
     props = body["properties"]
     assert props["count"] == {"type": "integer"}
     assert props["kind"] == {"enum": ["a", "b"]}
@@ -94,11 +103,24 @@ def test_document_describes_routes_bodies_and_access() -> None:
 
 
 def test_schema_matches_what_the_decoder_accepts() -> None:
-    good = {"name": "x", "count": 1, "ratio": 1, "flag": True, "kind": "a", "colour": "red",
-            "tags": ["t"], "inner": {"n": 2}, "extra": {"k": [1]}}
+    good = {
+        "name": "x",
+        "count": 1,
+        "ratio": 1,
+        "flag": True,
+        "kind": "a",
+        "colour": "red",
+        "tags": ["t"],
+        "inner": {"n": 2},
+        "extra": {"k": [1]},
+    }
     assert decode(Body, good).inner == Inner(2)
-    for broken in ({**good, "count": True}, {**good, "other": 1}, {**good, "kind": "c"},
-                   {k: v for k, v in good.items() if k != "name"}):
+    for broken in (
+        {**good, "count": True},
+        {**good, "other": 1},
+        {**good, "kind": "c"},
+        {k: v for k, v in good.items() if k != "name"},
+    ):
         with pytest.raises(BadRequest):
             decode(Body, broken)
 
@@ -115,15 +137,21 @@ async def test_document_is_served_public_when_any_route_is_public() -> None:
 
 async def test_document_of_an_mtls_service_needs_an_allowed_role() -> None:
     audit = MemoryAudit()
-    app = ServiceApp("demo", [Route("make", "POST", "/v1/make", _ok)],
-                     {"make": allow(Role.WORKER)}, audit=audit)
-    for peer, status in ((Peer(role=None), 401), (Peer(role=Role.BROKER), 403),
-                         (Peer(role=Role.WORKER), 200)):
+    app = ServiceApp(
+        "demo", [Route("make", "POST", "/v1/make", _ok)], {"make": allow(Role.WORKER)}, audit=audit
+    )
+    for peer, status in (
+        (Peer(role=None), 401),
+        (Peer(role=Role.BROKER), 403),
+        (Peer(role=Role.WORKER), 200),
+    ):
         transport = httpx.ASGITransport(app=app.with_peer(peer))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get(OPENAPI_PATH)).status_code == status
     assert [(e.route, e.status, e.outcome) for e in audit.events] == [
-        ("openapi", 401, "denied"), ("openapi", 403, "denied"), ("openapi", 200, "ok")
+        ("openapi", 401, "denied"),
+        ("openapi", 403, "denied"),
+        ("openapi", 200, "ok"),
     ]
 
 

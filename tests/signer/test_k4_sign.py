@@ -55,8 +55,12 @@ async def _start(
         ),
         keys=await KeyStore.open(state_dir, sealer),
         epochs=chain.client,
-        sts=StsExchanger(endpoint="http://127.0.0.1:9", role_arn="arn:aws:iam::role/none",
-                         region="us-east-1", duration_seconds=900),
+        sts=StsExchanger(
+            endpoint="http://127.0.0.1:9",
+            role_arn="arn:aws:iam::role/none",
+            region="us-east-1",
+            duration_seconds=900,
+        ),
         oidc=OidcSettings(issuer="http://127.0.0.1:9/issuer"),
         audit=audit,
         epoch_poll_interval=3600,
@@ -67,9 +71,7 @@ async def _start(
 
 
 @pytest.fixture
-async def k4_signer(
-    nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path
-) -> RunningSigner:
+async def k4_signer(nursery: trio.Nursery, pki: Pki, chain: Chain, tmp_path: Path) -> RunningSigner:
     return await _start(nursery, pki, chain, tmp_path)
 
 
@@ -120,7 +122,9 @@ async def _material(
 ) -> tuple[bytes, str, dict[str, object], bytes]:
     """(challenge, K10 r‖s hex, the assertion JSON, the raw DER K10 signature)."""
     challenge = await chain.client.challenge_for(
-        ch.OP_REGISTER_FIRST_MASTER, "SidecarRegistry", actor_omni_for_wallet(wallet),
+        ch.OP_REGISTER_FIRST_MASTER,
+        "SidecarRegistry",
+        actor_omni_for_wallet(wallet),
         ch.first_master_params(wallet, device.entry),
     )
     der = await device.k10.sign_digest(k10_digest(challenge))

@@ -28,9 +28,7 @@ PIN = SiwePin(domain="broker.example:8443", uri="https://broker.example:8443", c
 
 
 def _rfc3339(moment: float) -> str:
-    return datetime.datetime.fromtimestamp(int(moment), datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    return datetime.datetime.fromtimestamp(int(moment), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _message(
@@ -77,14 +75,14 @@ def test_pin_defaults_come_from_the_issuer_and_the_deployment(tmp_path: Path) ->
     path.write_text(
         f"""
 [signer]
-tls_cert = "{tmp_path / 'c'}"
-tls_key = "{tmp_path / 'k'}"
-tls_client_ca = "{tmp_path / 'ca'}"
+tls_cert = "{tmp_path / "c"}"
+tls_key = "{tmp_path / "k"}"
+tls_client_ca = "{tmp_path / "ca"}"
 [keys]
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 [chain]
 rpc_url = "http://127.0.0.1:8545"
-deployment = "{tmp_path / 'deployment.json'}"
+deployment = "{tmp_path / "deployment.json"}"
 [oidc]
 issuer = "https://broker.example:8443"
 [sts]

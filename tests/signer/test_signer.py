@@ -252,7 +252,9 @@ async def test_k4_address_and_siwe_signature(signer: RunningSigner, pki: Pki) ->
         # never a v1 KEK message, never a message for another wallet
         kek_message = f"agentkeys.kek.v1:{V1['wallet']}:{V1['service']}"
         for bad in (
-            kek_message, _siwe("0x" + "22" * 20), _siwe(V1["wallet"]) + "\nNonce: 2",
+            kek_message,
+            _siwe("0x" + "22" * 20),
+            _siwe(V1["wallet"]) + "\nNonce: 2",
             _siwe(V1["wallet"]).replace("app.example wants", "evil.example wants"),
             _siwe(V1["wallet"]).replace("Chain ID: 1", "Chain ID: 5"),
             _siwe(V1["wallet"], lifetime=86400),

@@ -156,8 +156,6 @@ async def test_legacy_backend_needs_the_master_passkey_once_on_chain(legacy: Leg
     """The operator has a master on chain: a J1 alone no longer yields S3 credentials."""
     session = await legacy.j1()
     async with legacy.signer.client(legacy.pki, "worker") as http:
-        backend = legacy.backend(
-            SignerClient(http), session, EnvelopeChoice.V1, [], passkey=False
-        )
+        backend = legacy.backend(SignerClient(http), session, EnvelopeChoice.V1, [], passkey=False)
         with pytest.raises(LegacyTokenRefused, match="passkey_assertion_required"):
             await backend.store("openai", b"x")

@@ -58,8 +58,9 @@ async def test_spoofed_client_certificates_get_no_request_through(
     self_cert, self_key = self_signed_certificate(tmp_path, "broker")
     contexts = {
         "no certificate": _context(pki.ca),
-        "another CA's broker": _context(pki.ca, foreign_pki.cert("broker"),
-                                        foreign_pki.key("broker")),
+        "another CA's broker": _context(
+            pki.ca, foreign_pki.cert("broker"), foreign_pki.key("broker")
+        ),
         "self-signed broker": _context(pki.ca, self_cert, self_key),
     }
     before = len(signer.audit.events)
@@ -113,8 +114,11 @@ async def test_openapi_document_names_the_roles_of_each_route(
 ) -> None:
     async with signer.client(pki, "worker") as client:
         doc = (await client.get(OPENAPI_PATH)).json()
-    roles = {op["operationId"]: op["x-agentkeys-roles"]
-             for item in doc["paths"].values() for op in item.values()}
+    roles = {
+        op["operationId"]: op["x-agentkeys-roles"]
+        for item in doc["paths"].values()
+        for op in item.values()
+    }
     assert roles["derive_cred_kek"] == ["worker"]
     assert roles["k4_address"] == ["broker"]
     assert roles["openapi"] == ["broker", "worker"]
@@ -131,12 +135,20 @@ async def test_client_that_never_finishes_the_handshake_is_dropped_and_audited(
     await seed_state(state_dir, sealer)  # type: ignore[arg-type]
     audit = MemoryAudit()
     service = SignerService(
-        settings=ServerSettings(tls_cert=pki.cert("signer"), tls_key=pki.key("signer"),
-                                tls_client_ca=pki.ca, handshake_timeout=1.0),
+        settings=ServerSettings(
+            tls_cert=pki.cert("signer"),
+            tls_key=pki.key("signer"),
+            tls_client_ca=pki.ca,
+            handshake_timeout=1.0,
+        ),
         keys=await KeyStore.open(state_dir, sealer),  # type: ignore[arg-type]
         epochs=chain.client,
-        sts=StsExchanger(endpoint="http://127.0.0.1:9", role_arn="arn:aws:iam::role/none",
-                         region="us-east-1", duration_seconds=900),
+        sts=StsExchanger(
+            endpoint="http://127.0.0.1:9",
+            role_arn="arn:aws:iam::role/none",
+            region="us-east-1",
+            duration_seconds=900,
+        ),
         oidc=OidcSettings(issuer="http://127.0.0.1:9/issuer", audience="agentkeys-s3"),
         audit=audit,
         epoch_poll_interval=3600,
