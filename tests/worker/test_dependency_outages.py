@@ -21,6 +21,7 @@ import trio
 
 import agentkeys.worker.errors as worker_errors
 from agentkeys.config import load_config
+from agentkeys.errors import BindingDenied
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.service import MemoryAudit, ServerSettings, mtls_client
 from agentkeys.worker import WorkerConfig, WorkerService, open_worker_core
@@ -50,8 +51,9 @@ def test_unavailable_leaves_are_503_children_of_the_502_parents() -> None:
     assert (StorageFailed.error, StorageFailed.status) == ("storage_failed", 502)
     assert (StorageUnavailable.error, StorageUnavailable.status) == ("storage_unavailable", 503)
     assert {"SignerUnavailable", "StorageUnavailable"} <= set(worker_errors.__all__)
+    # every leaf the worker answers is its own, or a device-binding refusal (agentkeys.binding)
     codes = [getattr(worker_errors, name) for name in worker_errors.__all__]
-    assert all(issubclass(c, WorkerError) for c in codes)
+    assert all(issubclass(c, WorkerError | BindingDenied) for c in codes)
     assert len({c.error for c in codes}) == len(codes)
 
 
