@@ -1,4 +1,4 @@
-"""Review item 8: the deny for keys containing ``${`` in the AWS spelling (``${$}`` is AWS'
+"""The deny for keys containing ``${`` in the AWS spelling (``${$}`` is AWS'
 literal ``$``) and the SeaweedFS spelling the dev IAM generator emits; the text of both and
 what SeaweedFS 4.48 does with each (measured on a real ``weed mini``)."""
 

@@ -1,4 +1,4 @@
-"""Review finding 2: control of an email inbox alone must not yield a J1 for that email
+"""Control of an email inbox alone must not yield a J1 for that email
 operator's K4 wallet, nor an OIDC token (raw S3 on its vault).
 
 The reviewer's attack, step by step, against the real broker + signer + anvil: intercept the
