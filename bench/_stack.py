@@ -1,6 +1,6 @@
 """The ``dev up`` stack for the worker and sidecar scenarios, and requests against it.
 
-:func:`running_dev_stack` runs ``agentkeys.devup.run_dev_stack`` (anvil + contracts, the
+:func:`running_dev_stack` runs ``agentkeys.devstack.up.run_dev_stack`` (anvil + contracts, the
 development PKI, SeaweedFS with STS, the signer over mutual TLS, the broker, the worker)
 in a private directory without swtpm, registers one operator whose master K10 key we
 hold (sovereign, a fresh wallet funded by anvil) and stops everything on exit.
@@ -194,12 +194,12 @@ async def running_dev_stack(directory: Path) -> AsyncIterator[DevStack | None]:
     """Run the dev stack under ``directory`` (private); None when it has no worker.
 
     Raises:
-        BenchError: ``agentkeys.devup`` is missing (callers check importability first).
+        BenchError: ``agentkeys.devstack.up`` is missing (callers check importability first).
     """
     try:
-        from agentkeys.devup import DevUpOptions, run_dev_stack
+        from agentkeys.devstack.up import DevUpOptions, run_dev_stack
     except ImportError as exc:
-        raise BenchError("agentkeys.devup is not importable") from exc
+        raise BenchError("agentkeys.devstack.up is not importable") from exc
     stack: DevStack | None = None
     async with (
         trio.open_nursery() as nursery,

@@ -48,9 +48,9 @@ from agentkeys.chain.deploy import Deployment, deploy_all
 from agentkeys.chain.signing import SoftwareK10Signer
 from agentkeys.chain.watcher import ChainWatcher
 from agentkeys.devstack import pick_port, start_anvil
+from agentkeys.devstack.smtp_sink import run_smtp_sink
 from agentkeys.pop import PopProof, new_mint_pop_claims, sign_pop
 from agentkeys.service import MemoryAudit, ServerSettings
-from agentkeys.smtp_sink import run_smtp_sink
 from bench._errors import BenchError
 from bench._loadgen import LoadResult, build_loadgen, run_loadgen, write_requests
 from bench._model import Figures, Row

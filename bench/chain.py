@@ -39,8 +39,8 @@ from agentkeys.chain.deploy import Deployment, deploy_all
 from agentkeys.chain.signing import SoftwareK10Signer
 from agentkeys.chain.watcher import ChainWatcher
 from agentkeys.devstack import start_anvil
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet, agent_omni
-from agentkeys.softauthn import SoftAuthenticator
 from bench._errors import BenchError
 from bench._model import Row, summarise
 from bench._profile import Profile

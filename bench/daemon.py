@@ -818,7 +818,7 @@ async def _measure_all(
 async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
     try:
         importlib.import_module("agentkeys.daemon.run")
-        importlib.import_module("agentkeys.devup")
+        importlib.import_module("agentkeys.devstack.up")
     except ImportError as exc:
         return _sidecar_not_yet(profile, f"{exc.name} is not importable")
     binary = await build_loadgen(build_dir)

@@ -73,9 +73,9 @@ def _row(case: str, result: LoadResult, baseline: str | None, note: str) -> Row:
 async def run(profile: Profile, *, build_dir: Path) -> list[Row]:
     """Start the dev stack, store once, then measure health, store and fetch."""
     try:
-        importlib.import_module("agentkeys.devup")
+        importlib.import_module("agentkeys.devstack.up")
     except ImportError as exc:
-        return _not_yet(f"agentkeys.devup is not importable ({exc.name})")
+        return _not_yet(f"agentkeys.devstack.up is not importable ({exc.name})")
     binary = await build_loadgen(build_dir)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="agentkeys-bench-") as tmp:

@@ -20,8 +20,8 @@ from agentkeys.chain.client import ChainClient, ContractAddresses, Receipt, acco
 from agentkeys.chain.deploy import _deploy_one
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.devstack import start_anvil
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet, agent_omni
-from agentkeys.softauthn import SoftAuthenticator
 
 REPO = Path(__file__).resolve().parents[1]
 RP_ID = "agentkeys.localhost"

@@ -48,6 +48,7 @@ from agentkeys.broker import (
 from agentkeys.chain.client import ChainClient, ContractAddresses, account_from_key
 from agentkeys.chain.deploy import deploy_all
 from agentkeys.devstack import DEV_CLIENT_ID, DEV_ROLE_NAME, Anvil, IamConfig, SeaweedFS, pick_port
+from agentkeys.devstack.smtp_sink import SmtpSink
 from agentkeys.service import (
     PUBLIC,
     AuditSink,
@@ -63,7 +64,6 @@ from agentkeys.service import (
 )
 from agentkeys.signer import KeyStore, Sealer, SignerService, SiwePin, StsExchanger
 from agentkeys.signer import OidcSettings as SignerOidcSettings
-from agentkeys.smtp_sink import SmtpSink
 from attest.seal import SoftwareSealer
 from tests.service.conftest import Pki, make_pki
 

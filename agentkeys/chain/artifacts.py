@@ -1,4 +1,8 @@
-"""The compiled contract artifacts (contracts/artifacts/*.json, built by contracts/build.py)."""
+"""The compiled contract artifacts (contracts/artifacts/*.json, built by contracts/build.py).
+
+They install as the package data ``agentkeys._contracts`` (pyproject.toml), so the same
+``importlib.resources`` lookup finds them in a checkout and in an installed wheel.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 from agentkeys.chain._abi import ContractAbi
 from agentkeys.chain.errors import ChainConfigError
 
 __all__ = ["ARTIFACT_DIR", "CONTRACT_NAMES", "Artifact", "load_artifact"]
 
-#: contracts/artifacts of this source tree.
-ARTIFACT_DIR = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
+#: contracts/artifacts, wherever the package is installed.
+ARTIFACT_DIR: Traversable = resources.files("agentkeys._contracts")
 
 #: The contracts a deployment consists of, in deployment order.
 CONTRACT_NAMES = ("SidecarRegistry", "ScopeContract", "K3EpochCounter")

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import trio
@@ -59,7 +59,7 @@ from agentkeys.chain import (
 from agentkeys.chain.events import decode_log
 from agentkeys.config import ConfigError, check_private_file
 from agentkeys.errors import AgentkeysError, FormatError
-from agentkeys.jwks import b64url_decode
+from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import (
     device_key_hash_from_point,
     hex32_to_bytes,
@@ -73,9 +73,11 @@ from agentkeys.passkey_page import (
     PasskeyWrongCredential,
     browser_opener,
 )
-from agentkeys.softauthn import SoftAuthenticator, b64url
 from attest.device_key import BackendChoice, DeviceKey, open_device_key
 from attest.errors import AttestError
+
+if TYPE_CHECKING:
+    from agentkeys.devstack.softauthn import SoftAuthenticator
 
 __all__ = [
     "EXIT_CHAIN_UNREACHABLE",
@@ -448,7 +450,7 @@ def agentkeys_home(explicit: Path | None = None) -> Path:
 class PasskeyRecord:
     """The operator's enrolled passkey (K11) as the CLI needs it to ask for assertions.
 
-    ``dev_key_file`` is set only for a development passkey held by agentkeys.softauthn
+    ``dev_key_file`` is set only for a development passkey held by agentkeys.devstack.softauthn
     (enrolled with ``--dev-authenticator``); a browser passkey has none.
     """
 
@@ -502,7 +504,7 @@ class OperatorState:
                 "tcti": self.k10_tcti,
             },
             "passkey": {
-                "credential_id": b64url(self.passkey.credential_id),
+                "credential_id": b64url_encode(self.passkey.credential_id),
                 "public_point": self.passkey.public_point.hex(),
                 "rp_id": self.passkey.rp_id,
                 "origin": self.passkey.origin,
@@ -653,6 +655,9 @@ def add_session_options(parser: argparse.ArgumentParser, *, passkey: bool = True
 
 
 def _dev_passkey(record: PasskeyRecord) -> SoftAuthenticator:
+    # development tooling, loaded only when --dev-authenticator asks for it
+    from agentkeys.devstack.softauthn import SoftAuthenticator
+
     if record.dev_key_file is None:
         raise Rejected(
             "this operator's passkey lives in a browser/authenticator, not in agentkeys; "

@@ -1,7 +1,7 @@
 """``agentkeys dev up|down|status|demo``: the embedded local stack (SPEC.md section 10).
 
 ``dev up`` runs every component in one process until Ctrl-C (or ``dev down``), under one state
-directory (``--state-dir``, default ``./.agentkeys-state``); see agentkeys.devup.
+directory (``--state-dir``, default ``./.agentkeys-state``); see agentkeys.devstack.up.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from agentkeys.cli._common import (
     add_output_options,
     run,
 )
-from agentkeys.devup import (
+from agentkeys.devstack.up import (
     DEFAULT_STATE_DIR,
     DevUpOptions,
     StackStatus,
@@ -147,8 +147,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    # imported here: agentkeys.demo builds on agentkeys.cli's own modules
-    from agentkeys.demo import run_demo
+    # imported here: agentkeys.devstack.demo builds on agentkeys.cli's own modules
+    from agentkeys.devstack.demo import run_demo
 
     async def command() -> bool:
         return await run_demo(sys.stdout)

@@ -34,7 +34,7 @@ import secrets
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -81,8 +81,10 @@ from agentkeys.passkey_page import (
     run_page,
     verify_enrollment,
 )
-from agentkeys.softauthn import SoftAuthenticator
 from attest.device_key import DeviceKey, key_hash, open_device_key
+
+if TYPE_CHECKING:
+    from agentkeys.devstack.softauthn import SoftAuthenticator
 
 __all__ = ["register"]
 
@@ -183,6 +185,9 @@ class _Passkey:
                     serialization.NoEncryption(),
                 ),
             )
+        # development tooling, loaded only for a development passkey
+        from agentkeys.devstack.softauthn import SoftAuthenticator
+
         self.soft = SoftAuthenticator(
             rp_id=RP_ID, origin=self.origin, private_key=key, counting=False
         )

@@ -4,7 +4,7 @@ The CLI serves a small page on 127.0.0.1 under a one-time path token; the page r
 ``navigator.credentials.create`` (enrollment) or ``.get`` (approval of a master mutation, whose
 challenge the contract rebuilds) and posts the result back. :class:`PagePasskey` implements
 agentkeys.chain's ``PasskeyAuthenticator`` on top of it. A software authenticator
-(agentkeys.softauthn) is used instead only when the operator asks for it
+(agentkeys.devstack.softauthn) is used instead only when the operator asks for it
 (``--dev-authenticator``); this package never falls back to one.
 """
 

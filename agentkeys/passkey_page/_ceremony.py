@@ -25,9 +25,8 @@ from webauthn.helpers.decode_credential_public_key import (
 from webauthn.helpers.exceptions import WebAuthnException
 
 from agentkeys.errors import InvalidEncoding
-from agentkeys.jwks import b64url_decode
+from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.passkey_page.errors import PasskeyResponseInvalid, PasskeyWrongCredential
-from agentkeys.softauthn import b64url
 
 __all__ = [
     "DEFAULT_RP_ID",
@@ -91,8 +90,8 @@ def enrollment_ceremony(
         "purpose": purpose,
         "publicKey": {
             "rp": {"id": rp_id, "name": rp_name},
-            "user": {"id": b64url(user_id), "name": user_name, "displayName": user_name},
-            "challenge": b64url(challenge),
+            "user": {"id": b64url_encode(user_id), "name": user_name, "displayName": user_name},
+            "challenge": b64url_encode(challenge),
             "pubKeyCredParams": [{"type": "public-key", "alg": _ES256}],
             "timeout": timeout_ms,
             "attestation": "none",
@@ -113,10 +112,10 @@ def assertion_ceremony(
         "purpose": purpose,
         "publicKey": {
             "rpId": rp_id,
-            "challenge": b64url(challenge),
+            "challenge": b64url_encode(challenge),
             "timeout": timeout_ms,
             "userVerification": "required",
-            "allowCredentials": [{"type": "public-key", "id": b64url(credential_id)}],
+            "allowCredentials": [{"type": "public-key", "id": b64url_encode(credential_id)}],
         },
     }
 

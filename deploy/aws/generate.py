@@ -9,7 +9,7 @@ Writes one JSON file per document (bucket policy, the actor role's identity and 
 policies, the worker's and the daemon's IAM policies, the bucket lifecycle rule expiring
 the worker's spent-nonce markers: ``aws s3api put-bucket-lifecycle-configuration``). The
 SeaweedFS development IAM is built from the same documents by
-``agentkeys.worker.iam.dev_iam_config``.
+``agentkeys.devstack.deployed_iam.deployed_iam_config``.
 """
 
 from __future__ import annotations

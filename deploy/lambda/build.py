@@ -6,8 +6,9 @@
 The zip holds, at its root:
 
 * ``agentkeys/`` from this checkout (Python sources, ``py.typed``; no caches);
-* ``contracts/artifacts/*.json`` (the ABIs ``agentkeys.chain`` loads, found relative to
-  the package as in the checkout);
+* the package data as an installed wheel lays it out (pyproject.toml ``package-dir``):
+  ``contracts/artifacts`` as ``agentkeys/_contracts/`` (the ABIs ``agentkeys.chain`` loads)
+  and ``deploy/aws`` as ``agentkeys/_aws/`` (the policy documents);
 * every distribution named in ``deploy/lambda/requirements.txt`` and, transitively, what
   their metadata requires (extras excluded), copied file by file with their ``.dist-info``
   from the interpreter running this script - the project's locked ``.venv``. Build it on
@@ -119,7 +120,9 @@ def entries() -> dict[str, Path]:
         for name, source in _distribution_files(dist):
             found.setdefault(name, source)
     found.update(_tree(REPO / "agentkeys", "agentkeys"))
-    found.update(_tree(REPO / "contracts" / "artifacts", "contracts/artifacts", (".json",)))
+    for package, directory in (("_contracts", "contracts/artifacts"), ("_aws", "deploy/aws")):
+        found.update(_tree(REPO / directory, f"agentkeys/{package}", (".json",)))
+        found[f"agentkeys/{package}/__init__.py"] = REPO / directory / "__init__.py"
     return found
 
 

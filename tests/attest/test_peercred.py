@@ -180,7 +180,7 @@ SLEEP = os.path.realpath("/bin/sleep")
 def test_socket_shared_with_another_process_is_refused(
     listener: tuple[socket.socket, str],
 ) -> None:
-    """Review finding 3: a fork keeps the socket while its child connects and execs an
+    """A fork keeps the socket while its child connects and execs an
     allowed binary. Refused while the parent holds a copy; the same connection is
     accepted once only the attested process holds it."""
     sock, path = listener

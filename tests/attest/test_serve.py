@@ -271,7 +271,7 @@ def test_loopback_listener_refuses_other_addresses(host: str) -> None:
 
 
 async def test_borrowed_connection_gets_403(server: Path) -> None:
-    """Review finding 3 end to end: python forks, the child connects and execs
+    """End to end: python forks, the child connects and execs
     ``sleep``, python speaks HTTP on its own copy; without the sole-holder check the
     app would answer it as ``sleep``."""
     borrower = str(Path(__file__).with_name("borrower.py"))
@@ -288,7 +288,7 @@ async def test_borrowed_connection_gets_403(server: Path) -> None:
 async def test_a_caller_with_a_non_utf8_name_is_attested_and_serving_goes_on(
     server: Path,
 ) -> None:
-    """Review finding: /proc/<pid>/stat carries the caller's chosen command name; bytes
+    """/proc/<pid>/stat carries the caller's chosen command name; bytes
     that are not UTF-8 once made attestation raise out of the server and stop it."""
     code = (
         "import socket, sys\n"

@@ -14,11 +14,11 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from agentkeys.broker import J1
+from agentkeys.devstack.smtp_sink import SmtpSink, find_link
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_encode
 from agentkeys.k10_signature import k10_sign
 from agentkeys.siwe import SiweMessage
-from agentkeys.smtp_sink import SmtpSink, find_link
-from agentkeys.softauthn import SoftAuthenticator
 from tests.broker.conftest import Device, Operator, RunningBroker
 
 

@@ -36,10 +36,10 @@ from agentkeys.chain.deploy import Deployment, deploy_all
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.chain.watcher import ChainWatcher
 from agentkeys.devstack import Anvil, Postgres, pick_port
+from agentkeys.devstack.smtp_sink import SmtpSink, run_smtp_sink
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.service import BoundAddress, MemoryAudit
-from agentkeys.smtp_sink import SmtpSink, run_smtp_sink
-from agentkeys.softauthn import SoftAuthenticator
 from tests.services import ORIGIN as ORIGIN
 from tests.services import RP_ID as RP_ID
 from tests.services import build_broker, chainless_client

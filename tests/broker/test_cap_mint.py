@@ -14,10 +14,10 @@ import trio
 from agentkeys.cap import CapOp, verify_cap
 from agentkeys.chain import challenge as ch
 from agentkeys.devstack import pick_port
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import JsonWebKeySet as Jwks
 from agentkeys.omni import agent_omni
 from agentkeys.pop import PopProof, new_mint_pop_claims, sign_pop
-from agentkeys.softauthn import SoftAuthenticator
 from tests.broker._flow import bearer, j1_for
 from tests.broker.conftest import (
     ORIGIN,

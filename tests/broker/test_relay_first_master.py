@@ -29,13 +29,13 @@ from agentkeys.chain import challenge as ch
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.signing import k10_digest
 from agentkeys.devstack import pick_port
+from agentkeys.devstack.smtp_sink import SmtpSink
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
 from agentkeys.pki import Role
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings, mtls_client
 from agentkeys.signer import KeyStore, OidcSettings, SignerService, SiwePin, StsExchanger
-from agentkeys.smtp_sink import SmtpSink
-from agentkeys.softauthn import SoftAuthenticator
 from attest.seal import SoftwareSealer
 from tests.broker._flow import b64d, bearer, email_stage, enroll, siwe_start
 from tests.broker.conftest import ORIGIN, RP_ID, Chain, Device, new_master

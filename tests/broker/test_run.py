@@ -18,12 +18,12 @@ from agentkeys.broker import J1, BrokerConfig, BrokerService, run_broker
 from agentkeys.cap import CapOp
 from agentkeys.config import load_config
 from agentkeys.devstack import pick_port
+from agentkeys.devstack.smtp_sink import SmtpSink
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
 from agentkeys.signer import KeyStore, OidcSettings, SignerService, SiwePin, StsExchanger
-from agentkeys.smtp_sink import SmtpSink
-from agentkeys.softauthn import SoftAuthenticator
 from attest.seal import SoftwareSealer
 from tests.broker._flow import BrokerClient, b64d, bearer, email_stage, enroll, siwe_start
 from tests.broker.conftest import ORIGIN, RP_ID, Chain, Device, Operator

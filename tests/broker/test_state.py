@@ -16,7 +16,7 @@ from agentkeys.broker._store import PasskeyCredential, SessionRecord
 from agentkeys.broker.errors import EmailDeliveryFailed
 from agentkeys.config import InsecureFileError
 from agentkeys.devstack import pick_port
-from agentkeys.smtp_sink import find_link, run_smtp_sink
+from agentkeys.devstack.smtp_sink import find_link, run_smtp_sink
 
 
 async def _store(tmp_path: Path) -> SqliteStateStore:

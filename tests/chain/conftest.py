@@ -19,8 +19,8 @@ from agentkeys.chain.client import ChainClient, account_from_key
 from agentkeys.chain.deploy import Deployment, deploy_all
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.devstack import Anvil, start_anvil
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet
-from agentkeys.softauthn import SoftAuthenticator
 
 RP_ID = "agentkeys.localhost"
 ORIGIN = "https://agentkeys.localhost"

@@ -17,8 +17,8 @@ from agentkeys.chain.challenge import NewAgent
 from agentkeys.chain.client import ChainClient, SignedMutation
 from agentkeys.chain.errors import ContractReverted
 from agentkeys.chain.signing import P256_N, MasterAuthority, SoftwareK10Signer
+from agentkeys.devstack.softauthn import SoftAssertion, SoftAuthenticator
 from agentkeys.omni import agent_omni
-from agentkeys.softauthn import SoftAssertion, SoftAuthenticator
 
 
 @contextlib.contextmanager

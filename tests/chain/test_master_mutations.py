@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agentkeys.chain.client import SignedMutation
 from agentkeys.chain.events import ScopeSet
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer, encode_k11_assertion
+from agentkeys.devstack.softauthn import FLAG_UP, SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet, agent_omni, service_hash
-from agentkeys.softauthn import FLAG_UP, SoftAuthenticator
 from tests.chain.conftest import ORIGIN, RP_ID, Chain, Operator, new_master, register_operator
 from tests.chain.helpers import VariantPasskey, register_agent, reverts
 

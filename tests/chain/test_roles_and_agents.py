@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from agentkeys.chain.challenge import NewAgent
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import agent_omni
-from agentkeys.softauthn import SoftAuthenticator
 from tests.chain.conftest import ORIGIN, RP_ID, Chain, Operator, new_master, register_operator
 from tests.chain.helpers import register_agent, reverts
 

@@ -1,4 +1,4 @@
-"""agentkeys.softauthn produces responses a standard WebAuthn verifier (py_webauthn) accepts."""
+"""The soft authenticator (agentkeys.devstack.softauthn) answers as py_webauthn expects."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from webauthn import verify_authentication_response, verify_registration_response
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse
 
-from agentkeys.softauthn import FLAG_UP, SoftAuthenticator
+from agentkeys.devstack.softauthn import FLAG_UP, SoftAuthenticator
 
 RP_ID = "agentkeys.localhost"
 ORIGIN = "https://agentkeys.localhost"

@@ -15,8 +15,8 @@ from agentkeys.chain.events import ChainEvent, DeviceRegistered, ScopeRevoked, S
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.chain.watcher import ChainWatcher
 from agentkeys.devstack import start_anvil
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet, agent_omni
-from agentkeys.softauthn import SoftAuthenticator
 from tests.chain.conftest import ORIGIN, RP_ID, Chain, Operator, new_master, register_operator
 from tests.chain.helpers import agent_device_mutation, register_agent
 

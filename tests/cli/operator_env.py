@@ -25,8 +25,8 @@ from agentkeys.chain import challenge as ch
 from agentkeys.cli import agent, device, scope, whoami
 from agentkeys.cli._common import DeviceK10Signer, OperatorState, PasskeyRecord
 from agentkeys.devstack import Anvil, start_anvil
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet, device_key_hash_from_point
-from agentkeys.softauthn import SoftAuthenticator
 from attest.device_key import SoftwareDeviceKey
 
 RP_ID = "localhost"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from agentkeys.devup import DevDaemonSetup
+from agentkeys.devstack.up import DevDaemonSetup
 from tests.cli.test_dev import _processes_under, _start, _wait_exit
 
 

@@ -1,4 +1,4 @@
-"""Review finding 11: private files end 0600 in a 0700 directory, whatever was there."""
+"""Private files end 0600 in a 0700 directory, whatever was there."""
 
 from __future__ import annotations
 

@@ -50,9 +50,9 @@ from agentkeys.daemon.config import (
     ListenSection,
     PolicySection,
 )
+from agentkeys.devstack.smtp_sink import run_smtp_sink
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
-from agentkeys.smtp_sink import run_smtp_sink
 from agentkeys.worker import StaticCapKeys, StorageSettings, WorkerCore, WorkerService
 from agentkeys.worker._signer import SignerClient
 from attest.device_key import SoftwareDeviceKey

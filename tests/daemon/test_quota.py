@@ -55,3 +55,8 @@ def test_unlimited_keeps_no_history() -> None:
     book = QuotaBook()
     for i in range(1000):
         book.admit(KEY, QuotaLimits(), now=T0 + i)
+    # nothing was recorded: once a limit applies, the unlimited requests do not count
+    limited = QuotaLimits(per_minute=1)
+    book.admit(KEY, limited, now=T0 + 999)
+    with pytest.raises(QuotaExceeded):
+        book.admit(KEY, limited, now=T0 + 999)

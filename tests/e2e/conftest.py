@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from agentkeys.cli import main
-from agentkeys.devup import DevUpOptions, StackStatus, run_dev_stack
+from agentkeys.devstack.up import DevUpOptions, StackStatus, run_dev_stack
 
 
 @dataclass

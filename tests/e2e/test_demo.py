@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from agentkeys.demo import DEMO_KEY
+from agentkeys.devstack.demo import DEMO_KEY
 
 
 def _processes_under(root: Path) -> list[str]:

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.chain import ContractReverted, MasterAuthority
 from agentkeys.cli._common import EXIT_OK, EXIT_PASSKEY, DeviceK10Signer
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import agent_omni
-from agentkeys.softauthn import SoftAuthenticator
 from attest.device_key import SoftwareDeviceKey
 from tests.cli.operator_env import ORIGIN, RP_ID, cli, dev_operator, write_private
 

@@ -19,10 +19,10 @@ import httpx
 
 from agentkeys.chain import account_from_key
 from agentkeys.cli._bootstrap import BrokerSignIn, email_sign_in, write_session
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_decode
 from agentkeys.migrate import migrate_operator
 from agentkeys.omni import actor_omni_for_wallet, identity_omni
-from agentkeys.softauthn import SoftAuthenticator
 from agentkeys.wallet import derive_k4_private_key
 from attest.device_key import SoftwareDeviceKey
 from tests.e2e.conftest import Cli, DevStack

@@ -55,15 +55,15 @@ from agentkeys.devstack import (
     start_anvil,
     start_seaweedfs,
 )
-from agentkeys.devup import broker_config
+from agentkeys.devstack.deployed_iam import deployed_iam_config
+from agentkeys.devstack.smtp_sink import run_smtp_sink
+from agentkeys.devstack.up import broker_config
 from agentkeys.pki import Role, init_ca, issue_certificate
 from agentkeys.service import ServerSettings
 from agentkeys.signer import ChainSettings as SignerChainSettings
 from agentkeys.signer import KeysSettings, OidcSettings, SignerConfig, StsSettings
-from agentkeys.smtp_sink import run_smtp_sink
 from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
 from agentkeys.worker.config import ChainSettings as WorkerChainSettings
-from agentkeys.worker.iam import dev_iam_config
 from bench._stack import AUDIENCE, DevStack, Signing, issue_j1, key_pem, worker_request
 from bench.chain import register_operator
 
@@ -409,7 +409,7 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
         pki = await trio.to_thread.run_sync(_pki, _private_dir(directory / "pki"))
         ports = {name: pick_port() for name in ("signer", "broker", "worker")}
         issuer = f"http://127.0.0.1:{ports['broker']}"
-        iam = dev_iam_config(bucket=BUCKET, issuer=issuer)
+        iam = deployed_iam_config(bucket=BUCKET, issuer=issuer)
         s3 = await stack.enter_async_context(
             start_seaweedfs(iam=iam, bucket=BUCKET, run_dir=_private_dir(directory / "seaweedfs"))
         )

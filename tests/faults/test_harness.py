@@ -9,7 +9,7 @@ import pytest
 from agentkeys._files import write_private
 from agentkeys.broker.config import BrokerConfig
 from agentkeys.config import load_config
-from agentkeys.devup import broker_config
+from agentkeys.devstack.up import broker_config
 from agentkeys.service import ServerSettings
 from agentkeys.signer import ChainSettings as SignerChainSettings
 from agentkeys.signer import KeysSettings, OidcSettings, SignerConfig, StsSettings

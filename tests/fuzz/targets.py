@@ -42,6 +42,7 @@ from agentkeys.cap import (
     sign_cap,
     verify_cap,
 )
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.errors import (
     AgentkeysError,
     CapError,
@@ -81,7 +82,6 @@ from agentkeys.siwe import (
     parse_siwe,
     verify_siwe,
 )
-from agentkeys.softauthn import SoftAuthenticator
 from attest.bundle import AttestationBundle, verify_bundle
 from attest.errors import AttestationMalformed, AttestError
 from attest.pin import CallerPin, PinAnswer, verify_pin_answer

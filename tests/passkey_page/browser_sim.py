@@ -1,7 +1,7 @@
 """An HTTP client acting as the browser for the passkey page, with a software authenticator.
 
 It fetches the page's request exactly as page.js does and posts what a browser would; the
-authenticator is agentkeys.softauthn (the real page is exercised with Chromium in
+authenticator is agentkeys.devstack.softauthn (the real page is exercised with Chromium in
 tests/browser/).
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_decode
-from agentkeys.softauthn import SoftAuthenticator
 
 
 def origin_of(url: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import agentkeys.passkey_page as pp
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.passkey_page import (
     CSP,
     PagePasskey,
@@ -20,7 +21,6 @@ from agentkeys.passkey_page import (
     enroll_passkey,
     run_page,
 )
-from agentkeys.softauthn import SoftAuthenticator
 from tests.passkey_page.browser_sim import origin_of, soft_browser
 
 CEREMONY = {"kind": "get", "purpose": "test", "publicKey": {"challenge": "AA"}}

@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from eth_utils.address import to_checksum_address
 
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import p256_point_bytes
 from agentkeys.signer import KeyStore
 from agentkeys.signer.errors import KeyStoreError
-from agentkeys.softauthn import SoftAuthenticator
 from agentkeys.wallet import recover_eip191
 from attest.seal import SoftwareSealer
 from tests.service.conftest import Pki, self_signed_certificate

@@ -4,7 +4,7 @@ the signer over mTLS, an OIDC issuer document server, and the worker behind eith
 * The chain runs the agentkeys contracts (one governance member, threshold 1, so tests can
   advance the K3 epoch). The operator's master wallet is the signer-held K4 of an email
   identity (as every v1 wallet was), registered in sovereign mode.
-* SeaweedFS gets the IAM document generated from deploy/aws (``agentkeys.worker.iam``).
+* SeaweedFS gets the IAM document generated from deploy/aws (``agentkeys.devstack.deployed_iam``).
 * Caps are signed with a test K1 key (the real cap format) trusted by the worker through a
   configured JWKS; the broker is not needed for the worker's checks.
 * The chain, PKI, signer and OIDC issuer helpers come from tests/services.py.
@@ -38,6 +38,8 @@ from agentkeys.devstack import (
     SeaweedFS,
     start_seaweedfs,
 )
+from agentkeys.devstack.deployed_iam import deployed_iam_config
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import JsonWebKeySet, b64url_encode
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,
@@ -52,13 +54,11 @@ from agentkeys.service import (
     MemoryAudit,
     ServerSettings,
 )
-from agentkeys.softauthn import SoftAuthenticator
 from agentkeys.wallet import derive_k4_private_key
 from agentkeys.worker import StaticCapKeys, StorageSettings, WorkerCore, WorkerService
 from agentkeys.worker import _lambda as worker_lambda
 from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import StorageDenied
-from agentkeys.worker.iam import dev_iam_config
 from tests.service.conftest import Pki
 from tests.services import (
     Chain,
@@ -375,12 +375,12 @@ async def open_stack(
     operator = await register_operator(chain, "alice@example.com")
     run_dir = tmp_path / "weed"
     if pre_transition is not None:
-        old_iam = dev_iam_config(bucket=TEST_BUCKET, issuer=issuer.url, stage="v1")
+        old_iam = deployed_iam_config(bucket=TEST_BUCKET, issuer=issuer.url, stage="v1")
         async with start_seaweedfs(iam=old_iam, bucket=TEST_BUCKET, run_dir=run_dir) as old:
             old_signer = await start_sts_signer(nursery, pki, chain, tmp_path, old, issuer, old_iam)
             await pre_transition(old_signer, old, operator)
             old_signer.service.shutdown()
-    iam = dev_iam_config(bucket=TEST_BUCKET, issuer=issuer.url)
+    iam = deployed_iam_config(bucket=TEST_BUCKET, issuer=issuer.url)
     async with start_seaweedfs(iam=iam, bucket=TEST_BUCKET, run_dir=run_dir) as store:
         signer = await start_sts_signer(nursery, pki, chain, tmp_path, store, issuer, iam)
         k1 = ec.generate_private_key(ec.SECP256R1())

@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
+from agentkeys.devstack.deployed_iam import deployed_iam_config, seaweed_identity_policy
 from agentkeys.worker.iam import (
     POLICY_DIR,
     PolicyRenderError,
-    dev_iam_config,
     render_all,
     render_policy,
-    seaweed_identity_policy,
 )
 
 VALUES = {
@@ -90,7 +89,7 @@ def test_unfilled_placeholders_and_unknown_documents_are_refused() -> None:
 
 
 def test_dev_iam_is_generated_from_the_same_documents() -> None:
-    iam = dev_iam_config(bucket="agentkeys-test", issuer="http://127.0.0.1:1234")
+    iam = deployed_iam_config(bucket="agentkeys-test", issuer="http://127.0.0.1:1234")
     document = iam.to_json()
     (policy,) = document["policies"]
     assert policy["document"] == seaweed_identity_policy(
@@ -100,7 +99,7 @@ def test_dev_iam_is_generated_from_the_same_documents() -> None:
     for trust in role["trustPolicy"]["Statement"]:
         assert trust["Action"] == ["sts:AssumeRoleWithWebIdentity"]  # SeaweedFS: no TagSession
         assert "Condition" not in trust  # SeaweedFS denies any conditioned trust statement
-    v1_only = dev_iam_config(bucket="agentkeys-test", issuer="http://127.0.0.1:1", stage="v1")
+    v1_only = deployed_iam_config(bucket="agentkeys-test", issuer="http://127.0.0.1:1", stage="v1")
     sids = {s["Sid"] for s in v1_only.to_json()["policies"][0]["document"]["Statement"]}
     assert sids == {"_v1_wallet_keyed_objects", "_v1_wallet_keyed_list", "DenyUnresolvedVariable"}
 

@@ -35,7 +35,8 @@ def test_zip_imports_cleanly_in_a_fresh_venv(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive) as opened:
         names = set(opened.namelist())
         assert "agentkeys/worker/_lambda.py" in names
-        assert "contracts/artifacts/SidecarRegistry.json" in names
+        assert "agentkeys/_contracts/SidecarRegistry.json" in names
+        assert "agentkeys/_aws/actor-role-policy.json" in names
         assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
         assert {info.date_time for info in opened.infolist()} == {(2020, 1, 1, 0, 0, 0)}
         opened.extractall(tmp_path / "task")

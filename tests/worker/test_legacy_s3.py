@@ -18,6 +18,7 @@ from agentkeys.chain import account_from_key
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.devstack import DEV_ROLE_NAME, SeaweedFS, start_seaweedfs
+from agentkeys.devstack.deployed_iam import deployed_iam_config
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,
     BrokerOidcCredentials,
@@ -29,7 +30,6 @@ from agentkeys.legacy_s3 import (
 from agentkeys.signer import StsExchanger
 from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import CredentialNotFound
-from agentkeys.worker.iam import dev_iam_config
 from agentkeys.worker.layout import v1_key, v2_key
 from attest.seal import SoftwareSealer
 from tests.broker.conftest import Chain as BrokerChain
@@ -97,7 +97,7 @@ async def legacy(
             [account_from_key(a.private_key) for a in chain.anvil.accounts],
         )  # fmt: skip
         broker: RunningBroker = await start_broker(chain=on_chain)
-    iam = dev_iam_config(bucket=TEST_BUCKET, issuer=broker.url)
+    iam = deployed_iam_config(bucket=TEST_BUCKET, issuer=broker.url)
     async with start_seaweedfs(iam=iam, bucket=TEST_BUCKET, run_dir=tmp_path / "weed") as store:
         sealer = SoftwareSealer.open(tmp_path / "seal" / "seal.key")
         await seed_state(tmp_path / "signer-state", sealer)

@@ -81,15 +81,15 @@ from agentkeys.devstack import (
     start_swtpm,
     swtpm_binary,
 )
+from agentkeys.devstack.deployed_iam import deployed_iam_config
+from agentkeys.devstack.smtp_sink import run_smtp_sink
 from agentkeys.errors import AgentkeysError
 from agentkeys.omni import normalize_hex32
 from agentkeys.pki import Role, init_ca, issue_certificate
 from agentkeys.service import ServerSettings
-from agentkeys.smtp_sink import run_smtp_sink
 from agentkeys.worker import run_worker
 from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
 from agentkeys.worker.config import ChainSettings as WorkerChainSettings
-from agentkeys.worker.iam import dev_iam_config
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -692,7 +692,7 @@ async def run_dev_stack(
 
             broker_port = pick_port()
             issuer = f"http://127.0.0.1:{broker_port}"
-            iam = dev_iam_config(bucket=DEV_BUCKET, issuer=issuer)
+            iam = deployed_iam_config(bucket=DEV_BUCKET, issuer=issuer)
             s3 = await stack.enter_async_context(
                 start_seaweedfs(
                     iam=iam, bucket=DEV_BUCKET, run_dir=_private_dir(state / "seaweedfs")

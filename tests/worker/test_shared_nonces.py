@@ -1,4 +1,4 @@
-"""Review item 6: a (cap, K10 proof) pair replayed to another worker process or Lambda
+"""A (cap, K10 proof) pair replayed to another worker process or Lambda
 container is refused when ``[storage] shared_nonces`` spends each nonce as a create-only
 marker object (S3 ``If-None-Match: *``, honoured by SeaweedFS 4.48 and AWS S3)."""
 
@@ -13,7 +13,7 @@ from agentkeys.worker import _lambda as worker_lambda
 from agentkeys.worker.errors import StorageDenied
 from agentkeys.worker.layout import pop_nonce_key
 from tests.worker.conftest import Stack, add_agent
-from tests.worker.test_review_nonce_order import another_core, signed_request
+from tests.worker.test_nonce_spent_after_checks import another_core, signed_request
 
 
 async def test_a_proof_replayed_to_another_process_is_refused(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-"""Review finding 2 (signer side): K4 signs SIWE only for the pinned relying party (domain,
+"""K4 signs SIWE only for the pinned relying party (domain,
 URI, chain id) and only short-lived, current messages; unpinned, it signs none."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ recovery → migration of a legacy v1 credential (legacy s3 backend writes 0x01 
 register --upgrade-from-v1`` → the sidecar backend reads it, migrating lazily → the eager
 tool migrates the rest).
 
-``python -m agentkeys.demo agent`` is the agent process (reads only its environment).
+``python -m agentkeys.devstack.demo agent`` is the agent process (reads only its environment).
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ from agentkeys.cli._bootstrap import (
     write_session,
 )
 from agentkeys.cli._common import OperatorState, PasskeyRecord, load_operator_state
-from agentkeys.devup import DevDaemonSetup, DevUpOptions, StackStatus, run_dev_stack
+from agentkeys.devstack.softauthn import SoftAuthenticator
+from agentkeys.devstack.up import DevDaemonSetup, DevUpOptions, StackStatus, run_dev_stack
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode
 from agentkeys.migrate import migrate_operator
 from agentkeys.omni import actor_omni_for_wallet, agent_omni, identity_omni
-from agentkeys.softauthn import SoftAuthenticator
 from attest.device_key import SoftwareDeviceKey
 
 __all__ = ["DEMO_KEY", "DemoStep", "DemoUpstream", "agent_main", "run_demo"]
@@ -495,7 +495,7 @@ class Demo:
         env = {**_cli_env(), **_parse_env_file(self.status.agent_env)}
         _check(DEMO_KEY not in json.dumps(env), "the real key reached the agent's environment")
         done = await trio.run_process(
-            [sys.executable, "-m", "agentkeys.demo", "agent"],
+            [sys.executable, "-m", "agentkeys.devstack.demo", "agent"],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
@@ -685,5 +685,5 @@ def agent_main() -> int:
 if __name__ == "__main__":
     if sys.argv[1:] == ["agent"]:
         sys.exit(agent_main())
-    print("usage: python -m agentkeys.demo agent (run `agentkeys dev demo` instead)")
+    print("usage: python -m agentkeys.devstack.demo agent (run `agentkeys dev demo` instead)")
     sys.exit(2)

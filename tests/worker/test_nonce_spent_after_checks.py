@@ -1,4 +1,4 @@
-"""Review item 5: the worker spends a K10 proof nonce only after every chain check passed,
+"""The worker spends a K10 proof nonce only after every chain check passed,
 and one device cannot fill the process-wide nonce registry (real chain, signer, SeaweedFS)."""
 
 from __future__ import annotations

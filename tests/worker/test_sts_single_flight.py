@@ -1,4 +1,4 @@
-"""Review item 10: STS exchanges are single-flight per (actor, wallet tag): one slow exchange
+"""STS exchanges are single-flight per (actor, wallet tag): one slow exchange
 does not hold up other actors, and concurrent requests for one session share one exchange.
 
 The signer is the real one (mTLS, SeaweedFS STS); the test only holds one actor's exchange

@@ -1,4 +1,4 @@
-"""Review item 7: an agent's S3 session carries no master wallet tag, so it cannot reach the
+"""An agent's S3 session carries no master wallet tag, so it cannot reach the
 master's v1 prefix, and the worker does no v1 fallback for agents (real SeaweedFS STS)."""
 
 from __future__ import annotations

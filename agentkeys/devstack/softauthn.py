@@ -11,7 +11,6 @@ It holds its private key in memory only; it is not a place to keep a real passke
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.errors import InvalidKeyMaterial
+from agentkeys.jwks import b64url_encode
 
 __all__ = [
     "FLAG_AT",
@@ -30,7 +30,6 @@ __all__ = [
     "SoftAssertion",
     "SoftAuthenticator",
     "SoftRegistration",
-    "b64url",
 ]
 
 FLAG_UP = 0x01
@@ -42,14 +41,14 @@ _COSE_ALG_ES256 = -7
 _COSE_CRV_P256 = 1
 
 
-def b64url(data: bytes) -> str:
-    """base64url without padding, as WebAuthn writes binary values."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _client_data(kind: str, challenge: bytes, origin: str) -> bytes:
     return json.dumps(
-        {"type": kind, "challenge": b64url(challenge), "origin": origin, "crossOrigin": False},
+        {
+            "type": kind,
+            "challenge": b64url_encode(challenge),
+            "origin": origin,
+            "crossOrigin": False,
+        },
         separators=(",", ":"),
     ).encode()
 
@@ -67,12 +66,12 @@ class SoftRegistration:
     def to_json(self) -> dict[str, object]:
         """The RegistrationResponseJSON a browser would post (py_webauthn parses it)."""
         return {
-            "id": b64url(self.credential_id),
-            "rawId": b64url(self.credential_id),
+            "id": b64url_encode(self.credential_id),
+            "rawId": b64url_encode(self.credential_id),
             "type": "public-key",
             "response": {
-                "clientDataJSON": b64url(self.client_data_json),
-                "attestationObject": b64url(self.attestation_object),
+                "clientDataJSON": b64url_encode(self.client_data_json),
+                "attestationObject": b64url_encode(self.attestation_object),
                 "transports": ["internal"],
             },
             "clientExtensionResults": {},
@@ -92,13 +91,13 @@ class SoftAssertion:
     def to_json(self) -> dict[str, object]:
         """The AuthenticationResponseJSON a browser would post (py_webauthn parses it)."""
         return {
-            "id": b64url(self.credential_id),
-            "rawId": b64url(self.credential_id),
+            "id": b64url_encode(self.credential_id),
+            "rawId": b64url_encode(self.credential_id),
             "type": "public-key",
             "response": {
-                "clientDataJSON": b64url(self.client_data_json),
-                "authenticatorData": b64url(self.authenticator_data),
-                "signature": b64url(self.signature),
+                "clientDataJSON": b64url_encode(self.client_data_json),
+                "authenticatorData": b64url_encode(self.authenticator_data),
+                "signature": b64url_encode(self.signature),
             },
             "clientExtensionResults": {},
             "authenticatorAttachment": "platform",

@@ -1,4 +1,4 @@
-"""Review item 8: the deny for keys containing ``${`` in the AWS spelling (``${$}`` is AWS'
+"""The deny for keys containing ``${`` in the AWS spelling (``${$}`` is AWS'
 literal ``$``) and the SeaweedFS spelling the dev IAM generator emits; the text of both and
 what SeaweedFS 4.48 does with each (measured on a real ``weed mini``)."""
 
@@ -13,15 +13,14 @@ import pytest
 import trio
 
 from agentkeys.devstack import IamPolicy, s3_client, start_seaweedfs
+from agentkeys.devstack.deployed_iam import deployed_iam_config, seaweed_identity_policy
 from agentkeys.devstack.iam import DEV_ACTOR_POLICY_NAME
 from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import StorageDenied
 from agentkeys.worker.iam import (
     DOCUMENTS,
     POLICY_DIR,
-    dev_iam_config,
     render_policy,
-    seaweed_identity_policy,
 )
 from agentkeys.worker.layout import v2_key
 from tests.service.conftest import Pki
@@ -72,7 +71,7 @@ def test_aws_documents_spell_the_literal_dollar_the_aws_way() -> None:
 
 
 def test_the_dev_iam_uses_the_seaweedfs_spelling_of_the_same_deny() -> None:
-    document = dev_iam_config(bucket="agentkeys-test", issuer="http://127.0.0.1:1").to_json()
+    document = deployed_iam_config(bucket="agentkeys-test", issuer="http://127.0.0.1:1").to_json()
     (policy,) = document["policies"]
     assert deny_resources(policy["document"]) == ["arn:aws:s3:::agentkeys-test/*${*"]
     assert "${$}" not in str(policy["document"])
@@ -122,10 +121,10 @@ async def test_seaweedfs_does_not_know_the_aws_escape(
     """Why the generator adapts the spelling: SeaweedFS 4.48 reads ``${$}`` literally.
 
     If this test starts failing after a SeaweedFS upgrade, the adaptation in
-    agentkeys.worker.iam.seaweed_identity_policy may be dropped.
+    agentkeys.devstack.deployed_iam.seaweed_identity_policy may be dropped.
     """
     issuer = await serve_issuer(nursery)
-    generated = dev_iam_config(bucket=TEST_BUCKET, issuer=issuer.url)
+    generated = deployed_iam_config(bucket=TEST_BUCKET, issuer=issuer.url)
     aws_spelling = render_policy("actor-role-policy", {"bucket": TEST_BUCKET})
     iam = dataclasses.replace(generated, policies=(IamPolicy(DEV_ACTOR_POLICY_NAME, aws_spelling),))
     actor = "ab" * 32

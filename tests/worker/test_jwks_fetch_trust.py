@@ -1,4 +1,4 @@
-"""Review item 9: the worker's trust root (the broker's cap JWKS) is fetched only over https
+"""The worker's trust root (the broker's cap JWKS) is fetched only over https
 (plain http only to loopback), optionally with a pinned CA, and read with a byte limit.
 
 The servers here are hostile or foreign brokers written for the test on real 127.0.0.1

@@ -1,4 +1,4 @@
-"""Review finding 2: control of an email inbox alone must not yield a J1 for that email
+"""Control of an email inbox alone must not yield a J1 for that email
 operator's K4 wallet, nor an OIDC token (raw S3 on its vault).
 
 The reviewer's attack, step by step, against the real broker + signer + anvil: intercept the
@@ -19,11 +19,11 @@ import trio
 from agentkeys.broker import _passkey as pk
 from agentkeys.chain.signing import MasterAuthority
 from agentkeys.cli._bootstrap import BrokerRefused, BrokerSignIn
+from agentkeys.devstack.smtp_sink import SmtpSink
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_encode
 from agentkeys.k10_signature import k10_sign
 from agentkeys.omni import actor_omni_for_wallet
-from agentkeys.smtp_sink import SmtpSink
-from agentkeys.softauthn import SoftAuthenticator
 from attest.device_key import SoftwareDeviceKey
 from tests.broker._flow import b64d, bearer, email_stage, register_options, siwe_start
 from tests.broker.conftest import ORIGIN, RP_ID, Chain, Device
