@@ -17,13 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from eth_utils.address import to_checksum_address
 
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_decode, b64url_encode
+from agentkeys.k10_signature import P256_N, k10_sign
 from agentkeys.omni import p256_point_bytes
 from agentkeys.signer import KeyStore
 from agentkeys.signer.errors import KeyStoreError
@@ -271,8 +270,7 @@ async def test_k10_signature_verification(signer: RunningSigner, pki: Pki) -> No
     key = ec.generate_private_key(ec.SECP256R1())
     point = p256_point_bytes(key.public_key())
     message = b"agentkeys k10 test message"
-    r_, s_ = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
-    rs = r_.to_bytes(32, "big") + s_.to_bytes(32, "big")
+    rs = k10_sign(key, message)  # low-S, as the chain requires
     body = {"public_key": point.hex(), "signature": rs.hex(), "message": b64url_encode(message)}
     async with signer.client(pki, "worker") as worker:
         r = await worker.post("/verify/k10-sig", json=body)
@@ -286,6 +284,11 @@ async def test_k10_signature_verification(signer: RunningSigner, pki: Pki) -> No
         r = await worker.post("/verify/k10-sig", json=tampered)
         assert r.status_code == 400
         assert r.json()["error"] == "k10_signature_rejected"
+        # the malleable twin (r, n - s) verifies under plain ECDSA; the chain refuses it
+        r_, s_ = int.from_bytes(rs[:32], "big"), int.from_bytes(rs[32:], "big")
+        high = r_.to_bytes(32, "big") + (P256_N - s_).to_bytes(32, "big")
+        r = await worker.post("/verify/k10-sig", json={**body, "signature": high.hex()})
+        assert (r.status_code, r.json()["error"]) == (400, "k10_signature_rejected")
         both = {**body, "digest": "00" * 32}
         assert (await worker.post("/verify/k10-sig", json=both)).status_code == 400
 
