@@ -81,7 +81,7 @@ async def test_request_path_and_fail_closed_with_real_credentials(
     ) as again:
         await broker_unreachable_then_recovers(again)
         await scope_revocation_drops_the_cache_and_refuses(again)
-        await policy_reload_and_bad_policy_kept_out(again)
+        await policy_reload_and_bad_policy_kept_out(again, caplog)
         await audit_verify_cli_names_the_edited_row(again, capsys)
         await device_revocation_refuses_everything(again)
 
@@ -555,12 +555,15 @@ async def device_revocation_refuses_everything(stack: Stack) -> None:
     assert len(stack.daemon.cache) == 0
 
 
-async def policy_reload_and_bad_policy_kept_out(stack: Stack) -> None:
+async def policy_reload_and_bad_policy_kept_out(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     async with stack.client() as client:
         assert (await client.get("/openai/v1/models")).status_code == 200
         first = stack.daemon.policy
         stack.config.policy_path.write_text("this is not toml [")
-        await trio.sleep(0.3)
+        # wait for the reload to have read the broken file, not for a guessed time
+        await wait_until(lambda: "policy reload refused" in caplog.text)
         assert stack.daemon.policy is first  # a broken file never replaces a good policy
         assert (await client.get("/openai/v1/models")).status_code == 200
         write_private(
