@@ -84,6 +84,8 @@ class ChainWatcher:
         self.cursor = start_block
         self._anchor: tuple[int, str] | None = None  # last fully scanned block and its hash
         self._delivered: tuple[int, int] | None = None  # (block, log index) of the last event
+        #: The chain head the last poll read (None before the first poll).
+        self.head: int | None = None
         #: RPC failures retried so far (for health reporting).
         self.rpc_failures = 0
 
@@ -121,7 +123,7 @@ class ChainWatcher:
 
     async def poll_once(self) -> bool:
         """Scan one range if one is confirmed; True when the cursor moved."""
-        head = _quantity(await self._rpc.call("eth_blockNumber"))
+        head = self.head = _quantity(await self._rpc.call("eth_blockNumber"))
         if self._anchor is not None:
             number, known = self._anchor
             if await self._block_hash(number) != known:
