@@ -247,6 +247,7 @@ class CachedChainView:
         ``max_staleness`` seconds after that read began.
         """
         events = watcher.subscribe(buffer=1_000_000)
+        reorgs = watcher.reorgs
         delay = poll_interval
         started = False
         try:
@@ -265,6 +266,9 @@ class CachedChainView:
                     delay = min(max(delay * 2, 0.05), max_backoff)
                     continue
                 delay = poll_interval
+                if watcher.reorgs != reorgs:  # values read from replaced blocks may be cached
+                    reorgs = watcher.reorgs
+                    self.invalidate_all()
                 while True:
                     try:
                         event = events.receive_nowait()
