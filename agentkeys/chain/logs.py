@@ -31,6 +31,7 @@ _REFUSALS = (
     "more than",
     "too many",
     "response size",
+    "is limited to",
 )
 #: JSON-RPC "limit exceeded" (EIP-1474).
 _LIMIT_EXCEEDED = -32005
