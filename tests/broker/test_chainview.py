@@ -130,3 +130,22 @@ async def test_a_view_not_following_never_trusts_its_cache(
 async def test_a_negative_staleness_is_refused(counting: CountingReader) -> None:
     with pytest.raises(ValueError, match="max_staleness"):
         CachedChainView(counting, max_staleness=-1)
+
+
+async def test_a_reorg_the_watcher_rewound_over_drops_the_cache(
+    chain: Chain, operator: Operator, following: CachedChainView
+) -> None:
+    agent = agent_omni(operator.omni, "bot")
+    await add_agent(chain, operator, "bot")
+    snapshot = await chain.client.rpc.call("evm_snapshot")
+    await set_scope(chain, operator, agent, ["openai"])  # on a branch that will be replaced
+    await _synced(following, chain)
+    assert await following.scope(operator.omni, agent) is not None
+    assert await following.scope(operator.omni, agent) is not None  # cached
+    hits = following.hits
+    await chain.client.rpc.call("evm_revert", snapshot)
+    for _ in range(3):  # the new branch, without the scope, is longer
+        await chain.client.rpc.call("evm_mine")
+    await _synced(following, chain)
+    assert await following.scope(operator.omni, agent) is None  # no event said so: the reorg did
+    assert following.hits == hits
