@@ -27,7 +27,7 @@ from eth_utils.address import to_checksum_address
 
 from agentkeys.chain import challenge as ch
 from agentkeys.chain._abi import ContractAbi, decode_revert
-from agentkeys.chain._rpc import JsonRpc, RevertData
+from agentkeys.chain._rpc import JsonRpc, RevertData, quantity
 from agentkeys.chain.artifacts import load_artifact
 from agentkeys.chain.errors import AbiError, ChainConfigError, RpcError, TransactionFailed
 from agentkeys.chain.events import ChainEvent, decode_log
@@ -135,15 +135,6 @@ class Receipt:
     logs: tuple[dict[str, Any], ...] = field(repr=False)
 
 
-def _hexint(value: Any) -> int:
-    if not isinstance(value, str):
-        raise AbiError("expected a hex quantity from the node")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise AbiError("expected a hex quantity from the node") from None
-
-
 class ChainClient:
     """Reads and writes the agentkeys contracts of one deployment.
 
@@ -210,7 +201,7 @@ class ChainClient:
     async def chain_id(self) -> int:
         """eth_chainId (cached)."""
         if self._chain_id is None:
-            self._chain_id = _hexint(await self.rpc.call("eth_chainId"))
+            self._chain_id = quantity(await self.rpc.call("eth_chainId"))
         return self._chain_id
 
     async def check_chain_id(self, expected: int) -> None:
@@ -225,7 +216,7 @@ class ChainClient:
 
     async def block_number(self) -> int:
         """eth_blockNumber."""
-        return _hexint(await self.rpc.call("eth_blockNumber"))
+        return quantity(await self.rpc.call("eth_blockNumber"))
 
     def _revert(self, exc: RevertData, context: str) -> Exception:
         return decode_revert(exc.data, list(self.abis.values()), context)
@@ -275,7 +266,7 @@ class ChainClient:
         if to is not None:
             tx["to"] = to
         try:
-            gas = _hexint(await self.rpc.call("eth_estimateGas", tx))
+            gas = quantity(await self.rpc.call("eth_estimateGas", tx))
         except RevertData as exc:
             raise self._revert(exc, context) from None
         lock = self._send_locks.setdefault(sender.address, trio.Lock())
@@ -297,7 +288,7 @@ class ChainClient:
     ) -> tuple[str, int] | None:
         """Send one type-2 transaction at the pending nonce; (hash, nonce), or None when
         another sender had taken that nonce."""
-        nonce = _hexint(await self.rpc.call("eth_getTransactionCount", sender.address, "pending"))
+        nonce = quantity(await self.rpc.call("eth_getTransactionCount", sender.address, "pending"))
         fees = await suggest_fees(self.rpc)
         unsigned: dict[str, Any] = {
             "type": 2,
@@ -338,7 +329,7 @@ class ChainClient:
                 raw = await self.rpc.call("eth_getTransactionReceipt", tx_hash)
                 if raw is not None:
                     break
-                mined = _hexint(await self.rpc.call("eth_getTransactionCount", sender, "latest"))
+                mined = quantity(await self.rpc.call("eth_getTransactionCount", sender, "latest"))
                 if mined > nonce and (
                     await self.rpc.call("eth_getTransactionByHash", tx_hash) is None
                 ):  # the nonce went to another transaction and ours left the pool
@@ -348,13 +339,13 @@ class ChainClient:
             raise TransactionFailed(f"{context}: not mined within {self._receipt_timeout} s")
         if not isinstance(raw, dict):
             raise AbiError("receipt is not an object")
-        if _hexint(raw.get("status")) != 1:
+        if quantity(raw.get("status")) != 1:
             raise TransactionFailed(f"{context}: transaction {tx_hash} reverted")
         return Receipt(
             tx_hash=tx_hash,
-            block_number=_hexint(raw.get("blockNumber")),
+            block_number=quantity(raw.get("blockNumber")),
             block_hash=str(raw.get("blockHash")),
-            gas_used=_hexint(raw.get("gasUsed")),
+            gas_used=quantity(raw.get("gasUsed")),
             contract_address=raw.get("contractAddress"),
             logs=tuple(raw.get("logs") or ()),
         )

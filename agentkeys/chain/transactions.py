@@ -20,10 +20,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-from agentkeys.chain._rpc import JsonRpc
-from agentkeys.chain.errors import AbiError, RpcError
+from agentkeys.chain._rpc import JsonRpc, quantity
+from agentkeys.chain.errors import RpcError
 
 __all__ = ["Fees", "SendOutcome", "classify_send_error", "suggest_fees"]
 
@@ -37,15 +36,6 @@ class Fees:
 
     max_fee_per_gas: int
     max_priority_fee_per_gas: int
-
-
-def _quantity(value: Any) -> int:
-    if not isinstance(value, str):
-        raise AbiError("expected a hex quantity from the node")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise AbiError("expected a hex quantity from the node") from None
 
 
 async def suggest_fees(rpc: JsonRpc) -> Fees:
@@ -62,12 +52,12 @@ async def suggest_fees(rpc: JsonRpc) -> Fees:
     base_fees = history.get("baseFeePerGas")
     if not isinstance(base_fees, list) or not base_fees:
         raise RpcError("eth_feeHistory answered no base fee (chain without EIP-1559?)")
-    next_base_fee = _quantity(base_fees[-1])  # the block after the newest one
+    next_base_fee = quantity(base_fees[-1])  # the block after the newest one
     rewards = history.get("reward") or []
-    tips = [_quantity(r[0]) for r in rewards if isinstance(r, list) and r]
+    tips = [quantity(r[0]) for r in rewards if isinstance(r, list) and r]
     tip = int(statistics.median(t for t in tips if t > 0)) if any(tips) else 0
     if tip == 0:
-        tip = _quantity(await rpc.call("eth_maxPriorityFeePerGas"))
+        tip = quantity(await rpc.call("eth_maxPriorityFeePerGas"))
     return Fees(max_fee_per_gas=2 * next_base_fee + tip, max_priority_fee_per_gas=tip)
 
 

@@ -28,11 +28,10 @@ from typing import Any
 import trio
 
 from agentkeys.chain._abi import ContractAbi
-from agentkeys.chain._rpc import JsonRpc
+from agentkeys.chain._rpc import JsonRpc, quantity
 from agentkeys.chain.artifacts import load_artifact
 from agentkeys.chain.client import ContractAddresses
 from agentkeys.chain.errors import (
-    AbiError,
     ChainConfigError,
     ReorgTooDeep,
     RpcError,
@@ -141,7 +140,7 @@ class ChainWatcher:
 
     async def poll_once(self) -> bool:
         """Scan one range if one is confirmed; True when the cursor moved (or rewound)."""
-        head = self.head = _quantity(await self._rpc.call("eth_blockNumber"))
+        head = self.head = quantity(await self._rpc.call("eth_blockNumber"))
         rewound = await self._check_anchor()
         safe = head - self._confirmations
         if safe < self.cursor:
@@ -225,12 +224,3 @@ class ChainWatcher:
                 await channel.send(event)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(channel)
-
-
-def _quantity(value: Any) -> int:
-    if not isinstance(value, str):
-        raise AbiError("expected a hex quantity")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise AbiError("expected a hex quantity") from None
