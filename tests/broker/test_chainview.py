@@ -7,14 +7,17 @@ the calls that reach the node.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from agentkeys.broker import CachedChainView
+from agentkeys.broker.config import ChainSettings
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.watcher import ChainWatcher
+from agentkeys.config import ConfigError
 from agentkeys.omni import agent_omni
 from tests.broker.conftest import Chain, Operator, register_operator
 from tests.broker.test_cap_mint import add_agent, revoke_scope, set_scope
@@ -149,3 +152,12 @@ async def test_a_reorg_the_watcher_rewound_over_drops_the_cache(
     await _synced(following, chain)
     assert await following.scope(operator.omni, agent) is None  # no event said so: the reorg did
     assert following.hits == hits
+
+
+def test_the_configured_staleness_must_exceed_the_poll_interval(tmp_path: Path) -> None:
+    record = tmp_path / "deployment.json"
+    with pytest.raises(ConfigError, match="cache_staleness"):
+        ChainSettings(rpc_url="http://x", deployment=record, poll_interval=1, cache_staleness=1)
+    with pytest.raises(ConfigError, match="max_log_range"):
+        ChainSettings(rpc_url="http://x", deployment=record, max_log_range=0)
+    assert ChainSettings(rpc_url="http://x", deployment=record, cache_staleness=2.5)
