@@ -27,13 +27,20 @@ def _rate(ops_per_s: float) -> str:
     return f"{ops_per_s:,.0f}" if ops_per_s >= 100 else f"{ops_per_s:,.1f}"
 
 
+def _ratio(ratio: float) -> str:
+    """``×1.32``; far below 1 as a fraction (``×1/1,240``), which two decimals would hide."""
+    if ratio >= 0.01 or ratio <= 0:
+        return f"×{ratio:.2f}"
+    return f"×1/{1 / ratio:,.0f}"
+
+
 def _cells(row: Row) -> tuple[str, ...]:
     f = row.figures
     if f is None:
         figures = ("—", "—", "—", "—")
     else:
         figures = (_rate(f.ops_per_s), _latency(f.p50_us), _latency(f.p90_us), _latency(f.p99_us))
-    ratio = f"×{row.ratio:.2f}" if row.ratio is not None else ""
+    ratio = _ratio(row.ratio) if row.ratio is not None else ""
     baseline = row.baseline or ""
     return (row.scenario, row.label, *figures, ratio, baseline, row.notes)
 

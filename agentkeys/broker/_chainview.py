@@ -13,6 +13,11 @@ chain and never changes (and it can only ever be the operator the agent omni was
 from, even across a reorg), so a recorded operator is cached for good and an absent one is
 never cached.
 
+With ``max_staleness`` the view does not ask for the head on every read: it trusts its
+cache while the watcher saw the head, with every event up to it applied, at most that many
+seconds ago, so a hit is a dict lookup (a cap mint makes no RPC at all) and a change on
+chain takes effect within ``max_staleness`` plus one poll interval instead of at once.
+
 A value read while an invalidation happened is not stored (a generation counter guards the
 race). Every chain failure becomes :class:`~agentkeys.broker.errors.ChainUnavailable`: the
 broker fails closed.
@@ -46,6 +51,8 @@ __all__ = ["CachedChainView", "ChainReader"]
 log = logging.getLogger("agentkeys.broker.chain")
 
 T = TypeVar("T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 _MAX_ENTRIES = 10_000
 
 
@@ -80,10 +87,20 @@ class CachedChainView:
 
     Args:
         reader: the chain client.
+        max_staleness: 0 (the default): every read first asks the node for its head, so a
+            change on chain takes effect at the next read. Above 0: the cache is trusted
+            without asking while the watcher saw the chain's head, and had applied every
+            event up to it, at most ``max_staleness`` seconds ago (Trio clock), so a hit is
+            a dict lookup; a change on chain then takes effect within ``max_staleness`` plus
+            the watcher's poll interval. It must exceed the poll interval, or the cache is
+            never trusted.
     """
 
-    def __init__(self, reader: ChainReader) -> None:
+    def __init__(self, reader: ChainReader, *, max_staleness: float = 0.0) -> None:
+        if max_staleness < 0:
+            raise ValueError("max_staleness must be >= 0")
         self._reader = reader
+        self._max_staleness = max_staleness
         self._devices: dict[str, DeviceEntry | None] = {}
         self._scopes: dict[tuple[str, str], ScopeEntry | None] = {}
         self._agent_operators: dict[str, str] = {}
@@ -91,6 +108,8 @@ class CachedChainView:
         self._generation = 0
         #: The last block whose events have all been applied (None: not following).
         self.synced_through: int | None = None
+        #: Trio time until which the cache is trusted without asking the node (bounded mode).
+        self._trusted_until = float("-inf")
         #: Cache hits and misses (health reporting and tests).
         self.hits = 0
         self.misses = 0
@@ -100,29 +119,16 @@ class CachedChainView:
     async def _fresh(self) -> bool:
         if self.synced_through is None:
             return False
+        if self._max_staleness > 0:
+            return trio.current_time() <= self._trusted_until
         with _chain_errors():
             head = await self._reader.block_number()
         return head <= self.synced_through
 
-    async def _read(
-        self,
-        cached: Callable[[], tuple[bool, T]],
-        store: Callable[[T], None],
-        fetch: Callable[[], Awaitable[T]],
-    ) -> T:
-        fresh = await self._fresh()
-        if fresh:
-            present, value = cached()
-            if present:
-                self.hits += 1
-                return value
+    async def _fetch(self, fetch: Callable[[], Awaitable[T]]) -> T:
         self.misses += 1
-        generation = self._generation
         with _chain_errors():
-            value = await fetch()
-        if fresh and generation == self._generation:
-            store(value)
-        return value
+            return await fetch()
 
     async def device(self, device_key_hash: str) -> DeviceEntry | None:
         """SidecarRegistry's entry for the device, or ``None``.
@@ -130,15 +136,16 @@ class CachedChainView:
         Raises:
             ChainUnavailable: the chain cannot be read.
         """
-
-        def cached() -> tuple[bool, DeviceEntry | None]:
-            return device_key_hash in self._devices, self._devices.get(device_key_hash)
-
-        def store(value: DeviceEntry | None) -> None:
-            self._bound(self._devices)
+        fresh = await self._fresh()
+        if fresh and device_key_hash in self._devices:
+            self.hits += 1
+            return self._devices[device_key_hash]
+        generation = self._generation
+        value = await self._fetch(lambda: self._reader.get_device(device_key_hash))
+        if fresh and generation == self._generation:
+            _bound(self._devices)
             self._devices[device_key_hash] = value
-
-        return await self._read(cached, store, lambda: self._reader.get_device(device_key_hash))
+        return value
 
     async def scope(self, operator_omni: str, actor_omni: str) -> ScopeEntry | None:
         """scope[operator][actor] on chain, or ``None`` when there is no entry.
@@ -147,17 +154,16 @@ class CachedChainView:
             ChainUnavailable: the chain cannot be read.
         """
         key = (operator_omni, actor_omni)
-
-        def cached() -> tuple[bool, ScopeEntry | None]:
-            return key in self._scopes, self._scopes.get(key)
-
-        def store(value: ScopeEntry | None) -> None:
-            self._bound(self._scopes)
+        fresh = await self._fresh()
+        if fresh and key in self._scopes:
+            self.hits += 1
+            return self._scopes[key]
+        generation = self._generation
+        value = await self._fetch(lambda: self._reader.get_scope(operator_omni, actor_omni))
+        if fresh and generation == self._generation:
+            _bound(self._scopes)
             self._scopes[key] = value
-
-        return await self._read(
-            cached, store, lambda: self._reader.get_scope(operator_omni, actor_omni)
-        )
+        return value
 
     async def agent_operator(self, agent_omni: str) -> str | None:
         """The operator SidecarRegistry records for ``agent_omni`` as an agent, or ``None``.
@@ -169,12 +175,9 @@ class CachedChainView:
         if known is not None:
             self.hits += 1
             return known
-        self.misses += 1
-        with _chain_errors():
-            value = await self._reader.agent_operator(agent_omni)
+        value = await self._fetch(lambda: self._reader.agent_operator(agent_omni))
         if value is not None:
-            if len(self._agent_operators) >= _MAX_ENTRIES:
-                self._agent_operators.clear()
+            _bound(self._agent_operators)
             self._agent_operators[agent_omni] = value
         return value
 
@@ -195,23 +198,15 @@ class CachedChainView:
         Raises:
             ChainUnavailable: the chain cannot be read.
         """
-
-        def cached() -> tuple[bool, int]:
-            return self._epoch is not None, self._epoch if self._epoch is not None else 0
-
-        def store(value: int) -> None:
+        fresh = await self._fresh()
+        if fresh and self._epoch is not None:
+            self.hits += 1
+            return self._epoch
+        generation = self._generation
+        value = await self._fetch(self._reader.current_epoch)
+        if fresh and generation == self._generation:
             self._epoch = value
-
-        return await self._read(cached, store, self._reader.current_epoch)
-
-    @staticmethod
-    def _bound(
-        table: dict[object, object]
-        | dict[str, DeviceEntry | None]
-        | dict[tuple[str, str], ScopeEntry | None],
-    ) -> None:
-        if len(table) >= _MAX_ENTRIES:
-            table.clear()
+        return value
 
     # -- invalidation ------------------------------------------------------------------------
 
@@ -231,6 +226,7 @@ class CachedChainView:
     def invalidate_all(self) -> None:
         """Forget everything (e.g. after the watcher lost track)."""
         self._generation += 1
+        self._trusted_until = float("-inf")
         self._devices.clear()
         self._scopes.clear()
         self._epoch = None
@@ -246,17 +242,22 @@ class CachedChainView:
         """Drive ``watcher`` and apply its events until cancelled (a task of the broker).
 
         The cache is only trusted after a poll has applied all events up to a block; on RPC
-        failures it stops being trusted until the watcher catches up again.
+        failures it stops being trusted until the watcher catches up again. With
+        ``max_staleness`` set, a poll that reached the head it read trusts the cache until
+        ``max_staleness`` seconds after that read began.
         """
         events = watcher.subscribe(buffer=1_000_000)
+        reorgs = watcher.reorgs
         delay = poll_interval
         started = False
         try:
             while True:
+                polled_at = trio.current_time()
                 try:
                     progressed = await watcher.poll_once()
                 except ChainError as exc:
                     self.synced_through = None
+                    self._trusted_until = float("-inf")
                     log.warning("broker chain watcher: %s; retrying in %.1f s", exc.reason, delay)
                     if not started:
                         task_status.started()
@@ -265,6 +266,9 @@ class CachedChainView:
                     delay = min(max(delay * 2, 0.05), max_backoff)
                     continue
                 delay = poll_interval
+                if watcher.reorgs != reorgs:  # values read from replaced blocks may be cached
+                    reorgs = watcher.reorgs
+                    self.invalidate_all()
                 while True:
                     try:
                         event = events.receive_nowait()
@@ -272,6 +276,8 @@ class CachedChainView:
                         break
                     self.apply(event)
                 self.synced_through = watcher.cursor - 1
+                if watcher.head is not None and self.synced_through >= watcher.head:
+                    self._trusted_until = polled_at + self._max_staleness
                 if not started:
                     task_status.started()
                     started = True
@@ -279,4 +285,10 @@ class CachedChainView:
                     await trio.sleep(poll_interval)
         finally:
             self.synced_through = None
+            self._trusted_until = float("-inf")
             events.close()
+
+
+def _bound(table: dict[_K, _V]) -> None:
+    if len(table) >= _MAX_ENTRIES:
+        table.clear()

@@ -155,8 +155,9 @@ async def run_broker(
             start_block=deployment.block_number,
             confirmations=config.chain.confirmations,
             poll_interval=config.chain.poll_interval,
+            max_log_range=config.chain.max_log_range,
         )
-        view = CachedChainView(client)
+        view = CachedChainView(client, max_staleness=config.chain.cache_staleness)
         relay = None
         if config.relay.enabled and config.relay.key_file is not None:
             key_file = config.relay.key_file

@@ -10,7 +10,9 @@ TOML sections and their environment overlay (``AGENTKEYS_<SECTION>_<OPTION>``)::
               j0_lifetime, j1_lifetime, challenge_lifetime
     [email]   smtp_host, smtp_port, sender, link_lifetime (<= 600 s), starttls
     [chain]   rpc_url, deployment (record written by agentkeys.chain.deploy), confirmations,
-              poll_interval
+              poll_interval, cache_staleness (0: every mint checks the head; else seconds the
+              chain view trusts its cache without asking), max_log_range (blocks per
+              eth_getLogs)
     [caps]    audience (the worker's), lifetime, pop_window
     [oidc]    audience, token_lifetime
     [relay]   enabled, key_file (the relay wallet's hex private key, 0600)
@@ -105,6 +107,14 @@ class ChainSettings:
     deployment: Path
     confirmations: int = 0
     poll_interval: float = 1.0
+    cache_staleness: float = 0.0
+    max_log_range: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.cache_staleness != 0 and self.cache_staleness <= self.poll_interval:
+            raise ConfigError("chain.cache_staleness must be 0 or above chain.poll_interval")
+        if self.max_log_range < 1:
+            raise ConfigError("chain.max_log_range must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)

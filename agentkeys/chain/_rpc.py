@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from agentkeys.chain.errors import RpcError, RpcUnavailable
+from agentkeys.chain.errors import AbiError, RpcError, RpcUnavailable
 
-__all__ = ["JsonRpc", "RevertData"]
+__all__ = ["JsonRpc", "RevertData", "quantity"]
 
 #: Bound on a response body: logs of a wide range are the largest thing we read.
 _MAX_RESPONSE = 32 * 1024 * 1024
@@ -98,3 +98,17 @@ def _rpc_error(method: str, error: Any) -> RpcError:
     return RpcError(
         f"chain RPC {method} failed: {message}", code=code if isinstance(code, int) else None
     )
+
+
+def quantity(value: Any) -> int:
+    """A JSON-RPC hex quantity (``"0x1a"``) as an int.
+
+    Raises:
+        AbiError: not a hex string.
+    """
+    if not isinstance(value, str):
+        raise AbiError("expected a hex quantity from the node")
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise AbiError("expected a hex quantity from the node") from None

@@ -12,6 +12,7 @@ the relay wallet in relay mode). Authorisation is by the signatures, never by th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -26,9 +27,9 @@ from eth_utils.address import to_checksum_address
 
 from agentkeys.chain import challenge as ch
 from agentkeys.chain._abi import ContractAbi, decode_revert
-from agentkeys.chain._rpc import JsonRpc, RevertData
+from agentkeys.chain._rpc import JsonRpc, RevertData, quantity
 from agentkeys.chain.artifacts import load_artifact
-from agentkeys.chain.errors import AbiError, ChainConfigError, TransactionFailed
+from agentkeys.chain.errors import AbiError, ChainConfigError, RpcError, TransactionFailed
 from agentkeys.chain.events import ChainEvent, decode_log
 from agentkeys.chain.signing import (
     K10Signer,
@@ -38,6 +39,7 @@ from agentkeys.chain.signing import (
     encode_k11_assertion,
     k10_digest,
 )
+from agentkeys.chain.transactions import SendOutcome, classify_send_error, suggest_fees
 from agentkeys.errors import InvalidKeyMaterial
 from agentkeys.omni import actor_omni_for_wallet, hex32_to_bytes, normalize_hex32, service_hash
 
@@ -53,6 +55,8 @@ __all__ = [
 ]
 
 _ZERO_ADDRESS = "0x" + "00" * 20
+
+log = logging.getLogger(__name__)
 
 
 class Tier(IntEnum):
@@ -131,15 +135,6 @@ class Receipt:
     logs: tuple[dict[str, Any], ...] = field(repr=False)
 
 
-def _hexint(value: Any) -> int:
-    if not isinstance(value, str):
-        raise AbiError("expected a hex quantity from the node")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise AbiError("expected a hex quantity from the node") from None
-
-
 class ChainClient:
     """Reads and writes the agentkeys contracts of one deployment.
 
@@ -149,6 +144,7 @@ class ChainClient:
         addresses: the deployment's contract addresses (None only for deploying).
         receipt_timeout: seconds to wait for a transaction to be mined.
         poll_interval: seconds between receipt polls.
+        send_attempts: most attempts at a nonce when other senders share the wallet.
     """
 
     def __init__(
@@ -159,7 +155,11 @@ class ChainClient:
         *,
         receipt_timeout: float = 60.0,
         poll_interval: float = 0.05,
+        send_attempts: int = 8,
     ) -> None:
+        if send_attempts < 1:
+            raise ChainConfigError("send_attempts must be >= 1")
+        self._send_attempts = send_attempts
         self.rpc = JsonRpc(http, rpc_url)
         self._addresses = addresses
         self._chain_id: int | None = None
@@ -201,7 +201,7 @@ class ChainClient:
     async def chain_id(self) -> int:
         """eth_chainId (cached)."""
         if self._chain_id is None:
-            self._chain_id = _hexint(await self.rpc.call("eth_chainId"))
+            self._chain_id = quantity(await self.rpc.call("eth_chainId"))
         return self._chain_id
 
     async def check_chain_id(self, expected: int) -> None:
@@ -216,7 +216,7 @@ class ChainClient:
 
     async def block_number(self) -> int:
         """eth_blockNumber."""
-        return _hexint(await self.rpc.call("eth_blockNumber"))
+        return quantity(await self.rpc.call("eth_blockNumber"))
 
     def _revert(self, exc: RevertData, context: str) -> Exception:
         return decode_revert(exc.data, list(self.abis.values()), context)
@@ -252,63 +252,100 @@ class ChainClient:
         """Sign ``data`` to ``to`` (None: contract creation) with ``sender`` and wait for it.
 
         Gas is estimated first, so a call that would revert raises before anything is sent.
+        The transaction is type 2 with fees from :func:`suggest_fees`; its nonce is the
+        node's pending nonce, retried when another sender from the same wallet took it (see
+        :mod:`agentkeys.chain.transactions`), at most ``send_attempts`` times.
 
         Raises:
             ContractReverted: the call reverts (decoded custom error).
-            TransactionFailed: mined with status 0, or not mined within the timeout.
+            TransactionFailed: mined with status 0, not mined within the timeout, or the
+                nonce was taken by other senders on every attempt.
             RpcUnavailable / RpcError: transport or node failure.
         """
+        tx: dict[str, Any] = {"from": sender.address, "data": "0x" + data.hex()}
+        if to is not None:
+            tx["to"] = to
+        try:
+            gas = quantity(await self.rpc.call("eth_estimateGas", tx))
+        except RevertData as exc:
+            raise self._revert(exc, context) from None
         lock = self._send_locks.setdefault(sender.address, trio.Lock())
-        async with lock:
-            tx: dict[str, Any] = {"from": sender.address, "data": "0x" + data.hex()}
-            if to is not None:
-                tx["to"] = to
-            try:
-                gas = _hexint(await self.rpc.call("eth_estimateGas", tx))
-            except RevertData as exc:
-                raise self._revert(exc, context) from None
-            nonce = _hexint(
-                await self.rpc.call("eth_getTransactionCount", sender.address, "pending")
-            )
-            gas_price = _hexint(await self.rpc.call("eth_gasPrice"))
-            unsigned: dict[str, Any] = {
-                "chainId": await self.chain_id(),
-                "nonce": nonce,
-                "gas": gas + gas // 5 + 10_000,
-                "gasPrice": gas_price,
-                "data": data,
-                "value": 0,
-            }
-            if to is not None:
-                unsigned["to"] = to
-            signed = sender.sign_transaction(unsigned)
-            try:
-                tx_hash = await self.rpc.call(
-                    "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex()
-                )
-            except RevertData as exc:
-                raise self._revert(exc, context) from None
-        receipt = await self._wait_receipt(str(tx_hash), context)
-        return receipt
+        for attempt in range(1, self._send_attempts + 1):
+            async with lock:  # one sender per process at a time: fewer collisions
+                sent = await self._sign_and_send(sender, to, data, gas, context)
+            if sent is not None:
+                tx_hash, nonce = sent
+                receipt = await self._wait_receipt(tx_hash, context, sender.address, nonce)
+                if receipt is not None:
+                    return receipt
+            log.info("%s: nonce taken by another sender (attempt %d)", context, attempt)
+        raise TransactionFailed(
+            f"{context}: nonce taken by other senders on {self._send_attempts} attempts"
+        )
 
-    async def _wait_receipt(self, tx_hash: str, context: str) -> Receipt:
+    async def _sign_and_send(
+        self, sender: LocalAccount, to: str | None, data: bytes, gas: int, context: str
+    ) -> tuple[str, int] | None:
+        """Send one type-2 transaction at the pending nonce; (hash, nonce), or None when
+        another sender had taken that nonce."""
+        nonce = quantity(await self.rpc.call("eth_getTransactionCount", sender.address, "pending"))
+        fees = await suggest_fees(self.rpc)
+        unsigned: dict[str, Any] = {
+            "type": 2,
+            "chainId": await self.chain_id(),
+            "nonce": nonce,
+            "gas": gas + gas // 5 + 10_000,
+            "maxFeePerGas": fees.max_fee_per_gas,
+            "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+            "data": data,
+            "value": 0,
+        }
+        if to is not None:
+            unsigned["to"] = to_checksum_address(to)
+        signed = sender.sign_transaction(unsigned)
+        tx_hash = "0x" + bytes(signed.hash).hex()
+        try:
+            raw = "0x" + bytes(signed.raw_transaction).hex()
+            await self.rpc.call("eth_sendRawTransaction", raw)
+        except RevertData as exc:
+            raise self._revert(exc, context) from None
+        except RpcError as exc:
+            outcome = classify_send_error(exc)
+            if outcome is SendOutcome.FAILED:
+                raise
+            if outcome is SendOutcome.RETRY:
+                return None
+        return tx_hash, nonce
+
+    async def _wait_receipt(
+        self, tx_hash: str, context: str, sender: str, nonce: int
+    ) -> Receipt | None:
+        """The receipt of ``tx_hash``; None when ``sender``'s ``nonce`` was mined in another
+        transaction and the node no longer knows ours (it was replaced and can never be
+        mined). A node may count the nonce before it serves the receipt, so "no receipt yet"
+        alone does not mean replaced."""
         with trio.move_on_after(self._receipt_timeout):
             while True:
                 raw = await self.rpc.call("eth_getTransactionReceipt", tx_hash)
                 if raw is not None:
                     break
+                mined = quantity(await self.rpc.call("eth_getTransactionCount", sender, "latest"))
+                if mined > nonce and (
+                    await self.rpc.call("eth_getTransactionByHash", tx_hash) is None
+                ):  # the nonce went to another transaction and ours left the pool
+                    return None
                 await trio.sleep(self._poll_interval)
         if raw is None:
             raise TransactionFailed(f"{context}: not mined within {self._receipt_timeout} s")
         if not isinstance(raw, dict):
             raise AbiError("receipt is not an object")
-        if _hexint(raw.get("status")) != 1:
+        if quantity(raw.get("status")) != 1:
             raise TransactionFailed(f"{context}: transaction {tx_hash} reverted")
         return Receipt(
             tx_hash=tx_hash,
-            block_number=_hexint(raw.get("blockNumber")),
+            block_number=quantity(raw.get("blockNumber")),
             block_hash=str(raw.get("blockHash")),
-            gas_used=_hexint(raw.get("gasUsed")),
+            gas_used=quantity(raw.get("gasUsed")),
             contract_address=raw.get("contractAddress"),
             logs=tuple(raw.get("logs") or ()),
         )

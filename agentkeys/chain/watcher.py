@@ -1,10 +1,15 @@
 """Follow the agentkeys contracts' events and deliver them, typed, exactly once (SPEC section 6).
 
 The watcher reads logs of the three contracts block range by block range, never past
-``head - confirmations``, so reorgs inside the confirmation window are never seen. Before each
-range it checks that the last block it delivered still has the hash it had (a reorg deeper than
-the window raises :class:`ReorgTooDeep`: delivered events cannot be taken back), and it checks
-every log's block hash against the canonical block of that height. RPC failures are retried
+``head - confirmations``, so reorgs inside the confirmation window are never seen. Each range
+is read in chunks a capped RPC provider accepts (:class:`~agentkeys.chain.logs.LogReader`).
+Before each range it checks that the last block it scanned still has the hash it had; when a
+reorg deeper than the window replaced it, the watcher rewinds to the newest scanned block
+that is still canonical and reads on from there, delivering the new branch's events (those
+of the replaced blocks were delivered already and cannot be taken back: ``reorgs`` counts
+rewinds so that a consumer can drop what it derived from them). When none of the blocks it
+remembers is canonical any more it raises :class:`ReorgTooDeep`. It also checks every log's
+block hash against the canonical block of that height. RPC failures are retried
 with exponential backoff, forever; the position of the last delivered event survives them, so
 nothing is delivered twice or skipped.
 
@@ -15,23 +20,25 @@ Subscribers get a ``trio.MemoryReceiveChannel``; delivery waits for a full subsc
 from __future__ import annotations
 
 import logging
+import sys
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 import trio
 
 from agentkeys.chain._abi import ContractAbi
-from agentkeys.chain._rpc import JsonRpc
+from agentkeys.chain._rpc import JsonRpc, quantity
 from agentkeys.chain.artifacts import load_artifact
 from agentkeys.chain.client import ContractAddresses
 from agentkeys.chain.errors import (
-    AbiError,
     ChainConfigError,
     ReorgTooDeep,
     RpcError,
     RpcUnavailable,
 )
 from agentkeys.chain.events import ChainEvent, decode_log, position_of
+from agentkeys.chain.logs import LogReader
 
 __all__ = ["ChainWatcher"]
 
@@ -53,7 +60,9 @@ class ChainWatcher:
         confirmations: blocks to stay behind the head (0 on anvil).
         poll_interval: seconds between polls once caught up.
         max_backoff: ceiling of the retry delay after RPC errors.
-        batch_blocks: most blocks per ``eth_getLogs``.
+        batch_blocks: most blocks scanned per poll.
+        max_log_range: most blocks per ``eth_getLogs`` call (halved when the node refuses).
+        history: scanned blocks remembered for finding where a reorg forked.
     """
 
     def __init__(
@@ -66,9 +75,13 @@ class ChainWatcher:
         poll_interval: float = 1.0,
         max_backoff: float = 30.0,
         batch_blocks: int = 2000,
+        max_log_range: int = 2000,
+        history: int = 256,
     ) -> None:
-        if start_block < 0 or confirmations < 0 or batch_blocks < 1:
-            raise ChainConfigError("watcher needs start_block, confirmations >= 0, batch >= 1")
+        if start_block < 0 or confirmations < 0 or batch_blocks < 1 or history < 1:
+            raise ChainConfigError(
+                "watcher needs start_block, confirmations >= 0, batch and history >= 1"
+            )
         self._rpc = rpc
         self._abis: dict[str, ContractAbi] = {
             addresses.registry.lower(): load_artifact("SidecarRegistry").abi,
@@ -79,11 +92,17 @@ class ChainWatcher:
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
         self._batch = batch_blocks
+        self._logs = LogReader(rpc, max_range=max_log_range)
         self._subscribers: list[trio.MemorySendChannel[ChainEvent]] = []
         #: The next block to scan; persist it to resume after a restart.
         self.cursor = start_block
-        self._anchor: tuple[int, str] | None = None  # last fully scanned block and its hash
+        #: Last blocks of scanned ranges (and the block before the first) with their hashes.
+        self._anchors: deque[tuple[int, str]] = deque(maxlen=history)
         self._delivered: tuple[int, int] | None = None  # (block, log index) of the last event
+        #: The chain head the last poll read (None before the first poll).
+        self.head: int | None = None
+        #: Reorgs below the confirmation depth the watcher rewound over.
+        self.reorgs = 0
         #: RPC failures retried so far (for health reporting).
         self.rpc_failures = 0
 
@@ -120,22 +139,14 @@ class ChainWatcher:
                 channel.close()
 
     async def poll_once(self) -> bool:
-        """Scan one range if one is confirmed; True when the cursor moved."""
-        head = _quantity(await self._rpc.call("eth_blockNumber"))
-        if self._anchor is not None:
-            number, known = self._anchor
-            if await self._block_hash(number) != known:
-                raise ReorgTooDeep(f"block {number} was replaced after its events were delivered")
+        """Scan one range if one is confirmed; True when the cursor moved (or rewound)."""
+        head = self.head = quantity(await self._rpc.call("eth_blockNumber"))
+        rewound = await self._check_anchor()
         safe = head - self._confirmations
         if safe < self.cursor:
-            return False
+            return rewound
         last = min(safe, self.cursor + self._batch - 1)
-        logs = await self._rpc.call(
-            "eth_getLogs",
-            {"fromBlock": hex(self.cursor), "toBlock": hex(last), "address": list(self._abis)},
-        )
-        if not isinstance(logs, list):
-            raise RpcError("eth_getLogs answered a non-list")
+        logs = await self._logs.get_logs(self.cursor, last, list(self._abis))
         last_hash = await self._block_hash(last)
         events = await self._decode_checked(logs, {last: last_hash})
         for event in events:
@@ -145,8 +156,37 @@ class ChainWatcher:
             await self._deliver(event)
             self._delivered = key
         self.cursor = last + 1
-        self._anchor = (last, last_hash)
+        self._anchors.append((last, last_hash))
         return True
+
+    async def _check_anchor(self) -> bool:
+        """Rewind over a reorg that replaced scanned blocks; True when it did.
+
+        Raises:
+            ReorgTooDeep: none of the remembered blocks is canonical.
+        """
+        if not self._anchors:
+            if self.cursor > 0:  # the fork point of a reorg of the first range
+                self._anchors.append((self.cursor - 1, await self._block_hash(self.cursor - 1)))
+            return False
+        number, known = self._anchors[-1]
+        if await self._block_hash(number) == known:
+            return False
+        self._anchors.pop()
+        while self._anchors:
+            number, known = self._anchors[-1]
+            if await self._block_hash(number) == known:
+                log.warning(
+                    "chain watcher: reorg replaced blocks after %d; re-reading from %d",
+                    number,
+                    number + 1,
+                )
+                self.reorgs += 1
+                self.cursor = number + 1
+                self._delivered = (number, sys.maxsize)
+                return True
+            self._anchors.pop()
+        raise ReorgTooDeep("a reorg replaced every block the watcher remembers")
 
     async def _block_hash(self, number: int) -> str:
         block = await self._rpc.call("eth_getBlockByNumber", hex(number), False)
@@ -184,12 +224,3 @@ class ChainWatcher:
                 await channel.send(event)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(channel)
-
-
-def _quantity(value: Any) -> int:
-    if not isinstance(value, str):
-        raise AbiError("expected a hex quantity")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise AbiError("expected a hex quantity") from None

@@ -92,3 +92,14 @@ def test_document_round_trips_as_json(tmp_path):
     assert loaded == json.loads((tmp_path / "out" / "latest.json").read_text())
     assert loaded["rows"][0]["figures"]["ops_per_s"] == 3.0
     assert loaded["rows"][1]["figures"] is None
+
+
+def test_a_ratio_far_below_one_is_shown_as_a_fraction():
+    rows = link_baselines(
+        [
+            Row("chain", "rpc", "label-rpc", _figures(1_000.0)),
+            Row("chain", "hit", "label-hit", _figures(1_240_000.0), baseline="rpc"),
+        ]
+    )
+    body = format_table(rows, {"profile": "smoke", "duration_s": 1.0}).splitlines()[5:]
+    assert "×1/1,240" in body[1]

@@ -105,8 +105,10 @@ async def test_chain_reads_run_against_a_real_anvil(tiny):
     reads = [r for r in rows if r.scenario.startswith("chain ")]
     assert {r.case for r in reads} == {"rpc-floor", "get-device", "scope-check"}
     view = {r.case: r for r in rows if r.scenario == "broker chain-view"}
-    assert set(view) == {"direct", "uncached", "cached"}
-    assert "cache hits" in view["cached"].notes
+    assert set(view) == {"direct", "uncached", "cached", "cached-bounded"}
+    assert view["cached-bounded"].baseline == "direct"
+    for case in ("cached", "cached-bounded"):
+        assert "cache hits" in view[case].notes
     assert "cache hits" not in view["uncached"].notes
 
 

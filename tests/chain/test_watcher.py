@@ -157,18 +157,23 @@ async def _drain(channel: trio.MemoryReceiveChannel[ChainEvent]) -> list[ChainEv
             return out
 
 
+async def _reorg_setup(
+    chain: Chain, labels: tuple[str, str], **options: int
+) -> tuple[Operator, ChainWatcher]:
+    """An operator with two agents, and a watcher from the next block on."""
+    op = await register_operator(chain, chain.accounts[1])
+    for label in labels:
+        await register_agent(chain.client, op.omni, label, op.authority, op.wallet)
+    start = await chain.client.block_number() + 1
+    return op, ChainWatcher(
+        chain.client.rpc, chain.deployment.addresses, start_block=start, **options
+    )
+
+
 async def test_reorg_inside_confirmation_window_is_never_delivered(chain_default: Chain) -> None:
     chain = chain_default
     rpc = chain.client.rpc
-    op = await register_operator(chain, chain.accounts[1])
-    for label in ("orphan", "canonical"):
-        await register_agent(chain.client, op.omni, label, op.authority, op.wallet)
-    watcher = ChainWatcher(
-        rpc,
-        chain.deployment.addresses,
-        start_block=await chain.client.block_number() + 1,
-        confirmations=2,
-    )
+    op, watcher = await _reorg_setup(chain, ("orphan", "canonical"), confirmations=2)
     events = watcher.subscribe()
 
     snapshot = await rpc.call("evm_snapshot")
@@ -186,20 +191,60 @@ async def test_reorg_inside_confirmation_window_is_never_delivered(chain_default
     ]
 
 
-async def test_reorg_below_delivered_events_is_detected(chain_default: Chain) -> None:
+async def test_reorg_below_delivered_events_rewinds_and_rereads(chain_default: Chain) -> None:
     chain = chain_default
     rpc = chain.client.rpc
-    op = await register_operator(chain, chain.accounts[1])
-    for label in ("orphan", "replacement"):
-        await register_agent(chain.client, op.omni, label, op.authority, op.wallet)
-    watcher = ChainWatcher(
-        rpc, chain.deployment.addresses, start_block=await chain.client.block_number() + 1
-    )
+    op, watcher = await _reorg_setup(chain, ("orphan", "replacement"))
     events = watcher.subscribe()
     snapshot = await rpc.call("evm_snapshot")
     await _scope_for(chain, op, "orphan")
     assert await watcher.poll_once()
     assert len(await _drain(events)) == 1
+    await rpc.call("evm_revert", snapshot)
+    await _scope_for(chain, op, "replacement")
+    while await watcher.poll_once():
+        pass
+    assert watcher.reorgs == 1
+    delivered = await _drain(events)
+    assert [e.agent_omni for e in delivered if isinstance(e, ScopeSet)] == [
+        agent_omni(op.omni, "replacement")
+    ]
+
+
+async def test_reorg_deeper_than_the_confirmation_depth_is_reread(chain_default: Chain) -> None:
+    chain = chain_default
+    rpc = chain.client.rpc
+    op, watcher = await _reorg_setup(chain, ("orphan", "replacement"), confirmations=2)
+    events = watcher.subscribe()
+    snapshot = await rpc.call("evm_snapshot")
+    await _scope_for(chain, op, "orphan")
+    assert not await watcher.poll_once()  # not deep enough yet
+    for _ in range(2):
+        await rpc.call("evm_mine")
+    assert await watcher.poll_once()
+    assert [e.agent_omni for e in await _drain(events) if isinstance(e, ScopeSet)] == [
+        agent_omni(op.omni, "orphan")
+    ]
+    await rpc.call("evm_revert", snapshot)
+    await _scope_for(chain, op, "replacement")
+    for _ in range(3):  # the new branch is longer, as a reorg's is
+        await rpc.call("evm_mine")
+    while await watcher.poll_once():
+        pass
+    assert watcher.reorgs == 1
+    assert [e.agent_omni for e in await _drain(events) if isinstance(e, ScopeSet)] == [
+        agent_omni(op.omni, "replacement")
+    ]
+
+
+async def test_reorg_past_everything_remembered_is_too_deep(chain_default: Chain) -> None:
+    chain = chain_default
+    rpc = chain.client.rpc
+    # history=1: only the last scanned block is remembered, the fork point is forgotten
+    op, watcher = await _reorg_setup(chain, ("orphan", "replacement"), history=1)
+    snapshot = await rpc.call("evm_snapshot")
+    await _scope_for(chain, op, "orphan")
+    assert await watcher.poll_once()
     await rpc.call("evm_revert", snapshot)
     await _scope_for(chain, op, "replacement")
     with pytest.raises(ReorgTooDeep):
