@@ -26,6 +26,7 @@ from agentkeys.cli import pki as pki_cli
 from agentkeys.cli import scope as scope_cli
 from agentkeys.cli import vault as vault_cli
 from agentkeys.cli import whoami as whoami_cli
+from agentkeys.cli._common import EXIT_USAGE
 
 _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     agent_cli.register,
@@ -56,11 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error (2), as a return
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     return func(args)
 
 

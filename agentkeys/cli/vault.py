@@ -74,8 +74,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     read.set_defaults(func=_read)
     listing = sub.add_parser("list", allow_abbrev=False, help="list stored services")
     listing.set_defaults(func=_list)
-    teardown = sub.add_parser("teardown", allow_abbrev=False, help="delete a credential")
-    teardown.add_argument("service")
+    teardown = sub.add_parser(
+        "teardown",
+        allow_abbrev=False,
+        help="delete one credential (or every one with --all)",
+        description="Delete exactly SERVICE's credential, or with --all every listed one.",
+        epilog="example: agentkeys teardown github --credential-backend sidecar --agent coder",
+    )
+    which = teardown.add_mutually_exclusive_group(required=True)
+    which.add_argument("service", nargs="?", help="the service whose credential goes")
+    which.add_argument(
+        "--all", action="store_true", help="delete every credential `list` shows, one by one"
+    )
     teardown.set_defaults(func=_teardown)
     for parser in (store, read, listing, teardown):
         _add_backend_options(parser)
@@ -315,10 +325,23 @@ def _list(args: argparse.Namespace) -> int:
     return run(args, command)
 
 
+def _deleted_line(answer: dict[str, Any]) -> str:
+    deleted = answer.get("deleted")
+    counts = deleted if isinstance(deleted, dict) else {}
+    objects = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()) if n)
+    return f"deleted {answer.get('service')} ({objects or 'nothing stored'})"
+
+
 def _teardown(args: argparse.Namespace) -> int:
     async def command() -> None:
         async with _backend(args) as backend:
-            answer = await backend.teardown(args.service)
-        emit(args, answer, [f"deleted {args.service}: {answer.get('deleted')}"])
+            if not args.all:
+                answer = await backend.teardown(args.service)
+                emit(args, answer, [_deleted_line(answer)])
+                return
+            services = sorted({str(s.get("service")) for s in await backend.list()})
+            answers = [await backend.teardown(service) for service in services]
+        lines = [_deleted_line(a) for a in answers] or ["no credentials stored"]
+        emit(args, {"torn_down": answers}, lines)
 
     return run(args, command)

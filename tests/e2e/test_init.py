@@ -80,8 +80,26 @@ async def test_init_then_the_sidecar_backend(dev_stack: DevStack, tmp_path: Path
     assert json.loads(out)["secret"] == "sk-master-key"
     code, out, _ = await cli("list", *sidecar)
     assert [s["service"] for s in json.loads(out)["services"]] == ["openai"]
-    code, out, err = await cli("teardown", "openai", *sidecar)
+    for other in ("github", "anthropic"):
+        code, _, err = await cli(
+            "store", other, "--stdin", *sidecar, stdin=b"key-" + other.encode()
+        )
+        assert code == EXIT_OK, err
+    # issue 16: tearing down one service deleted every credential of the vault
+    code, out, err = await cli("teardown", "github", *sidecar)
     assert code == EXIT_OK, err
+    assert json.loads(out)["service"] == "github"
+    code, out, _ = await cli("list", *sidecar)
+    assert sorted(s["service"] for s in json.loads(out)["services"]) == ["anthropic", "openai"]
+    code, out, _ = await cli("read", "anthropic", "--show-secret", *sidecar)
+    assert json.loads(out)["secret"] == "key-anthropic"
+    code, _, err = await cli("teardown", *sidecar)  # neither a service nor --all
+    assert code == EXIT_USAGE
+    code, out, err = await cli("teardown", "--all", *sidecar)
+    assert code == EXIT_OK, err
+    assert sorted(a["service"] for a in json.loads(out)["torn_down"]) == ["anthropic", "openai"]
+    code, out, _ = await cli("list", *sidecar)
+    assert json.loads(out)["services"] == []
     code, _, err = await cli("read", "openai", "--credential-backend", "sidecar", "--home",
                              str(home))  # fmt: skip
     assert code == EXIT_REJECTED
