@@ -297,9 +297,6 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
             500, "The sealed key state is missing, corrupt or cannot be unsealed."
         ),
         "legacy_backend_error": ErrorCode(500, "Base of the legacy backend's own errors."),
-        "legacy_data_requires_master": ErrorCode(
-            404, "An agent's vault has no v2 copy; agents never read the master's v1 prefix."
-        ),
         "legacy_identity_required": ErrorCode(
             409,
             "A legacy (v1 KEK) envelope exists but the request named no ``legacy_identity_omni``.",

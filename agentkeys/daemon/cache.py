@@ -50,6 +50,8 @@ class _Flight:
 
 def _copy(error: AgentkeysError) -> AgentkeysError:
     """A fresh copy of ``error`` (one instance raised in many tasks tangles tracebacks)."""
+    if isinstance(error, CredentialRefused):
+        return CredentialRefused(error.reason, code=error.code)
     try:
         return type(error)(error.reason)
     except TypeError:

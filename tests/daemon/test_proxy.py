@@ -520,10 +520,12 @@ async def scope_revocation_drops_the_cache_and_refuses(stack: Stack) -> None:
         left = await client.get("/minutely/v1/models")
         assert (left.status_code, left.json()["error"]) == (403, "scope_revoked")
         assert (await client.get("/openai/v1/models")).status_code == 200
-        # budget is outside the chain scope even though the local policy allows it
+        # budget is outside the chain scope even though the local policy allows it; never
+        # granted, so it is not "revoked" (issue 16)
         outside = await client.post("/budget/v1/chat/completions", json={"model": "m"})
         assert outside.status_code == 403
-        assert outside.json()["error"] == "scope_revoked"
+        assert outside.json()["error"] == "service_not_in_scope"
+        assert "agentkeys scope add" in outside.json()["reason"]
         await stack.events.send(ScopeRevoked(POSITION, OPERATOR, ACTOR, SENDER))
         await wait_until(lambda: len(stack.daemon.cache) == 0)
         refused = await client.get("/openai/v1/models")
