@@ -106,6 +106,7 @@ __all__ = [
     "exit_code_for",
     "load_operator_state",
     "load_wallet",
+    "one_line",
     "open_session",
     "passkey_for",
     "read_secret",
@@ -314,10 +315,17 @@ def run(args: argparse.Namespace, command: Callable[[], Awaitable[None]]) -> int
     return EXIT_OK
 
 
+def one_line(text: object) -> str:
+    """``text`` on one line (a peer's reason may hold newlines); never shortened."""
+    return " ".join(str(text).split())
+
+
 def _report(args: argparse.Namespace, exc: AgentkeysError) -> int:
     message = describe_error(exc)
     if getattr(args, "json", False):
-        print(json.dumps({"error": exc.error, "reason": message}), file=sys.stderr)
+        code = getattr(exc, "code", None)  # a refusing broker's/worker's own code
+        error = code if isinstance(code, str) and code else exc.error
+        print(json.dumps({"error": error, "reason": message}), file=sys.stderr)
     else:
         print(f"agentkeys: {message}", file=sys.stderr)
     return exit_code_for(exc)

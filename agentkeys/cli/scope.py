@@ -23,6 +23,7 @@ from agentkeys.cli._common import (
     open_session,
     run,
 )
+from agentkeys.cli._names import known_names, remember_names
 from agentkeys.errors import InvalidIdentifier
 from agentkeys.omni import agent_omni, normalize_hex32, normalize_service, service_hash
 
@@ -113,6 +114,7 @@ def _add(args: argparse.Namespace) -> int:
     async def command() -> None:
         wanted = _services(args.services)
         async with open_session(args, signing=True) as session:
+            remember_names(session.home, wanted)
             wallet = load_wallet(args, session.state.wallet)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
@@ -133,7 +135,7 @@ def _add(args: argparse.Namespace) -> int:
             )
             receipt = await session.chain.submit(mutation, wallet)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
-            data = _scope_data(label, actor, entry, wanted)
+            data = _scope_data(label, actor, entry, {**known_names(session.home), **wanted})
             data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
             emit(args, data, [*_scope_lines(data), f"tx {receipt.tx_hash}"])
 
@@ -146,6 +148,7 @@ def _remove(args: argparse.Namespace) -> int:
             raise Rejected("name the services to remove, or pass --all")
         unwanted = _services(args.services)
         async with open_session(args, signing=True) as session:
+            remember_names(session.home, unwanted)
             wallet = load_wallet(args, session.state.wallet)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
@@ -170,7 +173,7 @@ def _remove(args: argparse.Namespace) -> int:
                 )
             receipt = await session.chain.submit(mutation, wallet)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
-            data = _scope_data(label, actor, entry, unwanted)
+            data = _scope_data(label, actor, entry, {**known_names(session.home), **unwanted})
             data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
             emit(args, data, [*_scope_lines(data), f"tx {receipt.tx_hash}"])
 
@@ -182,7 +185,7 @@ def _show(args: argparse.Namespace) -> int:
         async with open_session(args, signing=False) as session:
             label, actor = await resolve_agent(session, args.agent)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
-            data = _scope_data(label, actor, entry, {})
+            data = _scope_data(label, actor, entry, known_names(session.home))
             emit(args, data, _scope_lines(data))
 
     return run(args, command)

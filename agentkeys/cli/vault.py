@@ -22,6 +22,7 @@ first line of stdin (``--stdin``), or a prompt. ``read`` prints the value only w
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -34,15 +35,18 @@ import httpx
 from agentkeys.cli._bootstrap import UsageError, load_session
 from agentkeys.cli._common import (
     STATE_FILE,
+    Rejected,
     _dev_passkey,
     add_output_options,
     agentkeys_home,
     emit,
     load_operator_state,
+    open_session,
     read_secret,
     run,
 )
-from agentkeys.cli._sidecar import SidecarVault
+from agentkeys.cli._names import known_names, remember_names
+from agentkeys.cli._sidecar import LIST_SERVICE, SidecarVault
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,
     Assert,
@@ -152,9 +156,12 @@ class _Backend:
 
 
 class _Sidecar(_Backend):
-    def __init__(self, vault: SidecarVault, legacy_identity: str | None) -> None:
+    def __init__(
+        self, vault: SidecarVault, legacy_identity: str | None, list_service: str = LIST_SERVICE
+    ) -> None:
         self.vault = vault
         self.legacy = legacy_identity
+        self.list_service = list_service
 
     async def store(self, service: str, secret: bytes) -> dict[str, Any]:
         return await self.vault.store(service, secret)
@@ -163,7 +170,7 @@ class _Sidecar(_Backend):
         return await self.vault.fetch(service, legacy_identity_omni=self.legacy)
 
     async def list(self) -> list[dict[str, Any]]:
-        return await self.vault.list()
+        return await self.vault.list(self.list_service)
 
     async def teardown(self, service: str) -> dict[str, Any]:
         return await self.vault.teardown(service)
@@ -226,7 +233,11 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
                         operator_omni=state.operator_omni,
                         actor_omni=actor,
                     )
-                    yield _Sidecar(vault, legacy_identity)
+                    list_service = LIST_SERVICE
+                    lists = args.command == "list" or getattr(args, "all", False)
+                    if args.agent is not None and lists:
+                        list_service = await _a_scope_service(args, actor)
+                    yield _Sidecar(vault, legacy_identity, list_service)
             finally:
                 await key.aclose()
             return
@@ -282,6 +293,29 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
             yield _S3(backend)
 
 
+async def _a_scope_service(args: argparse.Namespace, actor: str) -> str:
+    """A service name of the agent's chain scope (a list cap must name one).
+
+    Raises:
+        Rejected: the agent has no scope, or none of its services is in the local name table.
+    """
+    async with open_session(args, signing=False) as session:
+        entry = await session.chain.get_scope(session.state.operator_omni, actor)
+        names = known_names(session.home)
+    if entry is None or not entry.services:
+        raise Rejected(
+            f"agent {args.agent} has no scope, so its vault is empty; grant one with "
+            f"`agentkeys scope add {args.agent} <service…>`"
+        )
+    for digest in sorted(entry.services):
+        if digest in names:
+            return names[digest]
+    raise Rejected(
+        f"none of {args.agent}'s scope services is named in this home's services.json; run "
+        f"`agentkeys scope add {args.agent} <service>` for one of them from this home"
+    )
+
+
 def _store(args: argparse.Namespace) -> int:
     async def command() -> None:
         secret = read_secret(
@@ -292,6 +326,7 @@ def _store(args: argparse.Namespace) -> int:
         )
         async with _backend(args) as backend:
             answer = await backend.store(args.service, secret)
+        remember_names(agentkeys_home(args.home), [args.service])
         emit(args, answer, [f"stored {args.service} at {answer.get('key')}"])
 
     return run(args, command)
@@ -302,14 +337,16 @@ def _read(args: argparse.Namespace) -> int:
         async with _backend(args) as backend:
             secret, answer = await backend.read(args.service)
         data = dict(answer)
-        lines = [f"{args.service}: {len(secret)} bytes from {answer.get('key')}"]
-        if answer.get("source"):
-            lines.append(f"  source {answer['source']}, migration {answer.get('migration')}")
         if args.show_secret:
             data["secret"] = secret.decode("utf-8", errors="replace")
-            lines.append(data["secret"])
-        else:
-            lines.append("  (pass --show-secret to print the value)")
+            # the value alone on stdout, for `$(agentkeys read … --show-secret)`
+            emit(args, data, [data["secret"]])
+            return
+        lines = [f"{args.service}: {len(secret)} bytes at {answer.get('key')}"]
+        if answer.get("source"):
+            migration = json.dumps(answer.get("migration"), sort_keys=True)
+            lines.append(f"  source {answer['source']}, migration {migration}")
+        lines.append("  (pass --show-secret to print the value)")
         emit(args, data, lines)
 
     return run(args, command)

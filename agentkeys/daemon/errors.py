@@ -15,7 +15,7 @@ AgentkeysError
     ├── QuotaExceeded                   429  quota_exceeded        carries ``retry_after`` seconds
     ├── BrokerUnreachable               503  broker_unreachable    fail closed (heartbeat window)
     ├── CredentialUnavailable           502  credential_unavailable
-    │   └── CredentialRefused           403  credential_refused    broker/worker said no (answered with their own code when registered)
+    │   └── CredentialRefused           403  credential_refused    peer said no (its own code)
     ├── UpstreamFailed                  502  upstream_failed
     │   └── UpstreamTimeout             504  upstream_timeout
     ├── AuditLogError                   500  audit_log_error       cannot read/append the log

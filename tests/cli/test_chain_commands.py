@@ -85,6 +85,11 @@ async def test_agent_scope_and_device_lifecycle(
             ).services
         )
         capsys.readouterr()
+        # names, not keccak hashes (the CLI keeps the names it granted: services.json)
+        assert await cli(["scope", "show", "bot", "--home", str(op.home), "--json"]) == 0
+        assert _json_out(capsys)["services"] == ["anthropic", "openai"]
+        assert await cli(["scope", "show", "bot", "--home", str(op.home)]) == 0
+        assert capsys.readouterr().out == "scope of bot: anthropic, openai (read-only)\n"
 
         assert await cli(["scope", "remove", "bot", "github", *args]) == EXIT_REJECTED
         assert "not in" in _err(capsys)

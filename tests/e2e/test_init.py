@@ -100,6 +100,31 @@ async def test_init_then_the_sidecar_backend(dev_stack: DevStack, tmp_path: Path
     assert sorted(a["service"] for a in json.loads(out)["torn_down"]) == ["anthropic", "openai"]
     code, out, _ = await cli("list", *sidecar)
     assert json.loads(out)["services"] == []
+
+    # an agent's vault: in scope with nothing stored says which command stores it; a list
+    # cap names a service of the agent's scope (it used to name the placeholder "all")
+    mutate = ["--home", str(home), "--wallet-key-file", str(wallet_file), "--dev-authenticator"]
+    assert (await cli("agent", "create", "coder", *mutate))[0] == EXIT_OK
+    assert (await cli("scope", "add", "coder", "openai", "github", *mutate))[0] == EXIT_OK
+    code, _, err = await cli("read", "github", "--agent", "coder", *sidecar)
+    assert code == EXIT_REJECTED
+    refusal = json.loads(_one_line(err))
+    assert refusal["error"] == "credential_not_found"
+    assert "`agentkeys store github --credential-backend sidecar --agent" in refusal["reason"]
+    code, _, err = await cli("store", "openai", "--stdin", "--agent", "coder", *sidecar,
+                             stdin=b"sk-agent-key\n")  # fmt: skip
+    assert code == EXIT_OK, err
+    code, out, err = await cli("list", "--agent", "coder", *sidecar)
+    assert code == EXIT_OK, err
+    assert [s["service"] for s in json.loads(out)["services"]] == ["openai"]
+    # text output: the value alone, or one line per fact (no Python dicts)
+    code, out, _ = await cli("read", "openai", "--agent", "coder", "--show-secret",
+                             "--credential-backend", "sidecar", "--home", str(home))  # fmt: skip
+    assert out == "sk-agent-key\n"
+    code, out, _ = await cli("read", "openai", "--agent", "coder", "--credential-backend",
+                             "sidecar", "--home", str(home))  # fmt: skip
+    assert "{'" not in out
+    assert out.startswith("openai: 12 bytes at bots/")
     code, _, err = await cli("read", "openai", "--credential-backend", "sidecar", "--home",
                              str(home))  # fmt: skip
     assert code == EXIT_REJECTED
