@@ -2,7 +2,8 @@
 
 Two backends (``--credential-backend``):
 
-* ``s3`` (the default in stage 1, deprecated): the legacy client-side backend
+* ``s3`` (deprecated; the default for an operator with v1 data, :func:`default_backend`):
+  the legacy client-side backend
   (:class:`agentkeys.legacy_s3.LegacyS3Backend`): S3 credentials from the broker's
   ``/v1/mint-oidc-jwt`` exchanged at STS (:class:`BrokerOidcCredentials`), v1 KEKs from the
   signer, envelopes written as ``--envelope-version v1`` (0x01 at ``bots/<wallet>/…``) or
@@ -35,6 +36,7 @@ import httpx
 from agentkeys.cli._bootstrap import UsageError, load_session
 from agentkeys.cli._common import (
     STATE_FILE,
+    OperatorState,
     Rejected,
     _dev_passkey,
     add_output_options,
@@ -102,9 +104,9 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--credential-backend",
         choices=("s3", "sidecar"),
-        default="s3",
-        help="s3: the deprecated direct-to-S3 backend (default in stage 1); sidecar: "
-        "broker + worker",
+        default=None,
+        help="sidecar: broker + worker (the default for an operator set up by `init`); s3: "
+        "the deprecated direct-to-S3 backend (the default for an operator with v1 data)",
     )
     parser.add_argument(
         "--envelope-version",
@@ -198,6 +200,15 @@ class _S3(_Backend):
         )
 
 
+def default_backend(state: OperatorState | None) -> str:
+    """``s3`` for an operator with v1 data (no operator.json, or one upgraded with
+    ``device register --upgrade-from-v1``: SPEC.md section 9 steps 7-8 keep it), else
+    ``sidecar`` (an operator set up fresh by ``init``)."""
+    if state is None or "legacy_identity_omni" in state.extra:
+        return "s3"
+    return "sidecar"
+
+
 @asynccontextmanager
 async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
     home = agentkeys_home(args.home)
@@ -205,6 +216,8 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
     broker_url = args.broker_url or session.broker_url
     has_state = (home / STATE_FILE).exists()
     state = load_operator_state(home) if has_state or args.credential_backend == "sidecar" else None
+    if args.credential_backend is None:
+        args.credential_backend = default_backend(state)
     legacy_identity: str | None = None
     if args.legacy_email is not None:
         legacy_identity = identity_omni("email", args.legacy_email)

@@ -80,6 +80,11 @@ async def test_init_then_the_sidecar_backend(dev_stack: DevStack, tmp_path: Path
     assert json.loads(out)["secret"] == "sk-master-key"
     code, out, _ = await cli("list", *sidecar)
     assert [s["service"] for s in json.loads(out)["services"]] == ["openai"]
+    # an operator set up by init defaults to the sidecar backend (it was s3: --legacy-email)
+    code, out, err = await cli("list", "--home", str(home), "--json")
+    assert code == EXIT_OK, err
+    assert [s["service"] for s in json.loads(out)["services"]] == ["openai"]
+    assert "deprecated" not in err
     for other in ("github", "anthropic"):
         code, _, err = await cli(
             "store", other, "--stdin", *sidecar, stdin=b"key-" + other.encode()
