@@ -61,9 +61,11 @@ from agentkeys.config import ConfigError, check_private_file
 from agentkeys.errors import AgentkeysError, FormatError
 from agentkeys.jwks import b64url_decode
 from agentkeys.omni import (
+    agent_omni,
     device_key_hash_from_point,
     hex32_to_bytes,
     normalize_hex32,
+    normalize_service,
     normalize_wallet,
 )
 from agentkeys.passkey_page import (
@@ -104,6 +106,7 @@ __all__ = [
     "describe_error",
     "emit",
     "exit_code_for",
+    "label_arg",
     "load_operator_state",
     "load_wallet",
     "one_line",
@@ -111,6 +114,7 @@ __all__ = [
     "passkey_for",
     "read_secret",
     "run",
+    "service_arg",
 ]
 
 EXIT_OK = 0
@@ -252,6 +256,26 @@ def describe_error(exc: AgentkeysError) -> str:
     if isinstance(exc, AttestError):
         return f"the device key (K10) is unusable: {exc.reason}"
     return exc.reason
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def label_arg(text: str) -> str:
+    """argparse ``type`` of an agent label (a bad one is a usage error, exit 2)."""
+    try:
+        agent_omni("0" * 64, text)
+    except FormatError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+    return text
+
+
+def service_arg(text: str) -> str:
+    """argparse ``type`` of a service name: the normalized name (a bad one exits 2)."""
+    try:
+        return normalize_service(text)
+    except FormatError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 # ---------------------------------------------------------------------------- output

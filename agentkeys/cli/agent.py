@@ -18,6 +18,7 @@ from agentkeys.cli._common import (
     add_output_options,
     add_session_options,
     emit,
+    label_arg,
     load_wallet,
     open_session,
     run,
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Register an agent (label a-z, 0-9, -; up to 32) with its own device key. "
         "Asks for your passkey and sends the transaction from your wallet.",
     )
-    create.add_argument("label", help="agent label, e.g. research-bot")
+    create.add_argument("label", type=label_arg, help="agent label, e.g. research-bot")
     create.add_argument(
         "--agent-key",
         type=Path,

@@ -13,6 +13,7 @@ import argparse
 from collections.abc import Sequence
 
 from agentkeys.chain import ScopeEntry
+from agentkeys.cli._bootstrap import UsageError
 from agentkeys.cli._common import (
     OperatorSession,
     Rejected,
@@ -22,6 +23,7 @@ from agentkeys.cli._common import (
     load_wallet,
     open_session,
     run,
+    service_arg,
 )
 from agentkeys.cli._names import known_names, remember_names
 from agentkeys.errors import InvalidIdentifier
@@ -38,7 +40,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "add", allow_abbrev=False, help="let an agent use services (asks for your passkey)"
     )
     add.add_argument("agent", help="agent label (or its 64-hex agent_omni)")
-    add.add_argument("services", nargs="+", metavar="service", help="service names, e.g. openai")
+    add.add_argument(
+        "services",
+        nargs="+",
+        type=service_arg,
+        metavar="service",
+        help="service names, e.g. openai",
+    )
     add.add_argument(
         "--read-only", action="store_true", help="the agent may only read these credentials"
     )
@@ -46,7 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "remove", allow_abbrev=False, help="take services away (asks for your passkey)"
     )
     remove.add_argument("agent", help="agent label (or its 64-hex agent_omni)")
-    remove.add_argument("services", nargs="*", metavar="service", help="services to remove")
+    remove.add_argument(
+        "services", nargs="*", type=service_arg, metavar="service", help="services to remove"
+    )
     remove.add_argument("--all", action="store_true", help="remove the agent's whole scope")
     show = scope_sub.add_parser(
         "show", allow_abbrev=False, help="print an agent's scope from the chain"
@@ -145,7 +155,7 @@ def _add(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     async def command() -> None:
         if not args.services and not args.all:
-            raise Rejected("name the services to remove, or pass --all")
+            raise UsageError("name the services to remove, or pass --all")
         unwanted = _services(args.services)
         async with open_session(args, signing=True) as session:
             remember_names(session.home, unwanted)
