@@ -32,7 +32,9 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``agent create``."""
     agent = sub.add_parser(
-        "agent", allow_abbrev=False, help="create agents (each change asks for your passkey)"
+        "agent",
+        allow_abbrev=False,
+        help="create, list or revoke agents (changes ask for your passkey)",
     )
     agent_sub = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND", required=True)
     create = agent_sub.add_parser(

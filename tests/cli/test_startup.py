@@ -1,0 +1,63 @@
+"""Lazy start-up (issue 16: every call took 2.2 s, ``--version`` included): ``--version`` and
+``--help`` import no command module, and :data:`agentkeys.cli.COMMANDS` (the names and help
+lines shown without importing the modules) matches what the modules register. The time
+itself is measured in bench/ (``make bench``: CLI start-up), never asserted here."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from agentkeys.cli import COMMANDS, build_parser, main
+
+HEAVY = ("agentkeys.chain", "eth_account", "web3", "boto3", "agentkeys.cli._common")
+
+
+def _imported(*argv: str) -> set[str]:
+    """Modules ``python -X importtime -m agentkeys.cli ARGV`` imports."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "agentkeys.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.split("|")[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"]])
+def test_version_and_help_import_no_command_module(argv: list[str]) -> None:
+    modules = _imported(*argv)
+    assert "argparse" in modules  # the measurement sees imports at all
+    assert not {m for m in modules if m.startswith(HEAVY)}
+
+
+def test_a_command_imports_only_its_group() -> None:
+    modules = _imported("audit", "--help")
+    assert "agentkeys.daemon.auditlog" in modules  # what the audit group needs
+    assert not {
+        m for m in modules if m.startswith(("agentkeys.legacy_s3", "agentkeys.passkey_page"))
+    }
+
+
+def test_the_table_matches_the_modules() -> None:
+    full = build_parser("*")
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    registered = {a.dest: a.help for a in sub._choices_actions}
+    assert registered == {name: help_line for name, (_, help_line) in COMMANDS.items()}
+
+
+def test_usage_errors_and_help_are_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert "agentkeys" in capsys.readouterr().out
+    assert main(["no-such-command"]) == 2
+    assert main(["scope", "--help"]) == 0
+    assert "add" in capsys.readouterr().out
