@@ -576,13 +576,13 @@ async def policy_reload_and_bad_policy_kept_out(stack: Stack) -> None:
     await wait_until(lambda: stack.daemon.policy.callers[0].exe == SELF_EXE)
 
 
-def _verify(path: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _verify(path: str, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, str]:
     import argparse
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     audit_cli.register(sub)
-    args = parser.parse_args(["audit", "verify", "--log", path])
+    args = parser.parse_args(["audit", "verify", "--log", path, *more])
     code: int = args.func(args)
     out = capsys.readouterr()
     return code, out.out + out.err
@@ -600,6 +600,9 @@ async def audit_verify_cli_names_the_edited_row(
     code, text = _verify(str(path), capsys)
     assert code == 0, text
     assert f"{total} rows" in text
+    code, text = _verify(str(path), capsys, "--json")
+    ok = json.loads(text)
+    assert (code, ok["ok"], ok["rows"], ok["log"]) == (0, True, total, str(path))
     lines = path.read_bytes().splitlines()
     edited = total - 4  # the first of the four rows above, so later rows follow it
     row: dict[str, Any] = json.loads(lines[edited])
@@ -610,6 +613,9 @@ async def audit_verify_cli_names_the_edited_row(
     code, text = _verify(str(path), capsys)
     assert code == 1
     assert f"row {edited + 1}" in text
+    code, text = _verify(str(path), capsys, "--json")
+    broken = json.loads(text)
+    assert (code, broken["error"], broken["row"]) == (1, "audit_chain_broken", edited + 1)
 
 
 async def test_a_stopping_daemon_leaves_a_socket_it_did_not_create(gate: Stack) -> None:
