@@ -33,6 +33,7 @@ COMMANDS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "agent": ("agent", "create, list or revoke agents (changes ask for your passkey)"),
         "attest": ("attest", "device key, attestation bundles, E3 caller pins"),
         "audit": ("audit", "inspect the sidecar daemon's audit log"),
+        "completion": ("completion", "print a shell completion script (bash, zsh, tcsh)"),
         "daemon": (
             "daemon",
             "run the sidecar daemon (attested local proxy that injects credentials)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,25 @@ def test_usage_errors_and_help_are_exit_codes(capsys: pytest.CaptureFixture[str]
     assert main(["no-such-command"]) == 2
     assert main(["scope", "--help"]) == 0
     assert "add" in capsys.readouterr().out
+
+
+def _complete(script: Path, *words: str) -> list[str]:
+    """What bash completes for ``words`` (the last one partial) with ``script`` sourced."""
+    line = " ".join(words)
+    program = (
+        f'source "{script}"; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; '
+        f'COMP_LINE="{line}"; COMP_POINT=${{#COMP_LINE}}; _shtab_agentkeys; '
+        'printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_bash_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "agentkeys.bash"
+    script.write_text(capsys.readouterr().out)
+    assert _complete(script, "agentkeys", "tear") == ["teardown"]
+    assert sorted(_complete(script, "agentkeys", "teardown", "--a")) == ["--agent", "--all"]
+    assert sorted(_complete(script, "agentkeys", "scope", "")) == ["add", "remove", "show"]
+    assert main(["completion", "fish"]) == 2  # not a shell shtab writes for
