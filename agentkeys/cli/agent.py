@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent_sub = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND", required=True)
     create = agent_sub.add_parser(
         "create",
+        epilog="example: agentkeys agent create research-bot --wallet-key-file wallet.key",
         allow_abbrev=False,
         help="register a new agent device on chain",
         description="Register an agent (label a-z, 0-9, -; up to 32) with its own device key. "

@@ -42,7 +42,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="device_command", metavar="DEVICE_COMMAND", required=True
     )
     revoke = device_sub.add_parser(
-        "revoke", allow_abbrev=False, help="revoke a device for good (asks for your passkey)"
+        "revoke",
+        epilog="example: agentkeys device revoke <device_key_hash> --wallet-key-file wallet.key "
+        "(the hash from `agentkeys device list`)",
+        allow_abbrev=False,
+        help="revoke a device for good (asks for your passkey)",
     )
     revoke.add_argument("device_key_hash", help="the device's 64-hex device_key_hash")
     revoke.add_argument(
@@ -55,6 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     revoke.set_defaults(func=_revoke)
     register_cmd = device_sub.add_parser(
         "register",
+        epilog="example: agentkeys device register --upgrade-from-v1 "
+        "--legacy-email you@example.com",
         allow_abbrev=False,
         help="register this device as the master (--upgrade-from-v1: a legacy operator)",
         description="Enroll K11 and register this device as the operator's master device; "
@@ -64,7 +70,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     register_device_command(register_cmd)
     listing = device_sub.add_parser(
-        "list", allow_abbrev=False, help="the operator's devices on chain"
+        "list",
+        epilog="example: agentkeys device list --json",
+        allow_abbrev=False,
+        help="the operator's devices on chain",
     )
     add_session_options(listing, passkey=False)
     add_output_options(listing)

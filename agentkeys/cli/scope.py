@@ -37,7 +37,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     scope = sub.add_parser("scope", allow_abbrev=False, help="grant or remove an agent's services")
     scope_sub = scope.add_subparsers(dest="scope_command", metavar="SCOPE_COMMAND", required=True)
     add = scope_sub.add_parser(
-        "add", allow_abbrev=False, help="let an agent use services (asks for your passkey)"
+        "add",
+        epilog="example: agentkeys scope add research-bot openai github --read-only",
+        allow_abbrev=False,
+        help="let an agent use services (asks for your passkey)",
     )
     add.add_argument("agent", help="agent label (or its 64-hex agent_omni)")
     add.add_argument(
@@ -51,7 +54,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--read-only", action="store_true", help="the agent may only read these credentials"
     )
     remove = scope_sub.add_parser(
-        "remove", allow_abbrev=False, help="take services away (asks for your passkey)"
+        "remove",
+        epilog="example: agentkeys scope remove research-bot github",
+        allow_abbrev=False,
+        help="take services away (asks for your passkey)",
     )
     remove.add_argument("agent", help="agent label (or its 64-hex agent_omni)")
     remove.add_argument(
@@ -59,7 +65,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     remove.add_argument("--all", action="store_true", help="remove the agent's whole scope")
     show = scope_sub.add_parser(
-        "show", allow_abbrev=False, help="print an agent's scope from the chain"
+        "show",
+        epilog="example: agentkeys scope show research-bot --json",
+        allow_abbrev=False,
+        help="print an agent's scope from the chain",
     )
     show.add_argument("agent", help="agent label (or its 64-hex agent_omni)")
     for parser in (add, remove):

@@ -68,17 +68,32 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``store``, ``read``, ``list`` and ``teardown``."""
-    store = sub.add_parser("store", allow_abbrev=False, help="store a credential")
+    store = sub.add_parser(
+        "store",
+        epilog="example: agentkeys store openai --from-file openai.key",
+        allow_abbrev=False,
+        help="store a credential",
+    )
     store.add_argument("service", help="service name, e.g. openai")
     source = store.add_mutually_exclusive_group()
     source.add_argument("--from-file", type=Path, metavar="FILE", help="file (0600) with it")
     source.add_argument("--stdin", action="store_true", help="read it from the first stdin line")
     store.set_defaults(func=_store)
-    read = sub.add_parser("read", allow_abbrev=False, help="read a credential")
+    read = sub.add_parser(
+        "read",
+        epilog="example: agentkeys read openai --show-secret",
+        allow_abbrev=False,
+        help="read a credential",
+    )
     read.add_argument("service")
     read.add_argument("--show-secret", action="store_true", help="print the credential value")
     read.set_defaults(func=_read)
-    listing = sub.add_parser("list", allow_abbrev=False, help="list stored services")
+    listing = sub.add_parser(
+        "list",
+        epilog="example: agentkeys list --agent research-bot",
+        allow_abbrev=False,
+        help="list stored services",
+    )
     listing.set_defaults(func=_list)
     teardown = sub.add_parser(
         "teardown",

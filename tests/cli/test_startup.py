@@ -84,3 +84,25 @@ def test_bash_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert sorted(_complete(script, "agentkeys", "teardown", "--a")) == ["--agent", "--all"]
     assert sorted(_complete(script, "agentkeys", "scope", "")) == ["add", "remove", "show"]
     assert main(["completion", "fish"]) == 2  # not a shell shtab writes for
+
+
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser that runs something (it has ``func``), by its command words."""
+    found = [(path, parser)] if parser.get_default("func") is not None else []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found.extend(_commands(child, (*path, name)))
+    return found
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    commands = _commands(build_parser("*"))
+    assert len(commands) > 25
+    for path, parser in commands:
+        epilog = parser.epilog or ""
+        assert epilog.startswith("example: agentkeys "), path
+        # the example's words start with the command's own
+        assert epilog.removeprefix("example: agentkeys ").startswith(path[0]), path
