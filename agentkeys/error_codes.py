@@ -588,6 +588,7 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "usage_error": ErrorCode(400, "A missing or inconsistent option (exit 2)."),
         "wallet_mismatch": ErrorCode(403, "The wallet given is not the operator's master wallet."),
         "worker_error": ErrorCode(500, "Base of the worker's errors."),
+        "worker_unreachable": ErrorCode(503, "The worker did not answer."),
         "wrong_type": ErrorCode(400, "A JSON field has the wrong type or an out-of-range value."),
     }
 )

@@ -47,6 +47,7 @@ class WorkerUnreachable(CliError):
     """The worker did not answer (exit 1, as an unreachable broker)."""
 
     error = "worker_unreachable"
+    status = 503  # the one status of this code (agentkeys.error_codes)
 
 
 def _doc(response: httpx.Response, who: str, path: str) -> dict[str, Any]:
