@@ -111,8 +111,8 @@ class CredentialCache:
             self._flights[service] = flight
             try:
                 fetched = await self._fetch(service, fetch)
-                stale = not isinstance(fetched.error, CredentialRefused)
-                if stale and fetched.error is not None and entry is not None:
+                error = fetched.error
+                if entry is not None and error and not isinstance(error, CredentialRefused):
                     # short of a refusal the cached credential stays; retry after negative_ttl
                     entry.fetched_at = fetched.expires_at - self._revalidate
                     flight.entry = entry
