@@ -297,9 +297,6 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
             500, "The sealed key state is missing, corrupt or cannot be unsealed."
         ),
         "legacy_backend_error": ErrorCode(500, "Base of the legacy backend's own errors."),
-        "legacy_data_requires_master": ErrorCode(
-            404, "An agent's vault has no v2 copy; agents never read the master's v1 prefix."
-        ),
         "legacy_identity_required": ErrorCode(
             409,
             "A legacy (v1 KEK) envelope exists but the request named no ``legacy_identity_omni``.",
@@ -591,6 +588,7 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "usage_error": ErrorCode(400, "A missing or inconsistent option (exit 2)."),
         "wallet_mismatch": ErrorCode(403, "The wallet given is not the operator's master wallet."),
         "worker_error": ErrorCode(500, "Base of the worker's errors."),
+        "worker_unreachable": ErrorCode(503, "The worker did not answer."),
         "wrong_type": ErrorCode(400, "A JSON field has the wrong type or an out-of-range value."),
     }
 )

@@ -30,6 +30,7 @@ class Profile:
             runs until it has served ``soak_requests`` requests itself (after the
             sidecar runs' own), for at most ``soak_seconds`` (the report then says how
             many it reached), in slices of 1/30 of that time, at least two.
+        cli_runs: timed process starts per CLI start-up case.
     """
 
     name: str
@@ -45,6 +46,7 @@ class Profile:
     miss_services: int
     soak_requests: int
     soak_seconds: float
+    cli_runs: int = 10
 
 
 FULL = Profile(
@@ -77,6 +79,7 @@ SMOKE = Profile(
     miss_services=3,
     soak_requests=200,
     soak_seconds=0.3,
+    cli_runs=2,
 )
 
 PROFILES = {p.name: p for p in (FULL, SMOKE)}

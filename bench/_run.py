@@ -20,14 +20,14 @@ from typing import Any
 
 import trio
 
-from bench import attestation, broker, chain, crypto, daemon, http, worker
+from bench import attestation, broker, chain, cli, crypto, daemon, http, worker
 from bench._errors import BenchConfigError
 from bench._model import Row, link_baselines
 from bench._profile import Profile
 
 __all__ = ["SCENARIOS", "Report", "run_all"]
 
-SCENARIOS = ("crypto", "attest", "http", "chain", "broker", "worker", "daemon")
+SCENARIOS = ("cli", "crypto", "attest", "http", "chain", "broker", "worker", "daemon")
 _PACKAGES = ("trio", "hypercorn", "quart-trio", "cryptography", "httpx")
 
 
@@ -74,6 +74,8 @@ def _versions() -> dict[str, str]:
 
 
 def _runner(name: str, profile: Profile, build_dir: Path) -> Callable[[], Awaitable[list[Row]]]:
+    if name == "cli":
+        return lambda: cli.run(profile)
     if name == "crypto":
         return lambda: crypto.run(profile)
     if name == "attest":

@@ -50,6 +50,7 @@ from agentkeys.cli._common import (
     CliError,
     DeviceK10Signer,
     PasskeyRecord,
+    one_line,
 )
 from agentkeys.config import check_private_file
 from agentkeys.jwks import b64url_decode, b64url_encode
@@ -95,6 +96,10 @@ class BrokerRefused(CliError):
 
     error = "broker_refused"
     exit_code = EXIT_FAILED
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class UsageError(CliError):
@@ -151,7 +156,8 @@ class BrokerSignIn:
             code = doc.get("error") if isinstance(doc, dict) else None
             reason = doc.get("reason") if isinstance(doc, dict) else None
             detail = f"{code}: {reason}" if code else f"HTTP {response.status_code}"
-            raise BrokerRefused(f"the broker refused {path} ({str(detail)[:200]})")
+            peer = code if isinstance(code, str) else None
+            raise BrokerRefused(f"the broker refused {path} ({one_line(detail)})", code=peer)
         return response.status_code, doc
 
     async def start_email(self, address: str) -> str:

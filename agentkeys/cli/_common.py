@@ -61,9 +61,11 @@ from agentkeys.config import ConfigError, check_private_file
 from agentkeys.errors import AgentkeysError, FormatError
 from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import (
+    agent_omni,
     device_key_hash_from_point,
     hex32_to_bytes,
     normalize_hex32,
+    normalize_service,
     normalize_wallet,
 )
 from agentkeys.passkey_page import (
@@ -106,12 +108,15 @@ __all__ = [
     "describe_error",
     "emit",
     "exit_code_for",
+    "label_arg",
     "load_operator_state",
     "load_wallet",
+    "one_line",
     "open_session",
     "passkey_for",
     "read_secret",
     "run",
+    "service_arg",
 ]
 
 EXIT_OK = 0
@@ -255,6 +260,26 @@ def describe_error(exc: AgentkeysError) -> str:
     return exc.reason
 
 
+# ---------------------------------------------------------------------------- arguments
+
+
+def label_arg(text: str) -> str:
+    """argparse ``type`` of an agent label (a bad one is a usage error, exit 2)."""
+    try:
+        agent_omni("0" * 64, text)
+    except FormatError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+    return text
+
+
+def service_arg(text: str) -> str:
+    """argparse ``type`` of a service name: the normalized name (a bad one exits 2)."""
+    try:
+        return normalize_service(text)
+    except FormatError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
 # ---------------------------------------------------------------------------- output
 
 
@@ -316,10 +341,17 @@ def run(args: argparse.Namespace, command: Callable[[], Awaitable[None]]) -> int
     return EXIT_OK
 
 
+def one_line(text: object) -> str:
+    """``text`` on one line (a peer's reason may hold newlines); never shortened."""
+    return " ".join(str(text).split())
+
+
 def _report(args: argparse.Namespace, exc: AgentkeysError) -> int:
     message = describe_error(exc)
     if getattr(args, "json", False):
-        print(json.dumps({"error": exc.error, "reason": message}), file=sys.stderr)
+        code = getattr(exc, "code", None)  # a refusing broker's/worker's own code
+        error = code if isinstance(code, str) and code else exc.error
+        print(json.dumps({"error": error, "reason": message}), file=sys.stderr)
     else:
         print(f"agentkeys: {message}", file=sys.stderr)
     return exit_code_for(exc)

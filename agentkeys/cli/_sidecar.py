@@ -19,23 +19,35 @@ import httpx
 
 from agentkeys.cap import CapOp, SignedCap, cap_digest
 from agentkeys.cli._bootstrap import BrokerUnreachable
-from agentkeys.cli._common import EXIT_REJECTED, CliError
+from agentkeys.cli._common import EXIT_REJECTED, CliError, one_line
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.pop import PopProof, new_mint_pop_claims, new_worker_pop_claims
 from attest.device_key import DeviceKey, key_hash
 
-__all__ = ["LIST_SERVICE", "SidecarRefused", "SidecarVault"]
+__all__ = ["LIST_SERVICE", "SidecarRefused", "SidecarVault", "WorkerUnreachable"]
 
 LIST_SERVICE = "all"  # a cap names one service; ``list`` caps of a master's own vault use this
 MAX_ANSWER = 256 * 1024
 
 
 class SidecarRefused(CliError):
-    """The broker or the worker refused (their error code is in the reason)."""
+    """The broker or the worker refused; ``code`` is their error code (also in the reason),
+    which ``--json`` prints as ``error``."""
 
     error = "sidecar_refused"
     exit_code = EXIT_REJECTED
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class WorkerUnreachable(CliError):
+    """The worker did not answer (exit 1, as an unreachable broker)."""
+
+    error = "worker_unreachable"
+    status = 503  # the one status of this code (agentkeys.error_codes)
 
 
 def _doc(response: httpx.Response, who: str, path: str) -> dict[str, Any]:
@@ -47,7 +59,8 @@ def _doc(response: httpx.Response, who: str, path: str) -> dict[str, Any]:
         code = doc.get("error") if isinstance(doc, dict) else None
         reason = doc.get("reason") if isinstance(doc, dict) else None
         detail = f"{code}: {reason}" if code else f"HTTP {response.status_code}"
-        raise SidecarRefused(f"the {who} refused {path} ({str(detail)[:200]})")
+        peer = str(code) if isinstance(code, str) else None
+        raise SidecarRefused(f"the {who} refused {path} ({one_line(detail)})", code=peer)
     return doc
 
 
@@ -138,8 +151,9 @@ class SidecarVault:
                 },
             )
         except httpx.HTTPError as exc:
-            raise SidecarRefused(
-                f"the worker is unreachable ({type(exc).__name__}); start it (`agentkeys dev up`)"
+            raise WorkerUnreachable(
+                f"the worker at {self._worker.base_url} is unreachable ({type(exc).__name__}); "
+                "start it (`agentkeys dev up`) or pass --worker-url"
             ) from None
         return _doc(response, "worker", path)
 
@@ -160,9 +174,14 @@ class SidecarVault:
             raise SidecarRefused("the worker's answer lacks the credential")
         return b64url_decode(raw), doc
 
-    async def list(self) -> list[dict[str, Any]]:
-        """The actor's services (``[{service, source}]``)."""
-        doc = await self._call(CapOp.LIST, LIST_SERVICE, {})
+    async def list(self, cap_service: str = LIST_SERVICE) -> list[dict[str, Any]]:
+        """The actor's services (``[{service, source}]``).
+
+        The cap names one service: for the master's own vault the placeholder ``all``; for an
+        agent's vault the broker mints only for a service in the agent's chain scope, so the
+        caller passes one (``cap_service``); the worker lists the whole vault either way.
+        """
+        doc = await self._call(CapOp.LIST, cap_service, {})
         services = doc.get("services")
         return [s for s in services if isinstance(s, dict)] if isinstance(services, list) else []
 

@@ -11,17 +11,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agentkeys.chain import ROLE_CAP_MINT, NewAgent
+from agentkeys.chain import ROLE_CAP_MINT, DeviceEntry, NewAgent
 from agentkeys.cli._common import (
     DeviceK10Signer,
+    OperatorSession,
     Rejected,
     add_output_options,
     add_session_options,
     emit,
+    label_arg,
     load_wallet,
     open_session,
     run,
 )
+from agentkeys.cli._names import known_names
+from agentkeys.cli.device import revoke_device
+from agentkeys.errors import FormatError
 from agentkeys.omni import agent_omni, device_key_hash_from_point
 from attest.device_key import BackendChoice, open_device_key
 
@@ -29,19 +34,22 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``agent create``."""
+    """Add ``agent create``, ``agent list`` and ``agent revoke``."""
     agent = sub.add_parser(
-        "agent", allow_abbrev=False, help="create agents (each change asks for your passkey)"
+        "agent",
+        allow_abbrev=False,
+        help="create, list or revoke agents (changes ask for your passkey)",
     )
     agent_sub = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND", required=True)
     create = agent_sub.add_parser(
         "create",
+        epilog="example: agentkeys agent create research-bot --wallet-key-file wallet.key",
         allow_abbrev=False,
         help="register a new agent device on chain",
         description="Register an agent (label a-z, 0-9, -; up to 32) with its own device key. "
         "Asks for your passkey and sends the transaction from your wallet.",
     )
-    create.add_argument("label", help="agent label, e.g. research-bot")
+    create.add_argument("label", type=label_arg, help="agent label, e.g. research-bot")
     create.add_argument(
         "--agent-key",
         type=Path,
@@ -52,6 +60,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_session_options(create)
     add_output_options(create)
     create.set_defaults(func=_create)
+    listing = agent_sub.add_parser(
+        "list",
+        allow_abbrev=False,
+        help="this operator's agents on chain, with their scope",
+        epilog="example: agentkeys agent list --json",
+    )
+    add_session_options(listing, passkey=False)
+    add_output_options(listing)
+    listing.set_defaults(func=_list)
+    revoke = agent_sub.add_parser(
+        "revoke",
+        allow_abbrev=False,
+        help="revoke every live device of an agent (asks for your passkey)",
+        description="Revoke an agent's devices for good; its caps stop at once and a daemon "
+        "acting for it refuses from the chain event on.",
+        epilog="example: agentkeys agent revoke research-bot --wallet-key-file wallet.key",
+    )
+    revoke.add_argument("label", type=label_arg, help="the agent's label")
+    add_session_options(revoke)
+    add_output_options(revoke)
+    revoke.set_defaults(func=_revoke)
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -105,5 +134,76 @@ def _create(args: argparse.Namespace) -> int:
                     f"next: agentkeys scope add {label} <service…>",
                 ],
             )
+
+    return run(args, command)
+
+
+def _labels(session: OperatorSession) -> dict[str, str]:
+    """agent_omni → label, for the agents this home created (``agents/<label>/``)."""
+    found: dict[str, str] = {}
+    base = session.home / "agents"
+    for child in sorted(base.iterdir()) if base.is_dir() else ():
+        try:
+            found[agent_omni(session.state.operator_omni, child.name)] = child.name
+        except FormatError:
+            continue
+    return found
+
+
+async def _agents(session: OperatorSession) -> dict[str, list[DeviceEntry]]:
+    """agent_omni → its devices on chain (agents only), in registration order."""
+    agents: dict[str, list[DeviceEntry]] = {}
+    for event in await session.registered_devices():
+        if event.actor_omni == session.state.operator_omni:
+            continue
+        entry = await session.chain.get_device(event.device_key_hash)
+        if entry is not None:
+            agents.setdefault(event.actor_omni, []).append(entry)
+    return agents
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        async with open_session(args, signing=False) as session:
+            labels, names = _labels(session), known_names(session.home)
+            rows: list[dict[str, object]] = []
+            lines: list[str] = []
+            for actor, devices in (await _agents(session)).items():
+                scope = await session.chain.get_scope(session.state.operator_omni, actor)
+                live = [d.device_key_hash for d in devices if not d.revoked]
+                services = [] if scope is None else sorted(names.get(h, h) for h in scope.services)
+                rows.append(
+                    {
+                        "label": labels.get(actor),
+                        "agent_omni": actor,
+                        "live_devices": live,
+                        "revoked_devices": len(devices) - len(live),
+                        "services": services,
+                        "read_only": None if scope is None else scope.read_only,
+                    }
+                )
+                lines.append(
+                    f"{labels.get(actor, actor)}  {'live' if live else 'revoked'}  "
+                    f"scope: {', '.join(services) or 'none'}"
+                )
+        emit(args, {"agents": rows}, lines or ["no agents (create one: `agentkeys agent create`)"])
+
+    return run(args, command)
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        async with open_session(args, signing=True) as session:
+            wallet = load_wallet(args, session.state.wallet)
+            actor = agent_omni(session.state.operator_omni, args.label)
+            devices = (await _agents(session)).get(actor, [])
+            live = [d for d in devices if not d.revoked]
+            if not live:
+                state = "already revoked" if devices else "unknown"
+                raise Rejected(f"agent {args.label} is {state} (no live device on chain)")
+            done = [await revoke_device(session, wallet, entry) for entry in live]
+        lines = [f"agent {args.label} revoked", *(line for _, ls in done for line in ls)]
+        emit(args, {"label": args.label, "agent_omni": actor, "devices": [d for d, _ in done]},
+             lines)  # fmt: skip
 
     return run(args, command)

@@ -60,26 +60,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--tcti", default=None, help="TPM connection (default /dev/tpmrm0)")
         p.add_argument("--key-file", type=Path, default=None, help="software K10 key file")
 
-    show = attest_sub.add_parser("show", help="show the device key")
+    show = attest_sub.add_parser(
+        "show",
+        epilog="example: agentkeys attest show --backend software --key-file k10.pem",
+        help="show the device key",
+    )
     key_options(show)
     show.add_argument("--create", action="store_true", help="create the key if absent")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_show)
 
-    bundle = attest_sub.add_parser("bundle", help="produce an attestation bundle")
+    bundle = attest_sub.add_parser(
+        "bundle",
+        epilog="example: agentkeys attest bundle --nonce $(openssl rand -hex 16) --out bundle.json",
+        help="produce an attestation bundle",
+    )
     key_options(bundle)
     bundle.add_argument("--nonce", default=None, help="verifier's challenge (64 hex)")
     bundle.add_argument("--out", type=Path, default=None, help="write here (default stdout)")
     bundle.set_defaults(func=_bundle)
 
-    verify = attest_sub.add_parser("verify", help="verify an attestation bundle")
+    verify = attest_sub.add_parser(
+        "verify",
+        epilog="example: agentkeys attest verify bundle.json --require-tpm --json",
+        help="verify an attestation bundle",
+    )
     verify.add_argument("file", type=Path, help="bundle JSON ('-' for stdin)")
     verify.add_argument("--nonce", default=None, help="the challenge it must answer (64 hex)")
     verify.add_argument("--require-tpm", action="store_true", help="refuse software keys")
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(func=_verify)
 
-    enroll = attest_sub.add_parser("enroll-pin", help="enroll an E3 caller pin")
+    enroll = attest_sub.add_parser(
+        "enroll-pin",
+        epilog="example: agentkeys attest enroll-pin coder --pins pins.json --tpm",
+        help="enroll an E3 caller pin",
+    )
     enroll.add_argument("name", help="the caller's name in policy")
     enroll.add_argument("--pins", type=Path, required=True, help="pins file to update")
     how = enroll.add_mutually_exclusive_group(required=True)

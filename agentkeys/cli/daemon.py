@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the sidecar daemon (attested local proxy that injects credentials)",
         description="Settings come from --config (TOML) and AGENTKEYS_<SECTION>_<OPTION> "
         "variables; the flags below override both. See docs/daemon.md.",
+        epilog="example: agentkeys daemon --config daemon.toml --tcp-port 9090",
     )
     daemon.add_argument("--config", type=Path, default=None, help="daemon configuration (TOML)")
     daemon.add_argument(
@@ -42,7 +43,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     daemon.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     daemon.set_defaults(func=_run)
     daemon_sub = daemon.add_subparsers(dest="daemon_command", metavar="DAEMON_COMMAND")
-    env = daemon_sub.add_parser("env", help="write the environment file and print its path")
+    env = daemon_sub.add_parser(
+        "env",
+        epilog="example: agentkeys daemon --config daemon.toml env",
+        help="write the environment file and print its path",
+    )
     env.set_defaults(func=_env)
 
 

@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     up = dev_sub.add_parser(
         "up",
+        epilog="example: agentkeys dev up --state-dir .agentkeys-state",
         allow_abbrev=False,
         help="start anvil, contracts, SeaweedFS, swtpm, PKI, signer, … until Ctrl-C",
     )
@@ -49,10 +50,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--hardfork", metavar="NAME", help="anvil hardfork (prague: no P-256 precompile)"
     )
     up.set_defaults(func=_up)
-    down = dev_sub.add_parser("down", allow_abbrev=False, help="stop the running `dev up`")
+    down = dev_sub.add_parser(
+        "down",
+        epilog="example: agentkeys dev down --state-dir .agentkeys-state",
+        allow_abbrev=False,
+        help="stop the running `dev up`",
+    )
     down.set_defaults(func=_down)
     status = dev_sub.add_parser(
-        "status", allow_abbrev=False, help="what the running `dev up` serves"
+        "status",
+        epilog="example: agentkeys dev status --json",
+        allow_abbrev=False,
+        help="what the running `dev up` serves",
     )
     status.set_defaults(func=_status)
     for parser in (up, down, status):
@@ -66,6 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         add_output_options(parser)
     demo = dev_sub.add_parser(
         "demo",
+        epilog="example: agentkeys dev demo",
         allow_abbrev=False,
         help="start a fresh stack and run the scripted scenario (docs/demo.md)",
     )

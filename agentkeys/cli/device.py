@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from eth_account.signers.local import LocalAccount
+
 from agentkeys.chain import DeviceEntry, Tier
 from agentkeys.cli._common import (
     OperatorSession,
@@ -28,7 +30,7 @@ from agentkeys.cli.init import register_device_command
 from agentkeys.errors import InvalidIdentifier
 from agentkeys.omni import normalize_hex32
 
-__all__ = ["register"]
+__all__ = ["register", "revoke_device"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +42,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="device_command", metavar="DEVICE_COMMAND", required=True
     )
     revoke = device_sub.add_parser(
-        "revoke", allow_abbrev=False, help="revoke a device for good (asks for your passkey)"
+        "revoke",
+        epilog="example: agentkeys device revoke <device_key_hash> --wallet-key-file wallet.key "
+        "(the hash from `agentkeys device list`)",
+        allow_abbrev=False,
+        help="revoke a device for good (asks for your passkey)",
     )
     revoke.add_argument("device_key_hash", help="the device's 64-hex device_key_hash")
     revoke.add_argument(
@@ -53,6 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     revoke.set_defaults(func=_revoke)
     register_cmd = device_sub.add_parser(
         "register",
+        epilog="example: agentkeys device register --upgrade-from-v1 "
+        "--legacy-email you@example.com",
         allow_abbrev=False,
         help="register this device as the master (--upgrade-from-v1: a legacy operator)",
         description="Enroll K11 and register this device as the operator's master device; "
@@ -62,7 +70,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     register_device_command(register_cmd)
     listing = device_sub.add_parser(
-        "list", allow_abbrev=False, help="the operator's devices on chain"
+        "list",
+        epilog="example: agentkeys device list --json",
+        allow_abbrev=False,
+        help="the operator's devices on chain",
     )
     add_session_options(listing, passkey=False)
     add_output_options(listing)
@@ -94,6 +105,24 @@ async def _owned_device(session: OperatorSession, text: str) -> DeviceEntry:
     return entry
 
 
+async def revoke_device(
+    session: OperatorSession, wallet: LocalAccount, entry: DeviceEntry
+) -> tuple[dict[str, object], list[str]]:
+    """Revoke ``entry`` on chain (K10 + passkey, the wallet sends): its data and text lines."""
+    mutation = await session.chain.prepare_revoke_device(
+        session.state.operator_omni, entry.device_key_hash, session.authority()
+    )
+    receipt = await session.chain.submit(mutation, wallet)
+    after = await session.chain.get_device(entry.device_key_hash)
+    data = _device_data(after if after is not None else entry)
+    data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
+    state = "revoked" if data["revoked"] else "NOT revoked"
+    return data, [
+        f"device {entry.device_key_hash} {state}",
+        f"tx {receipt.tx_hash} (block {receipt.block_number})",
+    ]
+
+
 def _revoke(args: argparse.Namespace) -> int:
     async def command() -> None:
         async with open_session(args, signing=True) as session:
@@ -103,22 +132,8 @@ def _revoke(args: argparse.Namespace) -> int:
                 raise Rejected(f"device {entry.device_key_hash} is already revoked")
             if entry.device_key_hash == session.state.device_key_hash and not args.this_device:
                 raise Rejected("that is this master device; pass --this-device to revoke it anyway")
-            mutation = await session.chain.prepare_revoke_device(
-                session.state.operator_omni, entry.device_key_hash, session.authority()
-            )
-            receipt = await session.chain.submit(mutation, wallet)
-            after = await session.chain.get_device(entry.device_key_hash)
-            data = _device_data(after if after is not None else entry)
-            data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
-            state = "revoked" if data["revoked"] else "NOT revoked"
-            emit(
-                args,
-                data,
-                [
-                    f"device {entry.device_key_hash} {state}",
-                    f"tx {receipt.tx_hash} (block {receipt.block_number})",
-                ],
-            )
+            data, lines = await revoke_device(session, wallet, entry)
+            emit(args, data, lines)
 
     return run(args, command)
 

@@ -96,6 +96,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``init``."""
     init = sub.add_parser(
         "init",
+        epilog="example: agentkeys init --email you@example.com",
         allow_abbrev=False,
         help="sign in (email, passkey, wallet) and register this device as your master",
         description="Bootstrap stages 0-3 against the broker, then the master device on chain.",

@@ -21,11 +21,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pki = sub.add_parser("pki", help="development CA and mutual-TLS role certificates")
     pki_sub = pki.add_subparsers(dest="pki_command", metavar="PKI_COMMAND", required=True)
 
-    init = pki_sub.add_parser("init", help="create the deployment CA")
+    init = pki_sub.add_parser(
+        "init", epilog="example: agentkeys pki init --dir pki", help="create the deployment CA"
+    )
     init.add_argument("--dir", type=Path, default=None, help="PKI directory")
     init.set_defaults(func=_init)
 
-    issue = pki_sub.add_parser("issue", help="issue a role certificate from the CA")
+    issue = pki_sub.add_parser(
+        "issue",
+        epilog="example: agentkeys pki issue worker --dir pki --host 127.0.0.1",
+        help="issue a role certificate from the CA",
+    )
     issue.add_argument("role", choices=[r.value for r in Role], help="the holder's role")
     issue.add_argument("--dir", type=Path, default=None, help="PKI directory")
     issue.add_argument("--name", default=None, help="file name stem (default: the role)")

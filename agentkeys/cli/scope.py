@@ -13,6 +13,7 @@ import argparse
 from collections.abc import Sequence
 
 from agentkeys.chain import ScopeEntry
+from agentkeys.cli._bootstrap import UsageError
 from agentkeys.cli._common import (
     OperatorSession,
     Rejected,
@@ -22,7 +23,9 @@ from agentkeys.cli._common import (
     load_wallet,
     open_session,
     run,
+    service_arg,
 )
+from agentkeys.cli._names import known_names, remember_names
 from agentkeys.errors import InvalidIdentifier
 from agentkeys.omni import agent_omni, normalize_hex32, normalize_service, service_hash
 
@@ -34,21 +37,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     scope = sub.add_parser("scope", allow_abbrev=False, help="grant or remove an agent's services")
     scope_sub = scope.add_subparsers(dest="scope_command", metavar="SCOPE_COMMAND", required=True)
     add = scope_sub.add_parser(
-        "add", allow_abbrev=False, help="let an agent use services (asks for your passkey)"
+        "add",
+        epilog="example: agentkeys scope add research-bot openai github --read-only",
+        allow_abbrev=False,
+        help="let an agent use services (asks for your passkey)",
     )
     add.add_argument("agent", help="agent label (or its 64-hex agent_omni)")
-    add.add_argument("services", nargs="+", metavar="service", help="service names, e.g. openai")
+    add.add_argument(
+        "services",
+        nargs="+",
+        type=service_arg,
+        metavar="service",
+        help="service names, e.g. openai",
+    )
     add.add_argument(
         "--read-only", action="store_true", help="the agent may only read these credentials"
     )
     remove = scope_sub.add_parser(
-        "remove", allow_abbrev=False, help="take services away (asks for your passkey)"
+        "remove",
+        epilog="example: agentkeys scope remove research-bot github",
+        allow_abbrev=False,
+        help="take services away (asks for your passkey)",
     )
     remove.add_argument("agent", help="agent label (or its 64-hex agent_omni)")
-    remove.add_argument("services", nargs="*", metavar="service", help="services to remove")
+    remove.add_argument(
+        "services", nargs="*", type=service_arg, metavar="service", help="services to remove"
+    )
     remove.add_argument("--all", action="store_true", help="remove the agent's whole scope")
     show = scope_sub.add_parser(
-        "show", allow_abbrev=False, help="print an agent's scope from the chain"
+        "show",
+        epilog="example: agentkeys scope show research-bot --json",
+        allow_abbrev=False,
+        help="print an agent's scope from the chain",
     )
     show.add_argument("agent", help="agent label (or its 64-hex agent_omni)")
     for parser in (add, remove):
@@ -113,6 +133,7 @@ def _add(args: argparse.Namespace) -> int:
     async def command() -> None:
         wanted = _services(args.services)
         async with open_session(args, signing=True) as session:
+            remember_names(session.home, wanted)
             wallet = load_wallet(args, session.state.wallet)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
@@ -133,7 +154,7 @@ def _add(args: argparse.Namespace) -> int:
             )
             receipt = await session.chain.submit(mutation, wallet)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
-            data = _scope_data(label, actor, entry, wanted)
+            data = _scope_data(label, actor, entry, {**known_names(session.home), **wanted})
             data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
             emit(args, data, [*_scope_lines(data), f"tx {receipt.tx_hash}"])
 
@@ -143,9 +164,10 @@ def _add(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     async def command() -> None:
         if not args.services and not args.all:
-            raise Rejected("name the services to remove, or pass --all")
+            raise UsageError("name the services to remove, or pass --all")
         unwanted = _services(args.services)
         async with open_session(args, signing=True) as session:
+            remember_names(session.home, unwanted)
             wallet = load_wallet(args, session.state.wallet)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
@@ -170,7 +192,7 @@ def _remove(args: argparse.Namespace) -> int:
                 )
             receipt = await session.chain.submit(mutation, wallet)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
-            data = _scope_data(label, actor, entry, unwanted)
+            data = _scope_data(label, actor, entry, {**known_names(session.home), **unwanted})
             data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
             emit(args, data, [*_scope_lines(data), f"tx {receipt.tx_hash}"])
 
@@ -182,7 +204,7 @@ def _show(args: argparse.Namespace) -> int:
         async with open_session(args, signing=False) as session:
             label, actor = await resolve_agent(session, args.agent)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
-            data = _scope_data(label, actor, entry, {})
+            data = _scope_data(label, actor, entry, known_names(session.home))
             emit(args, data, _scope_lines(data))
 
     return run(args, command)

@@ -2,7 +2,8 @@
 
 Two backends (``--credential-backend``):
 
-* ``s3`` (the default in stage 1, deprecated): the legacy client-side backend
+* ``s3`` (deprecated; the default for an operator with v1 data, :func:`default_backend`):
+  the legacy client-side backend
   (:class:`agentkeys.legacy_s3.LegacyS3Backend`): S3 credentials from the broker's
   ``/v1/mint-oidc-jwt`` exchanged at STS (:class:`BrokerOidcCredentials`), v1 KEKs from the
   signer, envelopes written as ``--envelope-version v1`` (0x01 at ``bots/<wallet>/…``) or
@@ -22,6 +23,7 @@ first line of stdin (``--stdin``), or a prompt. ``read`` prints the value only w
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -34,15 +36,19 @@ import httpx
 from agentkeys.cli._bootstrap import UsageError, load_session
 from agentkeys.cli._common import (
     STATE_FILE,
+    OperatorState,
+    Rejected,
     _dev_passkey,
     add_output_options,
     agentkeys_home,
     emit,
     load_operator_state,
+    open_session,
     read_secret,
     run,
 )
-from agentkeys.cli._sidecar import SidecarVault
+from agentkeys.cli._names import known_names, remember_names
+from agentkeys.cli._sidecar import LIST_SERVICE, SidecarVault
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,
     Assert,
@@ -62,20 +68,45 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``store``, ``read``, ``list`` and ``teardown``."""
-    store = sub.add_parser("store", allow_abbrev=False, help="store a credential")
+    store = sub.add_parser(
+        "store",
+        epilog="example: agentkeys store openai --from-file openai.key",
+        allow_abbrev=False,
+        help="store a credential",
+    )
     store.add_argument("service", help="service name, e.g. openai")
     source = store.add_mutually_exclusive_group()
     source.add_argument("--from-file", type=Path, metavar="FILE", help="file (0600) with it")
     source.add_argument("--stdin", action="store_true", help="read it from the first stdin line")
     store.set_defaults(func=_store)
-    read = sub.add_parser("read", allow_abbrev=False, help="read a credential")
+    read = sub.add_parser(
+        "read",
+        epilog="example: agentkeys read openai --show-secret",
+        allow_abbrev=False,
+        help="read a credential",
+    )
     read.add_argument("service")
     read.add_argument("--show-secret", action="store_true", help="print the credential value")
     read.set_defaults(func=_read)
-    listing = sub.add_parser("list", allow_abbrev=False, help="list stored services")
+    listing = sub.add_parser(
+        "list",
+        epilog="example: agentkeys list --agent research-bot",
+        allow_abbrev=False,
+        help="list stored services",
+    )
     listing.set_defaults(func=_list)
-    teardown = sub.add_parser("teardown", allow_abbrev=False, help="delete a credential")
-    teardown.add_argument("service")
+    teardown = sub.add_parser(
+        "teardown",
+        allow_abbrev=False,
+        help="delete one credential (or every one with --all)",
+        description="Delete exactly SERVICE's credential, or with --all every listed one.",
+        epilog="example: agentkeys teardown github --credential-backend sidecar --agent coder",
+    )
+    which = teardown.add_mutually_exclusive_group(required=True)
+    which.add_argument("service", nargs="?", help="the service whose credential goes")
+    which.add_argument(
+        "--all", action="store_true", help="delete every credential `list` shows, one by one"
+    )
     teardown.set_defaults(func=_teardown)
     for parser in (store, read, listing, teardown):
         _add_backend_options(parser)
@@ -88,9 +119,9 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--credential-backend",
         choices=("s3", "sidecar"),
-        default="s3",
-        help="s3: the deprecated direct-to-S3 backend (default in stage 1); sidecar: "
-        "broker + worker",
+        default=None,
+        help="sidecar: broker + worker (the default for an operator set up by `init`); s3: "
+        "the deprecated direct-to-S3 backend (the default for an operator with v1 data)",
     )
     parser.add_argument(
         "--envelope-version",
@@ -142,9 +173,12 @@ class _Backend:
 
 
 class _Sidecar(_Backend):
-    def __init__(self, vault: SidecarVault, legacy_identity: str | None) -> None:
+    def __init__(
+        self, vault: SidecarVault, legacy_identity: str | None, list_service: str = LIST_SERVICE
+    ) -> None:
         self.vault = vault
         self.legacy = legacy_identity
+        self.list_service = list_service
 
     async def store(self, service: str, secret: bytes) -> dict[str, Any]:
         return await self.vault.store(service, secret)
@@ -153,7 +187,7 @@ class _Sidecar(_Backend):
         return await self.vault.fetch(service, legacy_identity_omni=self.legacy)
 
     async def list(self) -> list[dict[str, Any]]:
-        return await self.vault.list()
+        return await self.vault.list(self.list_service)
 
     async def teardown(self, service: str) -> dict[str, Any]:
         return await self.vault.teardown(service)
@@ -181,6 +215,15 @@ class _S3(_Backend):
         )
 
 
+def default_backend(state: OperatorState | None) -> str:
+    """``s3`` for an operator with v1 data (no operator.json, or one upgraded with
+    ``device register --upgrade-from-v1``: SPEC.md section 9 steps 7-8 keep it), else
+    ``sidecar`` (an operator set up fresh by ``init``)."""
+    if state is None or "legacy_identity_omni" in state.extra:
+        return "s3"
+    return "sidecar"
+
+
 @asynccontextmanager
 async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
     home = agentkeys_home(args.home)
@@ -188,6 +231,8 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
     broker_url = args.broker_url or session.broker_url
     has_state = (home / STATE_FILE).exists()
     state = load_operator_state(home) if has_state or args.credential_backend == "sidecar" else None
+    if args.credential_backend is None:
+        args.credential_backend = default_backend(state)
     legacy_identity: str | None = None
     if args.legacy_email is not None:
         legacy_identity = identity_omni("email", args.legacy_email)
@@ -216,7 +261,11 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
                         operator_omni=state.operator_omni,
                         actor_omni=actor,
                     )
-                    yield _Sidecar(vault, legacy_identity)
+                    list_service = LIST_SERVICE
+                    lists = args.command == "list" or getattr(args, "all", False)
+                    if args.agent is not None and lists:
+                        list_service = await _a_scope_service(args, actor)
+                    yield _Sidecar(vault, legacy_identity, list_service)
             finally:
                 await key.aclose()
             return
@@ -272,6 +321,29 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
             yield _S3(backend)
 
 
+async def _a_scope_service(args: argparse.Namespace, actor: str) -> str:
+    """A service name of the agent's chain scope (a list cap must name one).
+
+    Raises:
+        Rejected: the agent has no scope, or none of its services is in the local name table.
+    """
+    async with open_session(args, signing=False) as session:
+        entry = await session.chain.get_scope(session.state.operator_omni, actor)
+        names = known_names(session.home)
+    if entry is None or not entry.services:
+        raise Rejected(
+            f"agent {args.agent} has no scope, so its vault is empty; grant one with "
+            f"`agentkeys scope add {args.agent} <service…>`"
+        )
+    for digest in sorted(entry.services):
+        if digest in names:
+            return names[digest]
+    raise Rejected(
+        f"none of {args.agent}'s scope services is named in this home's services.json; run "
+        f"`agentkeys scope add {args.agent} <service>` for one of them from this home"
+    )
+
+
 def _store(args: argparse.Namespace) -> int:
     async def command() -> None:
         secret = read_secret(
@@ -282,6 +354,7 @@ def _store(args: argparse.Namespace) -> int:
         )
         async with _backend(args) as backend:
             answer = await backend.store(args.service, secret)
+        remember_names(agentkeys_home(args.home), [args.service])
         emit(args, answer, [f"stored {args.service} at {answer.get('key')}"])
 
     return run(args, command)
@@ -292,14 +365,16 @@ def _read(args: argparse.Namespace) -> int:
         async with _backend(args) as backend:
             secret, answer = await backend.read(args.service)
         data = dict(answer)
-        lines = [f"{args.service}: {len(secret)} bytes from {answer.get('key')}"]
-        if answer.get("source"):
-            lines.append(f"  source {answer['source']}, migration {answer.get('migration')}")
         if args.show_secret:
             data["secret"] = secret.decode("utf-8", errors="replace")
-            lines.append(data["secret"])
-        else:
-            lines.append("  (pass --show-secret to print the value)")
+            # the value alone on stdout, for `$(agentkeys read … --show-secret)`
+            emit(args, data, [data["secret"]])
+            return
+        lines = [f"{args.service}: {len(secret)} bytes at {answer.get('key')}"]
+        if answer.get("source"):
+            migration = json.dumps(answer.get("migration"), sort_keys=True)
+            lines.append(f"  source {answer['source']}, migration {migration}")
+        lines.append("  (pass --show-secret to print the value)")
         emit(args, data, lines)
 
     return run(args, command)
@@ -315,10 +390,23 @@ def _list(args: argparse.Namespace) -> int:
     return run(args, command)
 
 
+def _deleted_line(answer: dict[str, Any]) -> str:
+    deleted = answer.get("deleted")
+    counts = deleted if isinstance(deleted, dict) else {}
+    objects = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()) if n)
+    return f"deleted {answer.get('service')} ({objects or 'nothing stored'})"
+
+
 def _teardown(args: argparse.Namespace) -> int:
     async def command() -> None:
         async with _backend(args) as backend:
-            answer = await backend.teardown(args.service)
-        emit(args, answer, [f"deleted {args.service}: {answer.get('deleted')}"])
+            if not args.all:
+                answer = await backend.teardown(args.service)
+                emit(args, answer, [_deleted_line(answer)])
+                return
+            services = sorted({str(s.get("service")) for s in await backend.list()})
+            answers = [await backend.teardown(service) for service in services]
+        lines = [_deleted_line(a) for a in answers] or ["no credentials stored"]
+        emit(args, {"torn_down": answers}, lines)
 
     return run(args, command)

@@ -29,7 +29,10 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``whoami``."""
     whoami = sub.add_parser(
-        "whoami", allow_abbrev=False, help="the operator, wallet and device this machine uses"
+        "whoami",
+        epilog="example: agentkeys whoami --offline",
+        allow_abbrev=False,
+        help="the operator, wallet and device this machine uses",
     )
     whoami.add_argument("--offline", action="store_true", help="do not ask the chain")
     add_session_options(whoami, passkey=False)

@@ -4,6 +4,12 @@
   credential's own expiry (the cap's ``expires_at``).
 * At most ``max_entries`` entries (least recently used evicted first).
 * Concurrent misses for one service make ONE fetch; the others wait for its result.
+* An entry older than ``revalidate`` seconds is fetched again on its next use (one fetch,
+  as for a miss). A refusal (:class:`CredentialRefused`: the worker answers
+  ``credential_not_found`` after ``agentkeys teardown``, the broker a revoked scope) replaces
+  the entry, so a torn-down credential stops being served within ``revalidate`` seconds; any
+  other failure (transport, malformed answer) keeps serving the cached credential until
+  its ``ttl``.
 * A failed fetch is remembered for ``negative_ttl`` seconds, so a refusing authority is
   not hammered; callers get the same refusal meanwhile.
 * :meth:`drop` (revocation events) and :meth:`clear` (shutdown) wipe entries; a fetch in
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 import trio
 
 from agentkeys.daemon.credentials import Credential
-from agentkeys.daemon.errors import CredentialUnavailable, ScopeRevoked
+from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable, ScopeRevoked
 from agentkeys.errors import AgentkeysError
 
 __all__ = ["CredentialCache"]
@@ -32,6 +38,7 @@ class _Entry:
     credential: Credential | None
     error: AgentkeysError | None
     expires_at: float
+    fetched_at: float
 
 
 @dataclass
@@ -43,6 +50,8 @@ class _Flight:
 
 def _copy(error: AgentkeysError) -> AgentkeysError:
     """A fresh copy of ``error`` (one instance raised in many tasks tangles tracebacks)."""
+    if isinstance(error, CredentialRefused):
+        return CredentialRefused(error.reason, code=error.code)
     try:
         return type(error)(error.reason)
     except TypeError:
@@ -57,6 +66,7 @@ class CredentialCache:
         *,
         ttl: float = 300.0,
         negative_ttl: float = 5.0,
+        revalidate: float = 30.0,
         max_entries: int = 256,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -64,6 +74,7 @@ class CredentialCache:
             raise CredentialUnavailable("cache ttl must be within (0, 300] seconds")
         self._ttl = ttl
         self._negative_ttl = negative_ttl
+        self._revalidate = revalidate
         self._max = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -88,21 +99,30 @@ class CredentialCache:
         now = self._clock()
         entry = self._entries.get(service)
         if entry is not None:
-            if entry.expires_at > now:
+            if entry.expires_at <= now:
+                del self._entries[service]
+                entry = None
+            elif entry.credential is None or now < entry.fetched_at + self._revalidate:
                 self._entries.move_to_end(service)
                 return self._unpack(entry)
-            del self._entries[service]
         flight = self._flights.get(service)
         if flight is None:
             flight = _Flight(done=trio.Event())
             self._flights[service] = flight
             try:
-                flight.entry = await self._fetch(service, fetch)
+                fetched = await self._fetch(service, fetch)
+                error = fetched.error
+                if entry is not None and error and not isinstance(error, CredentialRefused):
+                    # short of a refusal the cached credential stays; retry after negative_ttl
+                    entry.fetched_at = fetched.expires_at - self._revalidate
+                    flight.entry = entry
+                else:
+                    flight.entry = fetched
             finally:
                 del self._flights[service]
                 flight.done.set()
-            if not flight.wiped:
-                self._store(service, flight.entry)
+            if not flight.wiped and flight.entry is fetched:
+                self._store(service, fetched)
         else:
             await flight.done.wait()
         if flight.entry is None:
@@ -116,9 +136,10 @@ class CredentialCache:
         try:
             credential = await fetch(service)
         except AgentkeysError as exc:
-            return _Entry(None, exc, self._clock() + self._negative_ttl)
-        expires = min(self._clock() + self._ttl, credential.expires_at)
-        return _Entry(credential, None, expires)
+            now = self._clock()
+            return _Entry(None, exc, now + self._negative_ttl, now)
+        now = self._clock()
+        return _Entry(credential, None, min(now + self._ttl, credential.expires_at), now)
 
     def _store(self, service: str, entry: _Entry) -> None:
         if entry.expires_at <= self._clock():

@@ -175,11 +175,14 @@ class DeviceSection:
 class CacheSection:
     ttl: float = 300.0
     negative_ttl: float = 5.0
+    revalidate: float = 30.0
     max_entries: int = 256
 
     def __post_init__(self) -> None:
         if not 0 < self.ttl <= 300 or self.negative_ttl < 0 or self.max_entries < 1:
             raise ConfigError("cache.ttl must be within (0, 300], max_entries >= 1")
+        if not 0 < self.revalidate <= self.ttl:
+            raise ConfigError("cache.revalidate must be within (0, cache.ttl]")
 
 
 @dataclass(frozen=True)

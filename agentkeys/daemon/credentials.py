@@ -81,7 +81,8 @@ def _error_code(response: httpx.Response, default: str) -> str:
 
 def _answer(response: httpx.Response, who: str) -> dict[str, object]:
     if response.status_code in (401, 403, 404):
-        raise CredentialRefused(f"the {who} refused: {_error_code(response, 'refused')}")
+        code = _error_code(response, "refused")
+        raise CredentialRefused(f"the {who} refused: {code}", code=code)
     if response.status_code != 200:
         code = _error_code(response, "no error code")
         raise CredentialUnavailable(f"the {who} answered HTTP {response.status_code} ({code})")

@@ -15,7 +15,7 @@ AgentkeysError
     ├── QuotaExceeded                   429  quota_exceeded        carries ``retry_after`` seconds
     ├── BrokerUnreachable               503  broker_unreachable    fail closed (heartbeat window)
     ├── CredentialUnavailable           502  credential_unavailable
-    │   └── CredentialRefused           403  credential_refused    broker/worker said no
+    │   └── CredentialRefused           403  credential_refused    peer said no (its own code)
     ├── UpstreamFailed                  502  upstream_failed
     │   └── UpstreamTimeout             504  upstream_timeout
     ├── AuditLogError                   500  audit_log_error       cannot read/append the log
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from agentkeys.error_codes import CODES, status_of
 from agentkeys.errors import AgentkeysError
 
 __all__ = [
@@ -153,10 +154,34 @@ class CredentialUnavailable(DaemonError):
 
 
 class CredentialRefused(CredentialUnavailable):
-    """The broker or the worker refused to hand out the credential (scope, binding, ...)."""
+    """The broker or the worker refused to hand out the credential (scope, binding, ...).
+
+    ``code`` is the refusing peer's own error code when it is a registered one
+    (agentkeys.error_codes): the daemon answers with it and its status (for example 404
+    ``credential_not_found``, 403 ``service_not_in_scope``), so the caller learns what
+    happened; without one it answers 403 ``credential_refused``.
+    """
 
     error: ClassVar[str] = "credential_refused"
     status: ClassVar[int] = 403
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code if code is not None and code in CODES else None
+
+    @property
+    def answer_code(self) -> str:
+        """The code the daemon answers with."""
+        return self.code or self.error
+
+    @property
+    def answer_status(self) -> int:
+        """The status the daemon answers with (the code's, agentkeys.error_codes)."""
+        return self.status if self.code is None else status_of(self.code)
+
+    def to_json(self) -> dict[str, str]:
+        """``{error, reason}`` with the peer's code."""
+        return {"error": self.answer_code, "reason": self.reason}
 
 
 class UpstreamFailed(DaemonError):

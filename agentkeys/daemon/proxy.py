@@ -42,6 +42,7 @@ from agentkeys.daemon.credentials import CredentialSource
 from agentkeys.daemon.errors import (
     AuditLogError,
     BadProxyRequest,
+    CredentialRefused,
     DaemonError,
     RequestTimeout,
     RequestTooLarge,
@@ -140,6 +141,13 @@ class _Audit:
     body_done: bool = False
 
 
+def _answer_of(exc: AgentkeysError) -> tuple[int, str]:
+    """The status and code the daemon answers ``exc`` with (a refusing peer's own code)."""
+    if isinstance(exc, CredentialRefused):
+        return exc.answer_status, exc.answer_code
+    return exc.status, exc.error
+
+
 def _error_response(exc: AgentkeysError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     body = json.dumps(exc.to_json(), separators=(",", ":")).encode("utf-8")
     headers = [
@@ -153,7 +161,7 @@ def _error_response(exc: AgentkeysError) -> tuple[int, list[tuple[bytes, bytes]]
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int):
         headers.append((b"retry-after", str(retry_after).encode("ascii")))
-    return exc.status, headers, body
+    return _answer_of(exc)[0], headers, body
 
 
 class ProxyApp:
@@ -270,15 +278,16 @@ class ProxyApp:
             )
         except AgentkeysError as exc:
             status, head, body = _error_response(exc)
+            code = _answer_of(exc)[1]
             denied = status in (403, 404, 429, 503) or isinstance(exc, AttestError)
             if status >= 500 and not isinstance(exc, DaemonError):
                 _log.warning("request failed: %s", exc.reason)
             if note.responded:
                 # the upstream's status line is already out: the row records the failure
-                self._finish(note, "error", exc.error, note.upstream_status or status)
+                self._finish(note, "error", code, note.upstream_status or status)
             else:
                 # the row is written before the caller sees the refusal
-                self._finish(note, "deny" if denied else "error", exc.error, status)
+                self._finish(note, "deny" if denied else "error", code, status)
                 await _respond(send, status, head, body)
         except _ClientGone:
             self._finish(note, "error", "client_disconnected", 499)

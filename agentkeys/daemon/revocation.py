@@ -28,6 +28,7 @@ from agentkeys.chain.events import (
     ScopeSet,
 )
 from agentkeys.daemon.errors import ScopeRevoked as ScopeRevokedError
+from agentkeys.errors import ServiceNotInScope
 from agentkeys.omni import service_hash
 
 __all__ = ["ALL_SERVICES", "RevocationState"]
@@ -66,6 +67,8 @@ class RevocationState:
         self.device_revoked = False
         #: the chain scope last seen (keccak256 service hashes, hex), or None while unknown
         self.scope: frozenset[str] | None = None
+        #: hashes a chain scope of this agent held once and no longer holds
+        self.removed: set[str] = set()
         self._hashes: dict[str, str] = {}
 
     def _ours(self, operator: str, agent: str) -> bool:
@@ -82,9 +85,11 @@ class RevocationState:
             new = frozenset(h.lower().removeprefix("0x") for h in event.services)
             old = self.scope
             self.scope = new
+            self.removed = (self.removed | (old or frozenset())) - new
             # the cache is keyed by name, the chain by hash: drop all when any service left
             return ALL_SERVICES if old is None or old - new else _NOTHING
         if isinstance(event, ScopeRevoked) and self._ours(event.operator_omni, event.agent_omni):
+            self.removed |= self.scope or frozenset()
             self.scope = frozenset()
             return ALL_SERVICES
         if isinstance(event, DeviceRevoked) and event.device_key_hash == self._device:
@@ -107,12 +112,22 @@ class RevocationState:
         """Refuse ``service`` if the chain revoked it.
 
         Raises:
-            ScopeRevoked: device revoked, or ``service`` outside the known chain scope.
+            ScopeRevoked: device revoked, or ``service`` removed from the chain scope.
+            ServiceNotInScope: ``service`` outside the known chain scope, never granted
+                since this daemon watches the chain.
         """
         if self.device_revoked:
             raise ScopeRevokedError("this device was revoked on chain")
-        if self.scope is not None and self._hash(service) not in self.scope:
-            raise ScopeRevokedError(f"{service!r} is not in this agent's chain scope")
+        if self.scope is None:
+            return
+        digest = self._hash(service)
+        if digest in self.removed:
+            raise ScopeRevokedError(f"{service!r} was removed from this agent's chain scope")
+        if digest not in self.scope:
+            raise ServiceNotInScope(
+                f"{service!r} is not in this agent's chain scope; the operator grants it with "
+                f"`agentkeys scope add <agent> {service}`"
+            )
 
     def _hash(self, service: str) -> str:
         digest = self._hashes.get(service)

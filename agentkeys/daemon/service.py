@@ -132,6 +132,7 @@ class Daemon:
         self.cache = CredentialCache(
             ttl=config.cache.ttl,
             negative_ttl=config.cache.negative_ttl,
+            revalidate=config.cache.revalidate,
             max_entries=config.cache.max_entries,
         )
         self.quotas = QuotaBook()

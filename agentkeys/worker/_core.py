@@ -18,7 +18,7 @@ and the raw body. Per request, in order:
    if steps 1-4 were wrong. Only the operator's own vault (actor == operator) gets the
    master wallet tag (and so the v1 prefix ``bots/<wallet>/``); an agent's session is
    tagged with its actor_omni alone, and an agent never reads v1 data
-   (``legacy_data_requires_master``).
+   (``credential_not_found``).
 
 STS exchanges are single-flight per (actor, wallet tag): concurrent requests for the same
 session wait for one exchange, other actors are not held up by it, and at most

@@ -9,8 +9,8 @@ Rules kept here, in one place, for the worker and the eager tool alike:
 
 * reads try the v2 key ``bots/<actor>/…`` first, then (the operator's own vault only) the
   v1 key ``bots/<wallet>/…``; an agent's vault has no v1 fallback: its S3 session is not
-  tagged with the master wallet, and a credential missing at the agent's v2 key is refused
-  with ``legacy_data_requires_master``;
+  tagged with the master wallet, and a credential missing at the agent's v2 key is
+  ``credential_not_found`` (its reason names the ``agentkeys store`` command to run);
 * 0x01 and 0x02 open with the v1 KEK (the signer re-derives it from the identity omni
   behind the master wallet, ``identity_omni``), 0x04 with the v2 KEK of its epoch;
 * a migrated copy is written as 0x04 under the current epoch, read back and compared
@@ -32,7 +32,6 @@ from agentkeys.worker._s3 import ObjectStore
 from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import (
     CredentialNotFound,
-    LegacyDataRequiresMaster,
     LegacyIdentityRequired,
     MigrationFailed,
     StoredEnvelopeInvalid,
@@ -234,7 +233,7 @@ class Vault:
         """Dual read with lazy migration (SPEC section 9 steps 5 and 10).
 
         Raises:
-            CredentialNotFound, LegacyDataRequiresMaster, StoredEnvelopeInvalid,
+            CredentialNotFound, StoredEnvelopeInvalid,
             LegacyIdentityRequired, StorageDenied, StorageFailed, SignerFailed.
         """
         key2 = v2_key(self.actor_omni, service)
@@ -245,11 +244,11 @@ class Vault:
                 return Fetched(opened, Source.V2, key2, migrated=False)
             return await self._lazy(opened, Source.V2, key2, service, previous=data)
         if not self.legacy_access:
-            raise LegacyDataRequiresMaster(
-                f"no credential for {service!r} at {key2}; an agent never reads v1 data "
-                "(bots/<master wallet>/): if the credential exists only there, the master "
-                "reads it (which migrates it to the master's v2 prefix) and stores it into "
-                "this agent's vault"
+            raise CredentialNotFound(
+                f"nothing stored for {service!r} in this agent's vault ({key2}); the operator "
+                f"stores it with `agentkeys store {service} --credential-backend sidecar "
+                "--agent <label>` (an agent never reads the master's v1 data: if the "
+                "credential exists only there, `agentkeys read` on the master migrates it)"
             )
         key1 = v1_key(self.wallet, service)
         data = await self._store.get(key1)

@@ -10,7 +10,6 @@
         │   ├── EpochNotCurrent          409 epoch_not_current
         │   └── MasterWalletInvalid      409 master_wallet_invalid
         ├── CredentialNotFound           404 credential_not_found
-        │   └── LegacyDataRequiresMaster 404 legacy_data_requires_master (agent, no v2 copy)
         ├── StoredEnvelopeInvalid        500 stored_envelope_invalid
         ├── MigrationFailed              500 migration_failed    (read-back did not verify)
         ├── ChainUnavailable             503 chain_unavailable
@@ -62,7 +61,6 @@ __all__ = [
     "DeviceNotRegistered",
     "DeviceRevoked",
     "EpochNotCurrent",
-    "LegacyDataRequiresMaster",
     "LegacyIdentityRequired",
     "MasterOnly",
     "MasterWalletInvalid",
@@ -143,16 +141,6 @@ class CredentialNotFound(WorkerError):
 
     error: ClassVar[str] = "credential_not_found"
     status: ClassVar[int] = 404
-
-
-class LegacyDataRequiresMaster(CredentialNotFound):
-    """An agent's vault has no v2 copy; agents never read the master's v1 prefix.
-
-    If the credential exists only as v1 data, the master's read migrates it (to the
-    master's v2 prefix) and the master stores it into the agent's vault.
-    """
-
-    error: ClassVar[str] = "legacy_data_requires_master"
 
 
 class StoredEnvelopeInvalid(WorkerError):

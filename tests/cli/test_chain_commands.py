@@ -85,6 +85,11 @@ async def test_agent_scope_and_device_lifecycle(
             ).services
         )
         capsys.readouterr()
+        # names, not keccak hashes (the CLI keeps the names it granted: services.json)
+        assert await cli(["scope", "show", "bot", "--home", str(op.home), "--json"]) == 0
+        assert _json_out(capsys)["services"] == ["anthropic", "openai"]
+        assert await cli(["scope", "show", "bot", "--home", str(op.home)]) == 0
+        assert capsys.readouterr().out == "scope of bot: anthropic, openai (read-only)\n"
 
         assert await cli(["scope", "remove", "bot", "github", *args]) == EXIT_REJECTED
         assert "not in" in _err(capsys)
@@ -126,7 +131,9 @@ async def test_unknown_agent_and_own_device_guard(
         assert "--this-device" in _err(capsys)
         assert await cli(["device", "revoke", "ab" * 32, *args]) == EXIT_REJECTED
         assert "device list" in _err(capsys)
-        assert await cli(["agent", "create", "Bad_Label", *args]) != EXIT_OK
+        with pytest.raises(SystemExit) as usage:  # a usage error of argparse: exit 2
+            await cli(["agent", "create", "Bad_Label", *args])
+        assert usage.value.code == 2
         capsys.readouterr()
         # nothing reached the chain
         assert await op.client.operator_nonce(op.state.operator_omni) == nonce
@@ -317,3 +324,36 @@ async def test_keystore_wallet_and_no_secret_options(
         )
         assert code == EXIT_OK
         assert _json_out(capsys)["registered"] is True
+
+
+async def test_agent_list_and_revoke_by_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with dev_operator(tmp_path) as op:
+        args = [*op.wallet_args, *DEV]
+        home = ["--home", str(op.home)]
+        assert await cli(["agent", "list", *home]) == EXIT_OK
+        assert "no agents" in capsys.readouterr().out
+        assert await cli(["agent", "create", "coder", *args]) == EXIT_OK
+        assert await cli(["scope", "add", "coder", "openai", *args]) == EXIT_OK
+        capsys.readouterr()
+        assert await cli(["agent", "list", *home, "--json"]) == EXIT_OK
+        (agent,) = _json_out(capsys)["agents"]  # type: ignore[misc]
+        assert agent["label"] == "coder"
+        assert agent["services"] == ["openai"]
+        assert len(agent["live_devices"]) == 1
+        assert await cli(["agent", "list", *home]) == EXIT_OK
+        assert capsys.readouterr().out == "coder  live  scope: openai\n"
+
+        assert await cli(["agent", "revoke", "coder", *args, "--json"]) == EXIT_OK
+        revoked = _json_out(capsys)
+        assert [d["revoked"] for d in revoked["devices"]] == [True]  # type: ignore[union-attr]
+        entry = await op.client.get_device(agent["live_devices"][0])
+        assert entry is not None
+        assert entry.revoked
+        assert await cli(["agent", "list", *home]) == EXIT_OK
+        assert capsys.readouterr().out == "coder  revoked  scope: openai\n"
+        assert await cli(["agent", "revoke", "coder", *args]) == EXIT_REJECTED
+        assert "already revoked" in _err(capsys)
+        assert await cli(["agent", "revoke", "ghost", *args]) == EXIT_REJECTED
+        assert "unknown" in _err(capsys)

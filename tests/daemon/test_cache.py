@@ -152,3 +152,46 @@ def test_credential_rejects_non_header_safe_secrets() -> None:
         Credential(secret=b"sk-bad\r\nx: y", expires_at=0)
     assert "sk-bad" not in info.value.reason
     assert "sk-real" not in repr(Credential(secret=b"sk-real", expires_at=0))
+
+
+async def test_a_refused_revalidation_purges_the_entry() -> None:
+    """After ``revalidate`` seconds a hit fetches again; a refusal (the worker's
+    credential_not_found after a teardown) replaces the entry: the key is no longer served."""
+    clock = Clock()
+    source = Source(clock)
+    cache = CredentialCache(ttl=300, revalidate=30, negative_ttl=5, clock=clock)
+    first = await cache.get("openai", source.fetch)
+    clock.now += 29
+    assert await cache.get("openai", source.fetch) is first
+    assert source.calls == ["openai"]
+    clock.now += 2
+    source.refuse = True
+    with pytest.raises(CredentialRefused):
+        await cache.get("openai", source.fetch)
+    source.refuse = False
+    with pytest.raises(CredentialRefused):  # remembered for negative_ttl, never the old key
+        await cache.get("openai", source.fetch)
+    clock.now += 6
+    assert (await cache.get("openai", source.fetch)).secret == b"sk-openai-3"
+
+
+async def test_a_failed_revalidation_keeps_serving_until_the_ttl() -> None:
+    clock = Clock()
+    source = Source(clock)
+    cache = CredentialCache(ttl=300, revalidate=30, negative_ttl=5, clock=clock)
+    first = await cache.get("openai", source.fetch)
+
+    async def down(service: str) -> Credential:
+        source.calls.append(service)
+        raise CredentialUnavailable("worker unreachable: ConnectError")
+
+    clock.now += 31
+    assert await cache.get("openai", down) is first
+    assert await cache.get("openai", down) is first  # no retry within negative_ttl
+    assert len(source.calls) == 2
+    clock.now += 6
+    assert await cache.get("openai", down) is first
+    assert len(source.calls) == 3
+    clock.now += 300
+    with pytest.raises(CredentialUnavailable):
+        await cache.get("openai", down)

@@ -11,6 +11,8 @@ serves every scenario below, in this order:
    backend as 0x01, are served with ``identity.legacy_identity_omni`` and copied lazily
    to v2 as 0x04; without it (or with a wrong identity) there is no credential;
 2. :class:`BrokerWorkerSource` alone: in scope → the stored secret, out of scope → refused;
+   behind the daemon's cache, a credential torn down at the worker stops being served at
+   its next revalidation (issue 16: it used to be served until the cache expired);
 3. ``agentkeys daemon`` as its own process (software K10), stopped by SIGTERM;
 4. ``run_daemon`` with K10 created in swtpm at first start, then registered on chain;
 5. ``run_daemon`` with its chain watcher: a revocation on chain wipes the cache (last: it
@@ -36,6 +38,7 @@ from agentkeys._files import write_private
 from agentkeys.chain.challenge import NewAgent
 from agentkeys.config import load_config
 from agentkeys.daemon import DaemonAddress, DaemonConfig
+from agentkeys.daemon.cache import CredentialCache
 from agentkeys.daemon.config import (
     ChainSection,
     CredentialsSection,
@@ -157,7 +160,23 @@ async def the_real_source_against_broker_and_worker(real: RealParts) -> None:
         assert credential.expires_at > time.time()
         with pytest.raises(CredentialRefused) as info:
             await source.fetch("budget")
-    assert REAL_KEY not in info.value.reason
+        assert REAL_KEY not in info.value.reason
+
+        clock = [time.time()]
+        cache = CredentialCache(ttl=300, revalidate=30, clock=lambda: clock[0])
+        assert (await cache.get("openai", source.fetch)).secret == REAL_KEY.encode()
+        ws, op = real.ws, real.ws.operator
+        torn = await ws.request(op.master, "teardown", {}, service="openai",
+                                actor_omni=real.actor_omni)  # fmt: skip
+        assert torn.status == 200, torn.body
+        clock[0] += 31
+        with pytest.raises(CredentialRefused) as gone:
+            await cache.get("openai", source.fetch)
+        assert (gone.value.answer_status, gone.value.answer_code) == (404, "credential_not_found")
+        restored = await ws.store_credential(
+            op.master, "openai", REAL_KEY.encode(), actor_omni=real.actor_omni
+        )
+        assert restored.status == 200, restored.body
 
 
 async def the_daemon_over_the_real_path(
@@ -198,11 +217,11 @@ async def the_daemon_over_the_real_path(
             assert ok.status_code == 200, ok.text
             assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
             # outside the chain scope (["openai"]) although the local policy allows it: the
-            # broker refuses the cap (credential_refused), or the daemon already knows the
-            # scope from the ScopeSet event its watcher read (scope_revoked)
+            # broker refuses the cap, or the daemon already knows the scope from the ScopeSet
+            # event its watcher read: either way the code says it was never granted
             outside = await client.post("/budget/v1/chat/completions", json={"model": "m"})
             assert outside.status_code == 403
-            assert outside.json()["error"] in ("credential_refused", "scope_revoked")
+            assert outside.json()["error"] == "service_not_in_scope"
             # revoked on chain: the watcher's event wipes the cached credential and the next
             # request is refused by the daemon itself, well before the cache TTL
             await revoke(ws.chain, ws.operator, real.device)

@@ -520,10 +520,12 @@ async def scope_revocation_drops_the_cache_and_refuses(stack: Stack) -> None:
         left = await client.get("/minutely/v1/models")
         assert (left.status_code, left.json()["error"]) == (403, "scope_revoked")
         assert (await client.get("/openai/v1/models")).status_code == 200
-        # budget is outside the chain scope even though the local policy allows it
+        # budget is outside the chain scope even though the local policy allows it; never
+        # granted, so it is not "revoked" (issue 16)
         outside = await client.post("/budget/v1/chat/completions", json={"model": "m"})
         assert outside.status_code == 403
-        assert outside.json()["error"] == "scope_revoked"
+        assert outside.json()["error"] == "service_not_in_scope"
+        assert "agentkeys scope add" in outside.json()["reason"]
         await stack.events.send(ScopeRevoked(POSITION, OPERATOR, ACTOR, SENDER))
         await wait_until(lambda: len(stack.daemon.cache) == 0)
         refused = await client.get("/openai/v1/models")
@@ -577,13 +579,13 @@ async def policy_reload_and_bad_policy_kept_out(
     await wait_until(lambda: stack.daemon.policy.callers[0].exe == SELF_EXE)
 
 
-def _verify(path: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _verify(path: str, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, str]:
     import argparse
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     audit_cli.register(sub)
-    args = parser.parse_args(["audit", "verify", "--log", path])
+    args = parser.parse_args(["audit", "verify", "--log", path, *more])
     code: int = args.func(args)
     out = capsys.readouterr()
     return code, out.out + out.err
@@ -601,6 +603,9 @@ async def audit_verify_cli_names_the_edited_row(
     code, text = _verify(str(path), capsys)
     assert code == 0, text
     assert f"{total} rows" in text
+    code, text = _verify(str(path), capsys, "--json")
+    ok = json.loads(text)
+    assert (code, ok["ok"], ok["rows"], ok["log"]) == (0, True, total, str(path))
     lines = path.read_bytes().splitlines()
     edited = total - 4  # the first of the four rows above, so later rows follow it
     row: dict[str, Any] = json.loads(lines[edited])
@@ -611,6 +616,9 @@ async def audit_verify_cli_names_the_edited_row(
     code, text = _verify(str(path), capsys)
     assert code == 1
     assert f"row {edited + 1}" in text
+    code, text = _verify(str(path), capsys, "--json")
+    broken = json.loads(text)
+    assert (code, broken["error"], broken["row"]) == (1, "audit_chain_broken", edited + 1)
 
 
 async def test_a_stopping_daemon_leaves_a_socket_it_did_not_create(gate: Stack) -> None:

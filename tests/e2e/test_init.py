@@ -80,8 +80,56 @@ async def test_init_then_the_sidecar_backend(dev_stack: DevStack, tmp_path: Path
     assert json.loads(out)["secret"] == "sk-master-key"
     code, out, _ = await cli("list", *sidecar)
     assert [s["service"] for s in json.loads(out)["services"]] == ["openai"]
-    code, out, err = await cli("teardown", "openai", *sidecar)
+    # an operator set up by init defaults to the sidecar backend (it was s3: --legacy-email)
+    code, out, err = await cli("list", "--home", str(home), "--json")
     assert code == EXIT_OK, err
+    assert [s["service"] for s in json.loads(out)["services"]] == ["openai"]
+    assert "deprecated" not in err
+    for other in ("github", "anthropic"):
+        code, _, err = await cli(
+            "store", other, "--stdin", *sidecar, stdin=b"key-" + other.encode()
+        )
+        assert code == EXIT_OK, err
+    # issue 16: tearing down one service deleted every credential of the vault
+    code, out, err = await cli("teardown", "github", *sidecar)
+    assert code == EXIT_OK, err
+    assert json.loads(out)["service"] == "github"
+    code, out, _ = await cli("list", *sidecar)
+    assert sorted(s["service"] for s in json.loads(out)["services"]) == ["anthropic", "openai"]
+    code, out, _ = await cli("read", "anthropic", "--show-secret", *sidecar)
+    assert json.loads(out)["secret"] == "key-anthropic"
+    code, _, err = await cli("teardown", *sidecar)  # neither a service nor --all
+    assert code == EXIT_USAGE
+    code, out, err = await cli("teardown", "--all", *sidecar)
+    assert code == EXIT_OK, err
+    assert sorted(a["service"] for a in json.loads(out)["torn_down"]) == ["anthropic", "openai"]
+    code, out, _ = await cli("list", *sidecar)
+    assert json.loads(out)["services"] == []
+
+    # an agent's vault: in scope with nothing stored says which command stores it; a list
+    # cap names a service of the agent's scope (it used to name the placeholder "all")
+    mutate = ["--home", str(home), "--wallet-key-file", str(wallet_file), "--dev-authenticator"]
+    assert (await cli("agent", "create", "coder", *mutate))[0] == EXIT_OK
+    assert (await cli("scope", "add", "coder", "openai", "github", *mutate))[0] == EXIT_OK
+    code, _, err = await cli("read", "github", "--agent", "coder", *sidecar)
+    assert code == EXIT_REJECTED
+    refusal = json.loads(_one_line(err))
+    assert refusal["error"] == "credential_not_found"
+    assert "`agentkeys store github --credential-backend sidecar --agent" in refusal["reason"]
+    code, _, err = await cli("store", "openai", "--stdin", "--agent", "coder", *sidecar,
+                             stdin=b"sk-agent-key\n")  # fmt: skip
+    assert code == EXIT_OK, err
+    code, out, err = await cli("list", "--agent", "coder", *sidecar)
+    assert code == EXIT_OK, err
+    assert [s["service"] for s in json.loads(out)["services"]] == ["openai"]
+    # text output: the value alone, or one line per fact (no Python dicts)
+    code, out, _ = await cli("read", "openai", "--agent", "coder", "--show-secret",
+                             "--credential-backend", "sidecar", "--home", str(home))  # fmt: skip
+    assert out == "sk-agent-key\n"
+    code, out, _ = await cli("read", "openai", "--agent", "coder", "--credential-backend",
+                             "sidecar", "--home", str(home))  # fmt: skip
+    assert "{'" not in out
+    assert out.startswith("openai: 12 bytes at bots/")
     code, _, err = await cli("read", "openai", "--credential-backend", "sidecar", "--home",
                              str(home))  # fmt: skip
     assert code == EXIT_REJECTED

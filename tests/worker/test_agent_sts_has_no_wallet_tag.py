@@ -47,12 +47,12 @@ async def test_agent_reads_never_fall_back_to_v1(stack: Stack) -> None:
     await s.admin_put(v1_key(op.wallet_address, "openai"), b"\x01" + bytes(40))
 
     refused = await s.fetch(agent)
-    assert (refused.status, refused.body["error"]) == (404, "legacy_data_requires_master")
-    assert "master" in refused.body["reason"]
+    assert (refused.status, refused.body["error"]) == (404, "credential_not_found")
+    assert "`agentkeys store openai --credential-backend sidecar --agent" in refused.body["reason"]
     assert "credential" not in refused.body
     # The master acting for the agent's vault is confined the same way.
     for_agent = await s.fetch(op.master, actor_omni=agent.actor_omni)
-    assert for_agent.body["error"] == "legacy_data_requires_master"
+    assert for_agent.body["error"] == "credential_not_found"
     # Every session the worker opened for the agent's vault is untagged by the wallet.
     sessions = set(s.core._stores)
     assert (agent.actor_omni, None) in sessions

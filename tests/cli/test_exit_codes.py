@@ -1,0 +1,98 @@
+"""docs/cli.md's exit-code table, one documented error case per row (or more), run through
+``agentkeys.cli.main`` as a user would: the code, and exactly one stderr line saying what to do.
+
+Real anvil and contracts (:func:`tests.cli.operator_env.dev_operator`); the cases that need a
+broker or worker are pinned in tests/e2e/test_init.py.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+import trio
+
+from agentkeys.cli import main
+from agentkeys.cli._common import (
+    EXIT_CHAIN_UNREACHABLE,
+    EXIT_FAILED,
+    EXIT_NO_STATE,
+    EXIT_OK,
+    EXIT_PASSKEY,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+)
+from agentkeys.devstack import pick_port
+from tests.cli.operator_env import dev_operator, write_private
+
+
+async def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = await trio.to_thread.run_sync(main, list(argv))
+    return code, capsys.readouterr().err
+
+
+def _line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+async def test_every_documented_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = str(tmp_path / "empty")
+    other_key = tmp_path / "other.key"
+    write_private(other_key, secrets.token_bytes(32).hex().encode())
+    # 3: no usable local state
+    for argv in (["scope", "show", "bot", "--home", empty],
+                 ["list", "--credential-backend", "sidecar", "--home", empty],
+                 ["dev", "status", "--state-dir", empty]):  # fmt: skip
+        code, err = await _run(capsys, *argv)
+        assert code == EXIT_NO_STATE, (argv, err)
+    # 2: usage errors, checked before anything is read or sent
+    for argv, said in (
+        (["list", "--no-such-option"], "unrecognized arguments"),
+        (["teardown", "--home", empty], "--all"),
+        (["scope", "add", "bot", "not a service!", "--home", empty], "service"),
+        (["agent", "create", "Bad_Label", "--home", empty], "label"),
+        (["scope", "remove", "bot", "--home", empty], "--all"),
+        (["device", "register", "--upgrade-from-v1", "--home", empty], "--legacy-email"),
+    ):
+        code, err = await _run(capsys, *argv)
+        assert code == EXIT_USAGE, (argv, err)
+        assert said in err.strip().splitlines()[-1], (argv, err)
+
+    async with dev_operator(tmp_path) as op:
+        home = ["--home", str(op.home)]
+        dev = [*op.wallet_args, "--dev-authenticator"]
+        code, err = await _run(capsys, "agent", "create", "bot", *dev)
+        assert code == EXIT_OK, err
+        # 1: the operation failed (another wallet than the master's)
+        wrong = [*home, "--wallet-key-file", str(other_key), "--dev-authenticator"]
+        code, err = await _run(capsys, "scope", "add", "bot", "openai", *wrong)
+        assert code == EXIT_FAILED
+        assert "master wallet" in _line(err)
+        # 4: the passkey page expired
+        code, err = await _run(capsys, "scope", "add", "bot", "openai", *op.wallet_args,
+                               "--no-browser", "--passkey-timeout", "0.2")  # fmt: skip
+        assert code == EXIT_PASSKEY, err
+        # 6: rejected by the chain's state
+        code, err = await _run(capsys, "scope", "add", "bot", "openai", *dev)
+        assert code == EXIT_OK, err
+        for argv, said in (
+            (["scope", "add", "bot", "openai", *dev], "already in"),
+            (["scope", "add", "ghost", "openai", *dev], "unknown agent"),
+            (["scope", "remove", "bot", "github", *dev], "not in"),
+            (["device", "revoke", secrets.token_hex(32), *dev], "device"),
+            (["init", "--email", "op@example.com", *home, "--dev-authenticator"], "already"),
+        ):
+            code, err = await _run(capsys, *argv)
+            assert code == EXIT_REJECTED, (argv, err)
+            assert said in _line(err), (argv, err)
+    # 5: the chain unreachable
+    monkeypatch.setenv("AGENTKEYS_CHAIN_RPC_URL", f"http://127.0.0.1:{pick_port()}")
+    code, err = await _run(capsys, "device", "list", *home)
+    assert code == EXIT_CHAIN_UNREACHABLE
+    assert "dev up" in _line(err)
