@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from tests.cli.operator_env import OperatorEnv, cli, dev_operator, dev_passkey, 
 DEV = ["--dev-authenticator"]
 
 
-def _json_out(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+def _json_out(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     out = capsys.readouterr().out.strip().splitlines()
     assert out, "no output"
     data = json.loads(out[-1])
@@ -338,7 +339,7 @@ async def test_agent_list_and_revoke_by_label(
         assert await cli(["scope", "add", "coder", "openai", *args]) == EXIT_OK
         capsys.readouterr()
         assert await cli(["agent", "list", *home, "--json"]) == EXIT_OK
-        (agent,) = _json_out(capsys)["agents"]  # type: ignore[misc]
+        (agent,) = _json_out(capsys)["agents"]
         assert agent["label"] == "coder"
         assert agent["services"] == ["openai"]
         assert len(agent["live_devices"]) == 1
@@ -347,7 +348,7 @@ async def test_agent_list_and_revoke_by_label(
 
         assert await cli(["agent", "revoke", "coder", *args, "--json"]) == EXIT_OK
         revoked = _json_out(capsys)
-        assert [d["revoked"] for d in revoked["devices"]] == [True]  # type: ignore[union-attr]
+        assert [d["revoked"] for d in revoked["devices"]] == [True]
         entry = await op.client.get_device(agent["live_devices"][0])
         assert entry is not None
         assert entry.revoked
