@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: swtpm for the TPM, libtss2-dev + pkg-config to build
 # tpm2-pytss, iproute2 for the network-namespace tests, chromium for the
-# passkey-page browser test, postgresql for the broker's shared state store (replica tests).
+# passkey-page browser test, postgresql for the broker's shared state store (replica tests),
+# nginx as the peer baseline of `make bench`.
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc chromium \
-	postgresql
+	postgresql nginx
 
 .PHONY: setup system-deps test lint typecheck pytest demo bench fuzz soak contracts clean
 

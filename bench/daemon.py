@@ -50,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -61,6 +61,7 @@ import trio
 
 from agentkeys._files import write_private
 from agentkeys.cap import CapOp
+from agentkeys.devstack import Nginx, start_nginx
 from bench import _sse
 from bench._errors import BenchError, LoadgenError
 from bench._loadgen import LoadResult, build_loadgen, run_loadgen, write_requests
@@ -243,12 +244,19 @@ _SIDECAR_BASELINES: dict[str, str | None] = {
     "direct": None,
     "daemon-unix": "direct",
     "daemon-tcp": "direct",
+    "nginx": "direct",
 }
 _SIDECAR_LABELS = {
     "direct": "client → upstream directly (TCP)",
     "daemon-unix": "client → daemon (Unix, E1) → upstream",
     "daemon-tcp": "client → daemon (TCP, E2) → upstream",
+    "nginx": "peer: client → nginx (TCP, 1 worker) → upstream",
 }
+_LITELLM_LABEL = "peer: client → LiteLLM proxy → upstream"
+_LITELLM_SKIPPED = (
+    "the LiteLLM proxy is skipped: this harness does not install it (litellm[proxy] in its own "
+    "venv, and an OpenAI-shaped non-streaming upstream, are not in bench/ yet)"
+)
 _STREAM_MEASURES = {"ttfb": "first body byte", "total": "whole stream"}
 _CACHE_LABELS = {
     "hit": "first request per service again (cached)",
@@ -400,9 +408,10 @@ def _sidecar_row(
     if direct is not None:
         notes.append(_adds(figures, direct))
     if cpu_us is not None:
-        # what bounds the rate: the daemon is one process on one core
-        notes.append(f"daemon CPU {cpu_us:,.0f} µs/request")
-        extra["daemon_cpu_us_per_request"] = round(cpu_us, 1)
+        # what bounds the rate: each proxy is one process (one nginx worker) on one core
+        who = "nginx" if case == "nginx" else "daemon"
+        notes.append(f"{who} CPU {cpu_us:,.0f} µs/request")
+        extra[f"{who}_cpu_us_per_request"] = round(cpu_us, 1)
     if failure := failure_note(result):
         notes.append(failure)
     return Row(
@@ -620,17 +629,19 @@ async def _turns(
     conns: int,
     *,
     warmup: float,
-    pid: int,
+    pids: Mapping[str, Sequence[int]],
     **options: Any,
 ) -> tuple[dict[str, list[LoadResult]], int, dict[str, float]]:
-    """Every target once per round, in turn; how many responses the daemon (``pid``) sent;
-    and the daemon's CPU time per response on each of its targets, in µs."""
+    """Every target once per round, in turn; how many responses the daemon sent; and the
+    CPU time per response of the proxy processes (``pids``: each target's but
+    ``direct``) on each target, in µs."""
     results: dict[str, list[LoadResult]] = {name: [] for name in targets}
     cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
     served = 0
     for _ in range(profile.http_rounds):
         for name, target in targets.items():
-            before = _cpu_seconds(pid)
+            proxies = pids.get(name, ())
+            before = sum(map(_cpu_seconds, proxies))
             result = await run_loadgen(
                 binary,
                 conns=conns,
@@ -639,9 +650,9 @@ async def _turns(
                 **target,
                 **options,
             )
-            cpu[name] += _cpu_seconds(pid) - before
+            cpu[name] += sum(map(_cpu_seconds, proxies)) - before
             results[name].append(result)
-            if name != "direct":
+            if name.startswith("daemon-"):
                 served += result.completed
     per_request = {
         name: cpu[name] * 1e6 / max(1, sum(r.completed for r in results[name]))
@@ -652,23 +663,30 @@ async def _turns(
 
 
 async def _measure_sidecar(
-    profile: Profile, binary: Path, sidecar: _Sidecar
+    profile: Profile, binary: Path, sidecar: _Sidecar, peer: Nginx
 ) -> tuple[list[Row], int]:
-    """The plain runs at each concurrency; the rows and the responses the daemon sent.
+    """The plain runs at each concurrency, nginx (``peer``) among them as the named
+    baseline; the rows and the responses the daemon sent.
 
     Every run settles first, as the streamed ones do: these rows measure requests on
     keep-alive connections; what a new connection costs is the ``attest`` rows' subject.
     """
     rows: list[Row] = []
     served = 0
+    targets = {
+        **sidecar.targets,
+        "nginx": {"tcp": ("127.0.0.1", peer.port), "path": _UPSTREAM_PATH},
+    }
+    daemon = [sidecar.process.pid]
+    pids = {"daemon-unix": daemon, "daemon-tcp": daemon, "nginx": peer.pids()}
     for conns in profile.http_concurrency:
         results, count, cpu = await _turns(
             profile,
             binary,
-            sidecar.targets,
+            targets,
             conns,
             warmup=profile.http_warmup,
-            pid=sidecar.process.pid,
+            pids=pids,
             settle=True,
         )
         served += count
@@ -677,8 +695,9 @@ async def _measure_sidecar(
         rows.append(direct)
         rows += [
             _sidecar_row(scenario, name, results[name], direct.figures, cpu_us=cpu[name])
-            for name in ("daemon-unix", "daemon-tcp")
+            for name in ("daemon-unix", "daemon-tcp", "nginx")
         ]
+        rows.append(not_yet(scenario, "litellm", _LITELLM_LABEL, _LITELLM_SKIPPED))
     return rows, served
 
 
@@ -722,7 +741,7 @@ async def _measure_stream(
             sidecar.stream_targets,
             conns,
             warmup=profile.http_warmup,
-            pid=sidecar.process.pid,
+            pids={name: [sidecar.process.pid] for name in ("daemon-unix", "daemon-tcp")},
             body_file=body_file,
             settle=True,
         )
@@ -795,7 +814,7 @@ def _memory_rows(
 
 
 async def _measure_all(
-    profile: Profile, binary: Path, sidecar: _Sidecar, directory: Path
+    profile: Profile, binary: Path, sidecar: _Sidecar, peer: Nginx, directory: Path
 ) -> list[Row]:
     """Cache misses, plain and streamed runs, then the soak with its memory readings."""
     rows = await _measure_cache(profile, binary, sidecar, directory)
@@ -803,7 +822,7 @@ async def _measure_all(
     await trio.sleep(0.5)  # let start-up garbage settle before the idle reading
     pid = sidecar.process.pid
     idle_kib = _rss_kib(pid)
-    plain, count = await _measure_sidecar(profile, binary, sidecar)
+    plain, count = await _measure_sidecar(profile, binary, sidecar, peer)
     served += count
     streamed, count = await _measure_stream(profile, binary, sidecar, directory)
     served += count
@@ -873,7 +892,11 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                 with log_path.open("wb") as log:
                     sidecar = await _start_sidecar(nursery, setup, log, port, stream_port)
                     try:
-                        rows = await _measure_all(profile, binary, sidecar, private)
+                        async with start_nginx(
+                            f"http://127.0.0.1:{port}",
+                            authorization=f"Bearer {_SECRET.decode()}",
+                        ) as peer:
+                            rows = await _measure_all(profile, binary, sidecar, peer, private)
                     finally:
                         await _stop_sidecar(sidecar.process)
                 nursery.cancel_scope.cancel()

@@ -8,12 +8,14 @@ always stops what it started (normal exit, exception, cancellation, Ctrl-C):
     async with start_seaweedfs(iam=dev_iam_config(...), bucket="b") as s3: ...
     async with start_swtpm() as tpm: ...
     async with start_postgres() as pg: ...       # pg.dsn(), pg.password_file
+    async with start_nginx(upstream, authorization="Bearer x") as proxy: ...  # proxy.url
 
 Used by tests (tests/stack_fixtures.py), ``agentkeys dev up`` and benchmarks.
 """
 
 from agentkeys.devstack._binaries import (
     anvil_binary,
+    nginx_binary,
     postgres_bin_dir,
     repo_root,
     swtpm_binary,
@@ -43,6 +45,7 @@ from agentkeys.devstack.iam import (
     dev_iam_config,
     s3_identities_document,
 )
+from agentkeys.devstack.nginx import Nginx, start_nginx
 from agentkeys.devstack.postgres import Postgres, start_postgres
 from agentkeys.devstack.seaweedfs import SeaweedFS, SeaweedPorts, s3_client, start_seaweedfs
 from agentkeys.devstack.swtpm import Swtpm, start_swtpm
@@ -65,6 +68,7 @@ __all__ = [
     "IamConfigError",
     "IamPolicy",
     "IamRole",
+    "Nginx",
     "NoFreePort",
     "OidcProvider",
     "Postgres",
@@ -75,6 +79,7 @@ __all__ = [
     "actor_policy_document",
     "anvil_binary",
     "dev_iam_config",
+    "nginx_binary",
     "pick_port",
     "pick_ports",
     "port_is_free",
@@ -83,6 +88,7 @@ __all__ = [
     "s3_client",
     "s3_identities_document",
     "start_anvil",
+    "start_nginx",
     "start_postgres",
     "start_seaweedfs",
     "start_swtpm",

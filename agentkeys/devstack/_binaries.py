@@ -13,6 +13,7 @@
 * PostgreSQL: ``initdb`` and ``postgres`` from ``/usr/lib/postgresql/<major>/bin``
   (Debian package ``postgresql``, installed by ``make system-deps``; the newest major
   installed is used).
+* nginx: ``/usr/sbin/nginx`` (Debian package ``nginx``, installed by ``make system-deps``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agentkeys.devstack.errors import BinaryNotFound
 
 NODE_MODULES_ENV = "AGENTKEYS_NODE_MODULES"
 SWTPM_PATH = Path("/usr/bin/swtpm")
+NGINX_PATH = Path("/usr/sbin/nginx")
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 
 
@@ -109,3 +111,12 @@ def postgres_bin_dir() -> Path:
             _require_executable(directory / "initdb", hint)
             return _require_executable(directory / "postgres", hint).parent
     raise BinaryNotFound(f"PostgreSQL not found under {POSTGRES_ROOT}; {hint}")
+
+
+def nginx_binary() -> Path:
+    """Path of Debian's ``nginx`` (the peer baseline of the sidecar benchmark).
+
+    Raises:
+        BinaryNotFound: not installed; the reason names the apt package.
+    """
+    return _require_executable(NGINX_PATH, "run `make system-deps` or `sudo apt-get install nginx`")

@@ -69,7 +69,7 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
-def _group_members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """Pids of the live (non-zombie) processes in process group ``pgid`` (from /proc)."""
     members = []
     for entry in os.listdir("/proc"):
@@ -88,7 +88,7 @@ def _group_members(pgid: int) -> list[int]:
 
 async def _wait_group_gone(pgid: int) -> None:
     # Polling: /proc offers no event for "a process in another's group exited".
-    while _group_members(pgid):  # noqa: ASYNC110
+    while group_members(pgid):  # noqa: ASYNC110
         await trio.sleep(_PROBE_INTERVAL)
 
 
@@ -105,7 +105,7 @@ async def stop_process(
     """
     pgid = process.pid
     with trio.CancelScope(shield=True):
-        if process.returncode is None or _group_members(pgid):
+        if process.returncode is None or group_members(pgid):
             _signal_group(pgid, stop_signal)
             with trio.move_on_after(grace):
                 await process.wait()

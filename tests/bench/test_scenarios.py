@@ -169,7 +169,8 @@ async def test_daemon_rows_cover_policy_cache_sidecar_and_memory(tiny, build_dir
     assert all((r.figures is not None) == _daemon_landed() for r in policy)
     cache_rows = {r.case: r.baseline for r in rows if r.scenario == "credential cache"}
     assert cache_rows == {"hit-10": None, "hit-1000": "hit-10", "hit-10000": "hit-10"}
-    sidecar = [r for r in rows if r.scenario.startswith("sidecar c=")]
+    sidecar = [r for r in rows if r.scenario.startswith("sidecar c=") and r.case != "litellm"]
+    litellm = [r for r in rows if r.scenario.startswith("sidecar c=") and r.case == "litellm"]
     stream = [r for r in rows if r.scenario.startswith("sidecar stream c=")]
     cache = {r.case: r for r in rows if r.scenario == "sidecar cache"}
     memory = {r.case: r for r in rows if r.scenario == "memory"}
@@ -184,7 +185,14 @@ async def test_daemon_rows_cover_policy_cache_sidecar_and_memory(tiny, build_dir
         assert row.extra["errors"] == 0, row
         assert row.extra["non_2xx"] == 0, row  # the daemon admitted and forwarded every call
     assert all(r.notes.startswith("adds ") for r in sidecar if r.case != "direct")
-    through_daemon = [r for r in sidecar if r.case != "direct"]
+    # the peer baseline: nginx measured at every concurrency in the same run
+    peers = [r for r in sidecar if r.case == "nginx"]
+    assert {r.scenario for r in peers} == {"sidecar c=1", "sidecar c=3"}
+    assert all(r.baseline == "direct" and "nginx CPU" in r.notes for r in peers)
+    assert all(float(r.extra["nginx_cpu_us_per_request"]) >= 0 for r in peers)
+    assert len(litellm) == 2
+    assert all(r.figures is None and "skipped" in r.notes for r in litellm)
+    through_daemon = [r for r in sidecar if r.case.startswith("daemon-")]
     assert all("daemon CPU" in r.notes for r in through_daemon)
     # tiny runs may use less than one clock tick of CPU: the figure is there, maybe 0
     assert all(float(r.extra["daemon_cpu_us_per_request"]) >= 0 for r in through_daemon)

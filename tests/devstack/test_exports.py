@@ -5,14 +5,14 @@ from __future__ import annotations
 import agentkeys.devstack as devstack
 
 EXPECTED = {
-    "ACTOR_TAG", "DEFAULT_CHAIN_ID", "DEV_CLIENT_ID", "DEV_PROVIDER_NAME", "DEV_ROLE_NAME",
-    "WALLET_TAG", "AdminCredentials", "Anvil", "BinaryNotFound", "ComponentStartFailed",
-    "DevAccount", "DevstackError", "IamConfig", "IamConfigError", "IamPolicy", "IamRole",
-    "NoFreePort", "OidcProvider", "Postgres", "SeaweedFS", "SeaweedPorts", "StsSettings", "Swtpm",
-    "actor_policy_document", "anvil_binary", "dev_iam_config", "pick_port", "pick_ports",
-    "port_is_free", "postgres_bin_dir", "repo_root", "s3_client", "s3_identities_document",
-    "start_anvil", "start_postgres", "start_seaweedfs", "start_swtpm", "started_sessions",
-    "swtpm_binary", "weed_binary",
+    "ACTOR_TAG", "AdminCredentials", "Anvil", "BinaryNotFound", "ComponentStartFailed",
+    "DEFAULT_CHAIN_ID", "DEV_CLIENT_ID", "DEV_PROVIDER_NAME", "DEV_ROLE_NAME", "DevAccount",
+    "DevstackError", "IamConfig", "IamConfigError", "IamPolicy", "IamRole", "Nginx", "NoFreePort",
+    "OidcProvider", "Postgres", "SeaweedFS", "SeaweedPorts", "StsSettings", "Swtpm", "WALLET_TAG",
+    "actor_policy_document", "anvil_binary", "dev_iam_config", "nginx_binary", "pick_port",
+    "pick_ports", "port_is_free", "postgres_bin_dir", "repo_root", "s3_client",
+    "s3_identities_document", "start_anvil", "start_nginx", "start_postgres", "start_seaweedfs",
+    "start_swtpm", "started_sessions", "swtpm_binary", "weed_binary",
 }  # fmt: skip
 
 
