@@ -7,11 +7,9 @@ from collections.abc import Sequence
 import httpx
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from agentkeys.pki import Role
 from agentkeys.service import (
-    METRICS_CONTENT_TYPE,
     BoundAddress,
     MemoryAudit,
     Peer,
@@ -22,34 +20,13 @@ from agentkeys.service import (
     serve_http,
 )
 from agentkeys.service.errors import RouteTableError
+from tests.metrics_scrape import parse, scrape, value
 from tests.service._app_fixture import AUTHORIZATION, ROUTES, make_app, whoami
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a scrape, keyed by name and labels (the official text parser)."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def client_as(app: ServiceApp, role: Role | None) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app.with_peer(Peer(role=role)))
     return httpx.AsyncClient(transport=transport, base_url="http://svc")
-
-
-async def scrape(client: httpx.AsyncClient) -> Samples:
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"] == METRICS_CONTENT_TYPE
-    return parse(response.text)
 
 
 async def test_a_denial_increments_its_counter_by_exactly_one() -> None:
