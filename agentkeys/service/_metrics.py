@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
-"""The Prometheus text exposition format (0.0.4)."""
+"""The Prometheus text exposition format prometheus_client writes (``version=1.0.0``)."""
 
 UNMATCHED_ROUTE = "unmatched"
 """The ``route`` label of a request no route matched (404/405): the raw path is never a label."""
