@@ -8,7 +8,7 @@ worker get it through :class:`agentkeys.service.ServiceApp`; the daemon's h11 pa
 
 Cardinality is bounded and nothing identifies a secret or an agent: labels are route
 *names* (the route table's keys, never a raw path), HTTP statuses, registered error codes
-(``agentkeys.error_codes``), cache names and store operation names chosen in code. No
+(``agentkeys.error_codes``) and cache names chosen in code. No
 token, key, actor omni, wallet or caller identity is ever a label or a value.
 """
 

@@ -28,6 +28,7 @@ async def test_scrape_health_and_a_denial_counted_once(broker: RunningBroker) ->
     assert value(after, "agentkeys_service_info", service="broker") == 1
     # the chain view's own counters, read at scrape time
     lookups = "agentkeys_cache_lookups_total"
+    assert (lookups, frozenset({("cache", "chain_view"), ("result", "hit")})) in after
     assert value(after, lookups, cache="chain_view", result="hit") == broker.view.hits
     assert value(after, lookups, cache="chain_view", result="miss") == broker.view.misses
 

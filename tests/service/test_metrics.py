@@ -16,6 +16,7 @@ from agentkeys.service import (
     Route,
     ServerSettings,
     ServiceApp,
+    ServiceMetrics,
     allow,
     serve_http,
 )
@@ -128,3 +129,13 @@ async def test_scraping_over_a_real_server(nursery: trio.Nursery) -> None:
         samples = await scrape(client)
     assert value(samples, "agentkeys_denials_total", error="unauthenticated") == pytest.approx(1)
     nursery.cancel_scope.cancel()
+
+
+def test_gauges_read_at_scrape_time_exist_only_where_a_source_is_set() -> None:
+    metrics = ServiceMetrics("testsvc")
+    lag: list[int | None] = [None]
+    assert ("agentkeys_chain_head_lag_blocks", frozenset()) not in parse(metrics.render().decode())
+    metrics.chain_lag_from(lambda: lag[0])
+    assert value(parse(metrics.render().decode()), "agentkeys_chain_head_lag_blocks") == -1
+    lag[0] = 3
+    assert value(parse(metrics.render().decode()), "agentkeys_chain_head_lag_blocks") == 3
