@@ -30,3 +30,8 @@ async def scrape(client: httpx.AsyncClient) -> Samples:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == METRICS_CONTENT_TYPE
     return parse(response.text)
+
+
+def grew(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    """How much one sample grew from ``before`` to ``after``."""
+    return value(after, name, **labels) - value(before, name, **labels)

@@ -44,7 +44,7 @@ from tests.daemon.conftest import (
     wait_until,
 )
 from tests.daemon.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REAL_KEY, Upstream
-from tests.metrics_scrape import parse, scrape, value
+from tests.metrics_scrape import grew, parse, scrape, value
 
 CLIENT = Path(__file__).with_name("sdk_client.py")
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
@@ -382,11 +382,9 @@ async def test_metrics_count_a_denial_once_and_name_no_path(gate: Stack) -> None
     assert "nosuch" not in response.text
     after = parse(response.text)
     denials = "agentkeys_denials_total"
-    assert value(after, denials, error="unknown_service") - value(
-        before, denials, error="unknown_service"
-    ) == pytest.approx(1)
-    assert value(after, "agentkeys_http_requests_total", route="proxy", status="404") - value(
-        before, "agentkeys_http_requests_total", route="proxy", status="404"
+    assert grew(before, after, denials, error="unknown_service") == pytest.approx(1)
+    assert grew(
+        before, after, "agentkeys_http_requests_total", route="proxy", status="404"
     ) == pytest.approx(1)
     assert value(after, "agentkeys_http_requests_total", route="metrics", status="200") >= 1
     assert value(after, "agentkeys_service_info", service="daemon") == 1
@@ -401,10 +399,9 @@ async def cache_hits_are_counted(stack: Stack) -> None:
             assert (await client.get("/openai/v1/models")).status_code == 200
         after = await scrape(client)
     lookups = "agentkeys_cache_lookups_total"
-    for result, grew in (("hit", 2), ("miss", 0)):
-        assert value(after, lookups, cache="credentials", result=result) - value(
-            before, lookups, cache="credentials", result=result
-        ) == pytest.approx(grew)
+    for result, expected in (("hit", 2), ("miss", 0)):
+        counted = grew(before, after, lookups, cache="credentials", result=result)
+        assert counted == pytest.approx(expected)
     assert value(after, lookups, cache="credentials", result="miss") >= 1  # the first fetch
 
 

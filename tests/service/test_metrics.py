@@ -21,7 +21,7 @@ from agentkeys.service import (
     serve_http,
 )
 from agentkeys.service.errors import RouteTableError
-from tests.metrics_scrape import parse, scrape, value
+from tests.metrics_scrape import grew, parse, scrape, value
 from tests.service._app_fixture import AUTHORIZATION, ROUTES, make_app, whoami
 
 
@@ -36,9 +36,7 @@ async def test_a_denial_increments_its_counter_by_exactly_one() -> None:
         before = await scrape(client)
         assert (await client.get("/broker-only")).json()["error"] == "forbidden"
         after = await scrape(client)
-    assert value(after, "agentkeys_denials_total", error="forbidden") - value(
-        before, "agentkeys_denials_total", error="forbidden"
-    ) == pytest.approx(1.0)
+    assert grew(before, after, "agentkeys_denials_total", error="forbidden") == pytest.approx(1.0)
     assert value(
         after, "agentkeys_http_requests_total", route="broker_only", status="403"
     ) == pytest.approx(1.0)

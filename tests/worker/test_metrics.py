@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.metrics_scrape import scrape, value
+from tests.metrics_scrape import grew, scrape, value
 from tests.worker.conftest import Stack
 
 SECRET = b"sk-metrics-test"
@@ -25,18 +25,15 @@ async def test_scrape_health_a_denial_and_cache_hits(stack: Stack) -> None:
         after = await scrape(http)
         text = (await http.get("/metrics")).text
     denials = "agentkeys_denials_total"
-    assert value(middle, denials, error="pop_missing") - value(
-        before, denials, error="pop_missing"
-    ) == pytest.approx(1)
+    assert grew(before, middle, denials, error="pop_missing") == pytest.approx(1)
     assert value(after, denials, error="pop_missing") == value(middle, denials, error="pop_missing")
     ok = ("agentkeys_http_requests_total", "cred_fetch", "200")
     assert value(after, ok[0], route=ok[1], status=ok[2]) == pytest.approx(1)
     # one actor, one STS exchange: the store misses, the fetch that follows hits
     lookups = "agentkeys_cache_lookups_total"
-    for result, grew in (("miss", 1), ("hit", 1)):
-        assert value(after, lookups, cache="sts_credentials", result=result) - value(
-            middle, lookups, cache="sts_credentials", result=result
-        ) == pytest.approx(grew)
+    for result, expected in (("miss", 1), ("hit", 1)):
+        counted = grew(middle, after, lookups, cache="sts_credentials", result=result)
+        assert counted == pytest.approx(expected)
     # nothing that names an actor or a secret
     assert stack.operator.omni not in text
     assert SECRET.decode() not in text
