@@ -487,7 +487,14 @@ class BrokerService:
             dict.fromkeys(names, PUBLIC),  # transport: anyone; sessions: SESSION_REQUIREMENTS
             audit=audit,
             max_body_bytes=settings.max_body_bytes,
+            readiness=self._readiness,
         )
+        self.app.metrics.cache_counts_from("chain_view", lambda: (chain.hits, chain.misses))
+
+    async def _readiness(self) -> list[str]:
+        """``/readyz``: a broker that follows the chain is ready once it has synced."""
+        following = self._follow is not None
+        return ["chain_not_synced"] if following and self.chain.synced_through is None else []
 
     # -- lifecycle ----------
 
@@ -529,6 +536,7 @@ class BrokerService:
             try:
                 await self.store.purge_expired(self._now())
             except AgentkeysError as exc:
+                self.app.metrics.store_error(exc.error)
                 log.warning("broker state purge failed: %s", exc.reason)
 
     def _now(self) -> int:

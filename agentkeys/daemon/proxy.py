@@ -15,8 +15,11 @@ Per request, in order (SPEC.md section 8):
    and response bodies streamed;
 10. one audit row, whatever happened (denials included).
 
-``GET /healthz`` (alive) and ``GET /readyz`` (broker reachable, audit log writable) are
-answered before policy.
+``GET /healthz`` (alive), ``GET /readyz`` (broker reachable, audit log writable) and
+``GET /metrics`` (Prometheus text, ``agentkeys.service.ServiceMetrics``: requests by route
+``proxy`` and status, latency, denials by error code, credential-cache hits and misses, the
+broker heartbeat's age) are answered before policy, to any attested caller: none of them
+names a service, a caller or a secret.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from agentkeys.daemon._upstream import (
 )
 from agentkeys.daemon.auditlog import AuditLog, AuditRow
 from agentkeys.daemon.cache import CredentialCache
-from agentkeys.daemon.credentials import CredentialSource
+from agentkeys.daemon.credentials import Credential, CredentialSource
 from agentkeys.daemon.errors import (
     AuditLogError,
     BadProxyRequest,
@@ -54,6 +57,7 @@ from agentkeys.daemon.quota import QuotaBook, QuotaKey, QuotaLimits
 from agentkeys.daemon.revocation import RevocationState
 from agentkeys.daemon.usage import UsageScanner
 from agentkeys.errors import AgentkeysError
+from agentkeys.service import METRICS_CONTENT_TYPE, ServiceMetrics
 from attest.caller import CallerIdentity
 from attest.errors import AttestError
 from attest.serve import caller_from_scope
@@ -104,6 +108,7 @@ _DROP_RESPONSE = frozenset(
     }
 )
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+_OPERATIONS = {b"/healthz": "healthz", b"/readyz": "readyz", b"/metrics": "metrics"}
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ class _ClientGone(Exception):
 class _Audit:
     method: str
     path: str
+    #: the metrics' route label: ``proxy``, or ``connection`` for a refused connection
+    route: str = "proxy"
     started: float = field(default_factory=time.perf_counter)
     audited: bool = False
     caller: CallerIdentity | None = None
@@ -205,6 +212,8 @@ class ProxyApp:
         self._clock = clock
         #: set when the audit log could not be written: requests fail closed
         self.audit_broken = False
+        self.metrics = ServiceMetrics("daemon")
+        self.metrics.heartbeat_age_from(liveness.seconds_since_contact)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """ASGI entry point (http and lifespan)."""
@@ -222,8 +231,19 @@ class ProxyApp:
 
     # -- health ------------------------------------------------------------------------------
 
-    async def _health(self, path: str, send: Any) -> None:
-        if path == "/healthz":
+    async def _operations(self, route: str, send: Any) -> None:
+        started = time.perf_counter()
+        content_type = b"application/json"
+        if route == "metrics":
+            status, body = 200, self.metrics.render()
+            content_type = METRICS_CONTENT_TYPE.encode("ascii")
+        else:
+            status, body = self._health(route)
+        self.metrics.request(route, status, time.perf_counter() - started, None)
+        await _respond(send, status, [(b"content-type", content_type)], body)
+
+    def _health(self, route: str) -> tuple[int, bytes]:
+        if route == "healthz":
             status = 200
             doc: dict[str, object] = {"status": "alive"}
         else:
@@ -239,16 +259,16 @@ class ProxyApp:
                 "problems": problems,
                 "broker_last_contact_s": None if since is None else round(since, 1),
             }
-        body = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-        await _respond(send, status, [(b"content-type", b"application/json")], body)
+        return status, json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
     # -- the request path -----------------------------------------------------------------------
 
     async def _http(self, scope: Any, receive: Any, send: Any) -> None:
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
-        if method == "GET" and raw_path in (b"/healthz", b"/readyz"):
-            await self._health(raw_path.decode("ascii"), send)
+        operation = _OPERATIONS.get(raw_path) if method == "GET" else None
+        if operation is not None:
+            await self._operations(operation, send)
             return
         note = _Audit(method=method[:16], path=raw_path.decode("latin-1")[:512])
         try:
@@ -266,7 +286,17 @@ class ProxyApp:
             limits = QuotaLimits(svc.per_minute, svc.per_hour, svc.daily_usd)
             headers, has_body = self._request_headers(scope["headers"], method, svc)
             self._quotas.admit(key, limits, now=self._clock())
-            credential = await self._cache.get(service, self._source.fetch)
+            fetched = False
+
+            async def fetch(name: str) -> Credential:
+                nonlocal fetched
+                fetched = True
+                self.metrics.cache_lookup("credentials", hit=False)
+                return await self._source.fetch(name)
+
+            credential = await self._cache.get(service, fetch)
+            if not fetched:  # a hit, or a wait for another request's fetch
+                self.metrics.cache_lookup("credentials", hit=True)
             headers.append(
                 (
                     svc.inject_header.lower().encode("ascii"),
@@ -297,13 +327,17 @@ class ProxyApp:
 
     def record_refused(self, exc: AttestError) -> None:
         """Audit a connection refused before any request (caller not attested, or busy)."""
-        self._finish(_Audit(method="-", path="-"), "deny", exc.error, exc.status)
+        self._finish(
+            _Audit(method="-", path="-", route="connection"), "deny", exc.error, exc.status
+        )
 
     def _finish(self, note: _Audit, decision: str, reason: str | None, status: int) -> bool:
         """Write the request's audit row (once); whether it is written."""
         if note.audited:
             return True
         note.audited = True
+        seconds = time.perf_counter() - note.started
+        self.metrics.request(note.route, status, seconds, None if decision == "allow" else reason)
         process = note.caller.process if note.caller is not None else None
         row = AuditRow(
             decision=decision,
@@ -322,7 +356,7 @@ class ProxyApp:
             prompt_tokens=note.prompt_tokens,
             completion_tokens=note.completion_tokens,
             cost_usd=note.cost_usd,
-            duration_ms=(time.perf_counter() - note.started) * 1000,
+            duration_ms=seconds * 1000,
         )
         try:
             self._audit.append(row)

@@ -16,15 +16,22 @@ without a decision. Per request, in order:
    ``{error, reason}`` with its status, anything else a bare 500;
 4. one :class:`~agentkeys.service.AuditEvent` is recorded, whatever happened.
 
-Every app also serves ``GET /openapi.json`` (route ``openapi``), its OpenAPI 3.1 document
-built from the same tables (``agentkeys.service._openapi``): public when any route is
-public, otherwise for every role some route allows.
+Every app also serves, with one access rule (public when any route is public, otherwise
+for every role some route allows):
+
+* ``GET /openapi.json`` (route ``openapi``), its OpenAPI 3.1 document built from the same
+  tables (``agentkeys.service._openapi``);
+* ``GET /healthz`` (the process answers), ``GET /readyz`` (the service's
+  :data:`ReadinessCheck` finds no problem: 200, else 503 with the problems) and
+  ``GET /metrics`` (Prometheus text, ``agentkeys.service._metrics``): every request is
+  counted by route name and status, timed, and a failure counted by its error code.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +44,7 @@ from agentkeys.errors import AgentkeysError
 from agentkeys.pki import Role
 from agentkeys.service._audit import AuditEvent, AuditSink, AuditValue
 from agentkeys.service._json import JsonObject, decode_body, parse_json_object
+from agentkeys.service._metrics import METRICS_CONTENT_TYPE, UNMATCHED_ROUTE, ServiceMetrics
 from agentkeys.service._openapi import OPENAPI_PATH, openapi_document
 from agentkeys.service.errors import (
     BadRequest,
@@ -58,6 +66,7 @@ __all__ = [
     "Call",
     "Handler",
     "Peer",
+    "ReadinessCheck",
     "Reply",
     "Route",
     "ServiceApp",
@@ -68,6 +77,12 @@ _log = logging.getLogger("agentkeys.service")
 
 OPENAPI_ROUTE = "openapi"
 """Name of the route every ServiceApp adds: ``GET /openapi.json`` (see ``_openapi``)."""
+
+OPERATIONS_ROUTES = {"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics"}
+"""The routes every ServiceApp adds beside ``openapi`` (name → path), with its access."""
+
+ReadinessCheck = Callable[[], Awaitable[Sequence[str]]]
+"""Returns the problems keeping a service from being ready (empty: ready); see ``/readyz``."""
 
 PEER_SCOPE_KEY = "agentkeys.peer"
 """Key in the ASGI ``scope["extensions"]`` under which the server puts the :class:`Peer`."""
@@ -201,6 +216,7 @@ class ServiceApp:
         authorization: route name → :class:`Access`; must cover exactly the routes.
         audit: where every request is recorded.
         max_body_bytes: request body bound (413 beyond it).
+        readiness: what ``/readyz`` checks (``None``: ready once serving).
 
     Raises:
         RouteTableError: a route without an authorization entry, an entry
@@ -215,6 +231,7 @@ class ServiceApp:
         *,
         audit: AuditSink,
         max_body_bytes: int = 64 * 1024,
+        readiness: ReadinessCheck | None = None,
     ) -> None:
         names = [r.name for r in routes]
         if len(set(names)) != len(names):
@@ -230,17 +247,28 @@ class ServiceApp:
             raise RouteTableError(f"{name}: authorization entries without a route: {stale}")
         if max_body_bytes <= 0:
             raise RouteTableError(f"{name}: max_body_bytes must be positive")
-        if OPENAPI_ROUTE in names or any(r.path == OPENAPI_PATH for r in routes):
-            raise RouteTableError(f"{name}: {OPENAPI_ROUTE} / {OPENAPI_PATH} is the base's own")
+        own = {OPENAPI_ROUTE: OPENAPI_PATH, **OPERATIONS_ROUTES}
+        if set(own) & set(names) or set(own.values()) & {r.path for r in routes}:
+            raise RouteTableError(f"{name}: {sorted(own.values())} are the base's own routes")
         self.name = name
         self.audit = audit
+        self.metrics = ServiceMetrics(name)
+        self._readiness = readiness
         # GET /openapi.json: public when any route is, else for every role some route allows
         public = any(access.public for access in authorization.values())
         roles = frozenset().union(*(access.roles for access in authorization.values()))
         docs_access = PUBLIC if public or not roles else Access(roles=roles)
-        docs_route = Route(OPENAPI_ROUTE, "GET", OPENAPI_PATH, self._openapi)
-        self.authorization: Mapping[str, Access] = {**authorization, OPENAPI_ROUTE: docs_access}
-        self.routes: tuple[Route, ...] = (*routes, docs_route)
+        base_routes = (
+            Route(OPENAPI_ROUTE, "GET", OPENAPI_PATH, self._openapi),
+            Route("healthz", "GET", OPERATIONS_ROUTES["healthz"], self._healthz),
+            Route("readyz", "GET", OPERATIONS_ROUTES["readyz"], self._readyz),
+            Route("metrics", "GET", OPERATIONS_ROUTES["metrics"], self._metrics),
+        )
+        self.authorization: Mapping[str, Access] = {
+            **authorization,
+            **{route.name: docs_access for route in base_routes},
+        }
+        self.routes: tuple[Route, ...] = (*routes, *base_routes)
         try:
             self.openapi: JsonObject = openapi_document(name, self.routes, self.authorization)
         except TypeError as exc:
@@ -266,6 +294,17 @@ class ServiceApp:
 
     async def _openapi(self, call: Call) -> JsonObject:
         return self.openapi
+
+    async def _healthz(self, call: Call) -> JsonObject:
+        return {"status": "alive"}
+
+    async def _readyz(self, call: Call) -> Reply:
+        problems = list(await self._readiness()) if self._readiness is not None else []
+        doc: JsonObject = {"status": "not_ready" if problems else "ready", "problems": problems}
+        return Reply.json(doc, status=503 if problems else 200)
+
+    async def _metrics(self, call: Call) -> Reply:
+        return Reply(body=self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """ASGI entry point."""
@@ -303,6 +342,7 @@ class ServiceApp:
         async def view(**path_params: str) -> Any:
             from quart import request
 
+            started = time.perf_counter()
             peer = _peer_of(request.scope)
             call_audit: dict[str, AuditValue] = {}
             try:
@@ -344,6 +384,12 @@ class ServiceApp:
                 error=error,
                 fields=call_audit,
             )
+            self.metrics.request(
+                route.name,
+                reply.status,
+                time.perf_counter() - started,
+                error.error if error else None,
+            )
             return self._response(reply)
 
         view.__name__ = f"view_{route.name}"
@@ -373,6 +419,7 @@ class ServiceApp:
             error=mapped,
             fields={},
         )
+        self.metrics.request(UNMATCHED_ROUTE, mapped.status, None, mapped.error)
         return self._response(Reply.json(mapped.to_json(), status=mapped.status))
 
     async def _audit_request(

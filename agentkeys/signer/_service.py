@@ -254,7 +254,11 @@ class SignerService:
             AUTHORIZATION,
             audit=audit,
             max_body_bytes=settings.max_body_bytes,
+            readiness=self._readiness,
         )
+
+    async def _readiness(self) -> list[str]:
+        return ["epoch_unknown"] if self._current is None else []
 
     @property
     def bound(self) -> BoundAddress | None:

@@ -183,6 +183,9 @@ class WorkerCore:
         self._clock = clock
         self._limiter = limiter or trio.CapacityLimiter(8)
         self._stores: OrderedDict[_StoreKey, tuple[AwsCredentials, ObjectStore]] = OrderedDict()
+        #: lookups of the per-actor STS credential cache (``/metrics``)
+        self.credential_cache_hits = 0
+        self.credential_cache_misses = 0
         self._flights: dict[_StoreKey, _Flight] = {}
         self._exchanges = trio.CapacityLimiter(_MAX_EXCHANGES)
 
@@ -277,7 +280,9 @@ class WorkerCore:
         key = (actor_omni, wallet)
         store = self._cached_store(key)
         if store is not None:
+            self.credential_cache_hits += 1
             return store
+        self.credential_cache_misses += 1
         flight = self._flights.get(key)
         if flight is None:
             flight = self._flights[key] = _Flight(trio.Lock())

@@ -77,6 +77,9 @@ class WorkerService:
             "worker", routes, AUTHORIZATION, audit=audit,
             max_body_bytes=settings.max_body_bytes,
         )  # fmt: skip
+        self.app.metrics.cache_counts_from(
+            "sts_credentials", lambda: (core.credential_cache_hits, core.credential_cache_misses)
+        )
         self._stop = trio.Event()
 
     def _handler(self, op: CapOp) -> Handler:

@@ -44,6 +44,7 @@ from tests.daemon.conftest import (
     wait_until,
 )
 from tests.daemon.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REAL_KEY, Upstream
+from tests.metrics_scrape import grew, parse, scrape, value
 
 CLIENT = Path(__file__).with_name("sdk_client.py")
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
@@ -66,6 +67,7 @@ async def test_request_path_and_fail_closed_with_real_credentials(
     await openai_sdk_via_env_file(stack, caplog)  # first: it counts every request
     await chat_injects_the_real_key_and_audits(stack)
     await stream_arrives_incrementally(stack)
+    await cache_hits_are_counted(stack)
     await quotas(stack)
     await body_limit_and_header_validation(stack)
     await slow_bodies_time_out(stack)
@@ -368,6 +370,39 @@ async def test_health_endpoints(gate: Stack) -> None:
         ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["problems"] == []
+
+
+async def test_metrics_count_a_denial_once_and_name_no_path(gate: Stack) -> None:
+    stack = gate
+    async with stack.client() as client:
+        before = await scrape(client)
+        assert (await client.get("/nosuch/v1/secret-abc")).status_code == 404
+        response = await client.get("/metrics")
+    assert "secret-abc" not in response.text
+    assert "nosuch" not in response.text
+    after = parse(response.text)
+    denials = "agentkeys_denials_total"
+    assert grew(before, after, denials, error="unknown_service") == pytest.approx(1)
+    assert grew(
+        before, after, "agentkeys_http_requests_total", route="proxy", status="404"
+    ) == pytest.approx(1)
+    assert value(after, "agentkeys_http_requests_total", route="metrics", status="200") >= 1
+    assert value(after, "agentkeys_service_info", service="daemon") == 1
+    assert 0 <= value(after, "agentkeys_heartbeat_age_seconds") <= 60  # the broker answered
+
+
+async def cache_hits_are_counted(stack: Stack) -> None:
+    """The credential is cached by the earlier requests: two more calls are two hits."""
+    async with stack.client() as client:
+        before = await scrape(client)
+        for _ in range(2):
+            assert (await client.get("/openai/v1/models")).status_code == 200
+        after = await scrape(client)
+    lookups = "agentkeys_cache_lookups_total"
+    for result, expected in (("hit", 2), ("miss", 0)):
+        counted = grew(before, after, lookups, cache="credentials", result=result)
+        assert counted == pytest.approx(expected)
+    assert value(after, lookups, cache="credentials", result="miss") >= 1  # the first fetch
 
 
 async def audit_log_verifies_after_traffic(stack: Stack) -> None:

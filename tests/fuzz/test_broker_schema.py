@@ -68,7 +68,7 @@ async def test_openapi_document_lists_every_broker_route(broker: RunningBroker) 
     doc = response.json()
     assert doc["openapi"] == "3.1.0"
     listed = {op["operationId"] for _, _, op in oas.operations(doc)}
-    assert listed == set(SESSION_REQUIREMENTS) | {"openapi"}
+    assert listed == set(SESSION_REQUIREMENTS) | {"openapi", "healthz", "readyz", "metrics"}
     assert all(op["security"] == [] for _, _, op in oas.operations(doc))  # sessions, not mTLS
 
 

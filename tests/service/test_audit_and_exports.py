@@ -63,6 +63,7 @@ def test_audit_directory_open_to_others_is_refused(tmp_path: Path) -> None:
 def test_exported_members() -> None:
     assert sorted(agentkeys.service.__all__) == sorted(
         [
+            "METRICS_CONTENT_TYPE",
             "OPENAPI_PATH",
             "PEER_SCOPE_KEY",
             "PUBLIC",
@@ -76,11 +77,13 @@ def test_exported_members() -> None:
             "JsonObject",
             "MemoryAudit",
             "Peer",
+            "ReadinessCheck",
             "Reply",
             "Route",
             "ServerSettings",
             "ServerTls",
             "ServiceApp",
+            "ServiceMetrics",
             "allow",
             "decode",
             "decode_body",
