@@ -1,6 +1,8 @@
 """Running the broker from its configuration with the real dependencies wired in.
 
-Wires: the SQLite state store and the key files under ``state.dir``, SMTP, the chain client and
+Wires: the state store (SQLite under ``state.dir``, or PostgreSQL) and the keys (key files
+under ``state.dir``, or the shared key set in the store, refreshed by a task beside the
+service), SMTP, the chain client and
 watcher (JSON-RPC over httpx) into the cached chain view, the relay wallet when relay mode is
 enabled, and, when ``[signer]`` is configured, a mutual-TLS client to the signer (K4 SIWE for
 email identities; the signer's OIDC key in the published JWKS).
@@ -18,9 +20,11 @@ import trio
 
 from agentkeys.broker._chainview import CachedChainView
 from agentkeys.broker._email import SmtpMailer
-from agentkeys.broker._keys import BrokerKeys
+from agentkeys.broker._keys import BrokerKeys, KeySeal, SharedKeySet
 from agentkeys.broker._relay import Relay
 from agentkeys.broker._service import BrokerService
+from agentkeys.broker._store_postgres import PostgresStateStore
+from agentkeys.broker._store_sql import SqlStateStore
 from agentkeys.broker._store_sqlite import SqliteStateStore
 from agentkeys.broker.config import BrokerConfig
 from agentkeys.broker.errors import K4ApprovalRefused, SignerFailed, SignerUnavailable
@@ -29,9 +33,9 @@ from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.chain.watcher import ChainWatcher
 from agentkeys.config import check_private_file
 from agentkeys.pki import Role
-from agentkeys.service import AuditSink, JsonLinesAudit, MemoryAudit, mtls_client
+from agentkeys.service import AuditSink, BoundAddress, JsonLinesAudit, MemoryAudit, mtls_client
 
-__all__ = ["SignerK4Client", "run_broker"]
+__all__ = ["SignerK4Client", "open_keys", "open_state_store", "run_broker"]
 
 
 class SignerK4Client:
@@ -124,6 +128,40 @@ class SignerK4Client:
         return [{str(k): str(v) for k, v in key.items()} for key in keys if isinstance(key, dict)]
 
 
+async def open_state_store(config: BrokerConfig) -> SqlStateStore:
+    """The configured state store, opened and migrated (the caller closes it).
+
+    Raises:
+        InsecureFileError: the SQLite directory, or the password file, is open to others.
+        StoreError: the store cannot be opened.
+    """
+    state = config.state
+    if state.backend == "sqlite":
+        return await SqliteStateStore.open(state.dir / "broker.sqlite3")
+    assert state.dsn is not None  # StateSettings guarantees it
+    password = None
+    if state.password_file is not None:
+        await trio.to_thread.run_sync(check_private_file, state.password_file)
+        text = await trio.to_thread.run_sync(state.password_file.read_text)
+        password = text.rstrip("\r\n")
+    return await PostgresStateStore.open(state.dsn, password=password, pool_size=state.pool_size)
+
+
+async def open_keys(
+    config: BrokerConfig, store: SqlStateStore
+) -> tuple[BrokerKeys, SharedKeySet | None]:
+    """The configured keys: key files, or the shared set in ``store`` (then also returned:
+    run its ``run`` beside the service to follow rotations)."""
+    if not config.keys_in_store:
+        return await trio.to_thread.run_sync(BrokerKeys.load_or_create, config.state.dir), None
+    shared = await SharedKeySet.open(
+        store, await KeySeal.open(config.seal_key_file),
+        publish_lead=config.keys.publish_lead, overlap=config.key_lifetimes(),
+        refresh_interval=config.keys.refresh_interval,
+    )  # fmt: skip
+    return shared.keys, shared
+
+
 async def run_broker(
     config: BrokerConfig,
     *,
@@ -137,10 +175,9 @@ async def run_broker(
         InsecureFileError, StoreError, ChainConfigError, PkiFileError: start-up failures.
     """
     async with AsyncExitStack() as stack:
-        state_dir = config.state.dir
-        keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, state_dir)
-        store = await SqliteStateStore.open(state_dir / "broker.sqlite3")
+        store = await open_state_store(config)
         stack.push_async_callback(store.aclose)
+        keys, shared_keys = await open_keys(config, store)
         audit: AuditSink = MemoryAudit()
         if config.broker.audit_log is not None:
             file_audit = JsonLinesAudit(config.broker.audit_log)
@@ -200,5 +237,12 @@ async def run_broker(
             relay=relay,
         )
         async with trio.open_nursery() as nursery:
-            await nursery.start(service.serve)
+            if shared_keys is not None:
+                await nursery.start(shared_keys.run)
+
+            async def serve(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
+                await service.serve(task_status=task_status)
+                nursery.cancel_scope.cancel()  # the key refresher ends with the service
+
+            await nursery.start(serve)
             task_status.started(service)

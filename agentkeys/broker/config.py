@@ -4,7 +4,11 @@ TOML sections and their environment overlay (``AGENTKEYS_<SECTION>_<OPTION>``)::
 
     [broker]  listening (agentkeys.service.ServerSettings); plain HTTP on loopback, put a TLS
               terminating proxy in front in production
-    [state]   dir: keys (K1, K2, session key) and the SQLite state database
+    [state]   dir (key files and the SQLite database), backend (sqlite | postgres), dsn
+              (libpq, no password in it), password_file (0600), pool_size
+    [keys]    source (files | store; default: files with sqlite, store with postgres),
+              seal_key_file (0600, the same file on every replica), refresh_interval,
+              publish_lead
     [site]    public_url (this broker's external base URL; also the OIDC issuer),
               rp_id, rp_name, origin (WebAuthn), siwe_domain, siwe_uri, chain_id,
               j0_lifetime, j1_lifetime, challenge_lifetime
@@ -24,7 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from agentkeys.cap import MAX_CAP_LIFETIME
 from agentkeys.config import ConfigError
@@ -35,6 +43,7 @@ __all__ = [
     "CapSettings",
     "ChainSettings",
     "EmailSettings",
+    "KeySettings",
     "OidcSettings",
     "RelaySettings",
     "SignerLink",
@@ -45,9 +54,65 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class StateSettings:
-    """Where the broker keeps its keys and state database."""
+    """Where the broker keeps its state: SQLite under ``dir`` or a shared PostgreSQL.
+
+    ``dsn`` is a libpq connection string or URI (``host=/run/pg port=5432 dbname=agentkeys
+    user=broker``); it may not hold a password: put that in ``password_file`` (0600), or
+    use a libpq ``passfile`` / peer authentication. ``pool_size`` bounds the connections
+    (and worker threads) one broker uses.
+
+    Raises:
+        ConfigError: postgres without a dsn, a dsn with a password or malformed, a
+            password_file or dsn with sqlite.
+    """
 
     dir: Path
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    dsn: str | None = None
+    password_file: Path | None = None
+    pool_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.backend == "sqlite":
+            if self.dsn is not None or self.password_file is not None:
+                raise ConfigError("state.dsn and state.password_file need backend = postgres")
+            return
+        if self.dsn is None:
+            raise ConfigError("state.backend = postgres needs state.dsn")
+        try:
+            params = conninfo_to_dict(self.dsn)
+        except psycopg.ProgrammingError:
+            raise ConfigError("state.dsn is not a libpq connection string or URI") from None
+        if "password" in params:
+            raise ConfigError(
+                "state.dsn must not hold a password: put it in state.password_file (0600)"
+            )
+        if not 1 <= self.pool_size <= 256:
+            raise ConfigError("state.pool_size must be within 1..256")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeySettings:
+    """Where K1, K2 and the session key live (``agentkeys.broker._keys``).
+
+    ``source``: ``files`` (PEM files under ``state.dir/keys``, one host) or ``store`` (the
+    shared key set in the state store, sealed under ``seal_key_file``, default
+    ``state.dir/keys/seal.key``; every replica needs the same file). Unset: ``files`` with
+    SQLite, ``store`` with PostgreSQL (replicas must share one set; ``files`` is refused
+    there). ``publish_lead``: seconds a rotated key is published before it signs; keep it
+    above the workers' JWKS cache time (300 s) plus ``refresh_interval``.
+    """
+
+    source: Literal["files", "store"] | None = None
+    seal_key_file: Path | None = None
+    refresh_interval: float = 10.0
+    publish_lead: int = 600
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.refresh_interval <= 300:
+            raise ConfigError("keys.refresh_interval must be within 0.1..300 seconds")
+        if not self.refresh_interval < self.publish_lead <= 86400:
+            raise ConfigError("keys.publish_lead must exceed keys.refresh_interval (≤ 1 day)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,3 +255,31 @@ class BrokerConfig:
     oidc: OidcSettings = field(default_factory=OidcSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     signer: SignerLink = field(default_factory=SignerLink)
+    keys: KeySettings = field(default_factory=KeySettings)
+
+    def __post_init__(self) -> None:
+        if self.state.backend == "postgres" and self.keys.source == "files":
+            raise ConfigError(
+                "keys.source = files with a PostgreSQL state: replicas would each sign with "
+                "their own keys; use keys.source = store"
+            )
+
+    @property
+    def keys_in_store(self) -> bool:
+        """Whether the keys are the shared set in the state store."""
+        if self.keys.source is not None:
+            return self.keys.source == "store"
+        return self.state.backend == "postgres"
+
+    @property
+    def seal_key_file(self) -> Path:
+        """The seal key file of the shared key set."""
+        return self.keys.seal_key_file or self.state.dir / "keys" / "seal.key"
+
+    def key_lifetimes(self) -> dict[str, int]:
+        """Per key purpose, the longest lifetime of what it signs (cap, token, session)."""
+        return {
+            "cap": self.caps.lifetime,
+            "oidc": self.oidc.token_lifetime,
+            "session": max(self.site.j0_lifetime, self.site.j1_lifetime),
+        }
