@@ -134,6 +134,9 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "chain_rpc_error": ErrorCode(
             502, "The node answered a JSON-RPC error that is not a revert."
         ),
+        "chain_insufficient_funds": ErrorCode(
+            402, "The sending wallet cannot pay the gas; the reason names the address to fund."
+        ),
         "chain_transaction_failed": ErrorCode(
             502, "A transaction was mined with status 0 or was not mined before the deadline."
         ),

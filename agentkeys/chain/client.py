@@ -28,7 +28,12 @@ from agentkeys.chain import challenge as ch
 from agentkeys.chain._abi import ContractAbi, decode_revert
 from agentkeys.chain._rpc import JsonRpc, RevertData
 from agentkeys.chain.artifacts import load_artifact
-from agentkeys.chain.errors import AbiError, ChainConfigError, TransactionFailed
+from agentkeys.chain.errors import (
+    AbiError,
+    ChainConfigError,
+    InsufficientFunds,
+    TransactionFailed,
+)
 from agentkeys.chain.events import ChainEvent, decode_log
 from agentkeys.chain.signing import (
     K10Signer,
@@ -271,10 +276,19 @@ class ChainClient:
                 await self.rpc.call("eth_getTransactionCount", sender.address, "pending")
             )
             gas_price = _hexint(await self.rpc.call("eth_gasPrice"))
+            gas_limit = gas + gas // 5 + 10_000
+            balance = _hexint(await self.rpc.call("eth_getBalance", sender.address, "pending"))
+            if balance < gas_limit * gas_price:
+                raise InsufficientFunds(
+                    f"{context}: wallet {sender.address} holds {balance} wei and needs up to "
+                    f"{gas_limit * gas_price} wei for gas; fund {sender.address} (dev stack: "
+                    f"`agentkeys dev fund {sender.address}`)",
+                    address=sender.address,
+                )
             unsigned: dict[str, Any] = {
                 "chainId": await self.chain_id(),
                 "nonce": nonce,
-                "gas": gas + gas // 5 + 10_000,
+                "gas": gas_limit,
                 "gasPrice": gas_price,
                 "data": data,
                 "value": 0,
