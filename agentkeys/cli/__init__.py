@@ -25,6 +25,7 @@ from agentkeys.cli import init as init_cli
 from agentkeys.cli import pki as pki_cli
 from agentkeys.cli import scope as scope_cli
 from agentkeys.cli import vault as vault_cli
+from agentkeys.cli import wallet as wallet_cli
 from agentkeys.cli import whoami as whoami_cli
 
 _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
@@ -38,6 +39,7 @@ _GROUPS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     pki_cli.register,
     scope_cli.register,
     vault_cli.register,
+    wallet_cli.register,
     whoami_cli.register,
 )
 

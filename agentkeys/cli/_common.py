@@ -417,7 +417,7 @@ def load_wallet(args: argparse.Namespace, expected: str | None) -> LocalAccount:
     else:
         raise SecretUnavailable(
             "no wallet to send the transaction; pass --wallet-keystore FILE or "
-            "--wallet-key-file FILE"
+            "--wallet-key-file FILE (create one with `agentkeys wallet create`)"
         )
     try:
         account: LocalAccount = Account.from_key(key)
