@@ -735,10 +735,22 @@ class OperatorSession:
         events = [decode_log(raw, abi) for raw in logs if isinstance(raw, Mapping)]
         return [e for e in events if isinstance(e, DeviceRegistered)]
 
-    def authority(self) -> MasterAuthority:
-        """K10 + K11 of this master device (only in a session opened for mutations)."""
+    def authority(self, operation: str, *details: tuple[str, str]) -> MasterAuthority:
+        """K10 + K11 of this master device (only in a session opened for mutations).
+
+        The passkey page shows what it approves: ``operation`` (e.g. ``scope add``), the
+        ``details`` (name, value) lines, then this operator and this master device.
+        """
         if self.device_key is None or self.passkey is None:
             raise CliError("internal: session opened without signing keys")
+        if isinstance(self.passkey, PagePasskey):
+            self.passkey.purpose = f"Approve with your passkey: {operation}."
+            self.passkey.details = (
+                ("Operation", operation),
+                *details,
+                ("Operator", self.state.operator_omni),
+                ("Approving device", self.state.device_key_hash),
+            )
         return MasterAuthority(
             bytes.fromhex(self.state.device_key_hash),
             DeviceK10Signer(self.device_key),

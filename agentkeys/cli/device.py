@@ -103,8 +103,13 @@ def _revoke(args: argparse.Namespace) -> int:
                 raise Rejected(f"device {entry.device_key_hash} is already revoked")
             if entry.device_key_hash == session.state.device_key_hash and not args.this_device:
                 raise Rejected("that is this master device; pass --this-device to revoke it anyway")
+            authority = session.authority(
+                "device revoke",
+                ("Device to revoke", entry.device_key_hash),
+                ("Its actor", entry.actor_omni),
+            )
             mutation = await session.chain.prepare_revoke_device(
-                session.state.operator_omni, entry.device_key_hash, session.authority()
+                session.state.operator_omni, entry.device_key_hash, authority
             )
             receipt = await session.chain.submit(mutation, wallet)
             after = await session.chain.get_device(entry.device_key_hash)

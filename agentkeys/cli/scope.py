@@ -101,11 +101,15 @@ def _scope_data(
     }
 
 
+def _mode(read_only: object) -> str:
+    return "read-only" if read_only else "read-write"
+
+
 def _scope_lines(data: dict[str, object]) -> list[str]:
     services = data["services"]
     if not isinstance(services, list) or not services:
         return [f"scope of {data['agent']}: none"]
-    mode = "read-only" if data["read_only"] else "read-write"
+    mode = _mode(data["read_only"])
     return [f"scope of {data['agent']}: {', '.join(str(s) for s in services)} ({mode})"]
 
 
@@ -124,12 +128,18 @@ def _add(args: argparse.Namespace) -> int:
                     "with that mode; nothing to change"
                 )
             merged = sorted(have | set(wanted))
+            authority = session.authority(
+                "scope add",
+                ("Agent", args.agent),
+                ("Services", ", ".join(sorted(wanted.values()))),
+                ("Mode", _mode(read_only)),
+            )
             mutation = await session.chain.prepare_set_scope(
                 session.state.operator_omni,
                 actor,
                 [bytes.fromhex(h) for h in merged],
                 read_only,
-                session.authority(),
+                authority,
             )
             receipt = await session.chain.submit(mutation, wallet)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
@@ -156,17 +166,24 @@ def _remove(args: argparse.Namespace) -> int:
             if missing:
                 raise Rejected(f"{', '.join(missing)} not in {args.agent}'s scope")
             remaining = [] if args.all else sorted(have - set(unwanted))
+            removed = "all" if args.all else ", ".join(sorted(unwanted.values()))
+            authority = session.authority(
+                "scope remove" if remaining else "scope remove (revokes the whole scope)",
+                ("Agent", args.agent),
+                ("Services", removed),
+                ("Mode", _mode(current.read_only)),
+            )
             if remaining:
                 mutation = await session.chain.prepare_set_scope(
                     session.state.operator_omni,
                     actor,
                     [bytes.fromhex(h) for h in remaining],
                     current.read_only,
-                    session.authority(),
+                    authority,
                 )
             else:
                 mutation = await session.chain.prepare_revoke_scope(
-                    session.state.operator_omni, actor, session.authority()
+                    session.state.operator_omni, actor, authority
                 )
             receipt = await session.chain.submit(mutation, wallet)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
