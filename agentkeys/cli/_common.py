@@ -735,7 +735,7 @@ class OperatorSession:
         events = [decode_log(raw, abi) for raw in logs if isinstance(raw, Mapping)]
         return [e for e in events if isinstance(e, DeviceRegistered)]
 
-    def authority(self, operation: str, *details: tuple[str, str]) -> MasterAuthority:
+    def authority(self, operation: str | None = None, *details: tuple[str, str]) -> MasterAuthority:
         """K10 + K11 of this master device (only in a session opened for mutations).
 
         The passkey page shows what it approves: ``operation`` (e.g. ``scope add``), the
@@ -743,7 +743,7 @@ class OperatorSession:
         """
         if self.device_key is None or self.passkey is None:
             raise CliError("internal: session opened without signing keys")
-        if isinstance(self.passkey, PagePasskey):
+        if operation is not None and isinstance(self.passkey, PagePasskey):
             self.passkey.purpose = f"Approve with your passkey: {operation}."
             self.passkey.details = (
                 ("Operation", operation),

@@ -67,7 +67,7 @@ async def test_enroll_and_approve_scope_change_in_chromium(
             await cli(["agent", "create", "bot", *browser_args], passkey_opener=browser.open_url)
             == EXIT_OK
         )
-        details = await _details(browser)
+        details = await page_details(browser)
         assert details["Operation"] == "agent create"
         assert details["Agent"] == "bot"
         assert (details["Operator"], details["Approving device"]) == (operator, master_hash)
@@ -82,7 +82,7 @@ async def test_enroll_and_approve_scope_change_in_chromium(
         )
         out = capsys.readouterr().out
         assert "openai (read-only)" in out
-        assert await _details(browser) == {
+        assert await page_details(browser) == {
             "Operation": "scope add",
             "Agent": "bot",
             "Services": "openai",
@@ -110,14 +110,14 @@ async def test_enroll_and_approve_scope_change_in_chromium(
             )
             == EXIT_OK
         )
-        assert (await _details(browser))["Services"] == "anthropic, github"
+        assert (await page_details(browser))["Services"] == "anthropic, github"
         assert (
             await cli(
                 ["scope", "remove", "bot", "github", *browser_args], passkey_opener=browser.open_url
             )
             == EXIT_OK
         )
-        details = await _details(browser)
+        details = await page_details(browser)
         assert (details["Operation"], details["Services"]) == ("scope remove", "github")
         assert details["Mode"] == "read-only"
         assert (
@@ -126,7 +126,7 @@ async def test_enroll_and_approve_scope_change_in_chromium(
             )
             == EXIT_OK
         )
-        details = await _details(browser)
+        details = await page_details(browser)
         assert details["Operation"] == "scope remove (revokes the whole scope)"
         assert details["Services"] == "all"
         assert (
@@ -135,7 +135,7 @@ async def test_enroll_and_approve_scope_change_in_chromium(
             )
             == EXIT_OK
         )
-        details = await _details(browser)
+        details = await page_details(browser)
         assert details["Operation"] == "device revoke"
         assert details["Device to revoke"] == agent_device
         assert details["Its actor"] == agent_omni(operator, "bot")
@@ -176,7 +176,7 @@ _DETAILS = (
 )
 
 
-async def _details(browser: Browser) -> dict[str, str]:
+async def page_details(browser: Browser) -> dict[str, str]:
     """What the last passkey page showed as approved (name → value)."""
     pairs = await browser.evaluate(_DETAILS)
     assert isinstance(pairs, list)
@@ -197,7 +197,7 @@ async def test_the_page_shows_details_as_text_never_as_html(tmp_path: Path) -> N
         with pytest.raises(PasskeyPageError):  # no such credential in the authenticator
             await run_page(ceremony, open_url=browser.open_url, expires_in=15)
         assert await browser.evaluate(_PURPOSE) == f"Approve: {hostile}"
-        assert await _details(browser) == {"Agent": hostile, hostile: "x & y"}
+        assert await page_details(browser) == {"Agent": hostile, hostile: "x & y"}
         assert await browser.evaluate("document.querySelectorAll('main img, main b').length") == 0
         assert await browser.evaluate("document.title") == "agentkeys passkey"
 
