@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from agentkeys.chain import ScopeEntry
+import httpx
+from eth_account.signers.local import LocalAccount
+
+from agentkeys.chain import ScopeEntry, SignedMutation
+from agentkeys.cli._bootstrap import BrokerSignIn, SessionRecord, load_session
 from agentkeys.cli._common import (
     OperatorSession,
     Rejected,
@@ -22,6 +26,7 @@ from agentkeys.cli._common import (
     load_wallet,
     open_session,
     run,
+    wallet_given,
 )
 from agentkeys.errors import InvalidIdentifier
 from agentkeys.omni import agent_omni, normalize_hex32, normalize_service, service_hash
@@ -83,6 +88,47 @@ async def resolve_agent(session: OperatorSession, agent: str) -> tuple[str, str]
     )
 
 
+def _sender(args: argparse.Namespace, session: OperatorSession) -> LocalAccount | SessionRecord:
+    """The operator's wallet when one is given, else the J1 session for the broker's relay
+    (an email-only operator has no wallet: SPEC 6). Chosen before anything is signed.
+
+    Raises:
+        SecretUnavailable / WalletMismatch: the wallet given is unusable or not the master's.
+        NoSession: no wallet and no live session (run ``agentkeys init`` or sign in again).
+    """
+    if wallet_given(args):
+        return load_wallet(args, session.state.wallet)
+    return load_session(session.home)
+
+
+async def _send(
+    session: OperatorSession,
+    sender: LocalAccount | SessionRecord,
+    mutation: SignedMutation,
+    actor: str,
+    services: list[str] | None,
+    read_only: bool,
+) -> tuple[str, int]:
+    """Send from the wallet, or hand K10's signature and the assertion to the broker's relay
+    (which verifies both against the chain, as the contract does again) → (tx, block)."""
+    if isinstance(sender, LocalAccount):
+        receipt = await session.chain.submit(mutation, sender)
+        return receipt.tx_hash, receipt.block_number
+    assert session.recorded is not None
+    body = {
+        "operator_omni": session.state.operator_omni,
+        "agent_omni": actor,
+        "device_key_hash": session.state.device_key_hash,
+        **session.recorded.relay_fields(),
+        "service_hashes": services or [],
+        "read_only": read_only,
+        "revoke": services is None,
+    }
+    async with httpx.AsyncClient(base_url=sender.broker_url, trust_env=False, timeout=60) as http:
+        answer = await BrokerSignIn(http).relay_scope(sender.token, body)
+    return str(answer["tx_hash"]), int(answer.get("block_number", 0))
+
+
 def _services(names: Sequence[str]) -> dict[str, str]:
     """hash hex → name, validating the names."""
     return {service_hash(n).hex(): normalize_service(n) for n in names}
@@ -117,7 +163,7 @@ def _add(args: argparse.Namespace) -> int:
     async def command() -> None:
         wanted = _services(args.services)
         async with open_session(args, signing=True) as session:
-            wallet = load_wallet(args, session.state.wallet)
+            sender = _sender(args, session)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
             have = set() if current is None else set(current.services)
@@ -141,11 +187,11 @@ def _add(args: argparse.Namespace) -> int:
                 read_only,
                 authority,
             )
-            receipt = await session.chain.submit(mutation, wallet)
+            tx, block = await _send(session, sender, mutation, actor, merged, read_only)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
             data = _scope_data(label, actor, entry, wanted)
-            data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
-            emit(args, data, [*_scope_lines(data), f"tx {receipt.tx_hash}"])
+            data.update(tx_hash=tx, block_number=block)
+            emit(args, data, [*_scope_lines(data), f"tx {tx}"])
 
     return run(args, command)
 
@@ -156,7 +202,7 @@ def _remove(args: argparse.Namespace) -> int:
             raise Rejected("name the services to remove, or pass --all")
         unwanted = _services(args.services)
         async with open_session(args, signing=True) as session:
-            wallet = load_wallet(args, session.state.wallet)
+            sender = _sender(args, session)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
             if current is None:
@@ -185,11 +231,13 @@ def _remove(args: argparse.Namespace) -> int:
                 mutation = await session.chain.prepare_revoke_scope(
                     session.state.operator_omni, actor, authority
                 )
-            receipt = await session.chain.submit(mutation, wallet)
+            tx, block = await _send(
+                session, sender, mutation, actor, remaining or None, current.read_only
+            )
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
             data = _scope_data(label, actor, entry, unwanted)
-            data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
-            emit(args, data, [*_scope_lines(data), f"tx {receipt.tx_hash}"])
+            data.update(tx_hash=tx, block_number=block)
+            emit(args, data, [*_scope_lines(data), f"tx {tx}"])
 
     return run(args, command)
 
