@@ -69,6 +69,7 @@ from agentkeys.cli._common import (
     emit,
     load_wallet,
     run,
+    wallet_given,
 )
 from agentkeys.jwks import b64url_decode
 from agentkeys.omni import actor_omni_for_wallet, identity_omni, normalize_hex32
@@ -406,13 +407,6 @@ def _relayed(
     return submit
 
 
-def _wallet_given(args: argparse.Namespace) -> bool:
-    return (
-        getattr(args, "wallet_keystore", None) is not None
-        or getattr(args, "wallet_key_file", None) is not None
-    )
-
-
 async def _email_operator(
     args: argparse.Namespace,
     home: Path,
@@ -451,7 +445,7 @@ def _init(args: argparse.Namespace) -> int:
         _refuse_existing(home)
         if not args.broker_url:
             raise UsageError("no broker: pass --broker-url (or source the env.sh of `dev up`)")
-        wallet = load_wallet(args, None) if _wallet_given(args) else None
+        wallet = load_wallet(args, None) if wallet_given(args) else None
         await trio.Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_chain_toml(home)
         _check_chain_profile(home)
@@ -583,7 +577,7 @@ def _register_device(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--upgrade-from-v1 needs the legacy identity: pass --legacy-email ADDRESS"
             )
-        wallet = load_wallet(args, None) if _wallet_given(args) else None
+        wallet = load_wallet(args, None) if wallet_given(args) else None
         if wallet is None and (args.legacy_email is None or not args.broker_url):
             raise UsageError(
                 "without --wallet-keystore/--wallet-key-file the master wallet is the K4 of "

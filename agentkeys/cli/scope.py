@@ -4,7 +4,9 @@ The chain holds one scope per (operator, agent): a set of services and one ``rea
 ``add`` merges the services into it (and sets the flag as given); ``remove`` takes services
 out, and revokes the whole entry when none would remain (or with ``--all``). Each change is
 signed by the master device's K10 and approved with the passkey, then sent from the
-operator's wallet; the command prints the transaction and the resulting scope.
+operator's wallet or, without a wallet option, by the broker's relay (the J1 session of the
+home; how an email-only operator changes scope); the command prints the transaction and the
+resulting scope.
 """
 
 from __future__ import annotations
