@@ -37,6 +37,9 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
                 "operator."
             ),
         ),
+        "address_invalid": ErrorCode(
+            400, "``dev fund`` was given something that is not a 0x address."
+        ),
         "attest_error": ErrorCode(500, "Branch: anything attest refuses or cannot do."),
         "attestation_key_not_trusted": ErrorCode(
             403,
@@ -133,6 +136,9 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "chain_reverted": ErrorCode(409, "A call or transaction reverted."),
         "chain_rpc_error": ErrorCode(
             502, "The node answered a JSON-RPC error that is not a revert."
+        ),
+        "chain_insufficient_funds": ErrorCode(
+            402, "The sending wallet cannot pay the gas; the reason names the address to fund."
         ),
         "chain_transaction_failed": ErrorCode(
             502, "A transaction was mined with status 0 or was not mined before the deadline."
@@ -318,6 +324,9 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
             500, "A migrated copy did not read back identical; nothing was reported migrated."
         ),
         "missing_field": ErrorCode(400, "A required JSON field is absent."),
+        "no_dev_stack": ErrorCode(
+            400, "``dev fund`` found no running stack to fund on (and no ``--rpc-url``)."
+        ),
         "no_operator_state": ErrorCode(400, "No operator state on this machine."),
         "no_session": ErrorCode(400, "No usable broker session in the agentkeys home."),
         "not_found": ErrorCode(404, "No such route."),

@@ -42,7 +42,6 @@ from agentkeys.omni import (
     actor_omni_for_wallet,
     hex32_to_bytes,
     p256_public_key_from_point,
-    service_hash,
 )
 
 __all__ = ["ROLE_SCOPE_MGMT", "Relay"]
@@ -129,12 +128,12 @@ class Relay:
         device_key_hash: str,
         k10_signature: str,
         assertion: Mapping[str, Any],
-        services: list[str] | None,
+        services: list[bytes] | None,
         read_only: bool,
         rp_id: str,
         origin: str,
     ) -> Receipt:
-        """Verify and submit set_scope (``services`` given) or revoke_scope (``None``).
+        """Verify and submit set_scope (``services``: their hashes) or revoke_scope (``None``).
 
         Raises:
             RelayRejected: device not a live SCOPE_MGMT master of the operator, K10 or K11 does
@@ -148,7 +147,7 @@ class Relay:
                 op_tag, params = ch.OP_REVOKE_SCOPE, ch.revoke_scope_params(agent)
                 hashes: tuple[bytes, ...] = ()
             else:
-                hashes = ch.sorted_services([service_hash(s) for s in services])
+                hashes = ch.sorted_services(list(set(services)))
                 op_tag, params = ch.OP_SET_SCOPE, ch.set_scope_params(agent, hashes, read_only)
             challenge = await self._client.challenge_for(
                 op_tag, "ScopeContract", operator_omni, params

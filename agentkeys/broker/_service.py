@@ -95,10 +95,12 @@ from agentkeys.omni import (
     IdentityType,
     actor_omni_for_wallet,
     device_key_hash_from_point,
+    hex32_to_bytes,
     identity_omni,
     normalize_hex32,
     normalize_service,
     p256_public_key_from_point,
+    service_hash,
 )
 from agentkeys.pop import POP_MINT_PREFIX, MintPopClaims, NonceRegistry, PopProof, verify_mint_pop
 from agentkeys.service import (
@@ -260,6 +262,7 @@ class RelayScopeRequest:
     services: list[str] | None = None
     read_only: bool = False
     revoke: bool = False
+    service_hashes: list[str] | None = None  # 64 hex each: services known only by hash
 
 
 @dataclass(frozen=True)
@@ -1204,7 +1207,12 @@ class BrokerService:
             device_key_hash=normalize_hex32(req.device_key_hash),
             k10_signature=req.k10_signature,
             assertion=req.assertion,
-            services=None if req.revoke else [normalize_service(x) for x in req.services or []],
+            services=None
+            if req.revoke
+            else [
+                *(service_hash(normalize_service(x)) for x in req.services or []),
+                *(hex32_to_bytes(x) for x in req.service_hashes or []),
+            ],
             read_only=req.read_only,
             rp_id=self._site.rp_id,
             origin=self._site.origin,

@@ -29,7 +29,13 @@ from agentkeys.chain import challenge as ch
 from agentkeys.chain._abi import ContractAbi, decode_revert
 from agentkeys.chain._rpc import JsonRpc, RevertData, quantity
 from agentkeys.chain.artifacts import load_artifact
-from agentkeys.chain.errors import AbiError, ChainConfigError, RpcError, TransactionFailed
+from agentkeys.chain.errors import (
+    AbiError,
+    ChainConfigError,
+    InsufficientFunds,
+    RpcError,
+    TransactionFailed,
+)
 from agentkeys.chain.events import ChainEvent, decode_log
 from agentkeys.chain.signing import (
     K10Signer,
@@ -290,11 +296,21 @@ class ChainClient:
         another sender had taken that nonce."""
         nonce = quantity(await self.rpc.call("eth_getTransactionCount", sender.address, "pending"))
         fees = await suggest_fees(self.rpc)
+        gas_limit = gas + gas // 5 + 10_000
+        most = gas_limit * fees.max_fee_per_gas
+        balance = quantity(await self.rpc.call("eth_getBalance", sender.address, "pending"))
+        if balance < most:
+            raise InsufficientFunds(
+                f"{context}: wallet {sender.address} holds {balance} wei and needs up to "
+                f"{most} wei for gas; fund {sender.address} (dev stack: "
+                f"`agentkeys dev fund {sender.address}`)",
+                address=sender.address,
+            )
         unsigned: dict[str, Any] = {
             "type": 2,
             "chainId": await self.chain_id(),
             "nonce": nonce,
-            "gas": gas + gas // 5 + 10_000,
+            "gas": gas_limit,
             "maxFeePerGas": fees.max_fee_per_gas,
             "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
             "data": data,

@@ -23,6 +23,7 @@ __all__ = [
     "ChainConfigError",
     "ChainError",
     "ContractReverted",
+    "InsufficientFunds",
     "ReorgTooDeep",
     "RpcError",
     "RpcUnavailable",
@@ -79,6 +80,17 @@ class ContractReverted(ChainError):
         super().__init__(reason)
         self.revert_error = revert_error
         self.revert_args = revert_args
+
+
+class InsufficientFunds(ChainError):
+    """The sending wallet cannot pay the gas; ``address`` is the wallet to fund."""
+
+    error = "chain_insufficient_funds"
+    status = 402
+
+    def __init__(self, reason: str, *, address: str) -> None:
+        super().__init__(reason)
+        self.address = address
 
 
 class TransactionFailed(ChainError):

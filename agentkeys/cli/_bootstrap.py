@@ -296,6 +296,14 @@ class BrokerSignIn:
             raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
         return doc
 
+    async def relay_scope(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A scope mutation (set or revoke) sent by the broker's relay → ``{tx_hash,
+        block_number}``; the broker and the contract verify K10 + K11 (SPEC 6, 7)."""
+        _, doc = await self._post("/v1/relay/scope", body, session=j1)
+        if not isinstance(doc.get("tx_hash"), str):
+            raise BrokerRefused("the broker's relay answer lacks the transaction")
+        return doc
+
     async def relay_first_master(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """First-master registration of an email operator through the broker's relay →
         ``{tx_hash, block_number, operator_omni, wallet, device_key_hash}``."""

@@ -49,17 +49,20 @@ from agentkeys.chain import (
     ChainConfigError,
     ContractReverted,
     DeviceRegistered,
+    K10Signer,
     MasterAuthority,
     PasskeyAuthenticator,
     RpcError,
     RpcUnavailable,
     TransactionFailed,
+    WebAuthnAssertion,
     load_chain_profile,
 )
 from agentkeys.chain.events import decode_log
 from agentkeys.config import ConfigError, check_private_file
 from agentkeys.errors import AgentkeysError, FormatError
 from agentkeys.jwks import b64url_decode, b64url_encode
+from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import (
     agent_omni,
     device_key_hash_from_point,
@@ -117,6 +120,7 @@ __all__ = [
     "read_secret",
     "run",
     "service_arg",
+    "wallet_given",
 ]
 
 EXIT_OK = 0
@@ -415,6 +419,14 @@ def add_wallet_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def wallet_given(args: argparse.Namespace) -> bool:
+    """Whether ``--wallet-keystore`` or ``--wallet-key-file`` was passed."""
+    return (
+        getattr(args, "wallet_keystore", None) is not None
+        or getattr(args, "wallet_key_file", None) is not None
+    )
+
+
 def load_wallet(args: argparse.Namespace, expected: str | None) -> LocalAccount:
     """The operator's wallet, from ``--wallet-keystore`` or ``--wallet-key-file``.
 
@@ -451,7 +463,7 @@ def load_wallet(args: argparse.Namespace, expected: str | None) -> LocalAccount:
     else:
         raise SecretUnavailable(
             "no wallet to send the transaction; pass --wallet-keystore FILE or "
-            "--wallet-key-file FILE"
+            "--wallet-key-file FILE (create one with `agentkeys wallet create`)"
         )
     try:
         account: LocalAccount = Account.from_key(key)
@@ -729,6 +741,53 @@ def passkey_for(args: argparse.Namespace, record: PasskeyRecord) -> PasskeyAuthe
 
 
 @dataclass
+class RecordingAuthority:
+    """K10 and passkey of this master that keep what they produced, for a relay request
+    (the broker wants the raw signature and the assertion, not the contract's encoding)."""
+
+    k10: K10Signer
+    passkey: PasskeyAuthenticator
+    credential_id: bytes
+    der: bytes = b""
+    assertion: WebAuthnAssertion | None = None
+
+    @property
+    def public_point(self) -> bytes:
+        """The K10 public point (X ‖ Y)."""
+        return self.k10.public_point
+
+    async def sign_digest(self, digest: bytes) -> bytes:
+        """K10 signs; the DER signature is kept."""
+        self.der = await self.k10.sign_digest(digest)
+        return self.der
+
+    async def get_assertion(self, challenge: bytes) -> WebAuthnAssertion:
+        """The passkey asserts; the assertion is kept."""
+        self.assertion = await self.passkey.get_assertion(challenge)
+        return self.assertion
+
+    def relay_fields(self) -> dict[str, Any]:
+        """``k10_signature`` (raw r ‖ s hex) and ``assertion`` (AuthenticationResponseJSON)."""
+        if not self.der or self.assertion is None:
+            raise CliError("internal: nothing was signed for the relay")
+        cid = b64url_encode(self.credential_id)
+        return {
+            "k10_signature": k10_raw_from_der(self.der).hex(),
+            "assertion": {
+                "id": cid,
+                "rawId": cid,
+                "type": "public-key",
+                "response": {
+                    "authenticatorData": b64url_encode(self.assertion.authenticator_data),
+                    "clientDataJSON": b64url_encode(self.assertion.client_data_json),
+                    "signature": b64url_encode(self.assertion.signature),
+                },
+                "clientExtensionResults": {},
+            },
+        }
+
+
+@dataclass
 class OperatorSession:
     """An operator's state with an open chain client (and, for mutations, K10 + passkey)."""
 
@@ -739,6 +798,7 @@ class OperatorSession:
     start_block: int = 0
     device_key: DeviceKey | None = None
     passkey: PasskeyAuthenticator | None = None
+    recorded: RecordingAuthority | None = None
 
     @property
     def operator(self) -> bytes:
@@ -772,14 +832,27 @@ class OperatorSession:
         events = [decode_log(raw, abi) for raw in logs if isinstance(raw, Mapping)]
         return [e for e in events if isinstance(e, DeviceRegistered)]
 
-    def authority(self) -> MasterAuthority:
-        """K10 + K11 of this master device (only in a session opened for mutations)."""
+    def authority(self, operation: str | None = None, *details: tuple[str, str]) -> MasterAuthority:
+        """K10 + K11 of this master device (only in a session opened for mutations).
+
+        The passkey page shows what it approves: ``operation`` (e.g. ``scope add``), the
+        ``details`` (name, value) lines, then this operator and this master device.
+        """
         if self.device_key is None or self.passkey is None:
             raise CliError("internal: session opened without signing keys")
+        if operation is not None and isinstance(self.passkey, PagePasskey):
+            self.passkey.purpose = f"Approve with your passkey: {operation}."
+            self.passkey.details = (
+                ("Operation", operation),
+                *details,
+                ("Operator", self.state.operator_omni),
+                ("Approving device", self.state.device_key_hash),
+            )
+        self.recorded = RecordingAuthority(
+            DeviceK10Signer(self.device_key), self.passkey, self.state.passkey.credential_id
+        )
         return MasterAuthority(
-            bytes.fromhex(self.state.device_key_hash),
-            DeviceK10Signer(self.device_key),
-            self.passkey,
+            bytes.fromhex(self.state.device_key_hash), self.recorded, self.recorded
         )
 
 

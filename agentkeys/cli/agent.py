@@ -109,7 +109,7 @@ def _create(args: argparse.Namespace) -> int:
                 session.state.operator_omni,
                 NewAgent(label=label, k10_point=signer.public_point, roles=ROLE_CAP_MINT),
                 proof,
-                session.authority(),
+                session.authority("agent create", ("Agent", label), ("Agent device", device_hash)),
             )
             receipt = await session.chain.submit(mutation, wallet)
             device = await session.chain.get_device(device_hash)

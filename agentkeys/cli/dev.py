@@ -1,7 +1,8 @@
-"""``agentkeys dev up|down|status|demo``: the embedded local stack (SPEC.md section 10).
+"""``agentkeys dev up|down|status|fund|demo``: the embedded local stack (SPEC.md section 10).
 
 ``dev up`` runs every component in one process until Ctrl-C (or ``dev down``), under one state
 directory (``--state-dir``, default ``./.agentkeys-state``); see agentkeys.devstack.up.
+``dev fund`` gives a wallet test ether on the stack's anvil (``anvil_setBalance``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ import json
 import sys
 from pathlib import Path
 
+import httpx
 import trio
+from eth_utils.address import is_address, to_checksum_address
 
+from agentkeys.chain._rpc import JsonRpc
 from agentkeys.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NO_STATE,
     EXIT_OK,
+    EXIT_USAGE,
+    CliError,
     add_output_options,
+    emit,
     run,
 )
 from agentkeys.devstack.up import (
@@ -64,7 +71,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="what the running `dev up` serves",
     )
     status.set_defaults(func=_status)
-    for parser in (up, down, status):
+    fund = dev_sub.add_parser(
+        "fund",
+        epilog="example: agentkeys dev fund 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 --eth 10",
+        allow_abbrev=False,
+        help="give a wallet test ether on the stack's anvil",
+    )
+    fund.add_argument("address", help="the wallet's 0x address")
+    fund.add_argument(
+        "--eth", type=int, default=10, metavar="N", help="its new balance in ether (default 10)"
+    )
+    fund.add_argument(
+        "--rpc-url", metavar="URL", help="anvil's RPC URL (default: the running `dev up`'s)"
+    )
+    fund.set_defaults(func=_fund)
+    for parser in (up, down, status, fund):
         parser.add_argument(
             "--state-dir",
             type=Path,
@@ -154,6 +175,43 @@ def _status(args: argparse.Namespace) -> int:
             print(line)
         print(f"  source {Path(str(data.get('state_dir'))) / 'env.sh'}")
     return EXIT_OK
+
+
+class NoDevStack(CliError):
+    """``dev fund`` found no running stack to fund on (and no ``--rpc-url``)."""
+
+    error = "no_dev_stack"
+    exit_code = EXIT_NO_STATE
+
+
+class BadAddress(CliError):
+    """``dev fund`` was given something that is not a 0x address."""
+
+    error = "address_invalid"
+    exit_code = EXIT_USAGE
+
+
+def _fund(args: argparse.Namespace) -> int:
+    async def command() -> None:
+        if not is_address(args.address) or args.eth < 0:
+            raise BadAddress(f"{args.address!r} is not a 0x address (or --eth is negative)")
+        address = to_checksum_address(args.address)
+        url: str | None = args.rpc_url
+        if url is None:
+            data = read_status(args.state_dir) if running_pid(args.state_dir) else None
+            env = data.get("env") if data is not None else None
+            url = env.get("AGENTKEYS_CHAIN_RPC_URL") if isinstance(env, dict) else None
+        if not url:
+            raise NoDevStack(
+                f"no dev stack runs on {args.state_dir}; start one with `agentkeys dev up` "
+                "or pass --rpc-url"
+            )
+        wei = args.eth * 10**18
+        async with httpx.AsyncClient(timeout=15) as http:
+            await JsonRpc(http, url).call("anvil_setBalance", address, hex(wei))
+        emit(args, {"address": address, "balance_wei": wei}, [f"{address} holds {args.eth} ETH"])
+
+    return run(args, command)
 
 
 def _demo(args: argparse.Namespace) -> int:

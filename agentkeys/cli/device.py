@@ -106,11 +106,22 @@ async def _owned_device(session: OperatorSession, text: str) -> DeviceEntry:
 
 
 async def revoke_device(
-    session: OperatorSession, wallet: LocalAccount, entry: DeviceEntry
+    session: OperatorSession,
+    wallet: LocalAccount,
+    entry: DeviceEntry,
+    operation: str = "device revoke",
 ) -> tuple[dict[str, object], list[str]]:
-    """Revoke ``entry`` on chain (K10 + passkey, the wallet sends): its data and text lines."""
+    """Revoke ``entry`` on chain (K10 + passkey, the wallet sends): its data and text lines.
+
+    The passkey page names ``operation``, the device and its actor.
+    """
+    authority = session.authority(
+        operation,
+        ("Device to revoke", entry.device_key_hash),
+        ("Its actor", entry.actor_omni),
+    )
     mutation = await session.chain.prepare_revoke_device(
-        session.state.operator_omni, entry.device_key_hash, session.authority()
+        session.state.operator_omni, entry.device_key_hash, authority
     )
     receipt = await session.chain.submit(mutation, wallet)
     after = await session.chain.get_device(entry.device_key_hash)

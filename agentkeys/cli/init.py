@@ -69,6 +69,7 @@ from agentkeys.cli._common import (
     emit,
     load_wallet,
     run,
+    wallet_given,
 )
 from agentkeys.jwks import b64url_decode
 from agentkeys.omni import actor_omni_for_wallet, identity_omni, normalize_hex32
@@ -163,6 +164,10 @@ class _Passkey:
         self.port = _origin_port(args.passkey_origin)
         self.soft: SoftAuthenticator | None = None
         self.record: PasskeyRecord | None = None
+        # the page ceremonies of init: create, [approve with the old passkey], sign in, register
+        self.step = 0
+        self.steps = 3
+        self.signed_in = False
         self.opener = getattr(args, "passkey_opener", None) or browser_opener(
             launch=not args.no_browser
         )
@@ -200,6 +205,15 @@ class _Passkey:
             dev_key_file=key_file,
         )
 
+    def _details(self, operation: str) -> tuple[tuple[str, str], ...]:
+        """The next page's "step k of n" lines (n grows by one when an old passkey approves)."""
+        self.step += 1
+        return (
+            ("Step", f"{self.step} of {self.steps} (agentkeys init)"),
+            ("Operation", operation),
+            ("Operator", self.user),
+        )
+
     async def create(self, challenge: bytes) -> Mapping[str, Any]:
         """RegistrationResponseJSON over ``challenge``; sets :attr:`record`."""
         if self.soft is not None:
@@ -211,6 +225,7 @@ class _Passkey:
             user_name=self.user,
             purpose=f"Create the agentkeys passkey for {self.user}.",
             timeout_ms=int(self.args.passkey_timeout * 1000),
+            details=self._details("create your passkey"),
         )
         result = await run_page(
             ceremony, open_url=self.opener, expires_in=self.args.passkey_timeout, port=self.port
@@ -231,12 +246,20 @@ class _Passkey:
         if self.soft is not None:
             return self.soft.get(challenge).to_json()
         assert self.record is not None
+        if self.signed_in:
+            purpose = "Register this device as your master device with your passkey."
+            details = self._details("register this device as your master")
+        else:
+            self.signed_in = True
+            purpose = "Sign in to agentkeys with your passkey."
+            details = self._details("sign in")
         ceremony = assertion_ceremony(
             challenge=challenge,
             rp_id=RP_ID,
             credential_id=self.record.credential_id,
-            purpose="Sign in to agentkeys with your passkey.",
+            purpose=purpose,
             timeout_ms=int(self.args.passkey_timeout * 1000),
+            details=details,
         )
         result = await run_page(
             ceremony, open_url=self.opener, expires_in=self.args.passkey_timeout, port=self.port
@@ -260,12 +283,14 @@ class _Passkey:
                 return self.soft.get(challenge).to_json()
             finally:
                 self.soft.credential_id = own
+        self.steps += 1
         ceremony = assertion_ceremony(
             challenge=challenge,
             rp_id=RP_ID,
             credential_id=allow[0],
             purpose="Approve the new agentkeys passkey with the passkey you already use.",
             timeout_ms=int(self.args.passkey_timeout * 1000),
+            details=self._details("approve the new passkey with your old one"),
         )
         result = await run_page(
             ceremony, open_url=self.opener, expires_in=self.args.passkey_timeout, port=self.port
@@ -282,8 +307,10 @@ class _Passkey:
             public_point=self.record.public_point,
             open_url=self.opener,
             rp_id=RP_ID,
+            purpose="Register this device as your master device with your passkey.",
             timeout=self.args.passkey_timeout,
             port=self.port,
+            details=self._details("register this device as your master"),
         )
 
 
@@ -386,13 +413,6 @@ def _relayed(
     return submit
 
 
-def _wallet_given(args: argparse.Namespace) -> bool:
-    return (
-        getattr(args, "wallet_keystore", None) is not None
-        or getattr(args, "wallet_key_file", None) is not None
-    )
-
-
 async def _email_operator(
     args: argparse.Namespace,
     home: Path,
@@ -431,7 +451,7 @@ def _init(args: argparse.Namespace) -> int:
         _refuse_existing(home)
         if not args.broker_url:
             raise UsageError("no broker: pass --broker-url (or source the env.sh of `dev up`)")
-        wallet = load_wallet(args, None) if _wallet_given(args) else None
+        wallet = load_wallet(args, None) if wallet_given(args) else None
         await trio.Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_chain_toml(home)
         _check_chain_profile(home)
@@ -563,7 +583,7 @@ def _register_device(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--upgrade-from-v1 needs the legacy identity: pass --legacy-email ADDRESS"
             )
-        wallet = load_wallet(args, None) if _wallet_given(args) else None
+        wallet = load_wallet(args, None) if wallet_given(args) else None
         if wallet is None and (args.legacy_email is None or not args.broker_url):
             raise UsageError(
                 "without --wallet-keystore/--wallet-key-file the master wallet is the K4 of "

@@ -4,7 +4,9 @@ The chain holds one scope per (operator, agent): a set of services and one ``rea
 ``add`` merges the services into it (and sets the flag as given); ``remove`` takes services
 out, and revokes the whole entry when none would remain (or with ``--all``). Each change is
 signed by the master device's K10 and approved with the passkey, then sent from the
-operator's wallet; the command prints the transaction and the resulting scope.
+operator's wallet or, without a wallet option, by the broker's relay (the J1 session of the
+home; how an email-only operator changes scope); the command prints the transaction and the
+resulting scope.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from agentkeys.chain import ScopeEntry
-from agentkeys.cli._bootstrap import UsageError
+import httpx
+from eth_account.signers.local import LocalAccount
+
+from agentkeys.chain import ScopeEntry, SignedMutation
+from agentkeys.cli._bootstrap import BrokerSignIn, SessionRecord, UsageError, load_session
 from agentkeys.cli._common import (
     OperatorSession,
     Rejected,
@@ -24,6 +29,7 @@ from agentkeys.cli._common import (
     open_session,
     run,
     service_arg,
+    wallet_given,
 )
 from agentkeys.cli._names import known_names, remember_names
 from agentkeys.errors import InvalidIdentifier
@@ -103,6 +109,47 @@ async def resolve_agent(session: OperatorSession, agent: str) -> tuple[str, str]
     )
 
 
+def _sender(args: argparse.Namespace, session: OperatorSession) -> LocalAccount | SessionRecord:
+    """The operator's wallet when one is given, else the J1 session for the broker's relay
+    (an email-only operator has no wallet: SPEC 6). Chosen before anything is signed.
+
+    Raises:
+        SecretUnavailable / WalletMismatch: the wallet given is unusable or not the master's.
+        NoSession: no wallet and no live session (run ``agentkeys init`` or sign in again).
+    """
+    if wallet_given(args):
+        return load_wallet(args, session.state.wallet)
+    return load_session(session.home)
+
+
+async def _send(
+    session: OperatorSession,
+    sender: LocalAccount | SessionRecord,
+    mutation: SignedMutation,
+    actor: str,
+    services: list[str] | None,
+    read_only: bool,
+) -> tuple[str, int]:
+    """Send from the wallet, or hand K10's signature and the assertion to the broker's relay
+    (which verifies both against the chain, as the contract does again) → (tx, block)."""
+    if isinstance(sender, LocalAccount):
+        receipt = await session.chain.submit(mutation, sender)
+        return receipt.tx_hash, receipt.block_number
+    assert session.recorded is not None
+    body = {
+        "operator_omni": session.state.operator_omni,
+        "agent_omni": actor,
+        "device_key_hash": session.state.device_key_hash,
+        **session.recorded.relay_fields(),
+        "service_hashes": services or [],
+        "read_only": read_only,
+        "revoke": services is None,
+    }
+    async with httpx.AsyncClient(base_url=sender.broker_url, trust_env=False, timeout=60) as http:
+        answer = await BrokerSignIn(http).relay_scope(sender.token, body)
+    return str(answer["tx_hash"]), int(answer.get("block_number", 0))
+
+
 def _services(names: Sequence[str]) -> dict[str, str]:
     """hash hex → name, validating the names."""
     return {service_hash(n).hex(): normalize_service(n) for n in names}
@@ -121,11 +168,15 @@ def _scope_data(
     }
 
 
+def _mode(read_only: object) -> str:
+    return "read-only" if read_only else "read-write"
+
+
 def _scope_lines(data: dict[str, object]) -> list[str]:
     services = data["services"]
     if not isinstance(services, list) or not services:
         return [f"scope of {data['agent']}: none"]
-    mode = "read-only" if data["read_only"] else "read-write"
+    mode = _mode(data["read_only"])
     return [f"scope of {data['agent']}: {', '.join(str(s) for s in services)} ({mode})"]
 
 
@@ -134,7 +185,7 @@ def _add(args: argparse.Namespace) -> int:
         wanted = _services(args.services)
         async with open_session(args, signing=True) as session:
             remember_names(session.home, wanted)
-            wallet = load_wallet(args, session.state.wallet)
+            sender = _sender(args, session)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
             have = set() if current is None else set(current.services)
@@ -145,18 +196,24 @@ def _add(args: argparse.Namespace) -> int:
                     "with that mode; nothing to change"
                 )
             merged = sorted(have | set(wanted))
+            authority = session.authority(
+                "scope add",
+                ("Agent", args.agent),
+                ("Services", ", ".join(sorted(wanted.values()))),
+                ("Mode", _mode(read_only)),
+            )
             mutation = await session.chain.prepare_set_scope(
                 session.state.operator_omni,
                 actor,
                 [bytes.fromhex(h) for h in merged],
                 read_only,
-                session.authority(),
+                authority,
             )
-            receipt = await session.chain.submit(mutation, wallet)
+            tx, block = await _send(session, sender, mutation, actor, merged, read_only)
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
             data = _scope_data(label, actor, entry, {**known_names(session.home), **wanted})
-            data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
-            emit(args, data, [*_scope_lines(data), f"tx {receipt.tx_hash}"])
+            data.update(tx_hash=tx, block_number=block)
+            emit(args, data, [*_scope_lines(data), f"tx {tx}"])
 
     return run(args, command)
 
@@ -168,7 +225,7 @@ def _remove(args: argparse.Namespace) -> int:
         unwanted = _services(args.services)
         async with open_session(args, signing=True) as session:
             remember_names(session.home, unwanted)
-            wallet = load_wallet(args, session.state.wallet)
+            sender = _sender(args, session)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
             if current is None:
@@ -178,23 +235,32 @@ def _remove(args: argparse.Namespace) -> int:
             if missing:
                 raise Rejected(f"{', '.join(missing)} not in {args.agent}'s scope")
             remaining = [] if args.all else sorted(have - set(unwanted))
+            removed = "all" if args.all else ", ".join(sorted(unwanted.values()))
+            authority = session.authority(
+                "scope remove" if remaining else "scope remove (revokes the whole scope)",
+                ("Agent", args.agent),
+                ("Services", removed),
+                ("Mode", _mode(current.read_only)),
+            )
             if remaining:
                 mutation = await session.chain.prepare_set_scope(
                     session.state.operator_omni,
                     actor,
                     [bytes.fromhex(h) for h in remaining],
                     current.read_only,
-                    session.authority(),
+                    authority,
                 )
             else:
                 mutation = await session.chain.prepare_revoke_scope(
-                    session.state.operator_omni, actor, session.authority()
+                    session.state.operator_omni, actor, authority
                 )
-            receipt = await session.chain.submit(mutation, wallet)
+            tx, block = await _send(
+                session, sender, mutation, actor, remaining or None, current.read_only
+            )
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
             data = _scope_data(label, actor, entry, {**known_names(session.home), **unwanted})
-            data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
-            emit(args, data, [*_scope_lines(data), f"tx {receipt.tx_hash}"])
+            data.update(tx_hash=tx, block_number=block)
+            emit(args, data, [*_scope_lines(data), f"tx {tx}"])
 
     return run(args, command)
 

@@ -86,7 +86,8 @@ async def enroll_passkey(
 class PagePasskey:
     """A registered passkey used through the page: agentkeys.chain's PasskeyAuthenticator.
 
-    Each :meth:`get_assertion` serves a fresh one-time page and waits for the browser.
+    Each :meth:`get_assertion` serves a fresh one-time page and waits for the browser; the
+    page shows :attr:`purpose` and :attr:`details` (what is approved), set by the caller.
     """
 
     credential_id: bytes
@@ -96,6 +97,7 @@ class PagePasskey:
     purpose: str = "Approve this agentkeys change with your passkey."
     timeout: float = DEFAULT_TIMEOUT
     port: int = 0
+    details: tuple[tuple[str, str], ...] = ()
 
     async def get_assertion(self, challenge: bytes) -> PageAssertion:
         """Assert over ``challenge`` with the registered passkey.
@@ -109,6 +111,7 @@ class PagePasskey:
             credential_id=self.credential_id,
             purpose=self.purpose,
             timeout_ms=int(self.timeout * 1000),
+            details=self.details,
         )
         result = await run_page(
             ceremony, open_url=self.open_url, expires_in=self.timeout, port=self.port

@@ -10,7 +10,7 @@ is ``localhost`` (an IP address is not a valid rpId).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -83,11 +83,16 @@ def enrollment_ceremony(
     purpose: str,
     timeout_ms: int,
     rp_name: str = "agentkeys",
+    details: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The page request for ``navigator.credentials.create`` (ES256, UV required, resident)."""
+    """The page request for ``navigator.credentials.create`` (ES256, UV required, resident).
+
+    ``details`` are (name, value) lines the page shows as text (never as HTML).
+    """
     return {
         "kind": "create",
         "purpose": purpose,
+        "details": [[name, value] for name, value in details],
         "publicKey": {
             "rp": {"id": rp_id, "name": rp_name},
             "user": {"id": b64url_encode(user_id), "name": user_name, "displayName": user_name},
@@ -104,12 +109,22 @@ def enrollment_ceremony(
 
 
 def assertion_ceremony(
-    *, challenge: bytes, rp_id: str, credential_id: bytes, purpose: str, timeout_ms: int
+    *,
+    challenge: bytes,
+    rp_id: str,
+    credential_id: bytes,
+    purpose: str,
+    timeout_ms: int,
+    details: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The page request for ``navigator.credentials.get`` limited to one credential."""
+    """The page request for ``navigator.credentials.get`` limited to one credential.
+
+    ``details`` are (name, value) lines of what is approved, shown as text (never as HTML).
+    """
     return {
         "kind": "get",
         "purpose": purpose,
+        "details": [[name, value] for name, value in details],
         "publicKey": {
             "rpId": rp_id,
             "challenge": b64url_encode(challenge),

@@ -74,6 +74,15 @@ class Browser:
         self.visited.append(url)
         await trio.to_thread.run_sync(self.page.call, "Page.navigate", {"url": url})
 
+    async def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the tab (the page as it is now)."""
+        result = await trio.to_thread.run_sync(
+            self.page.call,
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True},
+        )
+        return result["result"].get("value")
+
     async def credentials(self) -> list[dict[str, Any]]:
         result = await trio.to_thread.run_sync(
             self.page.call, "WebAuthn.getCredentials", {"authenticatorId": self.authenticator_id}

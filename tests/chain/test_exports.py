@@ -8,6 +8,7 @@ EXPECTED = {
     "ARTIFACT_DIR", "CONTRACT_NAMES", "ROLE_CAP_MINT", "ROLE_RECOVERY", "ROLE_SCOPE_MGMT",
     "AbiError", "Artifact", "ChainClient", "ChainConfigError", "ChainError", "ChainEvent",
     "ChainProfile", "ChainWatcher", "ContractAddresses", "ContractReverted", "Deployment",
+    "InsufficientFunds",
     "DeviceEntry", "DeviceKeyRotated", "DeviceRegistered", "DeviceRevoked", "EpochAdvanced",
     "EventPosition", "GovernanceChanged", "K10Signer", "MasterAuthority", "MasterWalletBound",
     "NewAgent", "NewMaster", "PasskeyAuthenticator", "Receipt", "ReorgTooDeep", "RpcError",

@@ -5,6 +5,7 @@
 (function () {
   const purposeEl = document.getElementById("purpose");
   const statusEl = document.getElementById("status");
+  const detailsEl = document.getElementById("details");
 
   function fromB64url(text) {
     let b64 = text.replace(/-/g, "+").replace(/_/g, "/");
@@ -20,6 +21,18 @@
     let bin = "";
     for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
     return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  // What is approved, as text nodes only: a label or service name is never parsed as HTML.
+  function showDetails(details) {
+    (Array.isArray(details) ? details : []).forEach(function (pair) {
+      const name = document.createElement("dt");
+      name.textContent = String(pair[0]);
+      const value = document.createElement("dd");
+      value.textContent = String(pair[1]);
+      detailsEl.appendChild(name);
+      detailsEl.appendChild(value);
+    });
   }
 
   function show(text, kind) {
@@ -96,6 +109,7 @@
       return;
     }
     purposeEl.textContent = request.purpose;
+    showDetails(request.details);
     show(request.kind === "create" ? "Creating your passkey…" : "Waiting for your passkey…");
     let body;
     try {
