@@ -8,10 +8,10 @@ A TOML file, **deny by default**. Example::
     exe = "/usr/bin/python3.11"         # and/or exe_sha256 = "<64 hex>"
     services = ["openai"]
 
-    [service.openai]
-    upstream = "https://api.openai.com"
-    inject_header = "Authorization"     # default
-    inject_format = "Bearer {key}"      # default; exactly one {key}
+    [service.openai]                    # a preset's name (agentkeys/daemon/presets.py),
+    upstream = "https://api.openai.com" # so these three are implied; or preset = "openai"
+    inject_header = "Authorization"     # default: the preset's, else Authorization
+    inject_format = "Bearer {key}"      # default: the preset's, else Bearer; one {key}
     allow = ["POST /v1/chat/completions", "GET /v1/models"]
     per_minute = 60                     # quotas per (caller, service); 0 = no limit
     per_hour = 1000
@@ -51,6 +51,7 @@ from agentkeys.daemon.errors import (
     ServiceNotAllowed,
     UnknownService,
 )
+from agentkeys.daemon.presets import PRESETS, Preset
 from agentkeys.errors import FormatError
 from agentkeys.omni import normalize_service
 from attest.caller import CallerIdentity
@@ -73,6 +74,7 @@ _CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _ENV_PREFIX = re.compile(r"[A-Z][A-Z0-9_]{0,31}", re.ASCII)
 _SEGMENT = re.compile(r"[A-Za-z0-9._~*:@!$&'()+,;=-]+", re.ASCII)
 MAX_POLICY_BYTES = 1024 * 1024
+_NO_PRESET = Preset(upstream="")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class ServicePolicy:
     prices: Mapping[str, Price] = field(default_factory=dict)
     env_prefix: str | None = None
     sdk_base_path: str | None = None
+    key_env: tuple[str, ...] = ()
 
     def allows(self, method: str, path: str) -> bool:
         """Whether the allowlist admits ``method path``."""
@@ -346,11 +349,18 @@ def _parse_service(name: str, raw: object) -> ServicePolicy:
     if not isinstance(raw, dict):
         raise PolicyInvalid(f"{where} must be a table")
     table = dict(raw)
-    upstream = _parse_upstream(table.pop("upstream", None), where)
-    header = _take(table, "inject_header", str, where) or "Authorization"
+    preset_name = _take(table, "preset", str, where)
+    if preset_name is not None and preset_name not in PRESETS:
+        raise PolicyInvalid(f"{where}.preset: no preset {preset_name!r} ({', '.join(PRESETS)})")
+    preset = PRESETS.get(preset_name or name)
+    upstream = _parse_upstream(
+        table.pop("upstream", None) or (preset.upstream if preset else None), where
+    )
+    default = preset or _NO_PRESET
+    header = _take(table, "inject_header", str, where) or default.inject_header
     if not _HEADER_NAME.fullmatch(header):
         raise PolicyInvalid(f"{where}.inject_header is not a valid header name")
-    fmt = _take(table, "inject_format", str, where) or "Bearer {key}"
+    fmt = _take(table, "inject_format", str, where) or default.inject_format
     if fmt.count("{key}") != 1 or any(c in fmt for c in "\r\n\x00"):
         raise PolicyInvalid(f"{where}.inject_format must contain {{key}} exactly once")
     allow_raw = _take(table, "allow", list, where)
@@ -369,10 +379,12 @@ def _parse_service(name: str, raw: object) -> ServicePolicy:
     prices = {str(k): _parse_price(v, f"{where}.prices.{k}") for k, v in prices_raw.items()}
     if daily_usd > 0 and "default" not in prices:
         raise PolicyInvalid(f"{where}: daily_usd needs a prices.default entry (fail closed)")
-    env_prefix = _take(table, "env_prefix", str, where)
+    env_prefix = _take(table, "env_prefix", str, where) or default.env_prefix
     if env_prefix is not None and not _ENV_PREFIX.fullmatch(env_prefix):
         raise PolicyInvalid(f"{where}.env_prefix must match {_ENV_PREFIX.pattern}")
     base_path = _take(table, "sdk_base_path", str, where)
+    if base_path is None and preset is not None:
+        base_path = preset.sdk_base_path
     if base_path is not None and base_path and not base_path.startswith("/"):
         raise PolicyInvalid(f"{where}.sdk_base_path must start with /")
     _no_extra(table, where)
@@ -388,6 +400,7 @@ def _parse_service(name: str, raw: object) -> ServicePolicy:
         prices=prices,
         env_prefix=env_prefix,
         sdk_base_path=base_path,
+        key_env=default.key_env,
     )
 
 
