@@ -22,7 +22,8 @@ A TOML file, **deny by default**. Example::
     "gpt-4o-mini" = { prompt = 0.15, completion = 0.6 }
 
 A caller entry matches when its ``uid`` equals the attested uid and every executable
-constraint it names holds (``exe``: exact path of ``/proc/<pid>/exe``; ``exe_sha256``: the
+constraint it names holds (``exe``: the path, its symlinks resolved when the policy is
+loaded, equals that of ``/proc/<pid>/exe``; ``exe_sha256``: the
 digest of those bytes). An entry must name at least one of them, or say ``any_exe = true``
 explicitly. ``pod_wide = true`` (and nothing else) matches E2 callers accepted as "some
 process in this pod". The first matching entry wins. Allowlist patterns are ``METHOD PATH``
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -240,6 +242,14 @@ class _CallerIndex:
         return None
 
 
+def _seen(caller: CallerIdentity) -> str:
+    """What the daemon saw of ``caller``, for the refusal's reason."""
+    process = caller.process
+    if process is None:
+        return "pod-wide caller" if caller.pod_wide else "no attested process"
+    return f"uid {process.uid}, exe {process.exe_path[:256]!r}"
+
+
 def _position(item: tuple[int, CallerRule]) -> int:
     return item[0]
 
@@ -274,7 +284,7 @@ class Policy:
         """
         rule = self._index.first_match(caller)
         if rule is None:
-            raise CallerNotAllowed("no policy entry matches this caller (uid, executable)")
+            raise CallerNotAllowed(f"no policy entry matches this caller ({_seen(caller)})")
         svc = self.services.get(service)
         if svc is None:
             raise UnknownService(f"no service {service!r} in the policy")
@@ -429,8 +439,12 @@ def _parse_caller(index: int, raw: object, services: Mapping[str, ServicePolicy]
         return CallerRule(name=name, services=names, pod_wide=True)
     if uid is None or uid < 0:
         raise PolicyInvalid(f"{where}.uid is required")
-    if exe is not None and not exe.startswith("/"):
-        raise PolicyInvalid(f"{where}.exe must be an absolute path")
+    if exe is not None:
+        if not exe.startswith("/"):
+            raise PolicyInvalid(f"{where}.exe must be an absolute path")
+        # /proc/<pid>/exe is always the resolved file: resolve symlinks (venv bin/python,
+        # /usr/bin/python3) once, at load
+        exe = os.path.realpath(exe)
     if exe_sha256 is not None:
         exe_sha256 = exe_sha256.lower()
         if not _SHA256.fullmatch(exe_sha256):

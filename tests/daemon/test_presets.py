@@ -68,3 +68,15 @@ def test_an_unknown_preset_is_refused() -> None:
 def test_a_service_without_preset_still_needs_an_upstream() -> None:
     with pytest.raises(PolicyInvalid, match="upstream is required"):
         parse_policy(_one(""))
+
+
+def test_a_policy_exe_symlink_is_resolved_at_load(tmp_path: Path) -> None:
+    real = tmp_path / "python3.11"
+    real.write_bytes(b"")
+    link = tmp_path / "venv-python"
+    link.symlink_to(real)
+    policy = parse_policy(
+        f'[[caller]]\nuid = 1000\nexe = "{link}"\nservices = ["openai"]\n\n'
+        '[service.openai]\nallow = ["GET /v1/models"]\n'.encode()
+    )
+    assert policy.callers[0].exe == str(real)
