@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from agentkeys.config import load_config
-from agentkeys.daemon.config import DaemonConfig, ListenSection
+from agentkeys.daemon.config import DaemonConfig, ListenSection, default_config_path
 from agentkeys.daemon.envfile import render_env, write_env_file
 from agentkeys.daemon.policy import load_policy
 from agentkeys.errors import AgentkeysError
@@ -25,7 +25,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "variables; the flags below override both. See docs/daemon.md.",
         epilog="example: agentkeys daemon --config daemon.toml --tcp-port 9090",
     )
-    daemon.add_argument("--config", type=Path, default=None, help="daemon configuration (TOML)")
+    daemon.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="daemon configuration (TOML; default $XDG_CONFIG_HOME/agentkeys/daemon.toml)",
+    )
     daemon.add_argument(
         "--socket",
         type=Path,
@@ -52,7 +57,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _config(args: argparse.Namespace) -> DaemonConfig:
-    config = load_config(DaemonConfig, path=args.config)
+    path = args.config
+    if path is None and default_config_path().exists():
+        path = default_config_path()
+    config = load_config(DaemonConfig, path=path)
     listen: ListenSection = config.listen
     if args.socket is not None:
         listen = dataclasses.replace(listen, socket=args.socket.absolute())

@@ -41,6 +41,12 @@ def _config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
 
+def default_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/agentkeys/daemon.toml``: what ``agentkeys daemon`` reads unless
+    ``--config`` names another file (a missing default file means environment settings only)."""
+    return _config_home() / "agentkeys" / "daemon.toml"
+
+
 def default_socket_path() -> Path:
     """``$XDG_RUNTIME_DIR/agentkeys-proxy.sock``, else ``~/.agentkeys/agentkeys-proxy.sock``."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")

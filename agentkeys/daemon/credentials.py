@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -67,24 +68,45 @@ class CredentialSource(Protocol):
         ...
 
 
+_log = logging.getLogger("agentkeys.daemon")
 _CODE = re.compile(r"[a-z0-9_]{1,64}")
+
+
+_REASON_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def _error_field(response: httpx.Response, name: str) -> object:
+    try:
+        return response.json().get(name)
+    except (ValueError, AttributeError):
+        return None
 
 
 def _error_code(response: httpx.Response, default: str) -> str:
     """The peer's ``error`` code when it is a plain snake_case word, else ``default``."""
-    try:
-        code = response.json().get("error")
-    except (ValueError, AttributeError):
-        return default
+    code = _error_field(response, "error")
     return code if isinstance(code, str) and _CODE.fullmatch(code) else default
+
+
+def _log_refusal(response: httpx.Response, who: str, code: str) -> None:
+    """Log a peer's refusal: status, code and its (printable, bounded) reason.
+
+    The peers' reasons name identifiers and rules, never a secret; this request's own
+    session and proofs are never logged.
+    """
+    reason = _error_field(response, "reason")
+    text = _REASON_UNSAFE.sub("?", reason[:200]) if isinstance(reason, str) else "-"
+    _log.warning("the %s refused: HTTP %d %s (%s)", who, response.status_code, code, text)
 
 
 def _answer(response: httpx.Response, who: str) -> dict[str, object]:
     if response.status_code in (401, 403, 404):
         code = _error_code(response, "refused")
+        _log_refusal(response, who, code)
         raise CredentialRefused(f"the {who} refused: {code}", code=code)
     if response.status_code != 200:
         code = _error_code(response, "no error code")
+        _log_refusal(response, who, code)
         raise CredentialUnavailable(f"the {who} answered HTTP {response.status_code} ({code})")
     if len(response.content) > MAX_ANSWER_BYTES:
         raise CredentialUnavailable(f"the {who}'s answer is too large")

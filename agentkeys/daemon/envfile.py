@@ -1,14 +1,17 @@
 """The environment file clients ``source`` to reach the daemon (SPEC.md section 8).
 
 ``$XDG_CONFIG_HOME/agentkeys/env`` (0600 in a 0700 directory, replaced atomically) holds,
-per policy service, the base-URL variable its official SDK reads and a placeholder key:
+per policy service, the base-URL variable its official SDK reads and a placeholder key
+(the names come from the service's preset, agentkeys/daemon/presets.py):
 
 * ``openai`` → ``OPENAI_BASE_URL=<daemon>/openai/v1``, ``OPENAI_API_KEY=agentkeys-placeholder``
 * ``anthropic`` → ``ANTHROPIC_BASE_URL=<daemon>/anthropic``, ``ANTHROPIC_API_KEY=…``
 * ``openrouter`` → ``OPENROUTER_BASE_URL=<daemon>/openrouter/api/v1``, ``OPENROUTER_API_KEY=…``
 * every service also ``AGENTKEYS_<SVC>_BASE_URL`` and ``AGENTKEYS_<SVC>_API_KEY``
   (``<SVC>``: the name uppercased, ``.``/``-`` → ``_``); a policy ``env_prefix`` /
-  ``sdk_base_path`` overrides the table.
+  ``sdk_base_path`` overrides the preset.
+* ``github`` → ``GITHUB_API_BASE_URL=<daemon>/github``, ``GH_TOKEN``/``GITHUB_TOKEN``
+  placeholders (read by ``gh`` and most GitHub tooling).
 
 ``<daemon>`` is ``http://127.0.0.1:<port>`` when the TCP listener is on. For a Unix-socket
 only daemon it is ``http://agentkeys.localhost`` and ``AGENTKEYS_PROXY_SOCKET`` names the
@@ -26,14 +29,9 @@ from pathlib import Path
 from agentkeys._files import write_private
 from agentkeys.daemon.policy import Policy
 
-__all__ = ["PLACEHOLDER_KEY", "SDK_DEFAULTS", "render_env", "write_env_file"]
+__all__ = ["PLACEHOLDER_KEY", "render_env", "write_env_file"]
 
 PLACEHOLDER_KEY = "agentkeys-placeholder"
-SDK_DEFAULTS: dict[str, tuple[str, str]] = {
-    "openai": ("OPENAI", "/v1"),
-    "anthropic": ("ANTHROPIC", ""),
-    "openrouter": ("OPENROUTER", "/api/v1"),
-}
 UNIX_BASE = "http://agentkeys.localhost"
 
 
@@ -57,16 +55,14 @@ def render_env(policy: Policy, *, base_url: str | None, socket_path: Path) -> st
     ]
     for name in sorted(policy.services):
         svc = policy.services[name]
-        prefix, path = SDK_DEFAULTS.get(name, (None, ""))
-        prefix = svc.env_prefix or prefix
-        path = svc.sdk_base_path if svc.sdk_base_path is not None else path
-        url = f"{base}/{name}{path}"
+        url = f"{base}/{name}{svc.sdk_base_path or ''}"
         names = [_generic(f"AGENTKEYS_{name}")]
-        if prefix is not None:
-            names.insert(0, prefix)
+        if svc.env_prefix is not None:
+            names.insert(0, svc.env_prefix)
         for var in dict.fromkeys(names):
             lines.append(f"export {var}_BASE_URL={shlex.quote(url)}")
             lines.append(f"export {var}_API_KEY={PLACEHOLDER_KEY}")
+        lines.extend(f"export {var}={PLACEHOLDER_KEY}" for var in svc.key_env)
     return "\n".join(lines) + "\n"
 
 

@@ -8,10 +8,10 @@ A TOML file, **deny by default**. Example::
     exe = "/usr/bin/python3.11"         # and/or exe_sha256 = "<64 hex>"
     services = ["openai"]
 
-    [service.openai]
-    upstream = "https://api.openai.com"
-    inject_header = "Authorization"     # default
-    inject_format = "Bearer {key}"      # default; exactly one {key}
+    [service.openai]                    # a preset's name (agentkeys/daemon/presets.py),
+    upstream = "https://api.openai.com" # so these three are implied; or preset = "openai"
+    inject_header = "Authorization"     # default: the preset's, else Authorization
+    inject_format = "Bearer {key}"      # default: the preset's, else Bearer; one {key}
     allow = ["POST /v1/chat/completions", "GET /v1/models"]
     per_minute = 60                     # quotas per (caller, service); 0 = no limit
     per_hour = 1000
@@ -22,7 +22,8 @@ A TOML file, **deny by default**. Example::
     "gpt-4o-mini" = { prompt = 0.15, completion = 0.6 }
 
 A caller entry matches when its ``uid`` equals the attested uid and every executable
-constraint it names holds (``exe``: exact path of ``/proc/<pid>/exe``; ``exe_sha256``: the
+constraint it names holds (``exe``: the path, its symlinks resolved when the policy is
+loaded, equals that of ``/proc/<pid>/exe``; ``exe_sha256``: the
 digest of those bytes). An entry must name at least one of them, or say ``any_exe = true``
 explicitly. ``pod_wide = true`` (and nothing else) matches E2 callers accepted as "some
 process in this pod". The first matching entry wins. Allowlist patterns are ``METHOD PATH``
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -51,6 +53,7 @@ from agentkeys.daemon.errors import (
     ServiceNotAllowed,
     UnknownService,
 )
+from agentkeys.daemon.presets import PRESETS, Preset
 from agentkeys.errors import FormatError
 from agentkeys.omni import normalize_service
 from attest.caller import CallerIdentity
@@ -73,6 +76,7 @@ _CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _ENV_PREFIX = re.compile(r"[A-Z][A-Z0-9_]{0,31}", re.ASCII)
 _SEGMENT = re.compile(r"[A-Za-z0-9._~*:@!$&'()+,;=-]+", re.ASCII)
 MAX_POLICY_BYTES = 1024 * 1024
+_NO_PRESET = Preset(upstream="")
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ class ServicePolicy:
     prices: Mapping[str, Price] = field(default_factory=dict)
     env_prefix: str | None = None
     sdk_base_path: str | None = None
+    key_env: tuple[str, ...] = ()
 
     def allows(self, method: str, path: str) -> bool:
         """Whether the allowlist admits ``method path``."""
@@ -237,6 +242,14 @@ class _CallerIndex:
         return None
 
 
+def _seen(caller: CallerIdentity) -> str:
+    """What the daemon saw of ``caller``, for the refusal's reason."""
+    process = caller.process
+    if process is None:
+        return "pod-wide caller" if caller.pod_wide else "no attested process"
+    return f"uid {process.uid}, exe {process.exe_path[:256]!r}"
+
+
 def _position(item: tuple[int, CallerRule]) -> int:
     return item[0]
 
@@ -271,7 +284,7 @@ class Policy:
         """
         rule = self._index.first_match(caller)
         if rule is None:
-            raise CallerNotAllowed("no policy entry matches this caller (uid, executable)")
+            raise CallerNotAllowed(f"no policy entry matches this caller ({_seen(caller)})")
         svc = self.services.get(service)
         if svc is None:
             raise UnknownService(f"no service {service!r} in the policy")
@@ -346,11 +359,18 @@ def _parse_service(name: str, raw: object) -> ServicePolicy:
     if not isinstance(raw, dict):
         raise PolicyInvalid(f"{where} must be a table")
     table = dict(raw)
-    upstream = _parse_upstream(table.pop("upstream", None), where)
-    header = _take(table, "inject_header", str, where) or "Authorization"
+    preset_name = _take(table, "preset", str, where)
+    if preset_name is not None and preset_name not in PRESETS:
+        raise PolicyInvalid(f"{where}.preset: no preset {preset_name!r} ({', '.join(PRESETS)})")
+    preset = PRESETS.get(preset_name or name)
+    upstream = _parse_upstream(
+        table.pop("upstream", None) or (preset.upstream if preset else None), where
+    )
+    default = preset or _NO_PRESET
+    header = _take(table, "inject_header", str, where) or default.inject_header
     if not _HEADER_NAME.fullmatch(header):
         raise PolicyInvalid(f"{where}.inject_header is not a valid header name")
-    fmt = _take(table, "inject_format", str, where) or "Bearer {key}"
+    fmt = _take(table, "inject_format", str, where) or default.inject_format
     if fmt.count("{key}") != 1 or any(c in fmt for c in "\r\n\x00"):
         raise PolicyInvalid(f"{where}.inject_format must contain {{key}} exactly once")
     allow_raw = _take(table, "allow", list, where)
@@ -369,10 +389,12 @@ def _parse_service(name: str, raw: object) -> ServicePolicy:
     prices = {str(k): _parse_price(v, f"{where}.prices.{k}") for k, v in prices_raw.items()}
     if daily_usd > 0 and "default" not in prices:
         raise PolicyInvalid(f"{where}: daily_usd needs a prices.default entry (fail closed)")
-    env_prefix = _take(table, "env_prefix", str, where)
+    env_prefix = _take(table, "env_prefix", str, where) or default.env_prefix
     if env_prefix is not None and not _ENV_PREFIX.fullmatch(env_prefix):
         raise PolicyInvalid(f"{where}.env_prefix must match {_ENV_PREFIX.pattern}")
     base_path = _take(table, "sdk_base_path", str, where)
+    if base_path is None and preset is not None:
+        base_path = preset.sdk_base_path
     if base_path is not None and base_path and not base_path.startswith("/"):
         raise PolicyInvalid(f"{where}.sdk_base_path must start with /")
     _no_extra(table, where)
@@ -388,6 +410,7 @@ def _parse_service(name: str, raw: object) -> ServicePolicy:
         prices=prices,
         env_prefix=env_prefix,
         sdk_base_path=base_path,
+        key_env=default.key_env,
     )
 
 
@@ -416,8 +439,12 @@ def _parse_caller(index: int, raw: object, services: Mapping[str, ServicePolicy]
         return CallerRule(name=name, services=names, pod_wide=True)
     if uid is None or uid < 0:
         raise PolicyInvalid(f"{where}.uid is required")
-    if exe is not None and not exe.startswith("/"):
-        raise PolicyInvalid(f"{where}.exe must be an absolute path")
+    if exe is not None:
+        if not exe.startswith("/"):
+            raise PolicyInvalid(f"{where}.exe must be an absolute path")
+        # /proc/<pid>/exe is always the resolved file: resolve symlinks (venv bin/python,
+        # /usr/bin/python3) once, at load
+        exe = os.path.realpath(exe)
     if exe_sha256 is not None:
         exe_sha256 = exe_sha256.lower()
         if not _SHA256.fullmatch(exe_sha256):

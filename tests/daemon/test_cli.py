@@ -11,6 +11,7 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 import trio
 
 from agentkeys._files import write_private
@@ -56,3 +57,20 @@ def test_env_command_writes_placeholders_only(tmp_path: Path) -> None:
     assert REAL_KEY not in text
     os.chmod(tmp_path / "etc" / "policy.toml", 0o666)  # noqa: S103
     assert args.func(args) == 1  # a policy others can write is refused
+
+
+def test_the_daemon_reads_its_default_config_without_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_daemon_toml(tmp_path, "http://127.0.0.1:9")
+    write_private(tmp_path / "etc" / "policy.toml", policy_text("https://api.example"))
+    home = tmp_path / "home-config"
+    write_private(home / "agentkeys" / "daemon.toml", config.read_text())
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    parser = argparse.ArgumentParser()
+    daemon_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["daemon", "env"])
+    assert args.func(args) == 0
+    # the default file's own env path (not $XDG_CONFIG_HOME/agentkeys/env) was written
+    assert (tmp_path / "xdg" / "agentkeys" / "env").exists()
+    assert not (home / "agentkeys" / "env").exists()

@@ -22,8 +22,11 @@ from attest.device_key import SoftwareDeviceKey
 from tests.daemon.conftest import ACTOR, OPERATOR, Broker
 
 
-async def test_broker_refusal_is_a_refusal(tmp_path: Path, broker: Broker) -> None:
-    """The real broker refuses a mint without a valid J1 session: the daemon says refused."""
+async def test_broker_refusal_is_a_refusal(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real broker refuses a mint without a valid J1 session: the daemon says refused,
+    and logs the broker's code and reason (never the session)."""
     key = SoftwareDeviceKey.open(tmp_path / "dev" / "k10.pem")
     async with (
         httpx.AsyncClient(base_url=broker.url, trust_env=False) as http,
@@ -40,6 +43,10 @@ async def test_broker_refusal_is_a_refusal(tmp_path: Path, broker: Broker) -> No
         with pytest.raises(CredentialRefused) as info:
             await source.fetch("openai")
     assert "not-a-session" not in info.value.reason
+    logged = [r.getMessage() for r in caplog.records if r.name == "agentkeys.daemon"]
+    assert len(logged) == 1
+    assert logged[0].startswith("the broker refused: HTTP 401 ")
+    assert "not-a-session" not in logged[0]
 
 
 async def test_unreachable_broker_is_unavailable(tmp_path: Path) -> None:

@@ -52,7 +52,11 @@ allow = ["GET /repos/**"]
 """ % (b"b" * 62)
 
 
-def _caller(uid: int, exe: str = "/usr/bin/python3", sha: str = "c" * 64) -> CallerIdentity:
+# what /proc/<pid>/exe shows for /usr/bin/python3 (a symlink): the policy resolves it at load
+PYTHON3 = os.path.realpath("/usr/bin/python3")
+
+
+def _caller(uid: int, exe: str = PYTHON3, sha: str = "c" * 64) -> CallerIdentity:
     process = ProcessIdentity(
         pid=42, uid=uid, gid=uid, exe_path=exe, exe_sha256=sha, start_time=1, pidfd_checked=True
     )

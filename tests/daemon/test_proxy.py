@@ -199,7 +199,9 @@ async def test_other_executable_is_refused_and_audited(gate: Stack) -> None:
     )
     body, _, status = result.stdout.decode().rpartition("\n")
     assert status == "403"
-    assert json.loads(body)["error"] == "caller_not_allowed"
+    refusal = json.loads(body)
+    assert refusal["error"] == "caller_not_allowed"
+    assert f"uid {os.getuid()}, exe '/usr/bin/curl'" in refusal["reason"]
     assert stack.upstream.requests == []
     row = stack.audit_rows()[-1]
     assert (row["decision"], row["reason"], row["caller_exe"]) == (
