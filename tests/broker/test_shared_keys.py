@@ -11,8 +11,10 @@ import pytest
 
 from agentkeys.broker._keys import KeySeal, SharedKeySet
 from agentkeys.broker._store import SigningKeyRecord
+from agentkeys.broker.config import StateSettings
 from agentkeys.broker.errors import StoreError
 from agentkeys.cap import CapOp, new_cap_payload, sign_cap, verify_cap
+from agentkeys.config import ConfigError
 from agentkeys.errors import InvalidKeyMaterial
 from agentkeys.jwks import JsonWebKeySet
 from tests.broker.conftest import StoreOpener
@@ -144,3 +146,25 @@ async def test_a_key_sealed_elsewhere_or_moved_is_refused(
     with pytest.raises(InvalidKeyMaterial):
         await seal.unseal(swapped)
     assert shared.keys.cap.active_kid == cap.kid
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"backend": "postgres"}, "needs state.dsn"),
+        ({"backend": "postgres", "dsn": "host=db user=b password=hunter2"}, "password"),
+        ({"backend": "postgres", "dsn": "postgresql://b:hunter2@db/agentkeys"}, "password"),
+        ({"backend": "postgres", "dsn": "host='unclosed"}, "not a libpq"),
+        ({"dsn": "host=db"}, "need backend = postgres"),
+    ],
+)
+def test_state_settings_refuse_unsafe_or_incomplete_postgres(
+    tmp_path: Path, fields: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        StateSettings(dir=tmp_path, **fields)  # type: ignore[arg-type]
+
+
+def test_state_settings_accept_a_dsn_without_password(tmp_path: Path) -> None:
+    settings = StateSettings(dir=tmp_path, backend="postgres", dsn="host=/run/pg dbname=ak")
+    assert settings.dsn == "host=/run/pg dbname=ak"
