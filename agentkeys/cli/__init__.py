@@ -50,7 +50,7 @@ COMMANDS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "read": ("vault", "read a credential"),
         "list": ("vault", "list stored services"),
         "teardown": ("vault", "delete one credential (or every one with --all)"),
-        "wallet": ("wallet", "create an operator wallet (encrypted keystore)"),
+        "wallet": ("wallet", "create an operator wallet"),
         "whoami": ("whoami", "the operator, wallet and device this machine uses"),
     }
 )
