@@ -101,13 +101,13 @@ class StorageSettings:
 
     ``shared_nonces``: also spend every K10 proof nonce as a marker object
     (``layout.pop_nonce_key``, written with ``If-None-Match: *``), so a proof replayed to
-    another process or Lambda container sharing the bucket is refused too.
+    another process or Lambda container sharing the bucket is refused too (default on).
     """
 
     bucket: str
     endpoint: str | None = None
     region: str = "us-east-1"
-    shared_nonces: bool = False
+    shared_nonces: bool = True
 
 
 @dataclass(frozen=True)

@@ -80,12 +80,17 @@ class SignerSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class StorageConfig:
-    """The credential bucket; ``shared_nonces`` spends K10 proof nonces in it too."""
+    """The credential bucket; ``shared_nonces`` (default on) spends K10 proof nonces in it too.
+
+    On by default so that several worker processes or Lambda containers sharing the bucket
+    never leave a replay window; a single-process deployment may turn it off to save one
+    conditional PUT per request.
+    """
 
     bucket: str
     endpoint: str | None = None
     region: str = "us-east-1"
-    shared_nonces: bool = False
+    shared_nonces: bool = True
 
 
 @dataclass(frozen=True)

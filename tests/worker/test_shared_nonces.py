@@ -46,9 +46,10 @@ async def test_agent_markers_stay_in_the_agent_prefix(stack: Stack) -> None:
     stored = await s.store_credential(op.master, "openai", b"a", actor_omni=agent.actor_omni)
     assert stored.status == 200
     headers, raw = await signed_request(s, agent, CapOp.FETCH, {})
+    before = len(await s.admin_keys(f"pop-nonces/{agent.actor_omni}/"))  # the store's own
     async with another_core(s, NonceRegistry(), shared_nonces=True) as core:
         await core.execute(CapOp.FETCH, headers, raw, {})
-    assert len(await s.admin_keys(f"pop-nonces/{agent.actor_omni}/")) == 1
+    assert len(await s.admin_keys(f"pop-nonces/{agent.actor_omni}/")) == before + 1
     # An agent's session may write markers only under its own actor_omni.
     store = await s.core._object_store(agent.actor_omni, None)
     with pytest.raises(StorageDenied):
@@ -78,3 +79,17 @@ async def test_lambda_containers_share_the_nonce_store(
     worker_lambda.reset_for_tests()  # a fresh container: an empty in-memory registry
     replayed = await s.post("/v1/cred/fetch", headers, raw)
     assert replayed.body["error"] == "pop_nonce_reused"
+
+
+async def test_nonces_are_shared_by_default(frontend: Stack) -> None:
+    """A worker configured without ``shared_nonces`` (the test stack's) still spends each
+    proof nonce as a marker: the replay-safe setting is the default, off only by choice."""
+    s = frontend
+    master = s.operator.master
+    assert (await s.store_credential(master, "openai", b"secret")).status == 200
+    before = set(await s.admin_keys("pop-nonces/"))
+    assert (await s.fetch(master)).status == 200
+    spent = set(await s.admin_keys("pop-nonces/")) - before
+    assert len(spent) == 1
+    (marker,) = spent
+    assert marker.startswith(f"pop-nonces/{s.operator.omni}/{master.device_key_hash}/")
