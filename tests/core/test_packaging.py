@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -26,6 +27,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: What a build must not see: caches, environments and what earlier builds left behind.
+_NOT_SOURCES = (
+    ".git", ".venv", "node_modules", "build", "dist", "*.egg-info", ".cache",
+    "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".agentkeys-state",
+)  # fmt: skip
 
 _CHECK = """
 import json, sys
@@ -61,10 +67,14 @@ def test_pyproject_lists_every_package() -> None:
 
 @pytest.mark.slow
 def test_the_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
+    # Build from a copy without build/ and *.egg-info: setuptools would reuse what an earlier
+    # build left there and hide package data that pyproject.toml no longer declares.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
-        cwd=ROOT,
+        cwd=source,
         check=True,
         capture_output=True,
     )
