@@ -284,7 +284,7 @@ class ProxyApp:
             svc = allowed.service
             key = QuotaKey(allowed.caller.name, service)
             limits = QuotaLimits(svc.per_minute, svc.per_hour, svc.daily_usd)
-            headers, has_body = self._request_headers(scope["headers"], method, svc)
+            headers, has_body = request_headers(scope["headers"], method, svc, self._limits)
             self._quotas.admit(key, limits, now=self._clock())
             fetched = False
 
@@ -365,41 +365,6 @@ class ProxyApp:
             _log.error("audit log append failed, refusing further requests: %s", exc.reason)
             return False
         return True
-
-    def _request_headers(
-        self, raw: Iterable[tuple[bytes, bytes]], method: str, svc: ServicePolicy
-    ) -> tuple[list[tuple[bytes, bytes]], bool]:
-        limits = self._limits
-        inject = svc.inject_header.lower().encode("ascii")
-        out: list[tuple[bytes, bytes]] = []
-        hop: set[bytes] = set()
-        count = size = 0
-        has_body = method not in _BODYLESS
-        for name, value in raw:
-            count += 1
-            size += len(name) + len(value)
-            if count > limits.max_headers or size > limits.max_header_bytes:
-                raise BadProxyRequest("too many or too large headers")
-            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-                raise BadProxyRequest("malformed header")
-            name = name.lower()
-            if name == b"connection":
-                hop.update(p.strip().lower() for p in value.split(b","))
-            elif name == b"content-length":
-                if not value.isdigit() or int(value) > limits.max_body_bytes:
-                    raise RequestTooLarge(
-                        f"request bodies are limited to {limits.max_body_bytes} bytes"
-                    )
-                has_body = has_body or value != b"0"
-            elif name == b"transfer-encoding":
-                has_body = True
-            if name in _DROP_REQUEST or name == inject:
-                continue
-            out.append((name, value))
-        if hop:
-            out = [(n, v) for n, v in out if n not in hop]
-        out.append((b"accept-encoding", b"identity"))
-        return out, has_body
 
     async def _body(self, receive: Any, note: _Audit) -> AsyncIterator[bytes]:
         """The request body, streamed one chunk behind the caller.
@@ -511,6 +476,47 @@ class ProxyApp:
 async def _one_piece(data: bytes) -> AsyncIterator[bytes]:
     if data:
         yield data
+
+
+def request_headers(
+    raw: Iterable[tuple[bytes, bytes]], method: str, svc: ServicePolicy, limits: ProxyLimits
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The caller's headers as they go upstream, and whether a body follows.
+
+    Validated (count, size, token syntax); hop-by-hop, forwarding and every credential
+    header dropped (the proxy then appends the real key in ``svc.inject_header``);
+    ``accept-encoding: identity`` so that usage can be read from the answer.
+    """
+    inject = svc.inject_header.lower().encode("ascii")
+    out: list[tuple[bytes, bytes]] = []
+    hop: set[bytes] = set()
+    count = size = 0
+    has_body = method not in _BODYLESS
+    for name, value in raw:
+        count += 1
+        size += len(name) + len(value)
+        if count > limits.max_headers or size > limits.max_header_bytes:
+            raise BadProxyRequest("too many or too large headers")
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            raise BadProxyRequest("malformed header")
+        name = name.lower()
+        if name == b"connection":
+            hop.update(p.strip().lower() for p in value.split(b","))
+        elif name == b"content-length":
+            if not value.isdigit() or int(value) > limits.max_body_bytes:
+                raise RequestTooLarge(
+                    f"request bodies are limited to {limits.max_body_bytes} bytes"
+                )
+            has_body = has_body or value != b"0"
+        elif name == b"transfer-encoding":
+            has_body = True
+        if name in _DROP_REQUEST or name == inject:
+            continue
+        out.append((name, value))
+    if hop:
+        out = [(n, v) for n, v in out if n not in hop]
+    out.append((b"accept-encoding", b"identity"))
+    return out, has_body
 
 
 def _printable_path(path: str) -> str:

@@ -10,6 +10,7 @@ from agentkeys.daemon.envfile import PLACEHOLDER_KEY, render_env
 from agentkeys.daemon.errors import PolicyInvalid
 from agentkeys.daemon.policy import parse_policy
 from agentkeys.daemon.presets import PRESETS
+from agentkeys.daemon.proxy import ProxyLimits, request_headers
 
 _SOCKET = Path("/run/agentkeys/proxy.sock")
 
@@ -52,6 +53,41 @@ def test_github_takes_bearer_or_token_and_writes_gh_token_names() -> None:
     assert f"export GH_TOKEN={PLACEHOLDER_KEY}" in lines
     assert f"export GITHUB_TOKEN={PLACEHOLDER_KEY}" in lines
     assert "export GITHUB_API_BASE_URL=http://127.0.0.1:9090/github" in lines
+
+
+_PLACEHOLDERS = [
+    (b"Authorization", b"Bearer agentkeys-placeholder"),
+    (b"x-api-key", b"agentkeys-placeholder"),
+    (b"api-key", b"agentkeys-placeholder"),
+]
+_COMMON = [(b"content-type", b"application/json"), (b"user-agent", b"sdk/1.0")]
+
+
+@pytest.mark.parametrize(
+    ("name", "kept", "key"),
+    [
+        ("openai", [(b"OpenAI-Beta", b"assistants=v2")], b"authorization: Bearer sk-1"),
+        ("openrouter", [(b"HTTP-Referer", b"https://a.example")], b"authorization: Bearer sk-1"),
+        ("anthropic", [(b"anthropic-version", b"2023-06-01")], b"x-api-key: sk-1"),
+        ("github", [(b"X-GitHub-Api-Version", b"2022-11-28")], b"authorization: Bearer sk-1"),
+    ],
+)
+def test_exactly_the_sdk_headers_and_the_real_key_go_upstream(
+    name: str, kept: list[tuple[bytes, bytes]], key: bytes
+) -> None:
+    """Whatever auth headers the SDK sends (placeholders) are dropped; its other headers pass
+    in order, names lowercased; the preset's one header carries the key."""
+    svc = parse_policy(f'[service.{name}]\nallow = ["POST /x"]\n'.encode()).services[name]
+    sent = [*_COMMON, *_PLACEHOLDERS, *kept]
+    forwarded, has_body = request_headers(sent, "POST", svc, ProxyLimits())
+    assert has_body
+    assert forwarded == [
+        *_COMMON,
+        *((n.lower(), v) for n, v in kept),
+        (b"accept-encoding", b"identity"),
+    ]
+    injected = svc.inject_header.lower().encode() + b": " + svc.header_value(b"sk-1").encode()
+    assert injected == key
 
 
 def test_the_openai_preset_points_the_sdk_at_v1() -> None:
