@@ -17,37 +17,9 @@ from agentkeys.device_signin import device_signin_message
 from agentkeys.jwks import b64url_encode
 from agentkeys.k10_signature import k10_sign
 from agentkeys.omni import agent_omni
-from tests.broker._flow import bearer, j1_for
+from tests.broker._flow import bearer, challenge_for, j1_for, sign_in, signature
 from tests.broker.conftest import Chain, Device, Operator, RunningBroker
 from tests.broker.test_cap_mint import add_agent, add_master, mint, revoke_device, set_scope
-
-
-async def challenge_for(broker: RunningBroker, device: Device) -> Any:
-    return await broker.http.post(
-        "/v1/auth/device/challenge", json={"device_key_hash": device.hash}
-    )
-
-
-def signature(device: Device, challenge: str, *, key_of: Device | None = None) -> str:
-    message = device_signin_message(
-        audience="agentkeys-broker", challenge=bytes.fromhex(challenge), device_key_hash=device.hash
-    )
-    return b64url_encode(k10_sign((key_of or device).key, message))
-
-
-async def sign_in(broker: RunningBroker, device: Device, *, key_of: Device | None = None) -> Any:
-    answer = await challenge_for(broker, device)
-    assert answer.status_code == 200, answer.text
-    challenge = answer.json()["challenge"]
-    assert answer.json()["audience"] == "agentkeys-broker"
-    return await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": challenge,
-            "signature": signature(device, challenge, key_of=key_of),
-        },
-    )
 
 
 def denied(broker: RunningBroker, response: Any, error: str, status: int) -> None:
