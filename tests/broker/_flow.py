@@ -66,12 +66,33 @@ async def challenge_for(broker: RunningBroker, device: Device) -> Any:
     )
 
 
-def signature(device: Device, challenge: str, *, key_of: Device | None = None) -> str:
+def signature(
+    device: Device,
+    challenge: str,
+    *,
+    key_of: Device | None = None,
+    audience: str = "agentkeys-broker",
+) -> str:
     """The K10 sign-in signature for ``device`` over ``challenge`` (by ``key_of``'s key)."""
     message = device_signin_message(
-        audience="agentkeys-broker", challenge=bytes.fromhex(challenge), device_key_hash=device.hash
+        audience=audience, challenge=bytes.fromhex(challenge), device_key_hash=device.hash
     )
     return b64url_encode(k10_sign((key_of or device).key, message))
+
+
+async def present(
+    broker: RunningBroker, device: Device, challenge: str, signed: str | None = None
+) -> Any:
+    """``POST /v1/auth/device/session`` for ``device`` with ``challenge`` and ``signed``
+    (default: the device's own signature over it)."""
+    return await broker.http.post(
+        "/v1/auth/device/session",
+        json={
+            "device_key_hash": device.hash,
+            "challenge": challenge,
+            "signature": signed if signed is not None else signature(device, challenge),
+        },
+    )
 
 
 async def sign_in(broker: RunningBroker, device: Device, *, key_of: Device | None = None) -> Any:
@@ -80,14 +101,7 @@ async def sign_in(broker: RunningBroker, device: Device, *, key_of: Device | Non
     assert answer.status_code == 200, answer.text
     challenge = answer.json()["challenge"]
     assert answer.json()["audience"] == "agentkeys-broker"
-    return await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": challenge,
-            "signature": signature(device, challenge, key_of=key_of),
-        },
-    )
+    return await present(broker, device, challenge, signature(device, challenge, key_of=key_of))
 
 
 async def request_link(broker: HasHttp, smtp: SmtpSink, email: str) -> tuple[str, str]:

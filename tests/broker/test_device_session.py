@@ -13,11 +13,8 @@ import pytest
 
 from agentkeys.broker._service import MAX_PENDING_DEVICE_CHALLENGES
 from agentkeys.cap import CapOp
-from agentkeys.device_signin import device_signin_message
-from agentkeys.jwks import b64url_encode
-from agentkeys.k10_signature import k10_sign
 from agentkeys.omni import agent_omni
-from tests.broker._flow import bearer, challenge_for, j1_for, sign_in, signature
+from tests.broker._flow import bearer, challenge_for, j1_for, present, sign_in, signature
 from tests.broker.conftest import Chain, Device, Operator, RunningBroker
 from tests.broker.test_cap_mint import add_agent, add_master, mint, revoke_device, set_scope
 
@@ -76,18 +73,10 @@ async def test_a_device_signs_in_and_mints_fetch_caps_for_itself(
 async def test_a_challenge_is_single_use(broker: RunningBroker, agent: tuple[str, Device]) -> None:
     _, device = agent
     challenge = (await challenge_for(broker, device)).json()["challenge"]
-    body = {
-        "device_key_hash": device.hash,
-        "challenge": challenge,
-        "signature": signature(device, challenge),
-    }
-    first = await broker.http.post("/v1/auth/device/session", json=body)
+    first = await present(broker, device, challenge)
     assert first.status_code == 200, first.text
-    replayed = await broker.http.post("/v1/auth/device/session", json=body)
-    denied(broker, replayed, "challenge_unknown", 401)
-    invented = await broker.http.post(
-        "/v1/auth/device/session", json={**body, "challenge": "ab" * 32}
-    )
+    denied(broker, await present(broker, device, challenge), "challenge_unknown", 401)
+    invented = await present(broker, device, "ab" * 32)
     assert invented.json()["error"] == "challenge_unknown"
 
 
@@ -100,39 +89,17 @@ async def test_a_wrong_key_or_another_device_is_refused(
     # a challenge issued for one device does not sign another in, even with its own key
     other = await add_agent(chain, operator, "other")
     challenge = (await challenge_for(broker, device)).json()["challenge"]
-    swapped = await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": other.hash,
-            "challenge": challenge,
-            "signature": signature(other, challenge),
-        },
-    )
-    denied(broker, swapped, "challenge_unknown", 401)
+    denied(broker, await present(broker, other, challenge), "challenge_unknown", 401)
     # ... and the device's own challenge is still there for it
-    still = await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": challenge,
-            "signature": signature(device, challenge),
-        },
-    )
+    still = await present(broker, device, challenge)
     assert still.status_code == 200, still.text
     # a signature over another audience (another broker) is refused
     challenge = (await challenge_for(broker, device)).json()["challenge"]
-    message = device_signin_message(
-        audience="another-broker", challenge=bytes.fromhex(challenge), device_key_hash=device.hash
-    )
-    elsewhere = await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": challenge,
-            "signature": b64url_encode(k10_sign(device.key, message)),
-        },
-    )
-    denied(broker, elsewhere, "device_signature_rejected", 401)
+    elsewhere = signature(device, challenge, audience="another-broker")
+    denied(
+        broker, await present(broker, device, challenge, elsewhere),
+        "device_signature_rejected", 401,
+    )  # fmt: skip
 
 
 async def test_an_unregistered_device_gets_no_challenge(broker: RunningBroker) -> None:
@@ -176,15 +143,7 @@ async def test_a_revoked_device_is_refused_at_sign_in_mint_and_session_info(
     denied(broker, minted, "device_revoked", 403)
     denied(broker, await challenge_for(broker, device), "device_revoked", 403)
     # a challenge fetched before the revocation signs nobody in after it
-    late = await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": pending,
-            "signature": signature(device, pending),
-        },
-    )
-    denied(broker, late, "device_revoked", 403)
+    denied(broker, await present(broker, device, pending), "device_revoked", 403)
 
 
 @pytest.mark.parametrize(
