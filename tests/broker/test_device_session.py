@@ -178,15 +178,16 @@ async def test_a_device_session_mints_for_nobody_else(
     other = await add_agent(chain, operator, "other")
     await set_scope(chain, operator, other_actor, ["openai"])
     session = (await sign_in(broker, device)).json()["session"]
-    for kwargs in (
-        {"actor": other_actor, "device": other},  # another device and actor
-        {"actor": other_actor, "device": device},  # its device, another actor
-        {"actor": actor, "device": other},  # its actor, another device
-        {"actor": operator.omni, "device": operator.master},  # the master's own vault
+    for someone, theirs in (
+        (other_actor, other),  # another device and actor
+        (other_actor, device),  # its device, another actor
+        (actor, other),  # its actor, another device
+        (operator.omni, operator.master),  # the master's own vault
     ):
         response = await mint(
-            broker, session, CapOp.FETCH, operator=operator.omni, service="openai", **kwargs
-        )
+            broker, session, CapOp.FETCH, operator=operator.omni, actor=someone,
+            service="openai", device=theirs,
+        )  # fmt: skip
         denied(broker, response, "device_session_not_allowed", 403)
     # the operator's J1 is unchanged: it mints for the other agent's device as before
     j1 = await j1_for(broker, operator)
