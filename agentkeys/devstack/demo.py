@@ -462,7 +462,6 @@ class Demo:
         setup = DevDaemonSetup(
             operator_omni=self.operator.state.operator_omni,
             actor_omni=self.agent_omni,
-            session_file=self.operator.home / "session.jwt",
             key_path=self.agent_key,
             policy=policy,
             unreachable_after=FAIL_CLOSED_WINDOW,

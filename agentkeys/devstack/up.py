@@ -456,13 +456,12 @@ class DevDaemonSetup:
 
     Args:
         operator_omni, actor_omni: 64 hex.
-        session_file: the operator's J1 session (0600).
-        key_path: the actor's K10 key file (software, 0600).
+        key_path: the actor's K10 key file (software, 0600): the daemon signs in to the
+            broker with it (its own device session; no operator session is involved).
     """
 
     operator_omni: str
     actor_omni: str
-    session_file: Path
     key_path: Path
     policy: str
     unreachable_after: float = 60.0
@@ -472,7 +471,6 @@ class DevDaemonSetup:
         return {
             "operator_omni": self.operator_omni,
             "actor_omni": self.actor_omni,
-            "session_file": str(self.session_file),
             "key_path": str(self.key_path),
             "policy": self.policy,
             "unreachable_after": self.unreachable_after,
@@ -490,7 +488,6 @@ class DevDaemonSetup:
             return cls(
                 operator_omni=normalize_hex32(str(data["operator_omni"])),
                 actor_omni=normalize_hex32(str(data["actor_omni"])),
-                session_file=Path(str(data["session_file"])),
                 key_path=Path(str(data["key_path"])),
                 policy=str(data["policy"]),
                 unreachable_after=float(data.get("unreachable_after", 60.0)),
@@ -523,7 +520,6 @@ def daemon_config(
             heartbeat_interval=setup.heartbeat_interval,
             heartbeat_timeout=2.0,
             unreachable_after=setup.unreachable_after,
-            session_file=setup.session_file,
         ),
         credentials=CredentialsSection(source="broker", worker_url=worker_url),
         identity=IdentitySection(operator_omni=setup.operator_omni, actor_omni=setup.actor_omni),
