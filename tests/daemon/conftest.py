@@ -294,8 +294,10 @@ async def serving(
     source: BrokerWorkerSource,
     *,
     device_key_hash: str,
+    **daemon_options: Any,
 ) -> AsyncIterator[tuple[Daemon, DaemonAddress, trio.MemorySendChannel[Any], trio.Event]]:
-    """The daemon in-process (chain events fed by the test), ready once the broker answered."""
+    """The daemon in-process (chain events fed by the test, unless ``daemon_options`` give
+    ``events``), ready once the broker answered."""
     send, receive = trio.open_memory_channel[Any](16)
     assert config.broker.url is not None
     async with httpx.AsyncClient(
@@ -306,7 +308,7 @@ async def serving(
             source=source,
             probe=HttpBrokerProbe(probe_http),
             device_key_hash=device_key_hash,
-            events=receive,
+            **{"events": receive, **daemon_options},
         )
         done = trio.Event()
 
@@ -341,11 +343,16 @@ async def open_gate(
     broker: Broker,
     *,
     max_connections: int = 1024,
+    identity: IdentitySection | None = None,
+    **daemon_options: Any,
 ) -> AsyncIterator[Stack]:
-    """The ``gate`` daemon, with its listener's connection bound set."""
+    """The ``gate`` daemon, with its listener's connection bound set (and, for chain tests,
+    another identity and further :class:`Daemon` arguments)."""
     config = make_config(tmp_path, broker.url)
     config = dataclasses.replace(
-        config, listen=dataclasses.replace(config.listen, max_connections=max_connections)
+        config,
+        listen=dataclasses.replace(config.listen, max_connections=max_connections),
+        identity=identity or config.identity,
     )
     write_private(config.policy_path, policy_text(upstream.url))
     async with (
@@ -360,7 +367,9 @@ async def open_gate(
             operator_omni=OPERATOR,
             actor_omni=ACTOR,
         )
-        async with serving(nursery, config, source, device_key_hash="0c" * 32) as (d, a, e, x):
+        async with serving(
+            nursery, config, source, device_key_hash="0c" * 32, **daemon_options
+        ) as (d, a, e, x):
             yield Stack(d, a, upstream, broker, config, e, tmp_path, x)
 
 
