@@ -9,8 +9,8 @@ that is still canonical and reads on from there, delivering the new branch's eve
 of the replaced blocks were delivered already and cannot be taken back: a
 :class:`~agentkeys.chain.events.ChainReorged` notice goes to every subscriber before the new
 branch's events, and ``reorgs`` counts rewinds, so that a consumer can drop what it derived
-from them). When none of the blocks it
-remembers is canonical any more it raises :class:`ReorgTooDeep`. It also checks every log's
+from them). When none of the blocks it remembers is canonical any more it raises
+:class:`ReorgTooDeep`. It also checks every log's
 block hash against the canonical block of that height. RPC failures are retried
 with exponential backoff, forever; the position of the last delivered event survives them, so
 nothing is delivered twice or skipped.

@@ -22,15 +22,19 @@ async def cli(argv: list[str]) -> int:
     return await trio.to_thread.run_sync(main, argv)
 
 
-def _keystore(tmp_path: Path, private_key: str) -> list[str]:
-    """A funded anvil account in an encrypted keystore, its password in a 0600 file."""
+def _deploy_argv(anvil: Anvil, tmp_path: Path) -> list[str]:
+    """``contracts deploy`` from a funded anvil account in an encrypted keystore (its
+    password in a 0600 file), to ``tmp_path/deployment.json``; the chain id is left out."""
+    deployer = anvil.accounts[0]
     keystore, password = tmp_path / "deployer.json", tmp_path / "pw"
     write_private(password, "correct horse")
-    write_private(
-        keystore,
-        json.dumps(Account.encrypt(bytes.fromhex(private_key.removeprefix("0x")), "correct horse")),
-    )
-    return ["--wallet-keystore", str(keystore), "--password-file", str(password)]
+    key = bytes.fromhex(deployer.private_key.removeprefix("0x"))
+    write_private(keystore, json.dumps(Account.encrypt(key, "correct horse")))
+    return [
+        "contracts", "deploy", "--rpc-url", anvil.rpc_url, "--governance", deployer.address,
+        "--threshold", "1", "--record", str(tmp_path / "deployment.json"),
+        "--wallet-keystore", str(keystore), "--password-file", str(password),
+    ]  # fmt: skip
 
 
 async def test_deploy_writes_a_record_of_live_contracts_and_never_overwrites_it(
@@ -38,11 +42,7 @@ async def test_deploy_writes_a_record_of_live_contracts_and_never_overwrites_it(
 ) -> None:
     deployer = anvil.accounts[0]
     record = tmp_path / "deployment.json"
-    argv = [
-        "contracts", "deploy", "--rpc-url", anvil.rpc_url, "--chain-id", "31337",
-        "--governance", deployer.address, "--threshold", "1", "--record", str(record),
-        *_keystore(tmp_path, deployer.private_key),
-    ]  # fmt: skip
+    argv = [*_deploy_argv(anvil, tmp_path), "--chain-id", "31337"]
     assert await cli([*argv, "--json"]) == EXIT_OK
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     deployment = read_deployment_record(record)
@@ -63,11 +63,7 @@ async def test_a_wrong_chain_id_or_password_deploys_nothing(
 ) -> None:
     deployer = anvil.accounts[0]
     record = tmp_path / "deployment.json"
-    argv = [
-        "contracts", "deploy", "--rpc-url", anvil.rpc_url, "--governance", deployer.address,
-        "--threshold", "1", "--record", str(record),
-        *_keystore(tmp_path, deployer.private_key),
-    ]  # fmt: skip
+    argv = _deploy_argv(anvil, tmp_path)
     async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
         nonce = await ChainClient(http, anvil.rpc_url).rpc.call(
             "eth_getTransactionCount", deployer.address, "latest"
