@@ -31,6 +31,8 @@ class Profile:
             sidecar runs' own), for at most ``soak_seconds`` (the report then says how
             many it reached), in slices of 1/30 of that time, at least two.
         cli_runs: timed process starts per CLI start-up case.
+        install_litellm: build the LiteLLM peer's venv when it is missing (minutes, ~760
+            MiB); otherwise its rows run only where the venv was built before.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Profile:
     soak_requests: int
     soak_seconds: float
     cli_runs: int = 10
+    install_litellm: bool = False
 
 
 FULL = Profile(
@@ -63,6 +66,7 @@ FULL = Profile(
     miss_services=16,
     soak_requests=100_000,
     soak_seconds=90.0,
+    install_litellm=True,
 )
 
 SMOKE = Profile(

@@ -1,4 +1,4 @@
-"""The streamed upstream of the ``sidecar stream`` runs: an OpenAI-style SSE completion.
+"""The OpenAI-shaped upstreams of the sidecar runs: an SSE completion, and a plain one.
 
 :func:`sse_handler` answers every request on a connection (a head, and a body framed by
 ``Content-Length``) with what ``POST /v1/chat/completions`` with ``"stream": true``
@@ -10,27 +10,48 @@ The events go out back to back, with no pause: a model's tens of milliseconds be
 tokens would hide the proxy's cost per event behind the gaps, and the benchmark wants
 that cost visible. Nothing is parsed beyond what framing needs (like
 :func:`bench._servers.raw_handler`), so the upstream costs little next to the daemon.
+
+:func:`completion_handler` frames requests the same way and answers each with the
+non-streamed ``chat.completion`` object (:data:`COMPLETION`, ``Content-Length`` framed):
+what the LiteLLM peer needs from its upstream, since it parses the answer.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
-__all__ = ["BODY", "EVENTS", "PATH", "REQUEST_BODY", "sse_handler"]
+__all__ = [
+    "BODY",
+    "COMPLETION",
+    "COMPLETION_REQUEST_BODY",
+    "EVENTS",
+    "MODEL",
+    "PATH",
+    "REQUEST_BODY",
+    "completion_handler",
+    "sse_handler",
+]
 
 PATH = "/v1/chat/completions"
 EVENTS = 20
+MODEL = "gpt-4o-mini"
+_MESSAGES = [{"role": "user", "content": "Count from one to seventeen."}]
 REQUEST_BODY = json.dumps(
     {
-        "model": "gpt-4o-mini",
+        "model": MODEL,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": "Count from one to seventeen."}],
+        "messages": _MESSAGES,
     },
     separators=(",", ":"),
+).encode("ascii")
+COMPLETION_REQUEST_BODY = json.dumps(
+    {"model": MODEL, "messages": _MESSAGES}, separators=(",", ":")
 ).encode("ascii")
 
 _MAX_HEAD = 64 * 1024
@@ -71,6 +92,29 @@ def _events() -> list[bytes]:
     return events
 
 
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1_800_000_000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": " ".join(map(str, range(1, 18)))},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 14, "completion_tokens": 17, "total_tokens": 31},
+    },
+    separators=(",", ":"),
+).encode("ascii")
+"""The body :func:`completion_handler` answers."""
+_COMPLETION_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(COMPLETION), COMPLETION)
+)
+
 _EVENT_LIST = _events()
 BODY = b"".join(_EVENT_LIST)
 """The response body a client receives (chunk framing removed)."""
@@ -99,7 +143,23 @@ def _request_end(pending: bytes) -> int | None:
 
 
 async def sse_handler(stream: trio.SocketStream) -> None:
-    """Serve requests on ``stream`` until the client closes it; closes ``stream``."""
+    """Serve streamed completions on ``stream`` until the client closes it; closes it."""
+
+    async def respond() -> None:
+        await stream.send_all(_HEAD)
+        for chunk in _CHUNKS:
+            await stream.send_all(chunk)
+        await stream.send_all(_LAST_CHUNK)
+
+    await _serve(stream, respond)
+
+
+async def completion_handler(stream: trio.SocketStream) -> None:
+    """Serve plain completions on ``stream`` until the client closes it; closes it."""
+    await _serve(stream, partial(stream.send_all, _COMPLETION_RESPONSE))
+
+
+async def _serve(stream: trio.SocketStream, respond: Callable[[], Awaitable[None]]) -> None:
     pending = b""
     async with stream:
         try:
@@ -114,9 +174,6 @@ async def sse_handler(stream: trio.SocketStream) -> None:
                     pending += data
                     continue
                 pending = pending[end:]
-                await stream.send_all(_HEAD)
-                for chunk in _CHUNKS:
-                    await stream.send_all(chunk)
-                await stream.send_all(_LAST_CHUNK)
+                await respond()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return

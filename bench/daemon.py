@@ -17,6 +17,12 @@
   the upstream client, the audit row. The notes give the added p50 and p99. Each
   run's warm-up starts once all its connections have had a response (``settle``):
   these rows are about requests on open connections, the ``attest`` rows about new ones.
+  The peers are measured in the same turns, as named baselines: nginx on the same
+  ``GET``; and, for a non-streamed ``POST /v1/chat/completions`` to a third upstream
+  answering an OpenAI ``chat.completion`` (:func:`bench._sse.completion_handler`), the
+  generator → upstream directly, → daemon (Unix) → upstream, and → LiteLLM proxy
+  (:mod:`bench._litellm`, its own venv) → upstream, since LiteLLM serves only model
+  calls. The notes give each proxy's CPU time per request.
 * ``credential cache``: :meth:`agentkeys.daemon.cache.CredentialCache.get` on a hit (the
   lookup every proxied request makes) in caches of 10, 1,000 and 10,000 entries,
   cycling through all of them, each against the 10-entry cache.
@@ -50,7 +56,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -62,8 +69,17 @@ import trio
 from agentkeys._files import write_private
 from agentkeys.cap import CapOp
 from agentkeys.devstack import Nginx, start_nginx
+from agentkeys.devstack.errors import ComponentStartFailed
 from bench import _sse
 from bench._errors import BenchError, LoadgenError
+from bench._litellm import (
+    VENV,
+    LiteLLM,
+    LiteLLMUnavailable,
+    litellm_executable,
+    litellm_installed,
+    start_litellm,
+)
 from bench._loadgen import LoadResult, build_loadgen, run_loadgen, write_requests
 from bench._micro import measure_interleaved
 from bench._model import Figures, Row, not_yet
@@ -245,18 +261,22 @@ _SIDECAR_BASELINES: dict[str, str | None] = {
     "daemon-unix": "direct",
     "daemon-tcp": "direct",
     "nginx": "direct",
+    "direct-chat": None,
+    "daemon-chat": "direct-chat",
+    "litellm": "direct-chat",
 }
 _SIDECAR_LABELS = {
     "direct": "client → upstream directly (TCP)",
     "daemon-unix": "client → daemon (Unix, E1) → upstream",
     "daemon-tcp": "client → daemon (TCP, E2) → upstream",
     "nginx": "peer: client → nginx (TCP, 1 worker) → upstream",
+    "direct-chat": "POST chat completion: client → upstream directly (TCP)",
+    "daemon-chat": "POST chat completion: client → daemon (Unix, E1) → upstream",
+    "litellm": "peer: POST chat completion: client → LiteLLM (TCP, 1 worker) → upstream",
 }
-_LITELLM_LABEL = "peer: client → LiteLLM proxy → upstream"
-_LITELLM_SKIPPED = (
-    "the LiteLLM proxy is skipped: this harness does not install it (litellm[proxy] in its own "
-    "venv, and an OpenAI-shaped non-streaming upstream, are not in bench/ yet)"
-)
+_PROXY_NAMES = {"nginx": "nginx", "litellm": "LiteLLM"}  # the others: the daemon
+_CHAT_SERVICE = "bench-chat"
+_LITELLM_RUN_FACTOR = 5  # its runs last this many times the others' (profile.http_duration)
 _STREAM_MEASURES = {"ttfb": "first body byte", "total": "whole stream"}
 _CACHE_LABELS = {
     "hit": "first request per service again (cached)",
@@ -321,12 +341,22 @@ def _rss_kib(pid: int) -> int:
 
 
 def sidecar_policy(
-    upstream: str, exe: str, services: Sequence[str], *, stream_upstream: str | None = None
+    upstream: str,
+    exe: str,
+    services: Sequence[str],
+    *,
+    stream_upstream: str | None = None,
+    chat_upstream: str | None = None,
 ) -> str:
     """The daemon policy of the sidecar runs: the load generator may GET one path of each
     service, all served by ``upstream``; with ``stream_upstream``, also ``POST`` a chat
-    completion to the priced service ``bench-sse`` served by it (the streamed runs)."""
-    names = [*services, _STREAM_SERVICE] if stream_upstream is not None else [*services]
+    completion to the priced service ``bench-sse`` served by it (the streamed runs); with
+    ``chat_upstream``, ``POST`` a chat completion to ``bench-chat`` (the LiteLLM peer's)."""
+    names = [*services]
+    if stream_upstream is not None:
+        names.append(_STREAM_SERVICE)
+    if chat_upstream is not None:
+        names.append(_CHAT_SERVICE)
     listed = ", ".join(f'"{name}"' for name in names)
     lines = [
         "[[caller]]",
@@ -351,6 +381,13 @@ def sidecar_policy(
             "",
             f'[service."{_STREAM_SERVICE}".prices]',
             f"default = {_STREAM_PRICE}",
+            "",
+        ]
+    if chat_upstream is not None:
+        lines += [
+            f'[service."{_CHAT_SERVICE}"]',
+            f'upstream = "{chat_upstream}"',
+            f'allow = ["POST {_sse.PATH}"]',
             "",
         ]
     return "\n".join(lines)
@@ -408,10 +445,10 @@ def _sidecar_row(
     if direct is not None:
         notes.append(_adds(figures, direct))
     if cpu_us is not None:
-        # what bounds the rate: each proxy is one process (one nginx worker) on one core
-        who = "nginx" if case == "nginx" else "daemon"
+        # what bounds the rate: each proxy is one process (one worker) on one core
+        who = _PROXY_NAMES.get(case, "daemon")
         notes.append(f"{who} CPU {cpu_us:,.0f} µs/request")
-        extra[f"{who}_cpu_us_per_request"] = round(cpu_us, 1)
+        extra[f"{who.lower()}_cpu_us_per_request"] = round(cpu_us, 1)
     if failure := failure_note(result):
         notes.append(failure)
     return Row(
@@ -634,7 +671,7 @@ async def _turns(
 ) -> tuple[dict[str, list[LoadResult]], int, dict[str, float]]:
     """Every target once per round, in turn; how many responses the daemon sent; and the
     CPU time per response of the proxy processes (``pids``: each target's but
-    ``direct``) on each target, in µs."""
+    ``direct``) on each target, in µs. A target may name its own ``duration``."""
     results: dict[str, list[LoadResult]] = {name: [] for name in targets}
     cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
     served = 0
@@ -642,14 +679,8 @@ async def _turns(
         for name, target in targets.items():
             proxies = pids.get(name, ())
             before = sum(map(_cpu_seconds, proxies))
-            result = await run_loadgen(
-                binary,
-                conns=conns,
-                duration=profile.http_duration,
-                warmup=warmup,
-                **target,
-                **options,
-            )
+            run = {"duration": profile.http_duration, "warmup": warmup, **options, **target}
+            result = await run_loadgen(binary, conns=conns, **run)
             cpu[name] += sum(map(_cpu_seconds, proxies)) - before
             results[name].append(result)
             if name.startswith("daemon-"):
@@ -662,23 +693,48 @@ async def _turns(
     return results, served, per_request
 
 
+@dataclass(frozen=True)
+class _Peers:
+    """The named baselines: nginx, and LiteLLM or why it is not there."""
+
+    nginx: Nginx
+    litellm: LiteLLM | str
+    chat_port: int  # the upstream of the chat completion rows
+
+
 async def _measure_sidecar(
-    profile: Profile, binary: Path, sidecar: _Sidecar, peer: Nginx
+    profile: Profile, binary: Path, sidecar: _Sidecar, peers: _Peers, directory: Path
 ) -> tuple[list[Row], int]:
-    """The plain runs at each concurrency, nginx (``peer``) among them as the named
-    baseline; the rows and the responses the daemon sent.
+    """The plain runs at each concurrency, the peers among them as named baselines; the
+    rows and the responses the daemon sent.
 
     Every run settles first, as the streamed ones do: these rows measure requests on
     keep-alive connections; what a new connection costs is the ``attest`` rows' subject.
     """
     rows: list[Row] = []
     served = 0
+    chat = directory / "chat-completion.json"
+    chat.write_bytes(_sse.COMPLETION_REQUEST_BODY)
+    chat_path = {"path": _sse.PATH, "body_file": chat}
     targets = {
         **sidecar.targets,
-        "nginx": {"tcp": ("127.0.0.1", peer.port), "path": _UPSTREAM_PATH},
+        "nginx": {"tcp": ("127.0.0.1", peers.nginx.port), "path": _UPSTREAM_PATH},
+        "direct-chat": {"tcp": ("127.0.0.1", peers.chat_port), **chat_path},
+        "daemon-chat": {
+            "unix_path": sidecar.socket_path,
+            "path": f"/{_CHAT_SERVICE}{_sse.PATH}",
+            "body_file": chat,
+        },
     }
     daemon = [sidecar.process.pid]
-    pids = {"daemon-unix": daemon, "daemon-tcp": daemon, "nginx": peer.pids()}
+    pids = {name: daemon for name in ("daemon-unix", "daemon-tcp", "daemon-chat")}
+    pids["nginx"] = peers.nginx.pids()
+    litellm = peers.litellm
+    if isinstance(litellm, LiteLLM):
+        # its answers take up to a second at 64 clients: a longer window, or none lands in it
+        slow = {"duration": _LITELLM_RUN_FACTOR * profile.http_duration}
+        targets["litellm"] = {"tcp": ("127.0.0.1", litellm.port), **chat_path, **slow}
+        pids["litellm"] = litellm.pids()
     for conns in profile.http_concurrency:
         results, count, cpu = await _turns(
             profile,
@@ -697,7 +753,16 @@ async def _measure_sidecar(
             _sidecar_row(scenario, name, results[name], direct.figures, cpu_us=cpu[name])
             for name in ("daemon-unix", "daemon-tcp", "nginx")
         ]
-        rows.append(not_yet(scenario, "litellm", _LITELLM_LABEL, _LITELLM_SKIPPED))
+        direct_chat = _sidecar_row(scenario, "direct-chat", results["direct-chat"], None)
+        rows.append(direct_chat)
+        for name in ("daemon-chat", "litellm"):
+            if name in results:
+                row = _sidecar_row(
+                    scenario, name, results[name], direct_chat.figures, cpu_us=cpu[name]
+                )
+            else:
+                row = not_yet(scenario, name, _SIDECAR_LABELS[name], str(litellm))
+            rows.append(row)
     return rows, served
 
 
@@ -814,7 +879,7 @@ def _memory_rows(
 
 
 async def _measure_all(
-    profile: Profile, binary: Path, sidecar: _Sidecar, peer: Nginx, directory: Path
+    profile: Profile, binary: Path, sidecar: _Sidecar, peers: _Peers, directory: Path
 ) -> list[Row]:
     """Cache misses, plain and streamed runs, then the soak with its memory readings."""
     rows = await _measure_cache(profile, binary, sidecar, directory)
@@ -822,7 +887,7 @@ async def _measure_all(
     await trio.sleep(0.5)  # let start-up garbage settle before the idle reading
     pid = sidecar.process.pid
     idle_kib = _rss_kib(pid)
-    plain, count = await _measure_sidecar(profile, binary, sidecar, peer)
+    plain, count = await _measure_sidecar(profile, binary, sidecar, peers, directory)
     served += count
     streamed, count = await _measure_stream(profile, binary, sidecar, directory)
     served += count
@@ -853,18 +918,18 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                 if stack is None:
                     return _sidecar_not_yet(profile, "the dev stack has no broker and worker")
                 host = "{}:{}".format(*stack.worker_address)
-                for name in [*_services(profile), _STREAM_SERVICE]:
+                for name in [*_services(profile), _STREAM_SERVICE, _CHAT_SERVICE]:
                     store = worker_request(
                         stack.signing, CapOp.STORE, host=host, service=name, secret=_SECRET
                     )
                     await send_one(stack.worker_url, store)
                 ports = []
-                for handler in (raw_handler, _sse.sse_handler):
+                for handler in (raw_handler, _sse.sse_handler, _sse.completion_handler):
                     listeners = await nursery.start(
                         partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
                     )
                     ports.append(listeners[0].socket.getsockname()[1])
-                port, stream_port = ports
+                port, stream_port, chat_port = ports
                 secrets_dir = private / "secrets"
                 write_private(secrets_dir / "k10.pem", key_pem(stack.signing.k10))
                 write_private(
@@ -874,6 +939,7 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                         str(binary),
                         _services(profile),
                         stream_upstream=f"http://127.0.0.1:{stream_port}",
+                        chat_upstream=f"http://127.0.0.1:{chat_port}",
                     ),
                 )
                 setup = {
@@ -890,11 +956,15 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                 with log_path.open("wb") as log:
                     sidecar = await _start_sidecar(nursery, setup, log, port, stream_port)
                     try:
-                        async with start_nginx(
-                            f"http://127.0.0.1:{port}",
-                            authorization=f"Bearer {_SECRET.decode()}",
-                        ) as peer:
-                            rows = await _measure_all(profile, binary, sidecar, peer, private)
+                        async with (
+                            start_nginx(
+                                f"http://127.0.0.1:{port}",
+                                authorization=f"Bearer {_SECRET.decode()}",
+                            ) as nginx,
+                            _litellm_peer(profile, chat_port, private) as litellm,
+                        ):
+                            peers = _Peers(nginx, litellm, chat_port)
+                            rows = await _measure_all(profile, binary, sidecar, peers, private)
                     finally:
                         await _stop_sidecar(sidecar.process)
                 nursery.cancel_scope.cancel()
@@ -904,6 +974,30 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                 print(f"bench: sidecar daemon log (tail):\n{tail}", file=sys.stderr)
             raise
     return rows
+
+
+@asynccontextmanager
+async def _litellm_peer(
+    profile: Profile, upstream_port: int, run_dir: Path
+) -> AsyncIterator[LiteLLM | str]:
+    """The LiteLLM proxy in front of the chat upstream, or why it is not measured."""
+    if not profile.install_litellm and not litellm_installed():
+        yield (
+            f"LiteLLM skipped: its venv ({VENV}) is not built and the {profile.name} profile "
+            "does not build it (`make bench` does)"
+        )
+        return
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    async with AsyncExitStack() as stack:
+        try:
+            executable = await litellm_executable()
+            litellm = await stack.enter_async_context(
+                start_litellm(executable, upstream, api_key=_SECRET.decode(), run_dir=run_dir)
+            )
+        except (LiteLLMUnavailable, ComponentStartFailed) as exc:
+            yield f"LiteLLM skipped: {exc.reason}"
+            return
+        yield litellm
 
 
 async def run(profile: Profile, *, build_dir: Path) -> list[Row]:

@@ -36,13 +36,13 @@ from agentkeys.broker.errors import ChainUnavailable
 from agentkeys.chain.client import DeviceEntry, ScopeEntry
 from agentkeys.chain.errors import ChainError
 from agentkeys.chain.events import (
-    ChainEvent,
     DeviceKeyRotated,
     DeviceRegistered,
     DeviceRevoked,
     EpochAdvanced,
     ScopeRevoked,
     ScopeSet,
+    WatcherEvent,
 )
 from agentkeys.chain.watcher import ChainWatcher
 
@@ -108,6 +108,8 @@ class CachedChainView:
         self._generation = 0
         #: The last block whose events have all been applied (None: not following).
         self.synced_through: int | None = None
+        #: The chain head last read, by a read of this view or a poll of the watcher.
+        self._head: int | None = None
         #: Trio time until which the cache is trusted without asking the node (bounded mode).
         self._trusted_until = float("-inf")
         #: Cache hits and misses (health reporting and tests).
@@ -122,8 +124,15 @@ class CachedChainView:
         if self._max_staleness > 0:
             return trio.current_time() <= self._trusted_until
         with _chain_errors():
-            head = await self._reader.block_number()
+            head = self._head = await self._reader.block_number()
         return head <= self.synced_through
+
+    def head_lag(self) -> int | None:
+        """The chain head last read (by a read of this view or a poll of the watcher) minus
+        the last block whose events are applied; None while not following."""
+        if self.synced_through is None or self._head is None:
+            return None
+        return max(self._head - self.synced_through, 0)
 
     async def _fetch(self, fetch: Callable[[], Awaitable[T]]) -> T:
         self.misses += 1
@@ -210,7 +219,7 @@ class CachedChainView:
 
     # -- invalidation ------------------------------------------------------------------------
 
-    def apply(self, event: ChainEvent) -> None:
+    def apply(self, event: WatcherEvent) -> None:
         """Drop every cached value ``event`` may have changed."""
         self._generation += 1
         if isinstance(event, DeviceRegistered | DeviceRevoked):
@@ -276,6 +285,7 @@ class CachedChainView:
                         break
                     self.apply(event)
                 self.synced_through = watcher.cursor - 1
+                self._head = watcher.head
                 if watcher.head is not None and self.synced_through >= watcher.head:
                     self._trusted_until = polled_at + self._max_staleness
                 if not started:

@@ -532,6 +532,7 @@ class BrokerService:
             readiness=self._readiness,
         )
         self.app.metrics.cache_counts_from("chain_view", lambda: (chain.hits, chain.misses))
+        self.app.metrics.chain_lag_from(lambda: self.chain.head_lag())
 
     async def _readiness(self) -> list[str]:
         """``/readyz``: a broker that follows the chain is ready once it has synced."""

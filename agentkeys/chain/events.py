@@ -15,6 +15,7 @@ from agentkeys.chain.errors import AbiError
 
 __all__ = [
     "ChainEvent",
+    "ChainReorged",
     "DeviceKeyRotated",
     "DeviceRegistered",
     "DeviceRevoked",
@@ -24,6 +25,7 @@ __all__ = [
     "MasterWalletBound",
     "ScopeRevoked",
     "ScopeSet",
+    "WatcherEvent",
     "decode_log",
 ]
 
@@ -109,6 +111,15 @@ class GovernanceChanged:
     sender: str
 
 
+@dataclass(frozen=True)
+class ChainReorged:
+    """Not a contract event: the watcher's notice that a reorg replaced blocks it had
+    delivered events of. Everything after ``fork_block`` (the newest scanned block still
+    canonical) was rolled back; the new branch's events follow this notice."""
+
+    fork_block: int
+
+
 ChainEvent = (
     MasterWalletBound
     | DeviceRegistered
@@ -119,6 +130,9 @@ ChainEvent = (
     | EpochAdvanced
     | GovernanceChanged
 )
+
+WatcherEvent = ChainEvent | ChainReorged
+"""What a :class:`~agentkeys.chain.watcher.ChainWatcher` subscription delivers."""
 
 
 def _hexstr(raw: Mapping[str, Any], key: str) -> str:

@@ -6,9 +6,11 @@ is read in chunks a capped RPC provider accepts (:class:`~agentkeys.chain.logs.L
 Before each range it checks that the last block it scanned still has the hash it had; when a
 reorg deeper than the window replaced it, the watcher rewinds to the newest scanned block
 that is still canonical and reads on from there, delivering the new branch's events (those
-of the replaced blocks were delivered already and cannot be taken back: ``reorgs`` counts
-rewinds so that a consumer can drop what it derived from them). When none of the blocks it
-remembers is canonical any more it raises :class:`ReorgTooDeep`. It also checks every log's
+of the replaced blocks were delivered already and cannot be taken back: a
+:class:`~agentkeys.chain.events.ChainReorged` notice goes to every subscriber before the new
+branch's events, and ``reorgs`` counts rewinds, so that a consumer can drop what it derived
+from them). When none of the blocks it remembers is canonical any more it raises
+:class:`ReorgTooDeep`. It also checks every log's
 block hash against the canonical block of that height. RPC failures are retried
 with exponential backoff, forever; the position of the last delivered event survives them, so
 nothing is delivered twice or skipped.
@@ -37,7 +39,13 @@ from agentkeys.chain.errors import (
     RpcError,
     RpcUnavailable,
 )
-from agentkeys.chain.events import ChainEvent, decode_log, position_of
+from agentkeys.chain.events import (
+    ChainEvent,
+    ChainReorged,
+    WatcherEvent,
+    decode_log,
+    position_of,
+)
 from agentkeys.chain.logs import LogReader
 
 __all__ = ["ChainWatcher"]
@@ -93,22 +101,24 @@ class ChainWatcher:
         self._max_backoff = max_backoff
         self._batch = batch_blocks
         self._logs = LogReader(rpc, max_range=max_log_range)
-        self._subscribers: list[trio.MemorySendChannel[ChainEvent]] = []
+        self._subscribers: list[trio.MemorySendChannel[WatcherEvent]] = []
         #: The next block to scan; persist it to resume after a restart.
         self.cursor = start_block
         #: Last blocks of scanned ranges (and the block before the first) with their hashes.
         self._anchors: deque[tuple[int, str]] = deque(maxlen=history)
         self._delivered: tuple[int, int] | None = None  # (block, log index) of the last event
-        #: The chain head the last poll read (None before the first poll).
+        #: The chain head the last poll read (None before the first poll and after a
+        #: failed one).
         self.head: int | None = None
         #: Reorgs below the confirmation depth the watcher rewound over.
         self.reorgs = 0
         #: RPC failures retried so far (for health reporting).
         self.rpc_failures = 0
 
-    def subscribe(self, buffer: int = 64) -> trio.MemoryReceiveChannel[ChainEvent]:
-        """A channel receiving every event from now on; close it to unsubscribe."""
-        send, receive = trio.open_memory_channel[ChainEvent](buffer)
+    def subscribe(self, buffer: int = 64) -> trio.MemoryReceiveChannel[WatcherEvent]:
+        """A channel receiving every event (and reorg notice) from now on; close it to
+        unsubscribe."""
+        send, receive = trio.open_memory_channel[WatcherEvent](buffer)
         self._subscribers.append(send)
         return receive
 
@@ -138,10 +148,27 @@ class ChainWatcher:
             for channel in self._subscribers:
                 channel.close()
 
+    def head_lag(self) -> int | None:
+        """Blocks between the head the last poll read and the last block scanned, whose
+        events are all delivered (at least ``confirmations`` once caught up); None before the
+        first poll and after a failed one."""
+        if self.head is None:
+            return None
+        return max(self.head - (self.cursor - 1), 0)
+
     async def poll_once(self) -> bool:
         """Scan one range if one is confirmed; True when the cursor moved (or rewound)."""
+        try:
+            return await self._poll()
+        except Exception:
+            self.head = None
+            raise
+
+    async def _poll(self) -> bool:
         head = self.head = quantity(await self._rpc.call("eth_blockNumber"))
         rewound = await self._check_anchor()
+        if rewound:
+            await self._deliver(ChainReorged(fork_block=self.cursor - 1))
         safe = head - self._confirmations
         if safe < self.cursor:
             return rewound
@@ -218,7 +245,7 @@ class ChainWatcher:
         events.sort(key=lambda e: (e.position.block_number, e.position.log_index))
         return events
 
-    async def _deliver(self, event: ChainEvent) -> None:
+    async def _deliver(self, event: WatcherEvent) -> None:
         for channel in list(self._subscribers):
             try:
                 await channel.send(event)

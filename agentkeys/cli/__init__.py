@@ -34,6 +34,7 @@ COMMANDS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "attest": ("attest", "device key, attestation bundles, E3 caller pins"),
         "audit": ("audit", "inspect the sidecar daemon's audit log"),
         "completion": ("completion", "print a shell completion script (bash, zsh, tcsh)"),
+        "contracts": ("contracts", "deploy the contract set"),
         "daemon": (
             "daemon",
             "run the sidecar daemon (attested local proxy that injects credentials)",

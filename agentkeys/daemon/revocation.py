@@ -10,6 +10,12 @@ daemon (actor ≠ operator):
 * ``DeviceRevoked`` of this device, or ``DeviceKeyRotated`` away from it — everything is
   refused and dropped (the device can no longer mint caps anyway).
 * ``EpochAdvanced`` — the cache is dropped (caps name the epoch), nothing is refused.
+* ``ChainReorged`` (the watcher rewound over a reorg) — the cache is dropped, since a
+  cached credential may have been fetched on the strength of an event that was rolled
+  back, and the state goes back to what it was after the last event at or before the fork
+  block (kept for the last :data:`HISTORY` changes; older than that, the current state
+  stays: refusals are kept, fail closed). The new branch's events follow and apply as
+  usual, so a revocation re-included after the reorg evicts again.
 
 Before any scope event the daemon knows no chain scope and leaves scope checks to the
 broker and the worker, which re-check the chain on every mint and fetch.
@@ -17,21 +23,24 @@ broker and the worker, which re-check the chain on every mint and fetch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from agentkeys.chain.events import (
     ChainEvent,
+    ChainReorged,
     DeviceKeyRotated,
     DeviceRevoked,
     EpochAdvanced,
     ScopeRevoked,
     ScopeSet,
+    WatcherEvent,
 )
 from agentkeys.daemon.errors import ScopeRevoked as ScopeRevokedError
 from agentkeys.errors import ServiceNotInScope
 from agentkeys.omni import service_hash
 
-__all__ = ["ALL_SERVICES", "RevocationState"]
+__all__ = ["ALL_SERVICES", "HISTORY", "RevocationState"]
 
 ALL_SERVICES = None
 """Returned by :meth:`RevocationState.apply` to mean "drop every cached credential"."""
@@ -43,6 +52,19 @@ class _Nothing:
 
 
 _NOTHING = _Nothing()
+
+HISTORY = 256
+"""State changes remembered for rolling back over a reorg (the watcher's default history)."""
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The state as it was after every event up to ``block``."""
+
+    block: int = field(compare=False)
+    scope: frozenset[str] | None
+    removed: frozenset[str]
+    device_revoked: bool
 
 
 class RevocationState:
@@ -70,17 +92,42 @@ class RevocationState:
         #: hashes a chain scope of this agent held once and no longer holds
         self.removed: set[str] = set()
         self._hashes: dict[str, str] = {}
+        #: the state before the first event, then after each change, oldest first
+        self._history: deque[_Snapshot] = deque([self._snapshot(-1)], maxlen=HISTORY)
+
+    def _snapshot(self, block: int) -> _Snapshot:
+        return _Snapshot(block, self.scope, frozenset(self.removed), self.device_revoked)
 
     def _ours(self, operator: str, agent: str) -> bool:
         return not self._is_master and operator == self._operator and agent == self._actor
 
-    def apply(self, event: ChainEvent) -> frozenset[str] | _Nothing | None:
+    def apply(self, event: WatcherEvent) -> frozenset[str] | _Nothing | None:
         """Apply ``event``; returns the services to drop from the cache.
 
         Returns:
             a set of services, :data:`ALL_SERVICES` (None) for everything, or an
             object that is neither when nothing changes.
         """
+        if isinstance(event, ChainReorged):
+            self._roll_back(event.fork_block)
+            return ALL_SERVICES
+        result = self._apply(event)
+        snapshot = self._snapshot(event.position.block_number)
+        if snapshot != self._history[-1]:
+            self._history.append(snapshot)
+        return result
+
+    def _roll_back(self, fork_block: int) -> None:
+        """Back to the state after the last event at or before ``fork_block``, if known."""
+        kept = [s for s in self._history if s.block <= fork_block]
+        if not kept:  # that state is older than the history: keep every refusal
+            return
+        self._history = deque(kept, maxlen=HISTORY)
+        last = kept[-1]
+        self.scope, self.removed = last.scope, set(last.removed)
+        self.device_revoked = last.device_revoked
+
+    def _apply(self, event: ChainEvent) -> frozenset[str] | _Nothing | None:
         if isinstance(event, ScopeSet) and self._ours(event.operator_omni, event.agent_omni):
             new = frozenset(h.lower().removeprefix("0x") for h in event.services)
             old = self.scope

@@ -20,7 +20,7 @@ import httpx
 import trio
 
 from agentkeys.chain import ChainClient, ChainWatcher, read_deployment_record
-from agentkeys.chain.events import ChainEvent
+from agentkeys.chain.events import WatcherEvent
 from agentkeys.config import ConfigError
 from agentkeys.daemon._groups import raise_domain_error
 from agentkeys.daemon.config import DaemonConfig
@@ -84,8 +84,8 @@ async def run_daemon(
             actor_omni=actor,
             legacy_identity_omni=config.identity.legacy_identity_omni,
         )
-        events: trio.MemoryReceiveChannel[ChainEvent] | None = None
-        watcher_duty = None
+        events: trio.MemoryReceiveChannel[WatcherEvent] | None = None
+        watcher: ChainWatcher | None = None
         if config.chain.rpc_url is not None and config.chain.deployment is not None:
             rpc_http = await stack.enter_async_context(
                 httpx.AsyncClient(trust_env=False, timeout=10)
@@ -101,7 +101,6 @@ async def run_daemon(
                 poll_interval=config.chain.poll_interval,
             )
             events = watcher.subscribe()
-            watcher_duty = watcher.run
         else:
             _log.warning("no [chain] configured: revocations arrive only via broker refusals")
         daemon = Daemon(
@@ -111,7 +110,8 @@ async def run_daemon(
             session=session,
             device_key_hash=dkh,
             events=events,
-            chain_watcher=watcher_duty,
+            chain_watcher=watcher.run if watcher is not None else None,
+            chain_lag=watcher.head_lag if watcher is not None else None,
         )
         with raise_domain_error():
             async with trio.open_nursery() as nursery:

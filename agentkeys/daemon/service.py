@@ -37,7 +37,7 @@ from typing import Protocol
 
 import trio
 
-from agentkeys.chain.events import ChainEvent, ScopeSet
+from agentkeys.chain.events import ScopeSet, WatcherEvent
 from agentkeys.daemon._groups import raise_domain_error
 from agentkeys.daemon._upstream import UpstreamPool, UpstreamTimeouts
 from agentkeys.daemon.auditlog import AuditLog, AuditRelayQueue
@@ -102,6 +102,8 @@ class Daemon:
         device_key_hash: this device's K10 hash (revocation events).
         events: chain events (a watcher subscription), or None.
         chain_watcher: runs the chain watcher (a duty), or None.
+        chain_lag: the watcher's head lag in blocks (``ChainWatcher.head_lag``), reported
+            on ``/metrics``, or None.
         relay: the chain audit relay, or None.
         max_failures, failure_window: when a failing duty stops the daemon.
         restart_delay: first back-off before a restart (doubling up to 30 s).
@@ -115,8 +117,9 @@ class Daemon:
         probe: BrokerProbe,
         session: DeviceSession | None = None,
         device_key_hash: str | None = None,
-        events: trio.MemoryReceiveChannel[ChainEvent] | None = None,
+        events: trio.MemoryReceiveChannel[WatcherEvent] | None = None,
         chain_watcher: Callable[[], Awaitable[None]] | None = None,
+        chain_lag: Callable[[], int | None] | None = None,
         relay: AuditRelay | None = None,
         max_failures: int = 5,
         failure_window: float = 60.0,
@@ -128,6 +131,7 @@ class Daemon:
         self.session = session
         self._events = events
         self._chain_watcher = chain_watcher
+        self._chain_lag = chain_lag
         self._relay = relay
         self._max_failures = max_failures
         self._failure_window = failure_window
@@ -212,6 +216,8 @@ class Daemon:
                         body_timeout=cfg.listen.body_timeout,
                     ),
                 )
+                if self._chain_lag is not None:
+                    self.app.metrics.chain_lag_from(self._chain_lag)
                 self._write_env()
                 with raise_domain_error():
                     async with trio.open_nursery() as nursery:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
+import trio
 
 from agentkeys.broker import CachedChainView
-from tests.broker.conftest import RunningBroker
+from agentkeys.chain.watcher import ChainWatcher
+from tests.broker.conftest import Chain, RunningBroker
 from tests.metrics_scrape import grew, scrape, value
 
 
@@ -43,3 +47,30 @@ async def test_not_ready_while_the_chain_view_is_not_synced(broker: RunningBroke
     assert ready.json()["problems"] == ["chain_not_synced"]
     assert (await broker.http.get("/healthz")).status_code == 200
     assert (await broker.http.get("/readyz")).status_code == 200
+
+
+async def test_the_chain_head_lag_is_the_newest_head_read_minus_the_last_block_applied(
+    broker: RunningBroker, chain: Chain, nursery: trio.Nursery
+) -> None:
+    lag = "agentkeys_chain_head_lag_blocks"
+    following = broker.service.chain
+    assert value(await scrape(broker.http), lag) >= 0  # the broker's own view follows
+    # a view whose watcher, once caught up, waits an hour before it polls again
+    view = CachedChainView(following._reader)
+    watcher = ChainWatcher(
+        chain.client.rpc, chain.deployment.addresses, start_block=chain.deployment.block_number
+    )
+    broker.service.chain = view
+    try:
+        assert value(await scrape(broker.http), lag) == -1  # not following yet
+        await nursery.start(partial(view.follow, watcher, poll_interval=3600))
+        head = await chain.client.block_number()
+        with trio.fail_after(30):  # a guard against hanging, not a timing assertion
+            while view.synced_through is None or view.synced_through < head:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        assert value(await scrape(broker.http), lag) == 0
+        await chain.client.rpc.call("anvil_mine", hex(5))
+        await view.epoch()  # a mint's read asks the node for its head: 5 blocks unapplied
+        assert value(await scrape(broker.http), lag) == 5
+    finally:
+        broker.service.chain = following

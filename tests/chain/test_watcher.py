@@ -10,8 +10,15 @@ import trio
 
 from agentkeys.chain.client import ChainClient, Receipt, account_from_key
 from agentkeys.chain.deploy import deploy_all
-from agentkeys.chain.errors import ReorgTooDeep
-from agentkeys.chain.events import ChainEvent, DeviceRegistered, ScopeRevoked, ScopeSet
+from agentkeys.chain.errors import ReorgTooDeep, RpcUnavailable
+from agentkeys.chain.events import (
+    ChainEvent,
+    ChainReorged,
+    DeviceRegistered,
+    ScopeRevoked,
+    ScopeSet,
+    WatcherEvent,
+)
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.chain.watcher import ChainWatcher
 from agentkeys.devstack import start_anvil
@@ -24,11 +31,13 @@ HANG_GUARD = 60  # seconds; a guard against hanging, not a timing assertion
 
 
 async def _collect(
-    channel: trio.MemoryReceiveChannel[ChainEvent], into: list[ChainEvent], count: int
+    channel: trio.MemoryReceiveChannel[WatcherEvent], into: list[ChainEvent], count: int
 ) -> None:
     with trio.fail_after(HANG_GUARD):
         while len(into) < count:
-            into.append(await channel.receive())
+            event = await channel.receive()
+            assert not isinstance(event, ChainReorged)  # no reorg here
+            into.append(event)
 
 
 async def test_every_event_exactly_once_across_anvil_restart(tmp_path: Path) -> None:
@@ -148,7 +157,7 @@ async def _scope_for(chain: Chain, op: Operator, label: str) -> None:
     )
 
 
-async def _drain(channel: trio.MemoryReceiveChannel[ChainEvent]) -> list[ChainEvent]:
+async def _drain(channel: trio.MemoryReceiveChannel[WatcherEvent]) -> list[WatcherEvent]:
     out = []
     while True:
         try:
@@ -195,6 +204,7 @@ async def test_reorg_below_delivered_events_rewinds_and_rereads(chain_default: C
     chain = chain_default
     rpc = chain.client.rpc
     op, watcher = await _reorg_setup(chain, ("orphan", "replacement"))
+    watcher_start = watcher.cursor
     events = watcher.subscribe()
     snapshot = await rpc.call("evm_snapshot")
     await _scope_for(chain, op, "orphan")
@@ -206,6 +216,8 @@ async def test_reorg_below_delivered_events_rewinds_and_rereads(chain_default: C
         pass
     assert watcher.reorgs == 1
     delivered = await _drain(events)
+    # the notice first: everything after the block before the orphan's was rolled back
+    assert delivered[0] == ChainReorged(fork_block=watcher_start - 1)
     assert [e.agent_omni for e in delivered if isinstance(e, ScopeSet)] == [
         agent_omni(op.omni, "replacement")
     ]
@@ -249,3 +261,25 @@ async def test_reorg_past_everything_remembered_is_too_deep(chain_default: Chain
     await _scope_for(chain, op, "replacement")
     with pytest.raises(ReorgTooDeep):
         await watcher.poll_once()
+
+
+async def test_head_lag_counts_blocks_seen_but_not_scanned_and_is_unknown_after_a_failure(
+    chain_default: Chain,
+) -> None:
+    chain = chain_default
+    rpc = chain.client.rpc
+    start = await chain.client.block_number() + 1
+    watcher = ChainWatcher(rpc, chain.deployment.addresses, start_block=start, batch_blocks=2)
+    assert watcher.head_lag() is None  # no poll yet
+    await rpc.call("anvil_mine", hex(5))
+    lags = []
+    while await watcher.poll_once():
+        lags.append(watcher.head_lag())
+    assert lags == [3, 1, 0]
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        unreachable = ChainClient(http, "http://127.0.0.1:9", chain.deployment.addresses)
+        lost = ChainWatcher(unreachable.rpc, chain.deployment.addresses, start_block=start)
+        lost.head = 7  # as if a poll had read it before the node went away
+        with pytest.raises(RpcUnavailable):
+            await lost.poll_once()
+    assert lost.head_lag() is None

@@ -306,9 +306,11 @@ async def serving(
     *,
     device_key_hash: str,
     signed_in: bool = True,
+    **daemon_options: Any,
 ) -> AsyncIterator[tuple[Daemon, DaemonAddress, trio.MemorySendChannel[Any], trio.Event]]:
-    """The daemon in-process (chain events fed by the test), with the source's device session
-    as its duty; ready once the broker answered and (``signed_in``) the daemon signed in."""
+    """The daemon in-process (chain events fed by the test, unless ``daemon_options`` give
+    ``events``), with the source's device session as its duty; ready once the broker
+    answered and (``signed_in``) the daemon signed in."""
     send, receive = trio.open_memory_channel[Any](16)
     assert config.broker.url is not None
     async with httpx.AsyncClient(
@@ -320,7 +322,7 @@ async def serving(
             probe=HttpBrokerProbe(probe_http),
             session=source.session,
             device_key_hash=device_key_hash,
-            events=receive,
+            **{"events": receive, **daemon_options},
         )
         done = trio.Event()
 
@@ -357,11 +359,16 @@ async def open_gate(
     broker: Broker,
     *,
     max_connections: int = 1024,
+    identity: IdentitySection | None = None,
+    **daemon_options: Any,
 ) -> AsyncIterator[Stack]:
-    """The ``gate`` daemon, with its listener's connection bound set."""
+    """The ``gate`` daemon, with its listener's connection bound set (and, for chain tests,
+    another identity and further :class:`Daemon` arguments)."""
     config = make_config(tmp_path, broker.url)
     config = dataclasses.replace(
-        config, listen=dataclasses.replace(config.listen, max_connections=max_connections)
+        config,
+        listen=dataclasses.replace(config.listen, max_connections=max_connections),
+        identity=identity or config.identity,
     )
     write_private(config.policy_path, policy_text(upstream.url))
     async with (
@@ -377,12 +384,14 @@ async def open_gate(
             operator_omni=OPERATOR,
             actor_omni=ACTOR,
         )
-        async with serving(nursery, config, source, device_key_hash="0c" * 32, signed_in=False) as (
-            d,
-            a,
-            e,
-            x,
-        ):
+        async with serving(
+            nursery,
+            config,
+            source,
+            device_key_hash="0c" * 32,
+            signed_in=False,
+            **daemon_options,
+        ) as (d, a, e, x):
             yield Stack(d, a, upstream, broker, config, e, tmp_path, x)
 
 

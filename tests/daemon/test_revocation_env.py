@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentkeys.chain.events import (
+    ChainReorged,
     DeviceKeyRotated,
     EventPosition,
     ScopeRevoked,
@@ -15,7 +16,8 @@ from agentkeys.chain.events import (
 from agentkeys.daemon.envfile import render_env
 from agentkeys.daemon.errors import ScopeRevoked as ScopeRevokedError
 from agentkeys.daemon.policy import parse_policy
-from agentkeys.daemon.revocation import RevocationState, changes_nothing
+from agentkeys.daemon.revocation import HISTORY, RevocationState, changes_nothing
+from agentkeys.errors import ServiceNotInScope
 from agentkeys.omni import service_hash
 
 
@@ -42,6 +44,38 @@ def test_scope_set_narrows_and_reports_dropped_services() -> None:
     assert state.apply(DeviceKeyRotated(P, OP, DEV, "0e" * 32, S)) is None
     with pytest.raises(ScopeRevokedError):
         state.check("a")
+
+
+def _at(block: int) -> EventPosition:
+    return EventPosition(block_number=block, log_index=0, block_hash="00" * 32, tx_hash="00" * 32)
+
+
+def test_a_reorg_drops_everything_and_rolls_the_state_back_to_the_fork() -> None:
+    state = RevocationState(operator_omni=OP, actor_omni=AGENT, device_key_hash=DEV)
+    state.apply(ScopeSet(_at(1), OP, AGENT, (H("a"), H("b")), False, 1, S))
+    state.apply(ScopeSet(_at(5), OP, AGENT, (H("a"),), False, 2, S))
+    state.apply(DeviceKeyRotated(_at(6), OP, DEV, "0e" * 32, S))
+    with pytest.raises(ScopeRevokedError):
+        state.check("a")
+    assert state.apply(ChainReorged(fork_block=4)) is None  # drop every cached credential
+    state.check("a")
+    state.check("b")  # its removal (block 5) was rolled back
+    assert state.apply(ChainReorged(fork_block=0)) is None
+    assert state.scope is None  # before any event: left to the broker and the worker again
+    # the removal mined again on the new branch drops everything again and refuses "b"
+    assert state.apply(ScopeSet(_at(5), OP, AGENT, (H("a"),), False, 2, S)) is None
+    with pytest.raises(ServiceNotInScope):
+        state.check("b")
+
+
+def test_a_reorg_older_than_the_history_keeps_every_refusal() -> None:
+    state = RevocationState(operator_omni=OP, actor_omni=AGENT, device_key_hash=DEV)
+    for block in range(1, HISTORY + 2):  # more changes than remembered
+        services = (H("a"), H("b")) if block % 2 else (H("a"),)
+        state.apply(ScopeSet(_at(block), OP, AGENT, services, False, block, S))
+    assert state.scope == frozenset({H("a"), H("b")})
+    assert state.apply(ChainReorged(fork_block=1)) is None  # cache dropped all the same
+    assert state.scope == frozenset({H("a"), H("b")})  # unchanged: the fork is forgotten
 
 
 def test_a_master_daemon_ignores_agent_scope_events() -> None:
