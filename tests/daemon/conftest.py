@@ -320,9 +320,8 @@ async def serving(
             config=config,
             source=source,
             probe=HttpBrokerProbe(probe_http),
-            session=source.session,
             device_key_hash=device_key_hash,
-            **{"events": receive, **daemon_options},
+            **{"session": source.session, "events": receive, **daemon_options},
         )
         done = trio.Event()
 

@@ -77,7 +77,10 @@ async def _following(
     operator: Operator,
     agent: str,
 ) -> AsyncIterator[Stack]:
-    """The agent's daemon, its watcher following from the next block on."""
+    """The agent's daemon, its watcher following from the next block on.
+
+    Its credentials are put in its cache by the test (this broker follows no chain, so no
+    device could sign in to it): the daemon runs without a device session."""
     watcher = _watcher(chain, await _next_block(chain), poll_interval=0.02)
     async with open_gate(
         nursery,
@@ -88,6 +91,7 @@ async def _following(
         events=watcher.subscribe(),
         chain_watcher=watcher.run,
         chain_lag=watcher.head_lag,
+        session=None,
     ) as stack:
         yield stack
 
