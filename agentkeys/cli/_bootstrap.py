@@ -46,6 +46,8 @@ from agentkeys.chain.signing import k10_digest
 from agentkeys.cli._common import (
     EXIT_FAILED,
     EXIT_NO_STATE,
+    EXIT_PASSKEY,
+    EXIT_REJECTED,
     EXIT_USAGE,
     CliError,
     DeviceK10Signer,
@@ -60,12 +62,18 @@ from agentkeys.siwe import SiweMessage
 from attest.device_key import DeviceKey
 
 __all__ = [
+    "EMAIL",
+    "K4_WALLET",
+    "MASTER_WALLET",
+    "OWN_WALLET",
     "SESSION_FILE",
     "SESSION_TOKEN_FILE",
     "BrokerRefused",
     "BrokerSignIn",
     "BrokerUnreachable",
     "NoSession",
+    "RelayPasskeyRefused",
+    "RelayRefused",
     "SessionRecord",
     "UsageError",
     "email_sign_in",
@@ -76,6 +84,12 @@ __all__ = [
     "register_master_via_relay",
     "write_session",
 ]
+
+# operator.json: how this operator signs in (``init`` records it; ``session renew`` repeats it)
+EMAIL = "email"
+MASTER_WALLET = "master_wallet"
+OWN_WALLET = "own"  # the operator's own wallet (K5): SIWE signed in the CLI
+K4_WALLET = "k4"  # an email-only operator: the signer-held K4 signs SIWE through the broker
 
 SESSION_FILE = "session.json"
 SESSION_TOKEN_FILE = "session.jwt"  # noqa: S105 (a file name)
@@ -100,6 +114,22 @@ class BrokerRefused(CliError):
     def __init__(self, reason: str, *, code: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
+
+
+class RelayRefused(BrokerRefused):
+    """The broker's relay refused a master mutation (exit 6: the chain's state does not allow
+    it, e.g. not this operator's session, a device that may not approve, a bad K10)."""
+
+    error = "relay_refused"
+    status = 403  # the one status of this code (agentkeys.error_codes)
+    exit_code = EXIT_REJECTED
+
+
+class RelayPasskeyRefused(RelayRefused):
+    """The broker's relay refused the passkey assertion (not a fresh one over the change)."""
+
+    error = "relay_passkey_refused"
+    exit_code = EXIT_PASSKEY
 
 
 class UsageError(CliError):
@@ -157,7 +187,10 @@ class BrokerSignIn:
             reason = doc.get("reason") if isinstance(doc, dict) else None
             detail = f"{code}: {reason}" if code else f"HTTP {response.status_code}"
             peer = code if isinstance(code, str) else None
-            raise BrokerRefused(f"the broker refused {path} ({one_line(detail)})", code=peer)
+            refused = BrokerRefused
+            if path.startswith("/v1/relay/") and response.status_code in (401, 403):
+                refused = RelayPasskeyRefused if peer == "relay_k11_invalid" else RelayRefused
+            raise refused(f"the broker refused {path} ({one_line(detail)})", code=peer)
         return response.status_code, doc
 
     async def start_email(self, address: str) -> str:
@@ -296,10 +329,11 @@ class BrokerSignIn:
             raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
         return doc
 
-    async def relay_scope(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """A scope mutation (set or revoke) sent by the broker's relay → ``{tx_hash,
-        block_number}``; the broker and the contract verify K10 + K11 (SPEC 6, 7)."""
-        _, doc = await self._post("/v1/relay/scope", body, session=j1)
+    async def relay(self, j1: str, route: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A master mutation sent by the broker's relay (``route``: ``scope``, ``agent`` or
+        ``device-revoke``) → at least ``{tx_hash, block_number}``; the broker and the
+        contract verify K10 + K11 (SPEC 6, 7)."""
+        _, doc = await self._post(f"/v1/relay/{route}", body, session=j1)
         if not isinstance(doc.get("tx_hash"), str):
             raise BrokerRefused("the broker's relay answer lacks the transaction")
         return doc
@@ -494,7 +528,10 @@ def load_session(home: Path, *, allow_expired: bool = False) -> SessionRecord:
     """
     meta_file, token_file = home / SESSION_FILE, home / SESSION_TOKEN_FILE
     if not meta_file.exists() or not token_file.exists():
-        raise NoSession(f"no broker session in {home}; run `agentkeys init` first")
+        raise NoSession(
+            f"no broker session in {home}; sign in: `agentkeys session renew` "
+            "(or `agentkeys init` on a new machine)"
+        )
     try:
         check_private_file(meta_file)
         check_private_file(token_file)
@@ -509,8 +546,8 @@ def load_session(home: Path, *, allow_expired: bool = False) -> SessionRecord:
         )
     except (OSError, ValueError, KeyError, TypeError):
         raise NoSession(
-            f"the broker session in {home} is unreadable; run `agentkeys init`"
+            f"the broker session in {home} is unreadable; sign in again: `agentkeys session renew`"
         ) from None
     if record.expired and not allow_expired:
-        raise NoSession("the broker session has expired; sign in again with `agentkeys init`")
+        raise NoSession("the broker session has expired; sign in again: `agentkeys session renew`")
     return record

@@ -46,6 +46,10 @@ from agentkeys._files import write_private
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, load_chain_profile
 from agentkeys.chain.errors import ChainConfigError
 from agentkeys.cli._bootstrap import (
+    EMAIL,
+    K4_WALLET,
+    MASTER_WALLET,
+    OWN_WALLET,
     BrokerRefused,
     BrokerSignIn,
     SessionRecord,
@@ -423,6 +427,7 @@ async def _email_operator(
 ) -> tuple[OperatorState, str, SessionRecord]:
     """An email-only operator: sign in (link, passkey bound to K10, K4 SIWE), then register
     this device as the first master through the broker's relay."""
+    extra = {EMAIL: address, MASTER_WALLET: K4_WALLET, **extra}
     async with httpx.AsyncClient(base_url=args.broker_url, trust_env=False, timeout=30) as http:
         signin = BrokerSignIn(http)
         j0 = await _email_stage(args, signin, address)
@@ -476,8 +481,9 @@ def _init(args: argparse.Namespace) -> int:
                         j0, wallet, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
                     )
                 session = write_session(home, answer, args.broker_url)
+                own = {EMAIL: args.email, MASTER_WALLET: OWN_WALLET}
                 state, tx = await _register_master_device(
-                    home, wallet.address, k10, passkey, {}, _sovereign(wallet, k10, passkey)
+                    home, wallet.address, k10, passkey, own, _sovereign(wallet, k10, passkey)
                 )
         finally:
             await k10.aclose()
@@ -604,8 +610,11 @@ def _register_device(args: argparse.Namespace) -> int:
                 passkey = _Passkey(args, home, args.legacy_email or wallet.address)
                 if passkey.soft is None:
                     await passkey.create(secrets.token_bytes(32))
+                own = {MASTER_WALLET: OWN_WALLET, **extra}
+                if args.legacy_email is not None:
+                    own[EMAIL] = args.legacy_email
                 state, tx = await _register_master_device(
-                    home, wallet.address, k10, passkey, extra, _sovereign(wallet, k10, passkey)
+                    home, wallet.address, k10, passkey, own, _sovereign(wallet, k10, passkey)
                 )
         finally:
             await k10.aclose()

@@ -76,7 +76,7 @@ async def test_relay_refuses_a_bad_k10_before_paying_gas(
     body = await _signed_request(chain, operator, agent, ["openai"], k10=Device.generate())
     response = await broker.http.post("/v1/relay/scope", json=body, headers=bearer(j1))
     assert response.status_code == 403
-    assert response.json()["error"] == "relay_rejected"
+    assert response.json()["error"] == "relay_k10_invalid"
     assert await chain.client.operator_nonce(operator.omni) == nonce
 
 
@@ -89,7 +89,7 @@ async def test_relay_refuses_a_replayed_passkey_assertion(
     body = await _signed_request(chain, operator, agent, ["openai"])
     body["assertion"] = operator.passkey.get(b"\x00" * 32, sign_count=0).to_json()
     response = await broker.http.post("/v1/relay/scope", json=body, headers=bearer(j1))
-    assert response.json()["error"] == "relay_rejected"
+    assert response.json()["error"] == "relay_k11_invalid"
 
 
 async def test_relay_is_off_unless_configured(broker: RunningBroker, operator: Operator) -> None:
