@@ -79,6 +79,11 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "broker_refused": ErrorCode(
             400, "The broker answered with an error (its ``error`` code is in the reason)."
         ),
+        "broker_session_refused": ErrorCode(
+            401,
+            "CLI: the broker refused the home's session (expired, revoked or invalid there; exit "
+            "3).",
+        ),
         "broker_unreachable": ErrorCode(503, "The broker did not answer."),
         "caller_gone": ErrorCode(403, "The peer process exited or its pid was reused."),
         "caller_not_allowed": ErrorCode(

@@ -67,8 +67,10 @@ __all__ = [
     "MASTER_WALLET",
     "OWN_WALLET",
     "SESSION_FILE",
+    "SESSION_REFUSALS",
     "SESSION_TOKEN_FILE",
     "BrokerRefused",
+    "BrokerSessionRefused",
     "BrokerSignIn",
     "BrokerUnreachable",
     "NoSession",
@@ -114,6 +116,18 @@ class BrokerRefused(CliError):
     def __init__(self, reason: str, *, code: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
+
+
+class BrokerSessionRefused(BrokerRefused):
+    """The broker refused the home's session (expired, revoked or invalid there)."""
+
+    error = "broker_session_refused"
+    status = 401  # the one status of this code (agentkeys.error_codes)
+    exit_code = EXIT_NO_STATE
+
+
+SESSION_REFUSALS = frozenset({"session_expired", "session_invalid", "session_revoked"})
+"""The broker's codes for a session it will not accept (docs/api.md)."""
 
 
 class RelayRefused(BrokerRefused):
@@ -165,14 +179,25 @@ class BrokerSignIn:
     async def _post(
         self,
         path: str,
-        body: Mapping[str, Any],
+        body: Mapping[str, Any] | None,
         *,
         session: str | None = None,
         accept: tuple[int, ...] = (200,),
     ) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` (``None``: GET) to ``path`` → (status, JSON answer).
+
+        Raises:
+            BrokerUnreachable: no answer.
+            BrokerSessionRefused: the broker refused the session (expired, revoked, invalid).
+            RelayRefused / RelayPasskeyRefused: a relay route refused the mutation.
+            BrokerRefused: any other refusal.
+        """
         headers = {"authorization": f"Bearer {session}"} if session else {}
         try:
-            response = await self._http.post(path, json=dict(body), headers=headers)
+            if body is None:
+                response = await self._http.get(path, headers=headers)
+            else:
+                response = await self._http.post(path, json=dict(body), headers=headers)
         except httpx.HTTPError as exc:
             raise BrokerUnreachable(
                 f"the broker at {self._http.base_url} is unreachable ({type(exc).__name__}); "
@@ -188,9 +213,13 @@ class BrokerSignIn:
             detail = f"{code}: {reason}" if code else f"HTTP {response.status_code}"
             peer = code if isinstance(code, str) else None
             refused = BrokerRefused
-            if path.startswith("/v1/relay/") and response.status_code in (401, 403):
+            advice = ""
+            if peer in SESSION_REFUSALS:
+                refused = BrokerSessionRefused
+                advice = "; sign in again: `agentkeys session renew`"
+            elif path.startswith("/v1/relay/") and response.status_code in (401, 403):
                 refused = RelayPasskeyRefused if peer == "relay_k11_invalid" else RelayRefused
-            raise refused(f"the broker refused {path} ({one_line(detail)})", code=peer)
+            raise refused(f"the broker refused {path} ({one_line(detail)}){advice}", code=peer)
         return response.status_code, doc
 
     async def start_email(self, address: str) -> str:
@@ -228,6 +257,7 @@ class BrokerSignIn:
         device_key: DeviceKey,
         create: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]],
         approve: Callable[[bytes, list[bytes]], Awaitable[Mapping[str, Any]]] | None = None,
+        on_approval: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Stage 2: enroll a passkey bound to K10.
 
@@ -239,6 +269,8 @@ class BrokerSignIn:
             approve: an already enrolled passkey of the identity: AuthenticationResponseJSON
                 over a raw challenge by one of the listed credential ids; the broker requires
                 it for any passkey after the first (docs/broker.md, stage 2).
+            on_approval: called before ``create`` when the broker wants that approval (so
+                that the first page can count the steps to come).
 
         Raises:
             BrokerRefused: e.g. ``passkey_approval_required`` when the identity already has a
@@ -252,6 +284,9 @@ class BrokerSignIn:
         if not isinstance(creation, dict):
             raise BrokerRefused("the broker's passkey options are malformed")
         challenge = _b64d(creation.get("challenge"))
+        approval = options.get("approval")
+        if isinstance(approval, dict) and approve is not None and on_approval is not None:
+            on_approval()
         credential = await create(creation)
         proof = await device_key.sign(hashlib.sha256(challenge).digest())
         body: dict[str, Any] = {
@@ -259,7 +294,6 @@ class BrokerSignIn:
             "credential": dict(credential),
             "k10_signature": b64url_encode(proof),
         }
-        approval = options.get("approval")
         if isinstance(approval, dict) and approve is not None:
             allowed = approval.get("allow_credentials")
             allow = [_b64d(c) for c in allowed] if isinstance(allowed, list) else []
@@ -328,6 +362,19 @@ class BrokerSignIn:
         if not isinstance(doc.get("session"), str):
             raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
         return doc
+
+    async def session_info(self, token: str) -> dict[str, Any]:
+        """``GET /v1/auth/session`` → ``{stage, subject, wallet, identity_omni, expires_at}``.
+
+        Raises:
+            BrokerSessionRefused: expired, revoked or invalid at the broker (its code).
+        """
+        _, doc = await self._post("/v1/auth/session", None, session=token)
+        return doc
+
+    async def session_revoke(self, token: str) -> None:
+        """``POST /v1/auth/session/revoke``: the broker refuses the session from now on."""
+        await self._post("/v1/auth/session/revoke", {}, session=token)
 
     async def relay(self, j1: str, route: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """A master mutation sent by the broker's relay (``route``: ``scope``, ``agent`` or

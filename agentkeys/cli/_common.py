@@ -108,6 +108,7 @@ __all__ = [
     "add_session_options",
     "add_wallet_options",
     "agentkeys_home",
+    "assertion_json",
     "describe_error",
     "emit",
     "exit_code_for",
@@ -770,21 +771,27 @@ class RecordingAuthority:
         """``k10_signature`` (raw r ‖ s hex) and ``assertion`` (AuthenticationResponseJSON)."""
         if not self.der or self.assertion is None:
             raise CliError("internal: nothing was signed for the relay")
-        cid = b64url_encode(self.credential_id)
         return {
             "k10_signature": k10_raw_from_der(self.der).hex(),
-            "assertion": {
-                "id": cid,
-                "rawId": cid,
-                "type": "public-key",
-                "response": {
-                    "authenticatorData": b64url_encode(self.assertion.authenticator_data),
-                    "clientDataJSON": b64url_encode(self.assertion.client_data_json),
-                    "signature": b64url_encode(self.assertion.signature),
-                },
-                "clientExtensionResults": {},
-            },
+            "assertion": assertion_json(self.credential_id, self.assertion),
         }
+
+
+def assertion_json(credential_id: bytes, assertion: WebAuthnAssertion) -> dict[str, Any]:
+    """``assertion`` by ``credential_id`` as AuthenticationResponseJSON (what the broker
+    takes)."""
+    cid = b64url_encode(credential_id)
+    return {
+        "id": cid,
+        "rawId": cid,
+        "type": "public-key",
+        "response": {
+            "authenticatorData": b64url_encode(assertion.authenticator_data),
+            "clientDataJSON": b64url_encode(assertion.client_data_json),
+            "signature": b64url_encode(assertion.signature),
+        },
+        "clientExtensionResults": {},
+    }
 
 
 @dataclass

@@ -91,7 +91,7 @@ from attest.device_key import DeviceKey, key_hash, open_device_key
 if TYPE_CHECKING:
     from agentkeys.devstack.softauthn import SoftAuthenticator
 
-__all__ = ["register"]
+__all__ = ["email_stage", "register"]
 
 RP_ID = "localhost"
 _SPINNER = "|/-\\"
@@ -209,13 +209,28 @@ class _Passkey:
             dev_key_file=key_file,
         )
 
+    def expect_approval(self) -> None:
+        """The broker wants the enrolled passkey's approval: one page more (told before the
+        first page, so that every page says the same n)."""
+        self.steps = 4
+
     def _details(self, operation: str) -> tuple[tuple[str, str], ...]:
-        """The next page's "step k of n" lines (n grows by one when an old passkey approves)."""
+        """The next page's "step k of n" lines (n is 4 when an old passkey approves)."""
         self.step += 1
         return (
             ("Step", f"{self.step} of {self.steps} (agentkeys init)"),
             ("Operation", operation),
             ("Operator", self.user),
+        )
+
+    async def enroll(self, signin: BrokerSignIn, j0: str, k10: DeviceKey) -> None:
+        """Stage 2 with this passkey (and, when the broker asks, the enrolled one's approval)."""
+        await signin.enroll(
+            j0,
+            k10,
+            lambda o: self.create(b64url_decode(str(o["challenge"]))),
+            self.approve,
+            self.expect_approval,
         )
 
     async def create(self, challenge: bytes) -> Mapping[str, Any]:
@@ -287,7 +302,6 @@ class _Passkey:
                 return self.soft.get(challenge).to_json()
             finally:
                 self.soft.credential_id = own
-        self.steps += 1
         ceremony = assertion_ceremony(
             challenge=challenge,
             rp_id=RP_ID,
@@ -430,10 +444,8 @@ async def _email_operator(
     extra = {EMAIL: address, MASTER_WALLET: K4_WALLET, **extra}
     async with httpx.AsyncClient(base_url=args.broker_url, trust_env=False, timeout=30) as http:
         signin = BrokerSignIn(http)
-        j0 = await _email_stage(args, signin, address)
-        await signin.enroll(
-            j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"]))), passkey.approve
-        )
+        j0 = await email_stage(args, signin, address)
+        await passkey.enroll(signin, j0, k10)
         answer = await signin.siwe_k4(j0, lambda o: passkey.get(b64url_decode(str(o["challenge"]))))
         session = write_session(home, answer, args.broker_url)
         state, tx = await _register_master_device(
@@ -470,13 +482,8 @@ def _init(args: argparse.Namespace) -> int:
                     base_url=args.broker_url, trust_env=False, timeout=30
                 ) as http:
                     signin = BrokerSignIn(http)
-                    j0 = await _email_stage(args, signin, args.email)
-                    await signin.enroll(
-                        j0,
-                        k10,
-                        lambda o: passkey.create(b64url_decode(str(o["challenge"]))),
-                        passkey.approve,
-                    )
+                    j0 = await email_stage(args, signin, args.email)
+                    await passkey.enroll(signin, j0, k10)
                     answer = await signin.siwe(
                         j0, wallet, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
                     )
@@ -511,7 +518,9 @@ def _init(args: argparse.Namespace) -> int:
     return run(args, command)
 
 
-async def _email_stage(args: argparse.Namespace, signin: BrokerSignIn, address: str) -> str:
+async def email_stage(args: argparse.Namespace, signin: BrokerSignIn, address: str) -> str:
+    """Stage 1: mail the magic link to ``address`` and wait for it to be followed (from
+    ``args.maildir``, the development SMTP sink, automatically) → the J0 session."""
     maildir: Path | None = args.maildir
     seen = maildir_names(maildir) if maildir is not None else frozenset()
     handle = await signin.start_email(address)
