@@ -222,6 +222,14 @@ async def test_the_relay_refuses_without_a_fresh_k11_or_the_operators_session(
     second_key = fresh["agent_k10_public_key"]
     assert await _nonce(operator) == nonce
     assert await _device(device_key_hash_from_point(bytes.fromhex(second_key))) is None
+    # each denial has its audit row, naming the operator and the approving device
+    rows = [json.loads(line) for line in (tmp_path / "state" / "broker" / "audit" / "broker.jsonl")
+            .read_text().splitlines()]  # fmt: skip
+    denied = [r for r in rows if r["route"] == "relay_agent" and r["outcome"] == "denied"]
+    assert [r["error"] for r in denied] == [
+        "relay_k11_invalid", "relay_k11_invalid", "relay_rejected", "operator_mismatch",
+    ]  # fmt: skip
+    assert {r["fields"]["approving_device"] for r in denied} == {first["device_key_hash"]}
 
     # the CLI with another operator's session: refused by the broker, exit 6, nothing changed
     for name in ("session.json", "session.jwt"):
