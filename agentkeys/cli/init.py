@@ -91,7 +91,7 @@ from attest.device_key import DeviceKey, key_hash, open_device_key
 if TYPE_CHECKING:
     from agentkeys.devstack.softauthn import SoftAuthenticator
 
-__all__ = ["email_stage", "register"]
+__all__ = ["add_maildir_option", "email_stage", "register"]
 
 RP_ID = "localhost"
 _SPINNER = "|/-\\"
@@ -112,15 +112,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=os.environ.get("AGENTKEYS_DEV_BROKER_URL"),
         help="the broker (default $AGENTKEYS_DEV_BROKER_URL, set by `dev up`'s env.sh)",
     )
-    init.add_argument(
+    add_maildir_option(init)
+    add_device_options(init)
+    add_output_options(init)
+    init.set_defaults(func=_init)
+
+
+def add_maildir_option(parser: argparse.ArgumentParser) -> None:
+    """``--maildir``: where the development SMTP sink puts the magic link (stage 1)."""
+    parser.add_argument(
         "--maildir",
         type=Path,
         default=os.environ.get("AGENTKEYS_DEV_MAILDIR"),
         help="development only: read the magic link from this maildir (the SMTP sink)",
     )
-    add_device_options(init)
-    add_output_options(init)
-    init.set_defaults(func=_init)
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -563,12 +568,7 @@ def register_device_command(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("AGENTKEYS_DEV_BROKER_URL"),
         help="without a wallet option: the broker to sign in to and relay through",
     )
-    parser.add_argument(
-        "--maildir",
-        type=Path,
-        default=os.environ.get("AGENTKEYS_DEV_MAILDIR"),
-        help="development only: read the magic link from this maildir (the SMTP sink)",
-    )
+    add_maildir_option(parser)
     add_device_options(parser)
     add_output_options(parser)
     parser.set_defaults(func=_register_device)

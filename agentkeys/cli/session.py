@@ -17,7 +17,6 @@ import argparse
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,7 +48,7 @@ from agentkeys.cli._common import (
     run,
     wallet_given,
 )
-from agentkeys.cli.init import email_stage
+from agentkeys.cli.init import add_maildir_option, email_stage
 from agentkeys.jwks import b64url_decode
 from agentkeys.passkey_page import PagePasskey
 
@@ -87,12 +86,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--broker-url",
         help="the broker (default: the stored session's, else $AGENTKEYS_DEV_BROKER_URL)",
     )
-    renew.add_argument(
-        "--maildir",
-        type=Path,
-        default=os.environ.get("AGENTKEYS_DEV_MAILDIR"),
-        help="development only: read the magic link from this maildir (the SMTP sink)",
-    )
+    add_maildir_option(renew)
     add_session_options(renew)
     add_output_options(renew)
     renew.set_defaults(func=_renew)
