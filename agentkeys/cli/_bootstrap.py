@@ -15,7 +15,9 @@ master wallet is the signer-held K4, through the broker's relay
 the signer approves it with K4's EIP-712 signature after checking both, the relay sends it).
 The J1 session is kept in the agentkeys home as
 ``session.jwt`` (the raw token, 0600: the daemon's ``broker.session_file``) and
-``session.json`` (0600: broker URL, actor, wallet, expiry); :func:`load_session` reads it.
+``session.json`` (0600: broker URL, actor, wallet, expiry); :func:`load_session` reads it,
+and ``agentkeys session status|renew|revoke`` (agentkeys.cli.session) checks it with the
+broker, signs in again (stages 1 and 3) and ends it.
 """
 
 from __future__ import annotations
@@ -176,7 +178,7 @@ class BrokerSignIn:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def _post(
+    async def _call(
         self,
         path: str,
         body: Mapping[str, Any] | None,
@@ -184,7 +186,7 @@ class BrokerSignIn:
         session: str | None = None,
         accept: tuple[int, ...] = (200,),
     ) -> tuple[int, dict[str, Any]]:
-        """POST ``body`` (``None``: GET) to ``path`` → (status, JSON answer).
+        """POST ``body`` to ``path`` (GET when ``body`` is ``None``) → (status, JSON answer).
 
         Raises:
             BrokerUnreachable: no answer.
@@ -224,7 +226,7 @@ class BrokerSignIn:
 
     async def start_email(self, address: str) -> str:
         """Stage 1: ask for a magic link; returns the request handle to poll."""
-        _, doc = await self._post("/v1/auth/email/start", {"email": address})
+        _, doc = await self._call("/v1/auth/email/start", {"email": address})
         handle = doc.get("request")
         if not isinstance(handle, str):
             raise BrokerRefused("the broker's email answer lacks the request handle")
@@ -241,7 +243,7 @@ class BrokerSignIn:
 
     async def poll_email(self, handle: str) -> str | None:
         """The J0 session once the link was followed, else None (still pending)."""
-        status, doc = await self._post(
+        status, doc = await self._call(
             "/v1/auth/email/poll", {"request": handle}, accept=(200, 202)
         )
         if status == 202:
@@ -277,7 +279,7 @@ class BrokerSignIn:
                 passkey and ``approve`` is missing or not one of them.
         """
         point = DeviceK10Signer(device_key).public_point
-        _, options = await self._post(
+        _, options = await self._call(
             "/v1/auth/passkey/register/options", {"k10_public_key": point.hex()}, session=j0
         )
         creation = options.get("options")
@@ -301,7 +303,7 @@ class BrokerSignIn:
             body["approval"] = dict(
                 await approve(enrollment_approval_challenge(challenge, new_id), allow)
             )
-        _, doc = await self._post("/v1/auth/passkey/register/verify", body, session=j0)
+        _, doc = await self._call("/v1/auth/passkey/register/verify", body, session=j0)
         return doc
 
     async def siwe(
@@ -312,7 +314,7 @@ class BrokerSignIn:
     ) -> dict[str, Any]:
         """Stage 3: SIWE with the operator's own wallet and a passkey assertion → J1 answer
         ``{session, actor_omni, wallet, expires_at}``."""
-        _, start = await self._post("/v1/auth/siwe/start", {"wallet": wallet.address}, session=j0)
+        _, start = await self._call("/v1/auth/siwe/start", {"wallet": wallet.address}, session=j0)
         text = start.get("message")
         if not isinstance(text, str):
             text = SiweMessage(
@@ -330,7 +332,7 @@ class BrokerSignIn:
         if not isinstance(webauthn, dict):
             raise BrokerRefused("the broker's SIWE answer lacks the passkey options")
         assertion = await assert_(webauthn)
-        _, doc = await self._post(
+        _, doc = await self._call(
             "/v1/auth/siwe/verify",
             {
                 "challenge_id": start.get("challenge_id"),
@@ -349,12 +351,12 @@ class BrokerSignIn:
     ) -> dict[str, Any]:
         """Stage 3 for an email identity (the legacy design): the broker has the signer sign
         the SIWE message with the identity's K4 wallet after the passkey assertion."""
-        _, start = await self._post("/v1/auth/siwe/start", {}, session=j0)
+        _, start = await self._call("/v1/auth/siwe/start", {}, session=j0)
         webauthn = start.get("webauthn")
         if not isinstance(webauthn, dict):
             raise BrokerRefused("the broker's SIWE answer lacks the passkey options")
         assertion = await assert_(webauthn)
-        _, doc = await self._post(
+        _, doc = await self._call(
             "/v1/auth/siwe/k4",
             {"challenge_id": start.get("challenge_id"), "assertion": dict(assertion)},
             session=j0,
@@ -369,18 +371,18 @@ class BrokerSignIn:
         Raises:
             BrokerSessionRefused: expired, revoked or invalid at the broker (its code).
         """
-        _, doc = await self._post("/v1/auth/session", None, session=token)
+        _, doc = await self._call("/v1/auth/session", None, session=token)
         return doc
 
     async def session_revoke(self, token: str) -> None:
         """``POST /v1/auth/session/revoke``: the broker refuses the session from now on."""
-        await self._post("/v1/auth/session/revoke", {}, session=token)
+        await self._call("/v1/auth/session/revoke", {}, session=token)
 
     async def relay(self, j1: str, route: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """A master mutation sent by the broker's relay (``route``: ``scope``, ``agent`` or
         ``device-revoke``) → at least ``{tx_hash, block_number}``; the broker and the
         contract verify K10 + K11 (SPEC 6, 7)."""
-        _, doc = await self._post(f"/v1/relay/{route}", body, session=j1)
+        _, doc = await self._call(f"/v1/relay/{route}", body, session=j1)
         if not isinstance(doc.get("tx_hash"), str):
             raise BrokerRefused("the broker's relay answer lacks the transaction")
         return doc
@@ -388,7 +390,7 @@ class BrokerSignIn:
     async def relay_first_master(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """First-master registration of an email operator through the broker's relay →
         ``{tx_hash, block_number, operator_omni, wallet, device_key_hash}``."""
-        _, doc = await self._post("/v1/relay/first-master", body, session=j1)
+        _, doc = await self._call("/v1/relay/first-master", body, session=j1)
         if not isinstance(doc.get("tx_hash"), str):
             raise BrokerRefused("the broker's relay answer lacks the transaction")
         return doc
