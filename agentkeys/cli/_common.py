@@ -890,11 +890,6 @@ async def open_session(
         if not signing:
             yield session
             return
-        if state.submit != "sovereign":
-            raise CliError(
-                'relay submission is not available from the CLI yet; set "submit": '
-                '"sovereign" in operator.json and pass your wallet'
-            )
         session.passkey = passkey_for(args, state.passkey)
         key = await open_device_key(
             state.k10_backend,

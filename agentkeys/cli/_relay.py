@@ -1,7 +1,8 @@
 """Who sends a master mutation: the operator's wallet, or the broker's relay (SPEC 1, 6).
 
 With ``--wallet-keystore`` / ``--wallet-key-file`` the operator's own wallet sends the
-transaction (sovereign; an operator whose own wallet is the master must pass it). Without one
+transaction (sovereign; an operator whose own wallet is the master must pass it unless it
+opted into hosted relay, ``"submit": "relay"`` in operator.json). Without one
 (an email-only operator, whose master wallet is the signer-held K4, has none) the command
 hands this master device's K10 signature and passkey assertion, with the J1 session kept in
 the home, to the broker's ``/v1/relay/<route>``; the broker verifies both against the chain
@@ -42,20 +43,21 @@ Sender = LocalAccount | SessionRecord
 
 
 def sender_for(args: argparse.Namespace, session: OperatorSession) -> Sender:
-    """The operator's wallet when one is given, else (an email-only operator, or a home that
-    does not say) the J1 session for the broker's relay.
+    """The operator's wallet when one is given, else (an email-only operator, an operator who
+    opted into hosted relay with ``"submit": "relay"``, or a home that does not say) the J1
+    session for the broker's relay.
 
     Raises:
         SecretUnavailable: no wallet given though this operator's own wallet is the master
-            (``master_wallet`` ``own`` in operator.json), or neither a wallet nor a session;
-            or the wallet given is unusable.
+            (``master_wallet`` ``own`` in operator.json) and it did not opt into the relay, or
+            neither a wallet nor a session; or the wallet given is unusable.
         WalletMismatch: the wallet given is not the master's.
         NoSession: an email-only operator without a live session (``agentkeys session renew``).
     """
     if wallet_given(args):
         return load_wallet(args, session.state.wallet)
     kind = session.state.extra.get(MASTER_WALLET)
-    if kind == OWN_WALLET:
+    if kind == OWN_WALLET and session.state.submit != "relay":
         raise SecretUnavailable(
             "your own wallet sends this change: pass --wallet-keystore FILE or "
             "--wallet-key-file FILE"

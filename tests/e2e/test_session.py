@@ -1,7 +1,8 @@
 """``agentkeys session status|renew|revoke`` on the real dev stack: the broker's word on the
 home's J1, a revoked session refused by the relay (exit 3), and a renewal the way each kind of
 operator signs in (email link + passkey with K4 for an email-only operator, with the
-operator's own wallet's SIWE for a wallet operator) that the relay and the broker then take."""
+operator's own wallet's SIWE for a wallet operator) that the relay and the broker then take.
+A wallet operator's mutations go through the relay only when it opts in (``submit``)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,20 @@ async def test_wallet_operator_renews_with_its_wallet(
     code, out, err = await cli("session", "status", "--home", str(home), "--json")
     assert code == EXIT_OK, err
     assert json.loads(out)["wallet"] == wallet.address.lower()
+
+    # mutations: this operator's wallet sends them, unless it opts into hosted relay
+    code, _, err = await cli("agent", "create", "bot", *common)
+    assert code != EXIT_OK
+    assert "--wallet-key-file" in _one_line(err)
+    state = json.loads((home / "operator.json").read_text())
+    (home / "operator.json").write_text(json.dumps({**state, "submit": "relay"}))
+    code, out, err = await cli("agent", "create", "bot", *common)
+    assert code == EXIT_OK, err
+    async with httpx.AsyncClient(timeout=10) as http:
+        rpc = {"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionByHash",
+               "params": [json.loads(out)["tx_hash"]]}  # fmt: skip
+        sent = (await http.post(rpc_url, json=rpc)).json()["result"]
+    assert str(sent["from"]).lower() != wallet.address.lower()
 
     # another email signs in as another operator: refused, the stored session kept
     before = (home / "session.jwt").read_text()
