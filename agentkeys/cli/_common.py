@@ -34,6 +34,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -725,8 +726,21 @@ def _dev_passkey(record: PasskeyRecord) -> SoftAuthenticator:
     return passkey
 
 
+def _page_port(origin: str | None) -> int:
+    """The port of the origin a passkey was enrolled on (0: any free port)."""
+    try:
+        return (urlsplit(origin).port or 0) if origin else 0
+    except ValueError:
+        return 0
+
+
 def passkey_for(args: argparse.Namespace, record: PasskeyRecord) -> PasskeyAuthenticator:
-    """The page passkey, or the development one only when ``--dev-authenticator`` asks."""
+    """The page passkey, or the development one only when ``--dev-authenticator`` asks.
+
+    The page is served on the port of the origin the passkey was enrolled on (the broker's
+    WebAuthn origin): the broker checks an assertion's origin (sign-in, relay), the chain
+    does not.
+    """
     if getattr(args, "dev_authenticator", False):
         return _dev_passkey(record)
     opener = getattr(args, "passkey_opener", None) or browser_opener(
@@ -738,6 +752,7 @@ def passkey_for(args: argparse.Namespace, record: PasskeyRecord) -> PasskeyAuthe
         open_url=opener,
         rp_id=record.rp_id,
         timeout=float(getattr(args, "passkey_timeout", 180.0)),
+        port=_page_port(record.origin),
     )
 
 

@@ -24,6 +24,11 @@ pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin
 
 async def _init_pages(browser: Browser, *argv: str) -> list[dict[str, str]]:
     """Run ``init`` with the page in ``browser`` → the details each page showed."""
+    return await _pages(browser, "init", *argv)
+
+
+async def _pages(browser: Browser, *argv: str) -> list[dict[str, str]]:
+    """Run a command with the passkey page in ``browser`` → the details each page showed."""
     shown: list[dict[str, str]] = []
     pages_before = len(browser.visited)
 
@@ -32,9 +37,7 @@ async def _init_pages(browser: Browser, *argv: str) -> list[dict[str, str]]:
             shown.append(await page_details(browser))
         await browser.open_url(url)
 
-    args = build_parser().parse_args(
-        ["init", *argv, "--no-browser", "--passkey-timeout", "20", "--json"]
-    )
+    args = build_parser().parse_args([*argv, "--no-browser", "--passkey-timeout", "20", "--json"])
     args.passkey_opener = opener
     assert await trio.to_thread.run_sync(args.func, args) == EXIT_OK
     shown.append(await page_details(browser))
@@ -55,6 +58,11 @@ async def test_init_pages_say_step_k_of_n(
             ("3 of 3 (agentkeys init)", "register this device as your master"),
         ]
         assert {d["Operator"] for d in shown} == {email}
+        # the email-only operator's mutations go through the relay with this same page passkey:
+        # the broker checks the assertion's origin, so the page is served on the enrolled one
+        agent = await _pages(browser, "agent", "create", "bot", "--home", str(tmp_path / "home"))
+        assert json.loads(capsys.readouterr().out)["registered"] is True
+        assert [(d["Operation"], d["Agent"]) for d in agent] == [("agent create", "bot")]
 
         # the same email, now with a wallet of its own: the enrolled passkey (in this
         # browser's authenticator) approves the new one, and every page says "of 4"
