@@ -206,11 +206,12 @@ def _renew(args: argparse.Namespace) -> int:
                 answer = await signin.siwe_k4(j0, assert_)
             else:
                 answer = await signin.siwe(j0, wallet, assert_)
-        if answer.get("actor_omni") != state.operator_omni:
-            raise Rejected(
-                f"{address} signs in as another operator ({answer.get('actor_omni')}), not "
-                f"{state.operator_omni}; nothing was replaced"
-            )
+            if answer.get("actor_omni") != state.operator_omni:
+                await signin.session_revoke(str(answer["session"]))  # never kept: end it
+                raise Rejected(
+                    f"{address} signs in as another operator ({answer.get('actor_omni')}), not "
+                    f"{state.operator_omni}; nothing was replaced"
+                )
         record = write_session(home, answer, broker_url)
         data = _data(state, record, "valid", {"stage": answer.get("stage")})
         emit(args, data, ["session renewed", *_lines(data)])

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from agentkeys.chain import account_from_key
-from agentkeys.cli._common import EXIT_NO_STATE, EXIT_OK
+from agentkeys.cli._common import EXIT_NO_STATE, EXIT_OK, EXIT_REJECTED
 from agentkeys.omni import actor_omni_for_wallet
 from tests.e2e.conftest import Cli, DevStack
 
@@ -128,3 +128,17 @@ async def test_wallet_operator_renews_with_its_wallet(
     )  # fmt: skip
     assert code != EXIT_OK
     assert (home / "session.jwt").read_text() == before
+    # a home that does not say how it signs in tries K4: that is another operator (the
+    # email's K4 wallet), refused, its session ended at the broker, the stored one kept
+    state = json.loads((home / "operator.json").read_text())
+    del state["master_wallet"]
+    (home / "operator.json").write_text(json.dumps(state))
+    code, _, err = await cli("session", "renew", *common)
+    assert code == EXIT_REJECTED, err
+    assert "another operator" in err.strip().splitlines()[-1]  # after "magic link sent"
+    assert (home / "session.jwt").read_text() == before
+    audit = tmp_path / "state" / "broker" / "audit" / "broker.jsonl"
+    rows = [json.loads(line) for line in audit.read_text().splitlines()]
+    ended = [r["fields"]["subject"] for r in rows if r["route"] == "session_revoke"]
+    assert len(ended) == 1
+    assert ended[0] != renewed["actor_omni"]
