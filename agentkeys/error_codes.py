@@ -79,6 +79,11 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "broker_refused": ErrorCode(
             400, "The broker answered with an error (its ``error`` code is in the reason)."
         ),
+        "broker_session_refused": ErrorCode(
+            401,
+            "CLI: the broker refused the home's session (expired, revoked or invalid there; exit "
+            "3).",
+        ),
         "broker_unreachable": ErrorCode(503, "The broker did not answer."),
         "caller_gone": ErrorCode(403, "The peer process exited or its pid was reused."),
         "caller_not_allowed": ErrorCode(
@@ -448,8 +453,31 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
             "The request conflicts with what the chain says (already present, unknown, revoked).",
         ),
         "relay_disabled": ErrorCode(404, "Hosted-relay mode is not configured on this broker."),
+        "relay_device_not_authorised": ErrorCode(
+            403,
+            "The relay's approving device is not a live master of the operator with the role "
+            "the change needs.",
+        ),
+        "relay_k10_invalid": ErrorCode(
+            403,
+            "A relayed K10 signature (the master's, or a new device's binding proof) does not "
+            "verify.",
+        ),
+        "relay_k11_invalid": ErrorCode(
+            403,
+            "The relayed passkey assertion is not a fresh one over this very change (replayed, "
+            "stale or another relying party's).",
+        ),
+        "relay_passkey_refused": ErrorCode(
+            403,
+            "CLI: the broker's relay refused the passkey assertion (``relay_k11_invalid``; "
+            "exit 4).",
+        ),
+        "relay_refused": ErrorCode(
+            403, "CLI: the broker's relay refused a master mutation (its code is in the reason)."
+        ),
         "relay_rejected": ErrorCode(
-            403, "The mutation's K10 signature or K11 assertion did not verify at the broker."
+            403, "The relay will not submit the mutation (malformed, or the contract refused it)."
         ),
         "replayed_nonce": ErrorCode(401, "The PoP nonce was already used within its window."),
         "request_refused": ErrorCode(400, "The request is malformed (headers or body)."),

@@ -1,12 +1,15 @@
 """Hosted-relay mode: the broker submits master mutations the operator signed (SPEC 1, 6, 7).
 
-Scope mutations (:meth:`Relay.scope_mutation`) and, for an operator whose master wallet is
-the signer-held K4, the first-master registration (:meth:`Relay.register_first_master`, with
-K4's EIP-712 approval obtained from the signer by the broker's ``/v1/relay/first-master``).
+Scope mutations (:meth:`Relay.scope_mutation`), agent registration
+(:meth:`Relay.add_agent_device`), device revocation (:meth:`Relay.revoke_device`) and, for an
+operator whose master wallet is the signer-held K4, the first-master registration
+(:meth:`Relay.register_first_master`, with K4's EIP-712 approval obtained from the signer by
+the broker's ``/v1/relay/first-master``).
 
 Off unless configured. Authorisation never rests on the relay: the contracts check K10 + K11
 themselves. The broker still verifies both *before* paying gas, against what the chain says
-about the device (SidecarRegistry: a live master of the operator with SCOPE_MGMT, its K10
+about the device (SidecarRegistry: a live master of the operator with the role the contract
+wants: SCOPE_MGMT for scope, RECOVERY to add an agent or revoke another device; its K10
 point, its passkey's public key, rpIdHash and last sign count) and the challenge the contract
 will rebuild (operation tag, parameters, chain id, contract, the operator's current nonce).
 
@@ -30,7 +33,14 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
 from agentkeys.broker import _passkey as pk
-from agentkeys.broker.errors import ChainUnavailable, RelayRejected
+from agentkeys.broker.errors import (
+    ChainUnavailable,
+    RelayDeviceNotAuthorised,
+    RelayK10Invalid,
+    RelayK11Invalid,
+    RelayRejected,
+)
+from agentkeys.chain import ROLE_RECOVERY, ROLE_SCOPE_MGMT
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.client import ChainClient, Receipt, SignedMutation, Tier
 from agentkeys.chain.errors import ChainError, ContractReverted
@@ -40,15 +50,15 @@ from agentkeys.jwks import b64url_decode, raw_rs_to_der
 from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import (
     actor_omni_for_wallet,
+    device_key_hash_from_point,
     hex32_to_bytes,
     p256_public_key_from_point,
 )
+from agentkeys.omni import agent_omni as omni_of_agent
 
-__all__ = ["ROLE_SCOPE_MGMT", "Relay"]
+__all__ = ["Approval", "Relay"]
 
 log = logging.getLogger("agentkeys.broker.relay")
-
-ROLE_SCOPE_MGMT = 4
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,27 @@ def _cose_key(point: bytes) -> bytes:
     return cbor2.dumps({1: 2, 3: -7, -1: 1, -2: point[:32], -3: point[32:]})
 
 
+def _k10_verifies(point: bytes, raw: bytes, message: bytes) -> bool:
+    try:
+        return verify_k10(p256_public_key_from_point(point), raw, message=message)
+    except FormatError:
+        return False
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A master device's approval of one mutation, as the operator's CLI hands it over:
+    its ``device_key_hash``, K10 ``r ‖ s`` (hex) and K11 AuthenticationResponseJSON over the
+    challenge, checked for ``rp_id`` / ``origin`` (the broker's WebAuthn site)."""
+
+    operator_omni: str
+    device_key_hash: str
+    k10_signature: str
+    assertion: Mapping[str, Any]
+    rp_id: str
+    origin: str
+
+
 @dataclass
 class _Job:
     mutation: SignedMutation
@@ -83,7 +114,7 @@ class _Job:
 
 
 class Relay:
-    """Verifies and submits scope mutations from the relay wallet.
+    """Verifies and submits master mutations from the relay wallet.
 
     Args:
         client: the chain client (reads, challenge, submission).
@@ -122,16 +153,11 @@ class Relay:
 
     async def scope_mutation(
         self,
+        approval: Approval,
         *,
-        operator_omni: str,
         agent_omni: str,
-        device_key_hash: str,
-        k10_signature: str,
-        assertion: Mapping[str, Any],
         services: list[bytes] | None,
         read_only: bool,
-        rp_id: str,
-        origin: str,
     ) -> Receipt:
         """Verify and submit set_scope (``services``: their hashes) or revoke_scope (``None``).
 
@@ -140,17 +166,115 @@ class Relay:
                 not verify, or the contract reverted.
             ChainUnavailable: the chain cannot be read or written.
         """
+        agent = hex32_to_bytes(agent_omni)
+        operator = hex32_to_bytes(approval.operator_omni)
+        if services is None:
+            k10, k11 = await self._verified(
+                approval, ch.OP_REVOKE_SCOPE, "ScopeContract", ch.revoke_scope_params(agent),
+                ROLE_SCOPE_MGMT,
+            )  # fmt: skip
+            return await self._submit(
+                SignedMutation(
+                    "ScopeContract", "revoke_scope_with_webauthn", (operator, agent, k10, k11)
+                )
+            )
+        hashes = ch.sorted_services(list(set(services)))
+        k10, k11 = await self._verified(
+            approval, ch.OP_SET_SCOPE, "ScopeContract",
+            ch.set_scope_params(agent, hashes, read_only), ROLE_SCOPE_MGMT,
+        )  # fmt: skip
+        return await self._submit(
+            SignedMutation(
+                "ScopeContract",
+                "set_scope_with_webauthn",
+                (operator, agent, list(hashes), read_only, k10, k11),
+            )
+        )
+
+    async def add_agent_device(
+        self, approval: Approval, agent: ch.NewAgent, agent_k10_proof: str
+    ) -> Receipt:
+        """Verify and submit add_agent_device: the agent's K10 binding proof (``r ‖ s`` hex
+        over k10_binding(operator, agent_omni(operator, label), its key)) and the approval of
+        a live RECOVERY master of the operator.
+
+        Raises:
+            RelayRejected: the proof, K10 or K11 does not verify, the device may not approve,
+                the agent key is registered already, or the contract reverted.
+            ChainUnavailable: the chain cannot be read or written.
+        """
+        operator = hex32_to_bytes(approval.operator_omni)
+        actor = hex32_to_bytes(omni_of_agent(approval.operator_omni, agent.label))
         try:
-            device = await self._client.get_device(device_key_hash)
-            agent = hex32_to_bytes(agent_omni)
-            if services is None:
-                op_tag, params = ch.OP_REVOKE_SCOPE, ch.revoke_scope_params(agent)
-                hashes: tuple[bytes, ...] = ()
-            else:
-                hashes = ch.sorted_services(list(set(services)))
-                op_tag, params = ch.OP_SET_SCOPE, ch.set_scope_params(agent, hashes, read_only)
+            proof = bytes.fromhex(agent_k10_proof.removeprefix("0x"))
+            existing = await self._client.get_device(device_key_hash_from_point(agent.k10_point))
+            binding = ch.k10_binding(
+                chain_id=await self._client.chain_id(),
+                registry=self._client.addresses.registry,
+                operator_omni=operator,
+                actor_omni=actor,
+                k10_point=agent.k10_point,
+            )
+        except ChainError as exc:
+            raise ChainUnavailable(f"cannot read the chain: {exc.error}") from exc
+        except ValueError:
+            raise RelayK10Invalid("the agent's K10 binding proof is not hex") from None
+        if existing is not None:
+            raise RelayRejected("that agent key is registered already; use a new agent key")
+        if not _k10_verifies(agent.k10_point, proof, binding):
+            raise RelayK10Invalid("the agent's K10 binding proof does not verify")
+        k10, k11 = await self._verified(
+            approval, ch.OP_ADD_AGENT_DEVICE, "SidecarRegistry", ch.add_agent_params(agent),
+            ROLE_RECOVERY,
+        )  # fmt: skip
+        return await self._submit(
+            SignedMutation(
+                "SidecarRegistry",
+                "add_agent_device",
+                (operator, agent.abi_tuple(), proof, k10, k11),
+            )
+        )
+
+    async def revoke_device(self, approval: Approval, device_key_hash: str) -> Receipt:
+        """Verify and submit revoke_device of a live device of the operator, approved by a
+        live master of it (RECOVERY unless it revokes itself, as the contract rules).
+
+        Raises:
+            RelayRejected: no such live device of the operator, the approval does not verify,
+                or the contract reverted.
+            ChainUnavailable: the chain cannot be read or written.
+        """
+        try:
+            target = await self._client.get_device(device_key_hash)
+        except ChainError as exc:
+            raise ChainUnavailable(f"cannot read the chain: {exc.error}") from exc
+        if target is None or target.revoked or target.operator_omni != approval.operator_omni:
+            raise RelayRejected("no live device of this operator with that device_key_hash")
+        roles = 0 if device_key_hash == approval.device_key_hash else ROLE_RECOVERY
+        device = hex32_to_bytes(device_key_hash)
+        k10, k11 = await self._verified(
+            approval, ch.OP_REVOKE_DEVICE, "SidecarRegistry", ch.revoke_device_params(device),
+            roles,
+        )  # fmt: skip
+        operator = hex32_to_bytes(approval.operator_omni)
+        return await self._submit(
+            SignedMutation("SidecarRegistry", "revoke_device", (operator, device, k10, k11))
+        )
+
+    async def _verified(
+        self, approval: Approval, op_tag: bytes, target: str, params: bytes, roles: int
+    ) -> tuple[bytes, bytes]:
+        """Check ``approval`` as the contract will (a live master of the operator holding
+        ``roles``, K10 and K11 over the challenge it rebuilds) → (k10, k11) as it takes them.
+
+        Raises:
+            RelayDeviceNotAuthorised / RelayK10Invalid / RelayK11Invalid: the check failed.
+            ChainUnavailable: the chain cannot be read.
+        """
+        try:
+            device = await self._client.get_device(approval.device_key_hash)
             challenge = await self._client.challenge_for(
-                op_tag, "ScopeContract", operator_omni, params
+                op_tag, target, approval.operator_omni, params
             )
         except ChainError as exc:
             raise ChainUnavailable(f"cannot read the chain: {exc.error}") from exc
@@ -158,45 +282,35 @@ class Relay:
             device is None
             or device.revoked
             or device.tier != Tier.MASTER
-            or device.operator_omni != operator_omni
-            or not device.has_roles(ROLE_SCOPE_MGMT)
+            or device.operator_omni != approval.operator_omni
+            or not device.has_roles(roles)
         ):
-            raise RelayRejected("the device is not a live scope-managing master of the operator")
-        if device.rp_id_hash != hashlib.sha256(rp_id.encode()).hexdigest():
-            raise RelayRejected("the device's passkey belongs to another relying party")
+            raise RelayDeviceNotAuthorised(
+                "the approving device is not a live master of the operator with the role needed"
+            )
+        if device.rp_id_hash != hashlib.sha256(approval.rp_id.encode()).hexdigest():
+            raise RelayK11Invalid("the device's passkey belongs to another relying party")
         try:
-            raw = bytes.fromhex(k10_signature.removeprefix("0x"))
-            valid = verify_k10(p256_public_key_from_point(device.k10_point), raw, message=challenge)
-        except (ValueError, FormatError):
-            valid = False
-        if not valid:
-            raise RelayRejected("the K10 signature does not verify over the challenge")
+            raw = bytes.fromhex(approval.k10_signature.removeprefix("0x"))
+        except ValueError:
+            raw = b""
+        if not _k10_verifies(device.k10_point, raw, challenge):
+            raise RelayK10Invalid("the K10 signature does not verify over the challenge")
         try:
             pk.verify_assertion(
-                assertion,
+                approval.assertion,
                 challenge=challenge,
                 public_key=_cose_key(device.k11_point),
                 stored_sign_count=device.sign_count,
-                rp_id=rp_id,
-                origin=origin,
+                rp_id=approval.rp_id,
+                origin=approval.origin,
             )
         except AgentkeysError as exc:
-            raise RelayRejected(f"the K11 assertion does not verify ({exc.error})") from exc
-        parts = _assertion_parts(assertion)
-        k10 = encode_k10_sig(raw_rs_to_der(raw), bytes.fromhex(device_key_hash))
-        k11 = encode_k11_assertion(parts)
-        operator = hex32_to_bytes(operator_omni)
-        if services is None:
-            mutation = SignedMutation(
-                "ScopeContract", "revoke_scope_with_webauthn", (operator, agent, k10, k11)
-            )
-        else:
-            mutation = SignedMutation(
-                "ScopeContract",
-                "set_scope_with_webauthn",
-                (operator, agent, list(hashes), read_only, k10, k11),
-            )
-        return await self._submit(mutation)
+            raise RelayK11Invalid(
+                f"the K11 assertion is not a fresh one over this change ({exc.error})"
+            ) from exc
+        k10 = encode_k10_sig(raw_rs_to_der(raw), bytes.fromhex(approval.device_key_hash))
+        return k10, encode_k11_assertion(_assertion_parts(approval.assertion))
 
     async def first_master_challenge(self, wallet: str, device: ch.NewMaster) -> bytes:
         """The registration challenge for ``wallet``'s operator (which must be unregistered).

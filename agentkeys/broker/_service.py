@@ -28,6 +28,8 @@ oidc_jwks                   GET     /.well-known/jwks.json                     -
 mint_oidc_challenge         POST    /v1/mint-oidc-jwt/challenge                J1
 mint_oidc_jwt               POST    /v1/mint-oidc-jwt                          J1
 relay_scope                 POST    /v1/relay/scope                            J1
+relay_agent                 POST    /v1/relay/agent                            J1
+relay_device_revoke         POST    /v1/relay/device-revoke                    J1
 relay_first_master          POST    /v1/relay/first-master                     J1
 health                      GET     /v1/health                                 -
 ==========================  ======  =========================================  =========
@@ -51,7 +53,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import cbor2
 import trio
@@ -64,7 +66,7 @@ from agentkeys.broker._email import Mailer, hash_secret, new_secret
 from agentkeys.broker._keys import BrokerKeys
 from agentkeys.broker._mint import ScopeSource, check_binding, decide_scope
 from agentkeys.broker._oidc import discovery_document, mint_oidc_token
-from agentkeys.broker._relay import Relay
+from agentkeys.broker._relay import Approval, Relay
 from agentkeys.broker._sessions import DEVICE, J0, J1, Session, SessionIssuer, bearer_token
 from agentkeys.broker._store import MintRecord, PasskeyCredential, StateStore
 from agentkeys.broker.config import CapSettings, EmailSettings, OidcSettings, SiteSettings
@@ -93,6 +95,7 @@ from agentkeys.broker.errors import (
     StalePop,
 )
 from agentkeys.cap import CapOp, new_cap_payload, sign_cap
+from agentkeys.chain import ROLE_CAP_MINT
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.client import DeviceEntry, Tier
 from agentkeys.device_signin import DEVICE_CHALLENGE_LENGTH, verify_device_signin
@@ -107,6 +110,7 @@ from agentkeys.jwks import b64url_encode
 from agentkeys.omni import (
     IdentityType,
     actor_omni_for_wallet,
+    agent_omni,
     device_key_hash_from_point,
     hex32_to_bytes,
     identity_omni,
@@ -175,6 +179,8 @@ SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = {
     "mint_oidc_challenge": (J1,),
     "mint_oidc_jwt": (J1,),
     "relay_scope": (J1,),
+    "relay_agent": (J1,),
+    "relay_device_revoke": (J1,),
     "relay_first_master": (J1,),
     "health": PUBLIC_ROUTE,
 }
@@ -301,6 +307,35 @@ class RelayScopeRequest:
 
 
 @dataclass(frozen=True)
+class RelayAgentRequest:
+    """add_agent_device: the agent's K10 point and binding proof, the master's approval."""
+
+    operator_omni: str
+    device_key_hash: str  # the approving master device
+    k10_signature: str
+    assertion: dict[str, object]
+    label: str
+    agent_k10_public_key: str  # 64 bytes X || Y, hex
+    agent_k10_proof: str  # r || s hex over k10_binding(operator, agent_omni, key)
+
+
+@dataclass(frozen=True)
+class RelayDeviceRevokeRequest:
+    """revoke_device of ``revoke_device_key_hash``, approved by ``device_key_hash``."""
+
+    operator_omni: str
+    device_key_hash: str
+    k10_signature: str
+    assertion: dict[str, object]
+    revoke_device_key_hash: str
+
+
+_RelayRequest = TypeVar(
+    "_RelayRequest", RelayScopeRequest, RelayAgentRequest, RelayDeviceRevokeRequest
+)
+
+
+@dataclass(frozen=True)
 class FirstMasterDevice:
     """SidecarRegistry.NewMaster as hex (points 64 bytes X || Y, the rest 32 bytes)."""
 
@@ -373,6 +408,8 @@ _REQUESTS: Mapping[str, type[Any]] = {
     "cap_list": CapMintRequest,
     "cap_teardown": CapMintRequest,
     "relay_scope": RelayScopeRequest,
+    "relay_agent": RelayAgentRequest,
+    "relay_device_revoke": RelayDeviceRevokeRequest,
     "relay_first_master": RelayFirstMasterRequest,
     "mint_oidc_jwt": MintOidcRequest,
 }
@@ -513,6 +550,8 @@ class BrokerService:
             ),
             ("mint_oidc_jwt", "POST", "/v1/mint-oidc-jwt", self._mint_oidc_jwt),
             ("relay_scope", "POST", "/v1/relay/scope", self._relay_scope),
+            ("relay_agent", "POST", "/v1/relay/agent", self._relay_agent),
+            ("relay_device_revoke", "POST", "/v1/relay/device-revoke", self._relay_revoke),
             ("relay_first_master", "POST", "/v1/relay/first-master", self._relay_first_master),
             ("health", "GET", "/v1/health", self._health),
         )
@@ -1331,21 +1370,63 @@ class BrokerService:
 
     # -- relay ----------
 
-    async def _relay_scope(self, call: Call, session: Session | None) -> JsonObject:
+    def _approval(
+        self, call: Call, session: Session | None, kind: type[_RelayRequest]
+    ) -> tuple[Relay, _RelayRequest, Approval]:
+        """The relay, the request and the master's approval in it, once the J1 is the
+        operator's."""
         s = self._need(session)
         if self._relay is None:
             raise RelayDisabled("hosted-relay mode is not enabled on this broker")
-        req = call.decode(RelayScopeRequest)
+        req = call.decode(kind)
         operator = normalize_hex32(req.operator_omni)
-        call.audit.update(operator=operator, actor=normalize_hex32(req.agent_omni))
+        device = normalize_hex32(req.device_key_hash)
+        call.audit.update(operator=operator, approving_device=device)
         if s.subject != operator:
             raise OperatorMismatch("the session is not this operator's")
-        receipt = await self._relay.scope_mutation(
-            operator_omni=operator,
+        site = self._site
+        return (
+            self._relay,
+            req,
+            Approval(operator, device, req.k10_signature, req.assertion, site.rp_id, site.origin),
+        )
+
+    async def _relay_agent(self, call: Call, session: Session | None) -> JsonObject:
+        """Register an agent device of the operator (SidecarRegistry.add_agent_device)."""
+        relay, req, approval = self._approval(call, session, RelayAgentRequest)
+        label = req.label
+        try:
+            actor = agent_omni(normalize_hex32(req.operator_omni), label)
+        except FormatError:
+            raise WrongType("label must match ^[a-z0-9-]{1,32}$") from None
+        point = _point_from_hex(req.agent_k10_public_key)
+        dkh = device_key_hash_from_point(point)
+        call.audit.update(actor=actor, device_key_hash=dkh)
+        agent = ch.NewAgent(label=label, k10_point=point, roles=ROLE_CAP_MINT)
+        receipt = await relay.add_agent_device(approval, agent, req.agent_k10_proof)
+        call.audit["tx_hash"] = receipt.tx_hash
+        return {
+            "tx_hash": receipt.tx_hash,
+            "block_number": receipt.block_number,
+            "agent_omni": actor,
+            "device_key_hash": dkh,
+        }
+
+    async def _relay_revoke(self, call: Call, session: Session | None) -> JsonObject:
+        """Revoke a device of the operator (SidecarRegistry.revoke_device)."""
+        relay, req, approval = self._approval(call, session, RelayDeviceRevokeRequest)
+        target = normalize_hex32(req.revoke_device_key_hash)
+        call.audit["device_key_hash"] = target
+        receipt = await relay.revoke_device(approval, target)
+        call.audit["tx_hash"] = receipt.tx_hash
+        return {"tx_hash": receipt.tx_hash, "block_number": receipt.block_number}
+
+    async def _relay_scope(self, call: Call, session: Session | None) -> JsonObject:
+        relay, req, approval = self._approval(call, session, RelayScopeRequest)
+        call.audit["actor"] = normalize_hex32(req.agent_omni)
+        receipt = await relay.scope_mutation(
+            approval,
             agent_omni=normalize_hex32(req.agent_omni),
-            device_key_hash=normalize_hex32(req.device_key_hash),
-            k10_signature=req.k10_signature,
-            assertion=req.assertion,
             services=None
             if req.revoke
             else [
@@ -1353,9 +1434,8 @@ class BrokerService:
                 *(hex32_to_bytes(x) for x in req.service_hashes or []),
             ],
             read_only=req.read_only,
-            rp_id=self._site.rp_id,
-            origin=self._site.origin,
         )
+        call.audit["tx_hash"] = receipt.tx_hash
         return {"tx_hash": receipt.tx_hash, "block_number": receipt.block_number}
 
     async def _relay_first_master(self, call: Call, session: Session | None) -> JsonObject:

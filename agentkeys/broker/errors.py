@@ -33,7 +33,13 @@
         ├── ChainUnavailable (503)        chain_unavailable
         ├── OidcRefused (400)             oidc_refused (empty / non-hex tag value)
         ├── RelayDisabled (404)           relay_disabled
-        ├── RelayRejected (403)           relay_rejected (K10 or K11 did not verify)
+        ├── RelayRejected (403)           relay_rejected (the relay will not submit it)
+        │   ├── RelayDeviceNotAuthorised  relay_device_not_authorised (not a live master
+        │   │                             of the operator with the role the change needs)
+        │   ├── RelayK10Invalid           relay_k10_invalid (a K10 signature or binding
+        │   │                             proof does not verify)
+        │   └── RelayK11Invalid           relay_k11_invalid (no fresh passkey assertion
+        │                                 over this change: replayed, stale or another's)
         ├── K4ApprovalRefused (403)       k4_approval_refused (the signer refused to sign)
         ├── SignerFailed (502)            signer_failed (the signer answered wrongly or 5xx)
         │   └── SignerUnavailable (503)   signer_unavailable (not reached: retry later)
@@ -97,7 +103,10 @@ __all__ = [
     "PasskeySignCountReplayed",
     "PopRejected",
     "ReadOnlyScope",
+    "RelayDeviceNotAuthorised",
     "RelayDisabled",
+    "RelayK10Invalid",
+    "RelayK11Invalid",
     "RelayRejected",
     "ReplayedNonce",
     "RoleMissing",
@@ -365,10 +374,28 @@ class RelayDisabled(BrokerError):
 
 
 class RelayRejected(BrokerError):
-    """The mutation's K10 signature or K11 assertion did not verify at the broker."""
+    """The relay will not submit the mutation (malformed, or the contract would refuse it)."""
 
     error: ClassVar[str] = "relay_rejected"
     status: ClassVar[int] = 403
+
+
+class RelayDeviceNotAuthorised(RelayRejected):
+    """The approving device is not a live master of the operator with the role needed."""
+
+    error: ClassVar[str] = "relay_device_not_authorised"
+
+
+class RelayK10Invalid(RelayRejected):
+    """A K10 signature (the master's, or the new device's binding proof) does not verify."""
+
+    error: ClassVar[str] = "relay_k10_invalid"
+
+
+class RelayK11Invalid(RelayRejected):
+    """The passkey assertion is not a fresh one over this very change (replayed or stale)."""
+
+    error: ClassVar[str] = "relay_k11_invalid"
 
 
 class K4ApprovalRefused(BrokerError):

@@ -16,7 +16,9 @@ the signer approves it with K4's EIP-712 signature after checking both, the rela
 The J1 session is kept in the agentkeys home as
 ``session.jwt`` (the raw token, 0600, for the operator's own commands; the sidecar daemon
 signs in with its own K10 instead) and
-``session.json`` (0600: broker URL, actor, wallet, expiry); :func:`load_session` reads it.
+``session.json`` (0600: broker URL, actor, wallet, expiry); :func:`load_session` reads it,
+and ``agentkeys session status|renew|revoke`` (agentkeys.cli.session) checks it with the
+broker, signs in again (stages 1 and 3) and ends it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from agentkeys.chain.signing import k10_digest
 from agentkeys.cli._common import (
     EXIT_FAILED,
     EXIT_NO_STATE,
+    EXIT_PASSKEY,
+    EXIT_REJECTED,
     EXIT_USAGE,
     CliError,
     DeviceK10Signer,
@@ -61,12 +65,20 @@ from agentkeys.siwe import SiweMessage
 from attest.device_key import DeviceKey
 
 __all__ = [
+    "EMAIL",
+    "K4_WALLET",
+    "MASTER_WALLET",
+    "OWN_WALLET",
     "SESSION_FILE",
+    "SESSION_REFUSALS",
     "SESSION_TOKEN_FILE",
     "BrokerRefused",
+    "BrokerSessionRefused",
     "BrokerSignIn",
     "BrokerUnreachable",
     "NoSession",
+    "RelayPasskeyRefused",
+    "RelayRefused",
     "SessionRecord",
     "UsageError",
     "email_sign_in",
@@ -77,6 +89,12 @@ __all__ = [
     "register_master_via_relay",
     "write_session",
 ]
+
+# operator.json: how this operator signs in (``init`` records it; ``session renew`` repeats it)
+EMAIL = "email"
+MASTER_WALLET = "master_wallet"
+OWN_WALLET = "own"  # the operator's own wallet (K5): SIWE signed in the CLI
+K4_WALLET = "k4"  # an email-only operator: the signer-held K4 signs SIWE through the broker
 
 SESSION_FILE = "session.json"
 SESSION_TOKEN_FILE = "session.jwt"  # noqa: S105 (a file name)
@@ -101,6 +119,34 @@ class BrokerRefused(CliError):
     def __init__(self, reason: str, *, code: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
+
+
+class BrokerSessionRefused(BrokerRefused):
+    """The broker refused the home's session (expired, revoked or invalid there)."""
+
+    error = "broker_session_refused"
+    status = 401  # the one status of this code (agentkeys.error_codes)
+    exit_code = EXIT_NO_STATE
+
+
+SESSION_REFUSALS = frozenset({"session_expired", "session_invalid", "session_revoked"})
+"""The broker's codes for a session it will not accept (docs/api.md)."""
+
+
+class RelayRefused(BrokerRefused):
+    """The broker's relay refused a master mutation (exit 6: the chain's state does not allow
+    it, e.g. not this operator's session, a device that may not approve, a bad K10)."""
+
+    error = "relay_refused"
+    status = 403  # the one status of this code (agentkeys.error_codes)
+    exit_code = EXIT_REJECTED
+
+
+class RelayPasskeyRefused(RelayRefused):
+    """The broker's relay refused the passkey assertion (not a fresh one over the change)."""
+
+    error = "relay_passkey_refused"
+    exit_code = EXIT_PASSKEY
 
 
 class UsageError(CliError):
@@ -133,17 +179,28 @@ class BrokerSignIn:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def _post(
+    async def _call(
         self,
         path: str,
-        body: Mapping[str, Any],
+        body: Mapping[str, Any] | None,
         *,
         session: str | None = None,
         accept: tuple[int, ...] = (200,),
     ) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` to ``path`` (GET when ``body`` is ``None``) → (status, JSON answer).
+
+        Raises:
+            BrokerUnreachable: no answer.
+            BrokerSessionRefused: the broker refused the session (expired, revoked, invalid).
+            RelayRefused / RelayPasskeyRefused: a relay route refused the mutation.
+            BrokerRefused: any other refusal.
+        """
         headers = {"authorization": f"Bearer {session}"} if session else {}
         try:
-            response = await self._http.post(path, json=dict(body), headers=headers)
+            if body is None:
+                response = await self._http.get(path, headers=headers)
+            else:
+                response = await self._http.post(path, json=dict(body), headers=headers)
         except httpx.HTTPError as exc:
             raise BrokerUnreachable(
                 f"the broker at {self._http.base_url} is unreachable ({type(exc).__name__}); "
@@ -158,12 +215,19 @@ class BrokerSignIn:
             reason = doc.get("reason") if isinstance(doc, dict) else None
             detail = f"{code}: {reason}" if code else f"HTTP {response.status_code}"
             peer = code if isinstance(code, str) else None
-            raise BrokerRefused(f"the broker refused {path} ({one_line(detail)})", code=peer)
+            refused = BrokerRefused
+            advice = ""
+            if peer in SESSION_REFUSALS:
+                refused = BrokerSessionRefused
+                advice = "; sign in again: `agentkeys session renew`"
+            elif path.startswith("/v1/relay/") and response.status_code in (401, 403):
+                refused = RelayPasskeyRefused if peer == "relay_k11_invalid" else RelayRefused
+            raise refused(f"the broker refused {path} ({one_line(detail)}){advice}", code=peer)
         return response.status_code, doc
 
     async def start_email(self, address: str) -> str:
         """Stage 1: ask for a magic link; returns the request handle to poll."""
-        _, doc = await self._post("/v1/auth/email/start", {"email": address})
+        _, doc = await self._call("/v1/auth/email/start", {"email": address})
         handle = doc.get("request")
         if not isinstance(handle, str):
             raise BrokerRefused("the broker's email answer lacks the request handle")
@@ -180,7 +244,7 @@ class BrokerSignIn:
 
     async def poll_email(self, handle: str) -> str | None:
         """The J0 session once the link was followed, else None (still pending)."""
-        status, doc = await self._post(
+        status, doc = await self._call(
             "/v1/auth/email/poll", {"request": handle}, accept=(200, 202)
         )
         if status == 202:
@@ -196,6 +260,7 @@ class BrokerSignIn:
         device_key: DeviceKey,
         create: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]],
         approve: Callable[[bytes, list[bytes]], Awaitable[Mapping[str, Any]]] | None = None,
+        on_approval: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Stage 2: enroll a passkey bound to K10.
 
@@ -207,19 +272,24 @@ class BrokerSignIn:
             approve: an already enrolled passkey of the identity: AuthenticationResponseJSON
                 over a raw challenge by one of the listed credential ids; the broker requires
                 it for any passkey after the first (docs/broker.md, stage 2).
+            on_approval: called before ``create`` when the broker wants that approval (so
+                that the first page can count the steps to come).
 
         Raises:
             BrokerRefused: e.g. ``passkey_approval_required`` when the identity already has a
                 passkey and ``approve`` is missing or not one of them.
         """
         point = DeviceK10Signer(device_key).public_point
-        _, options = await self._post(
+        _, options = await self._call(
             "/v1/auth/passkey/register/options", {"k10_public_key": point.hex()}, session=j0
         )
         creation = options.get("options")
         if not isinstance(creation, dict):
             raise BrokerRefused("the broker's passkey options are malformed")
         challenge = _b64d(creation.get("challenge"))
+        approval = options.get("approval")
+        if isinstance(approval, dict) and approve is not None and on_approval is not None:
+            on_approval()
         credential = await create(creation)
         proof = await device_key.sign(hashlib.sha256(challenge).digest())
         body: dict[str, Any] = {
@@ -227,7 +297,6 @@ class BrokerSignIn:
             "credential": dict(credential),
             "k10_signature": b64url_encode(proof),
         }
-        approval = options.get("approval")
         if isinstance(approval, dict) and approve is not None:
             allowed = approval.get("allow_credentials")
             allow = [_b64d(c) for c in allowed] if isinstance(allowed, list) else []
@@ -235,7 +304,7 @@ class BrokerSignIn:
             body["approval"] = dict(
                 await approve(enrollment_approval_challenge(challenge, new_id), allow)
             )
-        _, doc = await self._post("/v1/auth/passkey/register/verify", body, session=j0)
+        _, doc = await self._call("/v1/auth/passkey/register/verify", body, session=j0)
         return doc
 
     async def siwe(
@@ -246,7 +315,7 @@ class BrokerSignIn:
     ) -> dict[str, Any]:
         """Stage 3: SIWE with the operator's own wallet and a passkey assertion → J1 answer
         ``{session, actor_omni, wallet, expires_at}``."""
-        _, start = await self._post("/v1/auth/siwe/start", {"wallet": wallet.address}, session=j0)
+        _, start = await self._call("/v1/auth/siwe/start", {"wallet": wallet.address}, session=j0)
         text = start.get("message")
         if not isinstance(text, str):
             text = SiweMessage(
@@ -264,7 +333,7 @@ class BrokerSignIn:
         if not isinstance(webauthn, dict):
             raise BrokerRefused("the broker's SIWE answer lacks the passkey options")
         assertion = await assert_(webauthn)
-        _, doc = await self._post(
+        _, doc = await self._call(
             "/v1/auth/siwe/verify",
             {
                 "challenge_id": start.get("challenge_id"),
@@ -283,12 +352,12 @@ class BrokerSignIn:
     ) -> dict[str, Any]:
         """Stage 3 for an email identity (the legacy design): the broker has the signer sign
         the SIWE message with the identity's K4 wallet after the passkey assertion."""
-        _, start = await self._post("/v1/auth/siwe/start", {}, session=j0)
+        _, start = await self._call("/v1/auth/siwe/start", {}, session=j0)
         webauthn = start.get("webauthn")
         if not isinstance(webauthn, dict):
             raise BrokerRefused("the broker's SIWE answer lacks the passkey options")
         assertion = await assert_(webauthn)
-        _, doc = await self._post(
+        _, doc = await self._call(
             "/v1/auth/siwe/k4",
             {"challenge_id": start.get("challenge_id"), "assertion": dict(assertion)},
             session=j0,
@@ -297,10 +366,24 @@ class BrokerSignIn:
             raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
         return doc
 
-    async def relay_scope(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """A scope mutation (set or revoke) sent by the broker's relay → ``{tx_hash,
-        block_number}``; the broker and the contract verify K10 + K11 (SPEC 6, 7)."""
-        _, doc = await self._post("/v1/relay/scope", body, session=j1)
+    async def session_info(self, token: str) -> dict[str, Any]:
+        """``GET /v1/auth/session`` → ``{stage, subject, wallet, identity_omni, expires_at}``.
+
+        Raises:
+            BrokerSessionRefused: expired, revoked or invalid at the broker (its code).
+        """
+        _, doc = await self._call("/v1/auth/session", None, session=token)
+        return doc
+
+    async def session_revoke(self, token: str) -> None:
+        """``POST /v1/auth/session/revoke``: the broker refuses the session from now on."""
+        await self._call("/v1/auth/session/revoke", {}, session=token)
+
+    async def relay(self, j1: str, route: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A master mutation sent by the broker's relay (``route``: ``scope``, ``agent`` or
+        ``device-revoke``) → at least ``{tx_hash, block_number}``; the broker and the
+        contract verify K10 + K11 (SPEC 6, 7)."""
+        _, doc = await self._call(f"/v1/relay/{route}", body, session=j1)
         if not isinstance(doc.get("tx_hash"), str):
             raise BrokerRefused("the broker's relay answer lacks the transaction")
         return doc
@@ -308,7 +391,7 @@ class BrokerSignIn:
     async def relay_first_master(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """First-master registration of an email operator through the broker's relay →
         ``{tx_hash, block_number, operator_omni, wallet, device_key_hash}``."""
-        _, doc = await self._post("/v1/relay/first-master", body, session=j1)
+        _, doc = await self._call("/v1/relay/first-master", body, session=j1)
         if not isinstance(doc.get("tx_hash"), str):
             raise BrokerRefused("the broker's relay answer lacks the transaction")
         return doc
@@ -495,7 +578,10 @@ def load_session(home: Path, *, allow_expired: bool = False) -> SessionRecord:
     """
     meta_file, token_file = home / SESSION_FILE, home / SESSION_TOKEN_FILE
     if not meta_file.exists() or not token_file.exists():
-        raise NoSession(f"no broker session in {home}; run `agentkeys init` first")
+        raise NoSession(
+            f"no broker session in {home}; sign in: `agentkeys session renew` "
+            "(or `agentkeys init` on a new machine)"
+        )
     try:
         check_private_file(meta_file)
         check_private_file(token_file)
@@ -510,8 +596,8 @@ def load_session(home: Path, *, allow_expired: bool = False) -> SessionRecord:
         )
     except (OSError, ValueError, KeyError, TypeError):
         raise NoSession(
-            f"the broker session in {home} is unreadable; run `agentkeys init`"
+            f"the broker session in {home} is unreadable; sign in again: `agentkeys session renew`"
         ) from None
     if record.expired and not allow_expired:
-        raise NoSession("the broker session has expired; sign in again with `agentkeys init`")
+        raise NoSession("the broker session has expired; sign in again: `agentkeys session renew`")
     return record

@@ -34,6 +34,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -108,6 +109,7 @@ __all__ = [
     "add_session_options",
     "add_wallet_options",
     "agentkeys_home",
+    "assertion_json",
     "describe_error",
     "emit",
     "exit_code_for",
@@ -724,8 +726,21 @@ def _dev_passkey(record: PasskeyRecord) -> SoftAuthenticator:
     return passkey
 
 
+def _page_port(origin: str | None) -> int:
+    """The port of the origin a passkey was enrolled on (0: any free port)."""
+    try:
+        return (urlsplit(origin).port or 0) if origin else 0
+    except ValueError:
+        return 0
+
+
 def passkey_for(args: argparse.Namespace, record: PasskeyRecord) -> PasskeyAuthenticator:
-    """The page passkey, or the development one only when ``--dev-authenticator`` asks."""
+    """The page passkey, or the development one only when ``--dev-authenticator`` asks.
+
+    The page is served on the port of the origin the passkey was enrolled on (the broker's
+    WebAuthn origin): the broker checks an assertion's origin (sign-in, relay), the chain
+    does not.
+    """
     if getattr(args, "dev_authenticator", False):
         return _dev_passkey(record)
     opener = getattr(args, "passkey_opener", None) or browser_opener(
@@ -737,6 +752,7 @@ def passkey_for(args: argparse.Namespace, record: PasskeyRecord) -> PasskeyAuthe
         open_url=opener,
         rp_id=record.rp_id,
         timeout=float(getattr(args, "passkey_timeout", 180.0)),
+        port=_page_port(record.origin),
     )
 
 
@@ -770,21 +786,27 @@ class RecordingAuthority:
         """``k10_signature`` (raw r ‖ s hex) and ``assertion`` (AuthenticationResponseJSON)."""
         if not self.der or self.assertion is None:
             raise CliError("internal: nothing was signed for the relay")
-        cid = b64url_encode(self.credential_id)
         return {
             "k10_signature": k10_raw_from_der(self.der).hex(),
-            "assertion": {
-                "id": cid,
-                "rawId": cid,
-                "type": "public-key",
-                "response": {
-                    "authenticatorData": b64url_encode(self.assertion.authenticator_data),
-                    "clientDataJSON": b64url_encode(self.assertion.client_data_json),
-                    "signature": b64url_encode(self.assertion.signature),
-                },
-                "clientExtensionResults": {},
-            },
+            "assertion": assertion_json(self.credential_id, self.assertion),
         }
+
+
+def assertion_json(credential_id: bytes, assertion: WebAuthnAssertion) -> dict[str, Any]:
+    """``assertion`` by ``credential_id`` as AuthenticationResponseJSON (what the broker
+    takes)."""
+    cid = b64url_encode(credential_id)
+    return {
+        "id": cid,
+        "rawId": cid,
+        "type": "public-key",
+        "response": {
+            "authenticatorData": b64url_encode(assertion.authenticator_data),
+            "clientDataJSON": b64url_encode(assertion.client_data_json),
+            "signature": b64url_encode(assertion.signature),
+        },
+        "clientExtensionResults": {},
+    }
 
 
 @dataclass
@@ -883,11 +905,6 @@ async def open_session(
         if not signing:
             yield session
             return
-        if state.submit != "sovereign":
-            raise CliError(
-                'relay submission is not available from the CLI yet; set "submit": '
-                '"sovereign" in operator.json and pass your wallet'
-            )
         session.passkey = passkey_for(args, state.passkey)
         key = await open_device_key(
             state.k10_backend,

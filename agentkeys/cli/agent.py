@@ -3,7 +3,8 @@
 SPEC.md sections 6 and 7. The agent's own K10 (the key its sidecar will prove possession with)
 is a software key file, ``<home>/agents/<label>/k10.pem`` unless ``--agent-key`` names another;
 it signs its binding to (operator, agent) and the master device approves the registration with
-its K10 and the passkey. The operator's wallet sends the transaction (sovereign mode).
+its K10 and the passkey. The operator's wallet sends the transaction (sovereign mode) or,
+without a wallet option, the broker's relay does (agentkeys.cli._relay: an email-only operator).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from agentkeys.cli._common import (
     add_session_options,
     emit,
     label_arg,
-    load_wallet,
     open_session,
     run,
 )
 from agentkeys.cli._names import known_names
+from agentkeys.cli._relay import send, sender_for
 from agentkeys.cli.device import revoke_device
 from agentkeys.errors import FormatError
 from agentkeys.omni import agent_omni, device_key_hash_from_point
@@ -47,7 +48,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         allow_abbrev=False,
         help="register a new agent device on chain",
         description="Register an agent (label a-z, 0-9, -; up to 32) with its own device key. "
-        "Asks for your passkey and sends the transaction from your wallet.",
+        "Asks for your passkey; your wallet sends the transaction or, without a wallet "
+        "option, the broker's relay does (an email-only operator).",
     )
     create.add_argument("label", type=label_arg, help="agent label, e.g. research-bot")
     create.add_argument(
@@ -86,7 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _create(args: argparse.Namespace) -> int:
     async def command() -> None:
         async with open_session(args, signing=True) as session:
-            wallet = load_wallet(args, session.state.wallet)
+            sender = sender_for(args, session)
             label: str = args.label
             actor = agent_omni(session.state.operator_omni, label)  # checks the label
             key_path = args.agent_key or session.home / "agents" / label / "k10.pem"
@@ -111,14 +113,24 @@ def _create(args: argparse.Namespace) -> int:
                 proof,
                 session.authority("agent create", ("Agent", label), ("Agent device", device_hash)),
             )
-            receipt = await session.chain.submit(mutation, wallet)
+            tx, block = await send(
+                session,
+                sender,
+                mutation,
+                "agent",
+                {
+                    "label": label,
+                    "agent_k10_public_key": signer.public_point.hex(),
+                    "agent_k10_proof": proof.hex(),
+                },
+            )
             device = await session.chain.get_device(device_hash)
             registered = device is not None and not device.revoked
             emit(
                 args,
                 {
-                    "tx_hash": receipt.tx_hash,
-                    "block_number": receipt.block_number,
+                    "tx_hash": tx,
+                    "block_number": block,
                     "label": label,
                     "agent_omni": actor,
                     "device_key_hash": device_hash,
@@ -130,7 +142,7 @@ def _create(args: argparse.Namespace) -> int:
                     f"  agent_omni       {actor}",
                     f"  device_key_hash  {device_hash}",
                     f"  agent key file   {key_path}",
-                    f"  tx               {receipt.tx_hash} (block {receipt.block_number})",
+                    f"  tx               {tx} (block {block})",
                     f"next: agentkeys scope add {label} <service…>",
                 ],
             )
@@ -194,14 +206,14 @@ def _list(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     async def command() -> None:
         async with open_session(args, signing=True) as session:
-            wallet = load_wallet(args, session.state.wallet)
+            sender = sender_for(args, session)
             actor = agent_omni(session.state.operator_omni, args.label)
             devices = (await _agents(session)).get(actor, [])
             live = [d for d in devices if not d.revoked]
             if not live:
                 state = "already revoked" if devices else "unknown"
                 raise Rejected(f"agent {args.label} is {state} (no live device on chain)")
-            done = [await revoke_device(session, wallet, entry) for entry in live]
+            done = [await revoke_device(session, sender, entry) for entry in live]
         lines = [f"agent {args.label} revoked", *(line for _, ls in done for line in ls)]
         emit(args, {"label": args.label, "agent_omni": actor, "devices": [d for d, _ in done]},
              lines)  # fmt: skip

@@ -4,16 +4,16 @@
 registration with ``init``, sovereign or, for an email identity's K4 wallet, through the
 broker's relay).
 
-Revocation is final. It is signed by this master device's K10 and approved with the passkey;
-revoking this very device needs ``--this-device`` (when it is the last master, the operator
-can make no further changes: recovery is outside stage 1).
+Revocation is final. It is signed by this master device's K10 and approved with the passkey,
+and sent from the operator's wallet or, without a wallet option, by the broker's relay
+(agentkeys.cli._relay: how an email-only operator revokes). Revoking this very device needs
+``--this-device`` (when it is the last master, the operator can make no further changes:
+recovery is outside stage 1).
 """
 
 from __future__ import annotations
 
 import argparse
-
-from eth_account.signers.local import LocalAccount
 
 from agentkeys.chain import DeviceEntry, Tier
 from agentkeys.cli._common import (
@@ -22,10 +22,10 @@ from agentkeys.cli._common import (
     add_output_options,
     add_session_options,
     emit,
-    load_wallet,
     open_session,
     run,
 )
+from agentkeys.cli._relay import Sender, send, sender_for
 from agentkeys.cli.init import register_device_command
 from agentkeys.errors import InvalidIdentifier
 from agentkeys.omni import normalize_hex32
@@ -107,11 +107,12 @@ async def _owned_device(session: OperatorSession, text: str) -> DeviceEntry:
 
 async def revoke_device(
     session: OperatorSession,
-    wallet: LocalAccount,
+    sender: Sender,
     entry: DeviceEntry,
     operation: str = "device revoke",
 ) -> tuple[dict[str, object], list[str]]:
-    """Revoke ``entry`` on chain (K10 + passkey, the wallet sends): its data and text lines.
+    """Revoke ``entry`` on chain (K10 + passkey; the wallet or the relay sends): its data and
+    text lines.
 
     The passkey page names ``operation``, the device and its actor.
     """
@@ -123,27 +124,30 @@ async def revoke_device(
     mutation = await session.chain.prepare_revoke_device(
         session.state.operator_omni, entry.device_key_hash, authority
     )
-    receipt = await session.chain.submit(mutation, wallet)
+    tx, block = await send(
+        session,
+        sender,
+        mutation,
+        "device-revoke",
+        {"revoke_device_key_hash": entry.device_key_hash},
+    )
     after = await session.chain.get_device(entry.device_key_hash)
     data = _device_data(after if after is not None else entry)
-    data.update(tx_hash=receipt.tx_hash, block_number=receipt.block_number)
+    data.update(tx_hash=tx, block_number=block)
     state = "revoked" if data["revoked"] else "NOT revoked"
-    return data, [
-        f"device {entry.device_key_hash} {state}",
-        f"tx {receipt.tx_hash} (block {receipt.block_number})",
-    ]
+    return data, [f"device {entry.device_key_hash} {state}", f"tx {tx} (block {block})"]
 
 
 def _revoke(args: argparse.Namespace) -> int:
     async def command() -> None:
         async with open_session(args, signing=True) as session:
-            wallet = load_wallet(args, session.state.wallet)
+            sender = sender_for(args, session)
             entry = await _owned_device(session, args.device_key_hash)
             if entry.revoked:
                 raise Rejected(f"device {entry.device_key_hash} is already revoked")
             if entry.device_key_hash == session.state.device_key_hash and not args.this_device:
                 raise Rejected("that is this master device; pass --this-device to revoke it anyway")
-            data, lines = await revoke_device(session, wallet, entry)
+            data, lines = await revoke_device(session, sender, entry)
             emit(args, data, lines)
 
     return run(args, command)

@@ -46,6 +46,10 @@ from agentkeys._files import write_private
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, load_chain_profile
 from agentkeys.chain.errors import ChainConfigError
 from agentkeys.cli._bootstrap import (
+    EMAIL,
+    K4_WALLET,
+    MASTER_WALLET,
+    OWN_WALLET,
     BrokerRefused,
     BrokerSignIn,
     SessionRecord,
@@ -87,7 +91,7 @@ from attest.device_key import DeviceKey, key_hash, open_device_key
 if TYPE_CHECKING:
     from agentkeys.devstack.softauthn import SoftAuthenticator
 
-__all__ = ["register"]
+__all__ = ["add_maildir_option", "email_stage", "register"]
 
 RP_ID = "localhost"
 _SPINNER = "|/-\\"
@@ -108,15 +112,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=os.environ.get("AGENTKEYS_DEV_BROKER_URL"),
         help="the broker (default $AGENTKEYS_DEV_BROKER_URL, set by `dev up`'s env.sh)",
     )
-    init.add_argument(
+    add_maildir_option(init)
+    add_device_options(init)
+    add_output_options(init)
+    init.set_defaults(func=_init)
+
+
+def add_maildir_option(parser: argparse.ArgumentParser) -> None:
+    """``--maildir``: where the development SMTP sink puts the magic link (stage 1)."""
+    parser.add_argument(
         "--maildir",
         type=Path,
         default=os.environ.get("AGENTKEYS_DEV_MAILDIR"),
         help="development only: read the magic link from this maildir (the SMTP sink)",
     )
-    add_device_options(init)
-    add_output_options(init)
-    init.set_defaults(func=_init)
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -205,13 +214,28 @@ class _Passkey:
             dev_key_file=key_file,
         )
 
+    def expect_approval(self) -> None:
+        """The broker wants the enrolled passkey's approval: one page more (told before the
+        first page, so that every page says the same n)."""
+        self.steps = 4
+
     def _details(self, operation: str) -> tuple[tuple[str, str], ...]:
-        """The next page's "step k of n" lines (n grows by one when an old passkey approves)."""
+        """The next page's "step k of n" lines (n is 4 when an old passkey approves)."""
         self.step += 1
         return (
             ("Step", f"{self.step} of {self.steps} (agentkeys init)"),
             ("Operation", operation),
             ("Operator", self.user),
+        )
+
+    async def enroll(self, signin: BrokerSignIn, j0: str, k10: DeviceKey) -> None:
+        """Stage 2 with this passkey (and, when the broker asks, the enrolled one's approval)."""
+        await signin.enroll(
+            j0,
+            k10,
+            lambda o: self.create(b64url_decode(str(o["challenge"]))),
+            self.approve,
+            self.expect_approval,
         )
 
     async def create(self, challenge: bytes) -> Mapping[str, Any]:
@@ -283,7 +307,6 @@ class _Passkey:
                 return self.soft.get(challenge).to_json()
             finally:
                 self.soft.credential_id = own
-        self.steps += 1
         ceremony = assertion_ceremony(
             challenge=challenge,
             rp_id=RP_ID,
@@ -423,12 +446,11 @@ async def _email_operator(
 ) -> tuple[OperatorState, str, SessionRecord]:
     """An email-only operator: sign in (link, passkey bound to K10, K4 SIWE), then register
     this device as the first master through the broker's relay."""
+    extra = {EMAIL: address, MASTER_WALLET: K4_WALLET, **extra}
     async with httpx.AsyncClient(base_url=args.broker_url, trust_env=False, timeout=30) as http:
         signin = BrokerSignIn(http)
-        j0 = await _email_stage(args, signin, address)
-        await signin.enroll(
-            j0, k10, lambda o: passkey.create(b64url_decode(str(o["challenge"]))), passkey.approve
-        )
+        j0 = await email_stage(args, signin, address)
+        await passkey.enroll(signin, j0, k10)
         answer = await signin.siwe_k4(j0, lambda o: passkey.get(b64url_decode(str(o["challenge"]))))
         session = write_session(home, answer, args.broker_url)
         state, tx = await _register_master_device(
@@ -465,19 +487,15 @@ def _init(args: argparse.Namespace) -> int:
                     base_url=args.broker_url, trust_env=False, timeout=30
                 ) as http:
                     signin = BrokerSignIn(http)
-                    j0 = await _email_stage(args, signin, args.email)
-                    await signin.enroll(
-                        j0,
-                        k10,
-                        lambda o: passkey.create(b64url_decode(str(o["challenge"]))),
-                        passkey.approve,
-                    )
+                    j0 = await email_stage(args, signin, args.email)
+                    await passkey.enroll(signin, j0, k10)
                     answer = await signin.siwe(
                         j0, wallet, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
                     )
                 session = write_session(home, answer, args.broker_url)
+                own = {EMAIL: args.email, MASTER_WALLET: OWN_WALLET}
                 state, tx = await _register_master_device(
-                    home, wallet.address, k10, passkey, {}, _sovereign(wallet, k10, passkey)
+                    home, wallet.address, k10, passkey, own, _sovereign(wallet, k10, passkey)
                 )
         finally:
             await k10.aclose()
@@ -505,7 +523,9 @@ def _init(args: argparse.Namespace) -> int:
     return run(args, command)
 
 
-async def _email_stage(args: argparse.Namespace, signin: BrokerSignIn, address: str) -> str:
+async def email_stage(args: argparse.Namespace, signin: BrokerSignIn, address: str) -> str:
+    """Stage 1: mail the magic link to ``address`` and wait for it to be followed (from
+    ``args.maildir``, the development SMTP sink, automatically) → the J0 session."""
     maildir: Path | None = args.maildir
     seen = maildir_names(maildir) if maildir is not None else frozenset()
     handle = await signin.start_email(address)
@@ -548,12 +568,7 @@ def register_device_command(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("AGENTKEYS_DEV_BROKER_URL"),
         help="without a wallet option: the broker to sign in to and relay through",
     )
-    parser.add_argument(
-        "--maildir",
-        type=Path,
-        default=os.environ.get("AGENTKEYS_DEV_MAILDIR"),
-        help="development only: read the magic link from this maildir (the SMTP sink)",
-    )
+    add_maildir_option(parser)
     add_device_options(parser)
     add_output_options(parser)
     parser.set_defaults(func=_register_device)
@@ -604,8 +619,11 @@ def _register_device(args: argparse.Namespace) -> int:
                 passkey = _Passkey(args, home, args.legacy_email or wallet.address)
                 if passkey.soft is None:
                     await passkey.create(secrets.token_bytes(32))
+                own = {MASTER_WALLET: OWN_WALLET, **extra}
+                if args.legacy_email is not None:
+                    own[EMAIL] = args.legacy_email
                 state, tx = await _register_master_device(
-                    home, wallet.address, k10, passkey, extra, _sovereign(wallet, k10, passkey)
+                    home, wallet.address, k10, passkey, own, _sovereign(wallet, k10, passkey)
                 )
         finally:
             await k10.aclose()

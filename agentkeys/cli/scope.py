@@ -4,8 +4,8 @@ The chain holds one scope per (operator, agent): a set of services and one ``rea
 ``add`` merges the services into it (and sets the flag as given); ``remove`` takes services
 out, and revokes the whole entry when none would remain (or with ``--all``). Each change is
 signed by the master device's K10 and approved with the passkey, then sent from the
-operator's wallet or, without a wallet option, by the broker's relay (the J1 session of the
-home; how an email-only operator changes scope); the command prints the transaction and the
+operator's wallet or, without a wallet option, by the broker's relay (agentkeys.cli._relay;
+how an email-only operator changes scope); the command prints the transaction and the
 resulting scope.
 """
 
@@ -14,24 +14,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-import httpx
-from eth_account.signers.local import LocalAccount
-
-from agentkeys.chain import ScopeEntry, SignedMutation
-from agentkeys.cli._bootstrap import BrokerSignIn, SessionRecord, UsageError, load_session
+from agentkeys.chain import ScopeEntry
+from agentkeys.cli._bootstrap import UsageError
 from agentkeys.cli._common import (
     OperatorSession,
     Rejected,
     add_output_options,
     add_session_options,
     emit,
-    load_wallet,
     open_session,
     run,
     service_arg,
-    wallet_given,
 )
 from agentkeys.cli._names import known_names, remember_names
+from agentkeys.cli._relay import send, sender_for
 from agentkeys.errors import InvalidIdentifier
 from agentkeys.omni import agent_omni, normalize_hex32, normalize_service, service_hash
 
@@ -109,45 +105,14 @@ async def resolve_agent(session: OperatorSession, agent: str) -> tuple[str, str]
     )
 
 
-def _sender(args: argparse.Namespace, session: OperatorSession) -> LocalAccount | SessionRecord:
-    """The operator's wallet when one is given, else the J1 session for the broker's relay
-    (an email-only operator has no wallet: SPEC 6). Chosen before anything is signed.
-
-    Raises:
-        SecretUnavailable / WalletMismatch: the wallet given is unusable or not the master's.
-        NoSession: no wallet and no live session (run ``agentkeys init`` or sign in again).
-    """
-    if wallet_given(args):
-        return load_wallet(args, session.state.wallet)
-    return load_session(session.home)
-
-
-async def _send(
-    session: OperatorSession,
-    sender: LocalAccount | SessionRecord,
-    mutation: SignedMutation,
-    actor: str,
-    services: list[str] | None,
-    read_only: bool,
-) -> tuple[str, int]:
-    """Send from the wallet, or hand K10's signature and the assertion to the broker's relay
-    (which verifies both against the chain, as the contract does again) → (tx, block)."""
-    if isinstance(sender, LocalAccount):
-        receipt = await session.chain.submit(mutation, sender)
-        return receipt.tx_hash, receipt.block_number
-    assert session.recorded is not None
-    body = {
-        "operator_omni": session.state.operator_omni,
+def _relay_fields(actor: str, services: list[str] | None, read_only: bool) -> dict[str, object]:
+    """The scope of ``/v1/relay/scope``: ``services`` as hashes, ``None`` revokes."""
+    return {
         "agent_omni": actor,
-        "device_key_hash": session.state.device_key_hash,
-        **session.recorded.relay_fields(),
         "service_hashes": services or [],
         "read_only": read_only,
         "revoke": services is None,
     }
-    async with httpx.AsyncClient(base_url=sender.broker_url, trust_env=False, timeout=60) as http:
-        answer = await BrokerSignIn(http).relay_scope(sender.token, body)
-    return str(answer["tx_hash"]), int(answer.get("block_number", 0))
 
 
 def _services(names: Sequence[str]) -> dict[str, str]:
@@ -185,7 +150,7 @@ def _add(args: argparse.Namespace) -> int:
         wanted = _services(args.services)
         async with open_session(args, signing=True) as session:
             remember_names(session.home, wanted)
-            sender = _sender(args, session)
+            sender = sender_for(args, session)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
             have = set() if current is None else set(current.services)
@@ -209,7 +174,9 @@ def _add(args: argparse.Namespace) -> int:
                 read_only,
                 authority,
             )
-            tx, block = await _send(session, sender, mutation, actor, merged, read_only)
+            tx, block = await send(
+                session, sender, mutation, "scope", _relay_fields(actor, merged, read_only)
+            )
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
             data = _scope_data(label, actor, entry, {**known_names(session.home), **wanted})
             data.update(tx_hash=tx, block_number=block)
@@ -225,7 +192,7 @@ def _remove(args: argparse.Namespace) -> int:
         unwanted = _services(args.services)
         async with open_session(args, signing=True) as session:
             remember_names(session.home, unwanted)
-            sender = _sender(args, session)
+            sender = sender_for(args, session)
             label, actor = await resolve_agent(session, args.agent)
             current = await session.chain.get_scope(session.state.operator_omni, actor)
             if current is None:
@@ -254,8 +221,12 @@ def _remove(args: argparse.Namespace) -> int:
                 mutation = await session.chain.prepare_revoke_scope(
                     session.state.operator_omni, actor, authority
                 )
-            tx, block = await _send(
-                session, sender, mutation, actor, remaining or None, current.read_only
+            tx, block = await send(
+                session,
+                sender,
+                mutation,
+                "scope",
+                _relay_fields(actor, remaining or None, current.read_only),
             )
             entry = await session.chain.get_scope(session.state.operator_omni, actor)
             data = _scope_data(label, actor, entry, {**known_names(session.home), **unwanted})

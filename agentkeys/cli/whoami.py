@@ -55,7 +55,7 @@ def _whoami(args: argparse.Namespace) -> int:
             "home": str(home),
             "session": None,
         }
-        session_line = "none (run `agentkeys init` to sign in at the broker)"
+        session_line = "none (sign in: `agentkeys session renew`)"
         try:
             j1 = load_session(home, allow_expired=True)
         except NoSession:

@@ -48,6 +48,7 @@ async def test_every_documented_exit_code(
     # 3: no usable local state
     for argv in (["scope", "show", "bot", "--home", empty],
                  ["list", "--credential-backend", "sidecar", "--home", empty],
+                 ["session", "status", "--home", empty],
                  ["dev", "status", "--state-dir", empty]):  # fmt: skip
         code, err = await _run(capsys, *argv)
         assert code == EXIT_NO_STATE, (argv, err)
@@ -69,6 +70,14 @@ async def test_every_documented_exit_code(
         dev = [*op.wallet_args, "--dev-authenticator"]
         code, err = await _run(capsys, "agent", "create", "bot", *dev)
         assert code == EXIT_OK, err
+        # 2: a renewal of a home that records no email, without --email
+        code, err = await _run(capsys, "session", "renew", *home, "--dev-authenticator")
+        assert code == EXIT_USAGE, err
+        assert "--email" in _line(err)
+        # 3: no broker session in the home
+        code, err = await _run(capsys, "session", "status", *home)
+        assert code == EXIT_NO_STATE, err
+        assert "session renew" in _line(err)
         # 1: the operation failed (another wallet than the master's)
         wrong = [*home, "--wallet-key-file", str(other_key), "--dev-authenticator"]
         code, err = await _run(capsys, "scope", "add", "bot", "openai", *wrong)

@@ -501,6 +501,8 @@ BROKER_REQUESTS: dict[str, type[Any]] = {
     "cap_list": broker_service.CapMintRequest,
     "cap_teardown": broker_service.CapMintRequest,
     "relay_scope": broker_service.RelayScopeRequest,
+    "relay_agent": broker_service.RelayAgentRequest,
+    "relay_device_revoke": broker_service.RelayDeviceRevokeRequest,
 }
 """Request dataclass of each broker route that takes a body (mirrors agentkeys.broker)."""
 
