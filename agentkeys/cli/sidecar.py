@@ -39,6 +39,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -415,8 +416,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--wallet-key-file wallet.key",
     )
     setup.add_argument("agent", type=label_arg, help="the agent's label, e.g. coder")
-    setup.add_argument(
-        "--agent-user", required=True, metavar="USER", help="the user the agent runs as"
+    where = setup.add_mutually_exclusive_group(required=True)
+    where.add_argument("--agent-user", metavar="USER", help="the user the agent runs as")
+    where.add_argument(
+        "--dev-stack",
+        action="store_true",
+        help="development: the running `dev up` serves the agent with its own daemon, for "
+        "an agent of this user (no users, files or unit; $AGENTKEYS_DEV_STATE_DIR)",
     )
     setup.add_argument(
         "--allow-exe",
@@ -695,8 +701,71 @@ def _install(
     return answer, lines
 
 
+async def _dev_stack(args: argparse.Namespace) -> None:
+    """``--dev-stack``: the agent's K10 and a starter policy for this uid, handed to the
+    running ``dev up`` (``<state>/daemon/setup.json``), which starts its daemon with them."""
+    from agentkeys.devstack.up import DAEMON_SETUP_FILE, DevDaemonSetup, read_status
+
+    state_dir = os.environ.get("AGENTKEYS_DEV_STATE_DIR")
+    if not state_dir:
+        raise UsageError("--dev-stack: no dev stack (source .agentkeys-state/env.sh first)")
+    layout = SidecarLayout.for_agent(args.agent, args.daemon_user)
+    services: list[str] = args.service or ["openai"]
+    home = agentkeys_home(args.home)
+    state = load_operator_state(home)
+    me = pwd.getpwuid(os.getuid())
+    policy = starter_policy(
+        layout,
+        agent_user=me.pw_name,
+        agent_uid=me.pw_uid,
+        exes=[resolve_exe(name) for name in args.allow_exe],
+        services=services,
+        upstreams=_upstreams(args.upstream, services),
+    )
+    parse_policy(policy.encode())
+    device = await ensure_agent_device(args, layout.agent, args.agent_key, reuse=True)
+    setup = DevDaemonSetup(
+        operator_omni=state.operator_omni,
+        actor_omni=device.agent_omni,
+        session_file=home / "session.jwt",
+        key_path=device.key_file.absolute(),
+        policy=policy,
+    )
+    path = Path(state_dir) / "daemon" / DAEMON_SETUP_FILE
+    write_private(path, json.dumps(setup.to_json(), indent=2))
+    daemon: dict[str, str] = {}
+    found: dict[str, Any] = {}
+    with trio.move_on_after(30):  # dev up polls for the file; its status says when it runs
+        while daemon.get("actor") != device.agent_omni:
+            await trio.sleep(0.2)
+            found = read_status(Path(state_dir)) or {}
+            daemon = found.get("components", {}).get("daemon", {})
+    env_file = found.get("env", {}).get("AGENTKEYS_DEV_AGENT_ENV")
+    emit(
+        args,
+        {
+            "agent": layout.agent,
+            "agent_omni": device.agent_omni,
+            "device_key_hash": device.device_key_hash,
+            "registered_now": device.receipt is not None,
+            "setup": str(path),
+            "daemon": daemon,
+            "env_file": env_file,
+        },
+        [
+            f"sidecar for agent {layout.agent} handed to the dev stack ({path})",
+            f"  agent_omni    {device.agent_omni}",
+            f"  daemon        {daemon.get('state', 'not started: is `agentkeys dev up` running?')}",
+            *([f"in the agent's shell: source {env_file}"] if env_file else []),
+        ],
+    )
+
+
 def _setup(args: argparse.Namespace) -> int:
     async def command() -> None:
+        if args.dev_stack:
+            await _dev_stack(args)
+            return
         plan = _plan(args)
         device = await ensure_agent_device(args, plan.layout.agent, args.agent_key, reuse=True)
         daemon, group, made = await _ensure_users(plan.layout, plan.agent_user)

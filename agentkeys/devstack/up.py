@@ -22,8 +22,10 @@ where) and ``env.sh`` (the ``export`` lines to ``source``). Every file is 0600 i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -83,6 +85,7 @@ from agentkeys.devstack import (
 )
 from agentkeys.devstack.deployed_iam import deployed_iam_config
 from agentkeys.devstack.smtp_sink import run_smtp_sink
+from agentkeys.devstack.upstream import DemoUpstream, run_upstream
 from agentkeys.errors import AgentkeysError
 from agentkeys.omni import normalize_hex32
 from agentkeys.pki import Role, init_ca, issue_certificate
@@ -146,6 +149,9 @@ class DevUpOptions:
             data under them) stay the same; ignored once the signer has keys. Nothing needs
             the secret outside the signer: an email operator's master registration is
             approved by K4 inside the signer (``/v1/relay/first-master``).
+        daemon_unreachable_after, daemon_heartbeat_interval: override the fail-closed
+            window and heartbeat of a daemon set up by ``sidecar setup --dev-stack`` (the
+            demo shortens them to show fail-closed quickly).
     """
 
     state_dir: Path = DEFAULT_STATE_DIR
@@ -153,6 +159,8 @@ class DevUpOptions:
     hardfork: str | None = None
     daemon: DevDaemonSetup | None = None
     legacy_master_secret: bytes | None = field(default=None, repr=False)
+    daemon_unreachable_after: float | None = None
+    daemon_heartbeat_interval: float | None = None
 
 
 @dataclass
@@ -500,6 +508,22 @@ class DevDaemonSetup:
             raise DevStackError("daemon/setup.json is malformed; delete it") from None
 
 
+WAITING_NOTE = (
+    "no agent yet: after `agentkeys init` and `agentkeys agent create <agent>`, "
+    "`agentkeys sidecar setup <agent> --dev-stack` starts it here"
+)
+
+
+async def _wait_for_setup(path: Path, *, interval: float = 0.5) -> DevDaemonSetup:
+    """``daemon/setup.json`` once it exists (written by ``sidecar setup --dev-stack``, or
+    left by an earlier run), parsed."""
+    # another process writes it: nothing to wait on but the file
+    while not await trio.Path(path).exists():  # noqa: ASYNC110
+        await trio.sleep(interval)
+    text = await trio.Path(path).read_text("utf-8")
+    return DevDaemonSetup.from_json(json.loads(text))
+
+
 def daemon_config(
     state: Path,
     setup: DevDaemonSetup,
@@ -784,20 +808,30 @@ async def run_dev_stack(
             status.env["AGENTKEYS_DEV_MAILDIR"] = str(state / "mail")
             status.env["AGENTKEYS_DEV_PASSKEY_ORIGIN"] = passkey_origin
             status.env["AGENTKEYS_DEV_ROLE_ARN"] = iam.role(DEV_ROLE_NAME).arn
-            setup_file = state / "daemon" / DAEMON_SETUP_FILE
+            upstream_key = "sk-dev-" + secrets.token_urlsafe(24)
+            upstream_url = await stack.enter_async_context(
+                run_upstream(DemoUpstream(key=upstream_key))
+            )
+            status.add("openai-stand-in", "running", url=upstream_url)
+            status.env["AGENTKEYS_DEV_OPENAI_UPSTREAM"] = upstream_url
+            status.env["AGENTKEYS_DEV_OPENAI_KEY"] = upstream_key
             if options.daemon is not None:
                 await controls.start_daemon(options.daemon)
-            elif setup_file.exists():
-                setup = DevDaemonSetup.from_json(json.loads(setup_file.read_text("utf-8")))
-                await controls.start_daemon(setup)
             else:
-                status.add(
-                    "daemon",
-                    "waiting",
-                    note="no operator yet: run `agentkeys dev demo` (or init + agent create)",
-                )
+                status.add("daemon", "waiting", note=WAITING_NOTE)
             controls.save()
             task_status.started(status)
+            if options.daemon is None:
+                setup = await _wait_for_setup(state / "daemon" / DAEMON_SETUP_FILE)
+                if options.daemon_unreachable_after is not None:
+                    setup = dataclasses.replace(
+                        setup, unreachable_after=options.daemon_unreachable_after
+                    )
+                if options.daemon_heartbeat_interval is not None:
+                    setup = dataclasses.replace(
+                        setup, heartbeat_interval=options.daemon_heartbeat_interval
+                    )
+                await controls.start_daemon(setup)
             await trio.sleep_forever()
     finally:
         # synchronous on purpose: runs even while cancelled
