@@ -85,7 +85,7 @@ from agentkeys.devstack import (
 )
 from agentkeys.devstack.deployed_iam import deployed_iam_config
 from agentkeys.devstack.smtp_sink import run_smtp_sink
-from agentkeys.devstack.upstream import DemoUpstream, run_upstream
+from agentkeys.devstack.upstream import DemoUpstream, serve_upstream
 from agentkeys.errors import AgentkeysError
 from agentkeys.omni import normalize_hex32
 from agentkeys.pki import Role, init_ca, issue_certificate
@@ -809,9 +809,7 @@ async def run_dev_stack(
             status.env["AGENTKEYS_DEV_PASSKEY_ORIGIN"] = passkey_origin
             status.env["AGENTKEYS_DEV_ROLE_ARN"] = iam.role(DEV_ROLE_NAME).arn
             upstream_key = "sk-dev-" + secrets.token_urlsafe(24)
-            upstream_url = await stack.enter_async_context(
-                run_upstream(DemoUpstream(key=upstream_key))
-            )
+            upstream_url = await nursery.start(serve_upstream, DemoUpstream(key=upstream_key))
             status.add("openai-stand-in", "running", url=upstream_url)
             status.env["AGENTKEYS_DEV_OPENAI_UPSTREAM"] = upstream_url
             status.env["AGENTKEYS_DEV_OPENAI_KEY"] = upstream_key

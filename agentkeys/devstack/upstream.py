@@ -19,7 +19,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-__all__ = ["REPLY", "DemoUpstream", "run_upstream"]
+__all__ = ["REPLY", "DemoUpstream", "run_upstream", "serve_upstream"]
 
 REPLY = "hello from the upstream"
 
@@ -138,9 +138,10 @@ async def _json(send: Any, status: int, doc: Mapping[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@asynccontextmanager
-async def run_upstream(app: DemoUpstream) -> AsyncIterator[str]:
-    """Serve ``app`` on a free 127.0.0.1 port; yields its base URL; stops on exit."""
+async def serve_upstream(
+    app: DemoUpstream, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve ``app`` on a free 127.0.0.1 port until cancelled; ``started`` gets its URL."""
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -148,5 +149,12 @@ async def run_upstream(app: DemoUpstream) -> AsyncIterator[str]:
     config.graceful_timeout = 1.0
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(hypercorn_serve, app, config)
-        yield binds[0].replace("0.0.0.0", "127.0.0.1")
+        task_status.started(binds[0].replace("0.0.0.0", "127.0.0.1"))
+
+
+@asynccontextmanager
+async def run_upstream(app: DemoUpstream) -> AsyncIterator[str]:
+    """Serve ``app`` (:func:`serve_upstream`); yields its base URL; stops on exit."""
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(serve_upstream, app)
         nursery.cancel_scope.cancel()
