@@ -173,8 +173,21 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
             500, "Another ``dev up`` already runs on this state directory."
         ),
         "device_key_error": ErrorCode(500, "A device key (K10) cannot be created, loaded or used."),
+        "device_challenges_pending": ErrorCode(
+            429, "The device already holds as many unexpired sign-in challenges as allowed."
+        ),
         "device_not_registered": ErrorCode(403, "The device_key_hash is not in SidecarRegistry."),
         "device_revoked": ErrorCode(403, "The device is registered but revoked."),
+        "device_session_not_allowed": ErrorCode(
+            403,
+            (
+                "A device session (the sidecar's) was used on a route it may not use, or to "
+                "mint anything but a fetch cap for its own device and actor."
+            ),
+        ),
+        "device_signature_rejected": ErrorCode(
+            401, "The K10 signature over a device sign-in challenge does not verify."
+        ),
         "devstack_binary_not_found": ErrorCode(
             500, "A component's program is missing; the reason says what installs it."
         ),
@@ -477,6 +490,13 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         ),
         "session_stage_mismatch": ErrorCode(
             403, "A J0 session where a J1 is required, or the reverse."
+        ),
+        "session_unavailable": ErrorCode(
+            503,
+            (
+                "The sidecar holds no valid device session (not signed in yet, renewal failing, "
+                "or expired); the reason says which, and it recovers by itself."
+            ),
         ),
         "sidecar_refused": ErrorCode(
             400, "The broker or the worker refused (their error code is in the reason)."

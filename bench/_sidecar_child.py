@@ -2,12 +2,13 @@
 
 Run by :mod:`bench.daemon` as ``python -m bench._sidecar_child '<json>'`` with the
 paths and URLs of one benchmark setup: it runs ``agentkeys.daemon.run.run_daemon`` (the
-production assembly: software K10, the broker + worker credential source with the
-operator's J1 session file, the chain watcher), waits until ``/readyz`` answers 200
-(first broker heartbeat done), prints one JSON line with the daemon's addresses, and
-serves until its stdin is closed; then it stops gracefully (SIGTERM to itself, which
-``run_daemon`` handles). A separate process gives the daemon its own interpreter, as in
-production, and makes its RSS measurable on its own.
+production assembly: software K10, the daemon's own device session signed in with it,
+the broker + worker credential source, the chain watcher), waits until ``/readyz``
+answers 200 (first broker heartbeat done, device session signed in), prints one JSON
+line with the daemon's addresses, and serves until its stdin is closed; then it stops
+gracefully (SIGTERM to itself, which ``run_daemon`` handles). A separate process gives
+the daemon its own interpreter, as in production, and makes its RSS measurable on its
+own.
 
 The fault and soak tests (``tests.faults._stack``) run the same child with
 ``"fault_timeouts": true`` in the setup: short heartbeat and upstream timeouts, so a
@@ -50,7 +51,6 @@ def _config(setup: dict[str, str]) -> DaemonConfig:
         policy=PolicySection(path=Path(setup["policy"])),
         broker=BrokerSection(
             url=setup["broker_url"],
-            session_file=Path(setup["session_file"]),
             heartbeat_interval=1.0,
             **({"heartbeat_timeout": 2.0} if fault_timeouts else {}),
         ),

@@ -41,7 +41,6 @@ from bench.chain import register_operator
 __all__ = [
     "DevStack",
     "Signing",
-    "issue_j1",
     "key_pem",
     "running_dev_stack",
     "send_one",
@@ -49,7 +48,6 @@ __all__ = [
 ]
 
 AUDIENCE = "agentkeys-worker"
-_SESSION_AUDIENCE = "agentkeys-broker"
 _STACK_TIMEOUT = 120.0
 
 
@@ -140,29 +138,6 @@ async def send_one(url: str, request: bytes) -> None:
         response = await http.post(url + path, content=body, headers=headers)
     if response.status_code != 200:
         raise BenchError(f"{url}{path} refused the benchmark request: {response.text[:300]}")
-
-
-async def issue_j1(stack: DevStack) -> str:
-    """A J1 session for the stack's operator from the broker's own issuer and store."""
-    from agentkeys.broker import J1, BrokerKeys, SessionIssuer, SqliteStateStore
-
-    state = stack.state_dir / "broker" / "state"
-    keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, state)
-    store = await SqliteStateStore.open(state / "broker.sqlite3")
-    try:
-        issuer = SessionIssuer(
-            keys.session, store, issuer=stack.broker_url, audience=_SESSION_AUDIENCE
-        )
-        token, _ = await issuer.issue(
-            stage=J1,
-            subject=stack.signing.operator,
-            now=int(time.time()),
-            lifetime=3600,
-            extra={"wallet": stack.signing.wallet},
-        )
-    finally:
-        await store.aclose()
-    return token
 
 
 async def _operator(

@@ -69,7 +69,7 @@ from bench._micro import measure_interleaved
 from bench._model import Figures, Row, not_yet
 from bench._profile import Profile
 from bench._servers import raw_handler
-from bench._stack import issue_j1, key_pem, running_dev_stack, send_one, worker_request
+from bench._stack import key_pem, running_dev_stack, send_one, worker_request
 from bench.http import combine, failure_note
 
 __all__ = ["CACHE_SIZES", "POLICY_SIZES", "run", "sidecar_policy"]
@@ -866,7 +866,6 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                     ports.append(listeners[0].socket.getsockname()[1])
                 port, stream_port = ports
                 secrets_dir = private / "secrets"
-                write_private(secrets_dir / "session", await issue_j1(stack))
                 write_private(secrets_dir / "k10.pem", key_pem(stack.signing.k10))
                 write_private(
                     private / "policy.toml",
@@ -882,7 +881,6 @@ async def _sidecar_rows(profile: Profile, build_dir: Path) -> list[Row]:
                     "policy": os.fspath(private / "policy.toml"),
                     "audit": os.fspath(private / "state" / "daemon-audit.log"),
                     "broker_url": stack.broker_url,
-                    "session_file": os.fspath(secrets_dir / "session"),
                     "worker_url": stack.worker_url,
                     "operator": stack.signing.operator,
                     "key_path": os.fspath(secrets_dir / "k10.pem"),

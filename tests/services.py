@@ -272,10 +272,12 @@ def build_broker(
     caps: CapSettings | None = None,
     audit: AuditSink | None = None,
     graceful_timeout: float | None = None,
+    device_lifetime: int = 900,
     **extra: Any,
 ) -> BrokerService:
     """The real broker service for ``http://127.0.0.1:<port>`` (serve it in a nursery).
 
+    ``device_lifetime``: the sidecars' device sessions (a test of renewals makes it short).
     ``extra`` goes to :class:`BrokerService` as is (``follow``, ``relay``, ``clock``).
     """
     settings = ServerSettings(port=port)
@@ -284,7 +286,11 @@ def build_broker(
     return BrokerService(
         settings=settings,
         site=SiteSettings(
-            public_url=f"http://127.0.0.1:{port}", rp_id=RP_ID, origin=ORIGIN, chain_id=chain_id
+            public_url=f"http://127.0.0.1:{port}",
+            rp_id=RP_ID,
+            origin=ORIGIN,
+            chain_id=chain_id,
+            device_lifetime=device_lifetime,
         ),
         email=EmailSettings(smtp_port=smtp.port),
         caps=caps or CapSettings(),
@@ -309,6 +315,7 @@ class RestartableBroker:
     rpc_url: str = "http://127.0.0.1:9"
     addresses: ContractAddresses | None = None
     caps: CapSettings = field(default_factory=CapSettings)
+    device_lifetime: int = 900
     service: BrokerService | None = None
     _scope: trio.CancelScope | None = None
     _done: trio.Event | None = None
@@ -328,6 +335,7 @@ class RestartableBroker:
         service = build_broker(
             port=self.port, keys=keys, store=store, smtp=self.smtp,
             chain=CachedChainView(client), caps=self.caps, graceful_timeout=0.5,
+            device_lifetime=self.device_lifetime,
         )  # fmt: skip
         done = trio.Event()
         scope = trio.CancelScope()

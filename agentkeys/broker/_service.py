@@ -14,9 +14,11 @@ passkey_register_verify     POST    /v1/auth/passkey/register/verify           J
 siwe_start                  POST    /v1/auth/siwe/start                        J0
 siwe_verify                 POST    /v1/auth/siwe/verify                       J0
 siwe_k4                     POST    /v1/auth/siwe/k4                           J0
-session_info                GET     /v1/auth/session                           J0, J1
-session_revoke              POST    /v1/auth/session/revoke                    J0, J1
-cap_fetch                   POST    /v1/cap/cred-fetch                         J1
+device_challenge            POST    /v1/auth/device/challenge                  -
+device_session              POST    /v1/auth/device/session                    -
+session_info                GET     /v1/auth/session                           J0, J1, D
+session_revoke              POST    /v1/auth/session/revoke                    J0, J1, D
+cap_fetch                   POST    /v1/cap/cred-fetch                         J1, D
 cap_store                   POST    /v1/cap/cred-store                         J1
 cap_list                    POST    /v1/cap/cred-list                          J1
 cap_teardown                POST    /v1/cap/cred-teardown                      J1
@@ -29,6 +31,12 @@ relay_scope                 POST    /v1/relay/scope                            J
 relay_first_master          POST    /v1/relay/first-master                     J1
 health                      GET     /v1/health                                 -
 ==========================  ======  =========================================  =========
+
+``D`` is a device session: the sidecar's, signed in with its agent device's K10 over a
+single-use challenge (:mod:`agentkeys.device_signin`), never the operator's J1. It mints
+``fetch`` caps for exactly its own device and actor, reads its session (refused with
+``device_revoked`` once the chain revoked the device) and revokes it; every other route
+refuses it with ``device_session_not_allowed``.
 
 No ``/credential/*`` route exists and the broker holds no key that decrypts anything.
 """
@@ -49,6 +57,7 @@ import cbor2
 import trio
 from eth_utils.address import to_checksum_address
 
+from agentkeys.binding import check_device, require_device
 from agentkeys.broker import _passkey as pk
 from agentkeys.broker._chainview import CachedChainView
 from agentkeys.broker._email import Mailer, hash_secret, new_secret
@@ -56,11 +65,14 @@ from agentkeys.broker._keys import BrokerKeys
 from agentkeys.broker._mint import ScopeSource, check_binding, decide_scope
 from agentkeys.broker._oidc import discovery_document, mint_oidc_token
 from agentkeys.broker._relay import Relay
-from agentkeys.broker._sessions import J0, J1, Session, SessionIssuer, bearer_token
+from agentkeys.broker._sessions import DEVICE, J0, J1, Session, SessionIssuer, bearer_token
 from agentkeys.broker._store import MintRecord, PasskeyCredential, StateStore
 from agentkeys.broker.config import CapSettings, EmailSettings, OidcSettings, SiteSettings
 from agentkeys.broker.errors import (
     ChallengeUnknown,
+    DeviceChallengesPending,
+    DeviceSessionNotAllowed,
+    DeviceSignatureRejected,
     EmailRateLimited,
     EmailRequestUnknown,
     EmailTokenExpired,
@@ -83,6 +95,7 @@ from agentkeys.broker.errors import (
 from agentkeys.cap import CapOp, new_cap_payload, sign_cap
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.client import DeviceEntry, Tier
+from agentkeys.device_signin import DEVICE_CHALLENGE_LENGTH, verify_device_signin
 from agentkeys.errors import (
     AgentkeysError,
     FormatError,
@@ -118,7 +131,13 @@ from agentkeys.service import (
 from agentkeys.service.errors import RouteTableError, WrongType
 from agentkeys.siwe import SiweMessage, verify_siwe
 
-__all__ = ["MAX_PENDING_LINKS", "SESSION_REQUIREMENTS", "BrokerService", "K4Signer"]
+__all__ = [
+    "MAX_PENDING_DEVICE_CHALLENGES",
+    "MAX_PENDING_LINKS",
+    "SESSION_REQUIREMENTS",
+    "BrokerService",
+    "K4Signer",
+]
 
 log = logging.getLogger("agentkeys.broker")
 
@@ -130,6 +149,8 @@ _MAILBOX = re.compile(
 )
 MAX_PENDING_LINKS = 5
 """Unexpired sign-in links one address may have at once (bounds mail sent to a victim)."""
+MAX_PENDING_DEVICE_CHALLENGES = 5
+"""Unexpired sign-in challenges one device may have at once (bounds the store)."""
 
 SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = {
     "email_start": PUBLIC_ROUTE,
@@ -140,9 +161,11 @@ SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = {
     "siwe_start": (J0,),
     "siwe_verify": (J0,),
     "siwe_k4": (J0,),
-    "session_info": (J0, J1),
-    "session_revoke": (J0, J1),
-    "cap_fetch": (J1,),
+    "device_challenge": PUBLIC_ROUTE,
+    "device_session": PUBLIC_ROUTE,
+    "session_info": (J0, J1, DEVICE),
+    "session_revoke": (J0, J1, DEVICE),
+    "cap_fetch": (J1, DEVICE),
     "cap_store": (J1,),
     "cap_list": (J1,),
     "cap_teardown": (J1,),
@@ -242,6 +265,18 @@ class SiweK4Request:
 
 
 @dataclass(frozen=True)
+class DeviceChallengeRequest:
+    device_key_hash: str
+
+
+@dataclass(frozen=True)
+class DeviceSessionRequest:
+    device_key_hash: str
+    challenge: str  # 64 hex, as the challenge route gave it
+    signature: str  # base64url r || s (agentkeys.device_signin)
+
+
+@dataclass(frozen=True)
 class CapMintRequest:
     operator_omni: str
     actor_omni: str
@@ -331,6 +366,8 @@ _REQUESTS: Mapping[str, type[Any]] = {
     "siwe_start": SiweStartRequest,
     "siwe_verify": SiweVerifyRequest,
     "siwe_k4": SiweK4Request,
+    "device_challenge": DeviceChallengeRequest,
+    "device_session": DeviceSessionRequest,
     "cap_fetch": CapMintRequest,
     "cap_store": CapMintRequest,
     "cap_list": CapMintRequest,
@@ -452,6 +489,8 @@ class BrokerService:
             ("siwe_start", "POST", "/v1/auth/siwe/start", self._siwe_start),
             ("siwe_verify", "POST", "/v1/auth/siwe/verify", self._siwe_verify),
             ("siwe_k4", "POST", "/v1/auth/siwe/k4", self._siwe_k4),
+            ("device_challenge", "POST", "/v1/auth/device/challenge", self._device_challenge),
+            ("device_session", "POST", "/v1/auth/device/session", self._device_session),
             ("session_info", "GET", "/v1/auth/session", self._session_info),
             ("session_revoke", "POST", "/v1/auth/session/revoke", self._session_revoke),
             ("cap_fetch", "POST", "/v1/cap/cred-fetch", self._cap(CapOp.FETCH)),
@@ -954,8 +993,101 @@ class BrokerService:
         )
         return await self._issue_j1(call, s, verified.wallet)
 
+    # -- the sidecar's device session (SPEC section 8) ----------
+
+    async def _live_device(self, device_key_hash: str) -> DeviceEntry:
+        """The registered, unrevoked device holding CAP_MINT (rules 1, 2 and 4 of
+        ``agentkeys.binding`` against the device's own binding).
+
+        Raises:
+            DeviceNotRegistered, DeviceRevoked, RoleMissing, ChainUnavailable.
+        """
+        device = require_device(await self.chain.device(device_key_hash))
+        return check_device(
+            device,
+            op=CapOp.FETCH,
+            operator_omni=device.operator_omni,
+            actor_omni=device.actor_omni,
+        )
+
+    async def _device_challenge(self, call: Call, _: Session | None) -> JsonObject:
+        req = call.decode(DeviceChallengeRequest)
+        dkh = normalize_hex32(req.device_key_hash)
+        call.audit["device_key_hash"] = dkh
+        await self._live_device(dkh)  # nothing is stored for a device that cannot sign in
+        challenge = secrets.token_bytes(DEVICE_CHALLENGE_LENGTH)
+        now = self._now()
+        expires_at = now + self._site.challenge_lifetime
+        if not await self.store.add_device_challenge(
+            challenge,
+            device_key_hash=dkh,
+            expires_at=expires_at,
+            now=now,
+            limit=MAX_PENDING_DEVICE_CHALLENGES,
+        ):
+            raise DeviceChallengesPending("this device has too many pending sign-in challenges")
+        return {
+            "challenge": challenge.hex(),
+            "audience": self._site.session_audience,
+            "expires_at": expires_at,
+        }
+
+    async def _device_session(self, call: Call, _: Session | None) -> JsonObject:
+        """Sign a device in: its single-use challenge (taken in one store statement, bound to
+        the device), its chain entry (registered, not revoked, CAP_MINT) and its K10
+        signature over :mod:`agentkeys.device_signin`'s message, in that order."""
+        req = call.decode(DeviceSessionRequest)
+        dkh = normalize_hex32(req.device_key_hash)
+        call.audit["device_key_hash"] = dkh
+        try:
+            challenge = bytes.fromhex(req.challenge)
+        except ValueError:
+            raise WrongType("challenge must be the challenge route's hex") from None
+        if len(challenge) != DEVICE_CHALLENGE_LENGTH or not await self.store.take_device_challenge(
+            challenge, device_key_hash=dkh, now=self._now()
+        ):
+            raise ChallengeUnknown("no such sign-in challenge for this device")
+        device = await self._live_device(dkh)
+        call.audit.update(operator=device.operator_omni, actor=device.actor_omni)
+        if not verify_device_signin(
+            req.signature,
+            public_key=p256_public_key_from_point(device.k10_point),
+            audience=self._site.session_audience,
+            challenge=challenge,
+            device_key_hash=dkh,
+        ):
+            raise DeviceSignatureRejected("the signature is not this device's K10 over it")
+        token, session = await self.sessions.issue(
+            stage=DEVICE,
+            subject=device.operator_omni,
+            now=self._now(),
+            lifetime=self._site.device_lifetime,
+            extra={"actor_omni": device.actor_omni, "device_key_hash": dkh},
+        )
+        return {
+            "session": token,
+            "stage": DEVICE,
+            "operator_omni": device.operator_omni,
+            "actor_omni": device.actor_omni,
+            "device_key_hash": dkh,
+            "expires_at": session.expires_at,
+        }
+
     async def _session_info(self, call: Call, session: Session | None) -> JsonObject:
         s = self._need(session)
+        if s.stage == DEVICE:
+            dkh = s.device_key_hash
+            if dkh is None:
+                raise DeviceSessionNotAllowed("the device session names no device")
+            device = await self._live_device(dkh)
+            return {
+                "stage": s.stage,
+                "subject": s.subject,
+                "operator_omni": device.operator_omni,
+                "actor_omni": s.actor_omni,
+                "device_key_hash": dkh,
+                "expires_at": s.expires_at,
+            }
         return {
             "stage": s.stage,
             "subject": s.subject,
@@ -1008,6 +1140,12 @@ class BrokerService:
         )
         if session.subject != operator:
             raise OperatorMismatch("the session is not this operator's")
+        if session.stage == DEVICE and (
+            op != CapOp.FETCH or dkh != session.device_key_hash or actor != session.actor_omni
+        ):
+            raise DeviceSessionNotAllowed(
+                "a device session mints fetch caps for its own device and actor only"
+            )
         try:
             proof = PopProof.from_header_value(req.pop)
             claims = MintPopClaims(

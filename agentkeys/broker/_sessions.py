@@ -1,12 +1,15 @@
-"""Broker sessions: J0 (email verified) and J1 (wallet signed in), as revocable ES256 JWTs.
+"""Broker sessions: J0 (email verified), J1 (wallet signed in) and device (a sidecar signed in
+with its K10), as revocable ES256 JWTs.
 
-SPEC section 7 (broker, bootstrap stages). A session is a compact JWS signed by the broker's
-session key with claims ``iss`` (the broker's public URL), ``aud`` (the session audience),
-``sub`` (J0: the email identity omni; J1: the actor_omni of the wallet), ``stage`` (``j0`` or
-``j1``), ``iat``, ``exp``, ``jti`` (128 random bits, hex) and, for J1, ``wallet`` (lowercase
-``0x`` hex) and, when the operator signed up by email, ``identity_omni``. Every issued session
-is recorded in the state store; verification requires the record to exist and not be revoked,
-so a session is revocable before its expiry.
+SPEC sections 7 (broker, bootstrap stages) and 8 (the sidecar's own identity). A session is a
+compact JWS signed by the broker's session key with claims ``iss`` (the broker's public URL),
+``aud`` (the session audience), ``sub`` (J0: the email identity omni; J1: the actor_omni of
+the wallet; device: the device's operator_omni), ``stage`` (``j0``, ``j1`` or ``device``),
+``iat``, ``exp``, ``jti`` (128 random bits, hex) and, for J1, ``wallet`` (lowercase ``0x``
+hex) and, when the operator signed up by email, ``identity_omni``; for a device session
+``actor_omni`` and ``device_key_hash`` (64 hex each: the only device and actor it may mint
+for). Every issued session is recorded in the state store; verification requires the record
+to exist and not be revoked, so a session is revocable before its expiry.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from agentkeys.broker._jwt import decode_jwt
 from agentkeys.broker._keys import KeyRing
 from agentkeys.broker._store import SessionRecord, StateStore
 from agentkeys.broker.errors import (
+    DeviceSessionNotAllowed,
     SessionExpired,
     SessionInvalid,
     SessionMissing,
@@ -29,10 +33,11 @@ from agentkeys.broker.errors import (
 )
 from agentkeys.jwks import es256_jws
 
-__all__ = ["J0", "J1", "Session", "SessionIssuer", "bearer_token"]
+__all__ = ["DEVICE", "J0", "J1", "Session", "SessionIssuer", "bearer_token"]
 
 J0 = "j0"
 J1 = "j1"
+DEVICE = "device"
 _MAX_SKEW = 5
 
 
@@ -57,6 +62,18 @@ class Session:
         """The email identity omni behind the session, if any."""
         value = self.claims.get("identity_omni")
         return value if isinstance(value, str) else None
+
+    @property
+    def actor_omni(self) -> str | None:
+        """A device session's actor (64 hex), else ``None``."""
+        value = self.claims.get("actor_omni")
+        return value if isinstance(value, str) and self.stage == DEVICE else None
+
+    @property
+    def device_key_hash(self) -> str | None:
+        """A device session's device (64 hex), else ``None``."""
+        value = self.claims.get("device_key_hash")
+        return value if isinstance(value, str) and self.stage == DEVICE else None
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:
@@ -115,7 +132,8 @@ class SessionIssuer:
         """Verify signature, issuer, audience, expiry, stage and revocation.
 
         Raises:
-            SessionInvalid, SessionExpired, SessionRevoked, SessionStageMismatch.
+            SessionInvalid, SessionExpired, SessionRevoked, SessionStageMismatch,
+            DeviceSessionNotAllowed (a device session where ``stages`` has no place for one).
         """
         _, claims = decode_jwt(token, self._keys.published.by_kid)
         if claims.get("iss") != self._issuer:
@@ -135,6 +153,8 @@ class SessionIssuer:
         record = await self._store.get_session(jti)
         if record is None or record.revoked or record.subject != sub or record.stage != stage:
             raise SessionRevoked("session was revoked")
+        if stage == DEVICE and stage not in stages:
+            raise DeviceSessionNotAllowed("a device session (the sidecar's) may not use this")
         if stage not in stages:
             raise SessionStageMismatch(f"this endpoint needs a {' or '.join(stages)} session")
         return Session(jti, stage, sub, exp, claims)

@@ -8,6 +8,7 @@ compare-and-set), never a read followed by a write:
 * email sign-in requests: the magic-link token and the poll handle, both stored as sha256;
 * sessions (J0/J1): jti → subject, stage, expiry, revoked;
 * challenges (WebAuthn, SIWE nonces): single use, bound to a session, expiring;
+* device sign-in challenges: single use, bound to one device_key_hash, expiring;
 * passkey credentials and their sign counts (compare-and-set, never backwards);
 * PoP nonces (single use until their window ends);
 * the legacy local scope table (SPEC section 9, dual mode);
@@ -181,6 +182,20 @@ class StateStore(Protocol):
         self, *, challenge_id: str, purpose: str, session_jti: str, now: int
     ) -> dict[str, str] | None:
         """Delete and return the payload if it exists for this purpose and session, unexpired."""
+        ...
+
+    async def add_device_challenge(
+        self, challenge: bytes, *, device_key_hash: str, expires_at: int, now: int, limit: int
+    ) -> bool:
+        """Record a device sign-in challenge unless the device already holds ``limit``
+        unexpired ones (one statement); False when it does (nothing recorded)."""
+        ...
+
+    async def take_device_challenge(
+        self, challenge: bytes, *, device_key_hash: str, now: int
+    ) -> bool:
+        """Delete the challenge if it was issued for this device; True only when it was, and
+        is unexpired (single use: one statement, whichever replica asks)."""
         ...
 
     async def add_credential(self, credential: PasskeyCredential) -> None:

@@ -9,7 +9,8 @@ Every single-use rule is one statement, so it holds however many processes share
 
 * a PoP nonce is spent by ``INSERT … ON CONFLICT DO UPDATE … WHERE <expired> RETURNING``;
 * an email link is followed by ``UPDATE … SET token_hash = NULL … RETURNING``, a verified
-  request collected by ``DELETE … RETURNING``, a challenge taken by ``DELETE … RETURNING``;
+  request collected by ``DELETE … RETURNING``, a challenge (also a device sign-in
+  challenge, bound to its device_key_hash in the ``WHERE``) taken by ``DELETE … RETURNING``;
 * a sign count moves by compare-and-set (``UPDATE … WHERE sign_count = old``), forwards only;
 * a signing key is added by ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
 
@@ -270,6 +271,29 @@ class SqlStateStore:
         payload: dict[str, str] = json.loads(result.rows[0][0])
         return payload
 
+    async def add_device_challenge(
+        self, challenge: bytes, *, device_key_hash: str, expires_at: int, now: int, limit: int
+    ) -> bool:
+        """See :class:`~agentkeys.broker._store.StateStore`."""
+        result = await self._one(
+            "INSERT INTO device_challenges (challenge, device_key_hash, expires_at)"
+            " SELECT ?, ?, ? WHERE (SELECT COUNT(*) FROM device_challenges"
+            " WHERE device_key_hash = ? AND expires_at >= ?) < ?",
+            (challenge, device_key_hash, expires_at, device_key_hash, now, limit),
+        )
+        return result.rowcount == 1
+
+    async def take_device_challenge(
+        self, challenge: bytes, *, device_key_hash: str, now: int
+    ) -> bool:
+        """See :class:`~agentkeys.broker._store.StateStore` (an expired one is deleted too)."""
+        result = await self._one(
+            "DELETE FROM device_challenges WHERE challenge = ? AND device_key_hash = ?"
+            " RETURNING expires_at",
+            (challenge, device_key_hash),
+        )
+        return bool(result.rows) and int(result.rows[0][0]) >= now
+
     # -- credentials -------------------------------------------------------------------------
 
     async def add_credential(self, credential: PasskeyCredential) -> None:
@@ -418,7 +442,8 @@ class SqlStateStore:
         """See :class:`~agentkeys.broker._store.StateStore`."""
 
         def fn(tx: Transaction) -> None:
-            for table in ("email_requests", "challenges", "nonces", "sessions"):
+            tables = ("email_requests", "challenges", "device_challenges", "nonces", "sessions")
+            for table in tables:
                 tx.execute(f"DELETE FROM {table} WHERE expires_at < ?", (now,))  # noqa: S608
             tx.execute("DELETE FROM signing_keys WHERE retires_at < ?", (now,))
 

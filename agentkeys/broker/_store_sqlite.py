@@ -65,6 +65,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX nonces_expiry ON nonces(expires_at)",
         "CREATE INDEX sessions_expiry ON sessions(expires_at)",
     )),
+    Migration(3, (
+        "CREATE TABLE device_challenges ("
+        " challenge BLOB PRIMARY KEY, device_key_hash TEXT NOT NULL,"
+        " expires_at INTEGER NOT NULL)",
+        "CREATE INDEX device_challenges_device ON device_challenges(device_key_hash)",
+    )),
 )  # fmt: skip
 
 

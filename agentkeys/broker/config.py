@@ -11,7 +11,8 @@ TOML sections and their environment overlay (``AGENTKEYS_<SECTION>_<OPTION>``)::
               publish_lead
     [site]    public_url (this broker's external base URL; also the OIDC issuer),
               rp_id, rp_name, origin (WebAuthn), siwe_domain, siwe_uri, chain_id,
-              j0_lifetime, j1_lifetime, challenge_lifetime
+              j0_lifetime, j1_lifetime, device_lifetime (a sidecar's device session, which
+              it renews itself; default 900 s), challenge_lifetime
     [email]   smtp_host, smtp_port, sender, link_lifetime (<= 600 s), starttls
     [chain]   rpc_url, deployment (record written by agentkeys.chain.deploy), confirmations,
               poll_interval, cache_staleness (0: every mint checks the head; else seconds the
@@ -129,6 +130,7 @@ class SiteSettings:
     session_audience: str = "agentkeys-broker"
     j0_lifetime: int = 900
     j1_lifetime: int = 3600
+    device_lifetime: int = 900
     challenge_lifetime: int = 300
 
     def __post_init__(self) -> None:
@@ -146,6 +148,9 @@ class SiteSettings:
         for name in ("j0_lifetime", "j1_lifetime", "challenge_lifetime"):
             if not 30 <= getattr(self, name) <= 86400:
                 raise ConfigError(f"site.{name} must be within 30..86400 seconds")
+        # the sidecar renews its own session: a short one costs renewals only
+        if not 2 <= self.device_lifetime <= 86400:
+            raise ConfigError("site.device_lifetime must be within 2..86400 seconds")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,5 +286,5 @@ class BrokerConfig:
         return {
             "cap": self.caps.lifetime,
             "oidc": self.oidc.token_lifetime,
-            "session": max(self.site.j0_lifetime, self.site.j1_lifetime),
+            "session": max(self.site.j0_lifetime, self.site.j1_lifetime, self.site.device_lifetime),
         }

@@ -8,6 +8,7 @@
         │   ├── SessionExpired            past ``exp``
         │   ├── SessionRevoked            revoked (or unknown to the state store)
         │   └── SessionStageMismatch (403) a J0 where a J1 is needed, or the reverse
+        │       └── DeviceSessionNotAllowed  a device session outside what it may do
         ├── EmailLinkError (401)          the magic link
         │   ├── EmailTokenInvalid         unknown or already used token
         │   ├── EmailTokenExpired         older than 10 minutes
@@ -20,7 +21,9 @@
         │   ├── PasskeyAssertionRejected  py_webauthn refused the assertion (origin, challenge…)
         │   ├── PasskeySignCountReplayed  sign count did not increase
         │   ├── PasskeyNotEnrolled (403)  the identity has no passkey
-        │   └── K10ProofRejected          the K10 signature over the enrollment challenge
+        │   ├── K10ProofRejected          the K10 signature over the enrollment challenge
+        │   └── DeviceSignatureRejected   the K10 signature over a device sign-in challenge
+        ├── DeviceChallengesPending (429) too many unexpired sign-in challenges for a device
         ├── CapDenied (403)               a cap mint refused (each leaf is one reason)
         │   ├── OperatorMismatch          operator_mismatch (session is another operator's)
         │   └── EpochMismatch             epoch_mismatch (the device asked for another epoch)
@@ -67,8 +70,11 @@ __all__ = [
     "CapDenied",
     "ChainUnavailable",
     "ChallengeUnknown",
+    "DeviceChallengesPending",
     "DeviceNotRegistered",
     "DeviceRevoked",
+    "DeviceSessionNotAllowed",
+    "DeviceSignatureRejected",
     "EmailDeliveryFailed",
     "EmailLinkError",
     "EmailRateLimited",
@@ -155,6 +161,13 @@ class SessionStageMismatch(SessionError):
 
     error: ClassVar[str] = "session_stage_mismatch"
     status: ClassVar[int] = 403
+
+
+class DeviceSessionNotAllowed(SessionStageMismatch):
+    """A device session (the sidecar's) on a route it may not use, or minting for another
+    device, actor or operation than its own ``fetch``."""
+
+    error: ClassVar[str] = "device_session_not_allowed"
 
 
 # --- email magic link ---------------------------------------------------------------------------
@@ -268,6 +281,20 @@ class K10ProofRejected(PasskeyError):
     """The K10 signature over the enrollment challenge does not verify."""
 
     error: ClassVar[str] = "k10_proof_rejected"
+
+
+class DeviceSignatureRejected(PasskeyError):
+    """The K10 signature over a device sign-in challenge does not verify with the device's
+    registered K10 key (``agentkeys.device_signin``)."""
+
+    error: ClassVar[str] = "device_signature_rejected"
+
+
+class DeviceChallengesPending(BrokerError):
+    """The device already has as many unexpired sign-in challenges as allowed."""
+
+    error: ClassVar[str] = "device_challenges_pending"
+    status: ClassVar[int] = 429
 
 
 # --- cap minting --------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ master wallet is the signer-held K4, through the broker's relay
 (:func:`register_master_via_relay`: the new K10 and passkey sign the registration challenge,
 the signer approves it with K4's EIP-712 signature after checking both, the relay sends it).
 The J1 session is kept in the agentkeys home as
-``session.jwt`` (the raw token, 0600: the daemon's ``broker.session_file``) and
+``session.jwt`` (the raw token, 0600, for the operator's own commands; the sidecar daemon
+signs in with its own K10 instead) and
 ``session.json`` (0600: broker URL, actor, wallet, expiry); :func:`load_session` reads it.
 """
 

@@ -727,7 +727,6 @@ async def _dev_stack(args: argparse.Namespace) -> None:
     setup = DevDaemonSetup(
         operator_omni=state.operator_omni,
         actor_omni=device.agent_omni,
-        session_file=home / "session.jwt",
         key_path=device.key_file.absolute(),
         policy=policy,
     )

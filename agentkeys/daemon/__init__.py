@@ -12,6 +12,8 @@ See docs/daemon.md. Public API (pinned by tests/daemon/test_exports.py):
 * credentials: :class:`Credential`, :class:`CredentialSource`, :class:`BrokerWorkerSource`
   (the only source: broker cap mint + worker fetch), :class:`CredentialCache`;
 * liveness: :class:`BrokerLiveness`, :class:`BrokerProbe`, :class:`HttpBrokerProbe`;
+* the daemon's own broker session: :class:`DeviceSession` (K10 sign-in, renewed by the
+  daemon), :class:`SessionProblem`;
 * chain: :class:`RevocationState`;
 * env file: :func:`render_env`, :func:`write_env_file`, :data:`PLACEHOLDER_KEY`.
 """
@@ -31,6 +33,7 @@ from agentkeys.daemon.proxy import ProxyApp, ProxyLimits
 from agentkeys.daemon.quota import QuotaBook, QuotaKey, QuotaLimits
 from agentkeys.daemon.revocation import RevocationState
 from agentkeys.daemon.service import AuditRelay, Daemon, DaemonAddress
+from agentkeys.daemon.session import DeviceSession, SessionProblem
 from agentkeys.daemon.usage import Usage, UsageScanner
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "Daemon",
     "DaemonAddress",
     "DaemonConfig",
+    "DeviceSession",
     "HttpBrokerProbe",
     "Policy",
     "ProxyApp",
@@ -56,6 +60,7 @@ __all__ = [
     "QuotaKey",
     "QuotaLimits",
     "RevocationState",
+    "SessionProblem",
     "Usage",
     "UsageScanner",
     "VerifiedLog",

@@ -112,15 +112,28 @@ class PolicySection:
 
 @dataclass(frozen=True)
 class BrokerSection:
-    """The broker: heartbeat target and cap minting."""
+    """The broker: heartbeat target, the daemon's device sign-in and cap minting.
+
+    ``audience`` is the broker's session audience (its ``[site] session_audience``), which
+    the K10 sign-in signature is bound to. ``session_file`` is gone: the daemon signs in
+    with its own K10 and renews its session (``agentkeys.daemon.session``); a config that
+    still sets it is refused, so that no operator session stays on the agent's host.
+    """
 
     url: str | None = None
+    audience: str = "agentkeys-broker"
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 5.0
     unreachable_after: float = 60.0
-    session_file: Path | None = None  # the operator's J1 session token, 0600
+    session_file: Path | None = None  # refused (see the docstring)
 
     def __post_init__(self) -> None:
+        if self.session_file is not None:
+            raise ConfigError(
+                "broker.session_file is no longer used: the daemon now signs in to the broker "
+                "with its own K10 (device.key_path) and renews its session itself; remove "
+                "session_file and the operator's session file from this host"
+            )
         if min(self.heartbeat_interval, self.heartbeat_timeout, self.unreachable_after) <= 0:
             raise ConfigError("broker heartbeat settings must be positive")
 

@@ -1,8 +1,9 @@
 """Where the daemon gets real credentials: the :class:`CredentialSource` interface.
 
 * :class:`BrokerWorkerSource` — the production path (SPEC.md sections 5 and 8): mint a
-  ``fetch`` cap at the broker (``POST /v1/cap/cred-fetch`` with the operator's J1
-  session and a K10 proof of possession), then fetch the credential from the worker
+  ``fetch`` cap at the broker (``POST /v1/cap/cred-fetch`` with the daemon's own device
+  session, :class:`~agentkeys.daemon.session.DeviceSession`, and a K10 proof of
+  possession), then fetch the credential from the worker
   (``POST /v1/cred/fetch`` presenting the cap with a worker K10 PoP). K10 never leaves
   its backend: only digests go in, signatures come out.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import time
 from collections.abc import Callable
@@ -25,7 +25,9 @@ from typing import Protocol
 import httpx
 
 from agentkeys.cap import CapOp, SignedCap, cap_digest
+from agentkeys.daemon._peer import peer_answer
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable
+from agentkeys.daemon.session import DeviceSession
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import normalize_hex32
@@ -39,7 +41,6 @@ __all__ = [
 ]
 
 _SECRET = re.compile(rb"[\x21-\x7e]{1,4096}")
-MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,57 +69,6 @@ class CredentialSource(Protocol):
         ...
 
 
-_log = logging.getLogger("agentkeys.daemon")
-_CODE = re.compile(r"[a-z0-9_]{1,64}")
-
-
-_REASON_UNSAFE = re.compile(r"[^\x20-\x7e]")
-
-
-def _error_field(response: httpx.Response, name: str) -> object:
-    try:
-        return response.json().get(name)
-    except (ValueError, AttributeError):
-        return None
-
-
-def _error_code(response: httpx.Response, default: str) -> str:
-    """The peer's ``error`` code when it is a plain snake_case word, else ``default``."""
-    code = _error_field(response, "error")
-    return code if isinstance(code, str) and _CODE.fullmatch(code) else default
-
-
-def _log_refusal(response: httpx.Response, who: str, code: str) -> None:
-    """Log a peer's refusal: status, code and its (printable, bounded) reason.
-
-    The peers' reasons name identifiers and rules, never a secret; this request's own
-    session and proofs are never logged.
-    """
-    reason = _error_field(response, "reason")
-    text = _REASON_UNSAFE.sub("?", reason[:200]) if isinstance(reason, str) else "-"
-    _log.warning("the %s refused: HTTP %d %s (%s)", who, response.status_code, code, text)
-
-
-def _answer(response: httpx.Response, who: str) -> dict[str, object]:
-    if response.status_code in (401, 403, 404):
-        code = _error_code(response, "refused")
-        _log_refusal(response, who, code)
-        raise CredentialRefused(f"the {who} refused: {code}", code=code)
-    if response.status_code != 200:
-        code = _error_code(response, "no error code")
-        _log_refusal(response, who, code)
-        raise CredentialUnavailable(f"the {who} answered HTTP {response.status_code} ({code})")
-    if len(response.content) > MAX_ANSWER_BYTES:
-        raise CredentialUnavailable(f"the {who}'s answer is too large")
-    try:
-        doc = json.loads(response.content)
-    except ValueError as exc:
-        raise CredentialUnavailable(f"the {who}'s answer is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise CredentialUnavailable(f"the {who}'s answer is not a JSON object")
-    return doc
-
-
 class BrokerWorkerSource:
     """The production credential source: broker cap mint, then worker fetch.
 
@@ -126,7 +76,9 @@ class BrokerWorkerSource:
         broker: client whose ``base_url`` is the broker (the caller owns it).
         worker: client whose ``base_url`` is the worker (the caller owns it).
         device_key: K10 (TPM or software); signs PoP digests only.
-        session: the operator's J1 session token (bytes; never logged).
+        session: the daemon's own device session (signed in with the same K10; the
+            daemon runs its duty); told of every refusal, so that a revoked device stops
+            being served.
         operator_omni, actor_omni: whose credential (64 hex).
         legacy_identity_omni: the identity omni behind the operator's master wallet (K4),
             sent on every worker fetch when set so that the worker can open a legacy v1
@@ -151,7 +103,7 @@ class BrokerWorkerSource:
         broker: httpx.AsyncClient,
         worker: httpx.AsyncClient,
         device_key: DeviceKey,
-        session: bytes,
+        session: DeviceSession,
         operator_omni: str,
         actor_omni: str,
         legacy_identity_omni: str | None = None,
@@ -160,7 +112,7 @@ class BrokerWorkerSource:
         self._broker = broker
         self._worker = worker
         self._key = device_key
-        self._session = session
+        self.session = session
         self._operator = operator_omni
         self._actor = actor_omni
         body: dict[str, str] = {}
@@ -169,6 +121,13 @@ class BrokerWorkerSource:
         self._fetch_body = json.dumps(body, separators=(",", ":")).encode()
         self._dkh = key_hash(device_key)
         self._clock = clock
+
+    def _answer(self, response: httpx.Response, who: str) -> dict[str, object]:
+        try:
+            return peer_answer(response, who)
+        except CredentialRefused as exc:
+            self.session.refused(exc.code)
+            raise
 
     async def _sign(self, message: bytes) -> str:
         return b64url_encode(await self._key.sign(hashlib.sha256(message).digest()))
@@ -191,12 +150,12 @@ class BrokerWorkerSource:
             "device_key_hash": self._dkh,
             "pop": proof.to_header_value(),
         }
-        headers = {"authorization": "Bearer " + self._session.decode("ascii")}
+        headers = {"authorization": "Bearer " + self.session.token().decode("ascii")}
         try:
             response = await self._broker.post("/v1/cap/cred-fetch", json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise CredentialUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
-        doc = _answer(response, "broker")
+        doc = self._answer(response, "broker")
         try:
             cap = SignedCap.from_wire(doc.get("cap"))
         except AgentkeysError as exc:
@@ -223,7 +182,7 @@ class BrokerWorkerSource:
             response = await self._worker.post("/v1/cred/fetch", content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise CredentialUnavailable(f"worker unreachable: {type(exc).__name__}") from exc
-        doc = _answer(response, "worker")
+        doc = self._answer(response, "worker")
         raw = doc.get("credential")
         if not isinstance(raw, str):
             raise CredentialUnavailable("the worker's answer lacks the credential")

@@ -15,7 +15,8 @@ AgentkeysError
     ├── QuotaExceeded                   429  quota_exceeded        carries ``retry_after`` seconds
     ├── BrokerUnreachable               503  broker_unreachable    fail closed (heartbeat window)
     ├── CredentialUnavailable           502  credential_unavailable
-    │   └── CredentialRefused           403  credential_refused    peer said no (its own code)
+    │   ├── CredentialRefused           403  credential_refused    peer said no (its own code)
+    │   └── SessionUnavailable          503  session_unavailable   no valid device session
     ├── UpstreamFailed                  502  upstream_failed
     │   └── UpstreamTimeout             504  upstream_timeout
     ├── AuditLogError                   500  audit_log_error       cannot read/append the log
@@ -50,6 +51,7 @@ __all__ = [
     "RouteNotAllowed",
     "ScopeRevoked",
     "ServiceNotAllowed",
+    "SessionUnavailable",
     "UnknownService",
     "UpstreamFailed",
     "UpstreamTimeout",
@@ -182,6 +184,14 @@ class CredentialRefused(CredentialUnavailable):
     def to_json(self) -> dict[str, str]:
         """``{error, reason}`` with the peer's code."""
         return {"error": self.answer_code, "reason": self.reason}
+
+
+class SessionUnavailable(CredentialUnavailable):
+    """The daemon holds no valid device session at the broker (not signed in yet, or renewals
+    failed until it expired): fail closed; it recovers by itself (agentkeys.daemon.session)."""
+
+    error: ClassVar[str] = "session_unavailable"
+    status: ClassVar[int] = 503
 
 
 class UpstreamFailed(DaemonError):

@@ -7,7 +7,9 @@ Per request, in order (SPEC.md section 8):
    slashes or dots, ``..``, ``//``) are refused;
 3. the host-local policy (deny by default): caller → services → method/path allowlist;
 4. the chain's revocations known to this daemon;
-5. fail closed: the broker must have answered a heartbeat within the window (503);
+5. fail closed: the broker must have answered a heartbeat within the window (503), and the
+   daemon's own device session must be valid (503 ``session_unavailable``; 403
+   ``device_revoked`` once its device is revoked);
 6. quotas per (caller entry, service): 429 with ``Retry-After``;
 7. header validation; the caller's auth headers (placeholder key) are stripped;
 8. the credential from the cache, fetched lazily through the credential source;
@@ -15,7 +17,9 @@ Per request, in order (SPEC.md section 8):
    and response bodies streamed;
 10. one audit row, whatever happened (denials included).
 
-``GET /healthz`` (alive), ``GET /readyz`` (broker reachable, audit log writable) and
+``GET /healthz`` (alive), ``GET /readyz`` (broker reachable, audit log writable, device
+session valid: else 503 with ``broker_unreachable``, ``audit_log_error``,
+``session_invalid``, ``session_expiring`` or ``device_revoked`` among its problems) and
 ``GET /metrics`` (Prometheus text, ``agentkeys.service.ServiceMetrics``: requests by route
 ``proxy`` and status, latency, denials by error code, credential-cache hits and misses, the
 broker heartbeat's age) are answered before policy, to any attested caller: none of them
@@ -55,6 +59,7 @@ from agentkeys.daemon.heartbeat import BrokerLiveness
 from agentkeys.daemon.policy import Decision, Policy, ServicePolicy
 from agentkeys.daemon.quota import QuotaBook, QuotaKey, QuotaLimits
 from agentkeys.daemon.revocation import RevocationState
+from agentkeys.daemon.session import DeviceSession
 from agentkeys.daemon.usage import UsageScanner
 from agentkeys.errors import AgentkeysError
 from agentkeys.service import METRICS_CONTENT_TYPE, ServiceMetrics
@@ -180,6 +185,7 @@ class ProxyApp:
         upstream: the pooled upstream client; the caller owns and closes it. No
             redirects, cookies or environment proxies apply (see ``_upstream``).
         actor: the actor omni audit rows name.
+        session: the daemon's device session (``None``: a source that needs none).
         limits: request bounds.
         clock: Unix seconds (quotas, audit).
     """
@@ -196,6 +202,7 @@ class ProxyApp:
         audit: AuditLog,
         upstream: UpstreamPool,
         actor: str | None,
+        session: DeviceSession | None = None,
         limits: ProxyLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -208,6 +215,7 @@ class ProxyApp:
         self._audit = audit
         self._upstream = upstream
         self._actor = actor
+        self._session = session
         self._limits = limits or ProxyLimits()
         self._clock = clock
         #: set when the audit log could not be written: requests fail closed
@@ -252,6 +260,9 @@ class ProxyApp:
                 problems.append("broker_unreachable")
             if self.audit_broken:
                 problems.append("audit_log_error")
+            session = self._session.problem() if self._session is not None else None
+            if session is not None:
+                problems.append(session.value)
             status = 503 if problems else 200
             since = self._liveness.seconds_since_contact()
             doc = {
@@ -281,6 +292,8 @@ class ProxyApp:
             note.rule = allowed.caller.name
             self._revocations.check(service)
             self._liveness.require()
+            if self._session is not None:
+                self._session.require()
             svc = allowed.service
             key = QuotaKey(allowed.caller.name, service)
             limits = QuotaLimits(svc.per_minute, svc.per_hour, svc.daily_usd)

@@ -1,10 +1,12 @@
 """Run the daemon from its configuration with the real dependencies wired in.
 
 Wires: K10 (created at first start; TPM when present, else a 0600 software key; it never
-leaves its backend), the broker heartbeat, the credential source (cap mint at the broker
-with K10 PoP + worker fetch with worker PoP; ``identity.legacy_identity_omni`` is passed on
-so that v1 data is served), the chain watcher for revocations when ``[chain]`` is set, and
-SIGINT/SIGTERM as a graceful stop.
+leaves its backend), the daemon's own device session at the broker (signed in and renewed
+with that K10: no operator session, master K10 or wallet on this host), the broker
+heartbeat, the credential source (cap mint at the broker with K10 PoP + worker fetch with
+worker PoP; ``identity.legacy_identity_omni`` is passed on so that v1 data is served), the
+chain watcher for revocations when ``[chain]`` is set, and SIGINT/SIGTERM as a graceful
+stop.
 """
 
 from __future__ import annotations
@@ -19,29 +21,19 @@ import trio
 
 from agentkeys.chain import ChainClient, ChainWatcher, read_deployment_record
 from agentkeys.chain.events import ChainEvent
-from agentkeys.config import ConfigError, check_private_file
+from agentkeys.config import ConfigError
 from agentkeys.daemon._groups import raise_domain_error
 from agentkeys.daemon.config import DaemonConfig
 from agentkeys.daemon.credentials import BrokerWorkerSource
 from agentkeys.daemon.heartbeat import HttpBrokerProbe
 from agentkeys.daemon.service import Daemon, DaemonAddress
+from agentkeys.daemon.session import DeviceSession
 from agentkeys.omni import normalize_hex32
 from attest.device_key import key_hash, open_device_key
 
 __all__ = ["run_daemon"]
 
 _log = logging.getLogger("agentkeys.daemon")
-
-
-def _read_session(config: DaemonConfig) -> bytes:
-    path = config.broker.session_file
-    if path is None:
-        raise ConfigError("broker.session_file (the operator's J1 session) is required")
-    check_private_file(path)
-    token = path.read_bytes().strip()
-    if not token or not token.isascii():
-        raise ConfigError(f"{path} does not hold a session token")
-    return token
 
 
 async def run_daemon(
@@ -76,11 +68,12 @@ async def run_daemon(
         worker = await stack.enter_async_context(
             httpx.AsyncClient(base_url=config.credentials.worker_url, trust_env=False, timeout=10)
         )
+        session = DeviceSession(broker=broker, device_key=device, audience=config.broker.audience)
         source = BrokerWorkerSource(
             broker=broker,
             worker=worker,
             device_key=device,
-            session=_read_session(config),
+            session=session,
             operator_omni=operator,
             actor_omni=actor,
             legacy_identity_omni=config.identity.legacy_identity_omni,
@@ -109,6 +102,7 @@ async def run_daemon(
             config=config,
             source=source,
             probe=HttpBrokerProbe(broker),
+            session=session,
             device_key_hash=dkh,
             events=events,
             chain_watcher=watcher_duty,

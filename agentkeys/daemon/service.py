@@ -7,6 +7,8 @@ Duties, each a task in the nursery:
   byte is read; on stop it closes idle connections and gives in-flight requests and
   streams ``listen.graceful_timeout`` seconds;
 * ``heartbeat`` — probes the broker; the proxy fails closed outside the window;
+* ``device-session`` — signs in to the broker with the device's K10 and renews the session
+  (``agentkeys.daemon.session``), when the daemon has one;
 * ``cache-expiry`` — drops expired credentials;
 * ``policy-reload`` — re-reads the policy when the file changes (a bad file is logged and
   the previous policy stays);
@@ -49,6 +51,7 @@ from agentkeys.daemon.policy import Policy, load_policy
 from agentkeys.daemon.proxy import ProxyApp, ProxyLimits
 from agentkeys.daemon.quota import QuotaBook
 from agentkeys.daemon.revocation import RevocationState, changes_nothing
+from agentkeys.daemon.session import DeviceSession, SessionProblem
 from agentkeys.errors import AgentkeysError
 from attest.serve import (
     CallerAttestor,
@@ -94,6 +97,8 @@ class Daemon:
         config: the frozen configuration.
         source: where credentials come from.
         probe: the broker heartbeat.
+        session: the daemon's own device session (the source's), run as a duty; ``None``
+            for a source that needs none.
         device_key_hash: this device's K10 hash (revocation events).
         events: chain events (a watcher subscription), or None.
         chain_watcher: runs the chain watcher (a duty), or None.
@@ -108,6 +113,7 @@ class Daemon:
         config: DaemonConfig,
         source: CredentialSource,
         probe: BrokerProbe,
+        session: DeviceSession | None = None,
         device_key_hash: str | None = None,
         events: trio.MemoryReceiveChannel[ChainEvent] | None = None,
         chain_watcher: Callable[[], Awaitable[None]] | None = None,
@@ -119,6 +125,7 @@ class Daemon:
         self.config = config
         self._source = source
         self._probe = probe
+        self.session = session
         self._events = events
         self._chain_watcher = chain_watcher
         self._relay = relay
@@ -199,6 +206,7 @@ class Daemon:
                     audit=audit,
                     upstream=upstream,
                     actor=cfg.identity.actor_omni,
+                    session=self.session,
                     limits=ProxyLimits(
                         max_body_bytes=cfg.listen.max_body_bytes,
                         body_timeout=cfg.listen.body_timeout,
@@ -219,6 +227,8 @@ class Daemon:
                                 probe_timeout=cfg.broker.heartbeat_timeout,
                             ),
                         )
+                        if self.session is not None:
+                            nursery.start_soon(duty, "device-session", self.session.run)
                         nursery.start_soon(duty, "cache-expiry", self._expire_cache)
                         nursery.start_soon(duty, "policy-reload", self._reload_policy)
                         if self._events is not None:
@@ -313,6 +323,8 @@ class Daemon:
     async def _expire_cache(self) -> None:
         while True:
             await trio.sleep(min(10.0, self.config.cache.ttl))
+            if self.session is not None and self.session.problem() is SessionProblem.REVOKED:
+                self.cache.clear()  # nothing is served again: keep no secret in memory
             self.cache.purge()
 
     async def _reload_policy(self) -> None:

@@ -152,6 +152,8 @@ class DevUpOptions:
         daemon_unreachable_after, daemon_heartbeat_interval: override the fail-closed
             window and heartbeat of a daemon set up by ``sidecar setup --dev-stack`` (the
             demo shortens them to show fail-closed quickly).
+        device_lifetime: the broker's device session lifetime in seconds (default 900; a
+            short one shows the daemon renewing its own session).
     """
 
     state_dir: Path = DEFAULT_STATE_DIR
@@ -160,6 +162,7 @@ class DevUpOptions:
     daemon: DevDaemonSetup | None = None
     legacy_master_secret: bytes | None = field(default=None, repr=False)
     daemon_unreachable_after: float | None = None
+    device_lifetime: int = 900
     daemon_heartbeat_interval: float | None = None
 
 
@@ -428,13 +431,15 @@ def broker_config(
     pki: Mapping[str, tuple[Path, Path]],
     passkey_port: int,
     relay_key: Path | None = None,
+    device_lifetime: int = 900,
 ) -> BrokerConfig:
     """The dev broker: issuer ``http://127.0.0.1:<port>``; WebAuthn rpId ``localhost`` and
     origin ``http://localhost:<passkey_port>``. The broker checks one configured origin, so
     the stack reserves the port on which ``agentkeys init`` serves its passkey page
     (``AGENTKEYS_DEV_PASSKEY_ORIGIN``) and configures the broker with it. With ``relay_key``
     (a 0600 file holding a funded dev account's key) hosted-relay mode is on: email-only
-    operators register their first master through it (``/v1/relay/first-master``)."""
+    operators register their first master through it (``/v1/relay/first-master``).
+    ``device_lifetime`` is a sidecar's device session (the daemon renews it itself)."""
     url = f"http://127.0.0.1:{port}"
     return BrokerConfig(
         broker=ServerSettings(port=port, audit_log=state / "broker" / "audit" / "broker.jsonl"),
@@ -444,6 +449,7 @@ def broker_config(
             rp_id="localhost",
             origin=f"http://localhost:{passkey_port}",
             chain_id=chain_id,
+            device_lifetime=device_lifetime,
         ),
         chain=BrokerChainSettings(rpc_url=rpc_url, deployment=record, poll_interval=0.5),
         email=EmailSettings(smtp_host=smtp[0], smtp_port=smtp[1]),
@@ -464,13 +470,12 @@ class DevDaemonSetup:
 
     Args:
         operator_omni, actor_omni: 64 hex.
-        session_file: the operator's J1 session (0600).
-        key_path: the actor's K10 key file (software, 0600).
+        key_path: the actor's K10 key file (software, 0600): the daemon signs in to the
+            broker with it (its own device session; no operator session is involved).
     """
 
     operator_omni: str
     actor_omni: str
-    session_file: Path
     key_path: Path
     policy: str
     unreachable_after: float = 60.0
@@ -480,7 +485,6 @@ class DevDaemonSetup:
         return {
             "operator_omni": self.operator_omni,
             "actor_omni": self.actor_omni,
-            "session_file": str(self.session_file),
             "key_path": str(self.key_path),
             "policy": self.policy,
             "unreachable_after": self.unreachable_after,
@@ -498,7 +502,6 @@ class DevDaemonSetup:
             return cls(
                 operator_omni=normalize_hex32(str(data["operator_omni"])),
                 actor_omni=normalize_hex32(str(data["actor_omni"])),
-                session_file=Path(str(data["session_file"])),
                 key_path=Path(str(data["key_path"])),
                 policy=str(data["policy"]),
                 unreachable_after=float(data.get("unreachable_after", 60.0)),
@@ -547,7 +550,6 @@ def daemon_config(
             heartbeat_interval=setup.heartbeat_interval,
             heartbeat_timeout=2.0,
             unreachable_after=setup.unreachable_after,
-            session_file=setup.session_file,
         ),
         credentials=CredentialsSection(source="broker", worker_url=worker_url),
         identity=IdentitySection(operator_omni=setup.operator_omni, actor_omni=setup.actor_omni),
@@ -758,6 +760,7 @@ async def run_dev_stack(
                         pki=pki,
                         passkey_port=passkey_port,
                         relay_key=relay_key,
+                        device_lifetime=options.device_lifetime,
                     ),
                 ),
             )

@@ -99,6 +99,55 @@ async def test_a_challenge_is_taken_once(open_store: StoreOpener) -> None:
     assert [t for t in taken if t is not None] == [{"nonce": "n"}]
 
 
+async def test_a_device_challenge_is_taken_once_and_only_by_its_device(
+    open_store: StoreOpener,
+) -> None:
+    stores = await replicas(open_store)
+    device, other = "0d" * 32, "0e" * 32
+    assert await stores[0].add_device_challenge(
+        b"c" * 32, device_key_hash=device, expires_at=100, now=1, limit=3
+    )
+    # another device's attempt neither takes it nor spends it
+    assert not await stores[1].take_device_challenge(b"c" * 32, device_key_hash=other, now=2)
+    taken = await race(
+        [
+            partial(s.take_device_challenge, b"c" * 32, device_key_hash=device, now=2)
+            for s in stores * 4
+        ]
+    )
+    assert sum(taken) == 1
+    assert not await stores[2].take_device_challenge(b"c" * 32, device_key_hash=device, now=3)
+
+
+async def test_an_expired_device_challenge_is_spent_but_refused(state_store: StateStore) -> None:
+    assert await state_store.add_device_challenge(
+        b"e" * 32, device_key_hash="0d" * 32, expires_at=100, now=1, limit=3
+    )
+    taken = await state_store.take_device_challenge(b"e" * 32, device_key_hash="0d" * 32, now=101)
+    assert not taken
+    assert not await state_store.take_device_challenge(b"e" * 32, device_key_hash="0d" * 32, now=1)
+
+
+async def test_pending_device_challenges_are_bounded_per_device(open_store: StoreOpener) -> None:
+    stores = await replicas(open_store)
+    device = "0d" * 32
+
+    def add(store: StateStore, index: int, *, now: int = 1) -> Any:
+        return store.add_device_challenge(
+            bytes([index]) * 32, device_key_hash=device, expires_at=100, now=now, limit=2
+        )
+
+    assert await add(stores[0], 1)
+    assert await add(stores[1], 2)
+    assert not await add(stores[2], 3)  # the bound holds across replicas
+    assert await stores[0].add_device_challenge(
+        b"\x09" * 32, device_key_hash="0e" * 32, expires_at=100, now=1, limit=2
+    )  # another device has its own bound
+    assert await stores[2].take_device_challenge(b"\x01" * 32, device_key_hash=device, now=2)
+    assert await add(stores[2], 3)  # a taken one frees its place
+    assert await add(stores[0], 4, now=101)  # expired ones do not count
+
+
 async def test_sign_counts_move_forward_once(open_store: StoreOpener) -> None:
     stores = await replicas(open_store)
     await stores[0].add_credential(PasskeyCredential("i", b"id", b"k", 3, b"\0" * 64, "rp", 1))
@@ -200,7 +249,7 @@ async def test_sqlite_adopts_a_database_from_before_migrations(tmp_path: Path) -
     store = await SqliteStateStore.open(path)
     try:
         assert not await store.consume_nonce(b"old", expires_at=10**9, now=1)  # data kept
-        assert await schema_versions(store) == [1, 2]
+        assert await schema_versions(store) == [1, 2, 3]
         assert await store.add_signing_key(key_record("cap", 1), retire_others_at=None)
     finally:
         await store.aclose()

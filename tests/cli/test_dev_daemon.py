@@ -16,10 +16,6 @@ from tests.cli.test_dev import _processes_under, _start, _wait_exit
 
 
 def _setup(state: Path, tmp: Path) -> None:
-    session = tmp / "secrets" / "session.jwt"
-    session.parent.mkdir(mode=0o700, parents=True)
-    session.write_text("not-a-real-session\n")
-    session.chmod(0o600)
     policy = (
         f'[[caller]]\nname = "t"\nuid = {os.getuid()}\nexe = "/nonexistent"\n'
         'services = ["openai"]\n\n[service.openai]\nupstream = "http://127.0.0.1:9"\n'
@@ -28,7 +24,6 @@ def _setup(state: Path, tmp: Path) -> None:
     setup = DevDaemonSetup(
         operator_omni="0a" * 32,
         actor_omni="0b" * 32,
-        session_file=session,
         key_path=tmp / "secrets" / "k10.pem",
         policy=policy,
     )

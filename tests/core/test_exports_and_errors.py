@@ -45,6 +45,10 @@ EXPORTS = {
         "WorkerPopClaims", "check_worker_pop", "consume_pop_nonce", "new_mint_pop_claims",
         "new_worker_pop_claims", "sign_pop", "verify_mint_pop", "verify_worker_pop",
     },
+    "agentkeys.device_signin": {
+        "DEVICE_CHALLENGE_LENGTH", "DEVICE_SIGNIN_PREFIX", "device_signin_digest",
+        "device_signin_message", "verify_device_signin",
+    },
     "agentkeys.jwks": {
         "MAX_JWKS_BYTES", "MAX_JWKS_KEYS", "P256_ORDER", "JsonWebKeySet", "b64url_decode",
         "b64url_encode", "der_to_raw_rs", "es256_jws", "es256_sign", "es256_verify",

@@ -10,10 +10,11 @@
   agent whose chain scope holds the policy's services, each with :data:`REAL_KEY` stored.
   It is the expensive fixture: tests using it drive many scenarios per start, and
   :func:`open_daemon` starts further (cheap) daemons over the same running parts.
-* ``gate``: the daemon with the same real source pointed at the real broker (no chain, no
-  valid session) and at a worker that is never reached: for refusals that happen before
-  any credential is fetched (caller, route, size, header checks). A fetch through it is
-  refused by the real broker.
+* ``gate``: the daemon with the same real source pointed at the real broker (no chain: its
+  device is registered nowhere, so it never gets a session) and at a worker that is never
+  reached: for refusals that happen before any credential is fetched (caller, route, size,
+  header checks). A fetch through it is refused (503 ``session_unavailable``).
+* Each daemon signs in with its own K10 (:class:`DeviceSession`), never an operator J1.
 * Either daemon listens on the Unix socket under ``$XDG_RUNTIME_DIR`` and a loopback port.
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,10 +33,7 @@ import pytest
 import trio
 
 from agentkeys._files import write_private
-from agentkeys.broker import (
-    J1,
-    CapSettings,
-)
+from agentkeys.broker import CapSettings
 from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.daemon import BrokerWorkerSource, Daemon, DaemonAddress, HttpBrokerProbe
 from agentkeys.daemon.config import (
@@ -50,6 +47,7 @@ from agentkeys.daemon.config import (
     ListenSection,
     PolicySection,
 )
+from agentkeys.daemon.session import DeviceSession
 from agentkeys.devstack.smtp_sink import run_smtp_sink
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
@@ -118,7 +116,6 @@ class RealParts:
     device: Device  # the daemon's K10 (an agent's, or the operator master's)
     broker: Broker
     worker_url: str
-    session: str  # a J1 session the real broker issued for the operator
     key_path: Path  # ``device``'s key as a 0600 PEM file (the daemon's K10)
 
     @property
@@ -139,16 +136,27 @@ class RealParts:
     def source(
         self, broker: httpx.AsyncClient, worker: httpx.AsyncClient, **kwargs: Any
     ) -> BrokerWorkerSource:
-        """The daemon's real credential source over these parts."""
+        """The daemon's real credential source over these parts, with its own (not yet
+        signed in) device session as ``source.session``; ``kwargs`` go to the source."""
+        key = SoftwareDeviceKey.open(self.key_path, create=False)
         return BrokerWorkerSource(
             broker=broker,
             worker=worker,
-            device_key=SoftwareDeviceKey.open(self.key_path, create=False),
-            session=self.session.encode(),
+            device_key=key,
+            session=DeviceSession(broker=broker, device_key=key),
             operator_omni=self.operator_omni,
             actor_omni=self.actor_omni,
             **kwargs,
         )
+
+
+@asynccontextmanager
+async def signed_in(source: BrokerWorkerSource) -> AsyncIterator[BrokerWorkerSource]:
+    """``source`` with its device session's duty running (after its first sign-in)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(source.session.run)
+        yield source
+        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -160,12 +168,14 @@ async def open_real_parts(
     *,
     services: Sequence[str] = POLICY_SERVICES,
     pre_transition: PreTransition | None = None,
+    device_lifetime: int = 900,
 ) -> AsyncIterator[RealParts]:
     """Start the real stack and an agent with ``services`` in its chain scope.
 
     Each service gets :data:`REAL_KEY` stored by the master. With ``services`` empty no
     agent is made: the daemon acts as the operator's master on its own vault (the data
-    ``pre_transition`` wrote, e.g. legacy v1 objects).
+    ``pre_transition`` wrote, e.g. legacy v1 objects). ``device_lifetime``: the broker's
+    device sessions (the daemon renews its own).
     """
     async with open_stack(nursery, pki, chain, tmp, pre_transition=pre_transition) as ws:
         device = ws.operator.master
@@ -182,7 +192,7 @@ async def open_real_parts(
             broker = Broker(
                 nursery=nursery, state_dir=tmp / "broker", smtp=smtp,
                 rpc_url=ws.chain.anvil.rpc_url, addresses=deployment.addresses,
-                caps=CapSettings(audience=AUDIENCE),
+                caps=CapSettings(audience=AUDIENCE), device_lifetime=device_lifetime,
             )  # fmt: skip
             await broker.start()
             assert broker.service is not None
@@ -197,13 +207,9 @@ async def open_real_parts(
                 )
                 worker = WorkerService(core=core, settings=ServerSettings(), audit=MemoryAudit())
                 bound: BoundAddress = await nursery.start(worker.serve)
-                session, _ = await broker.service.sessions.issue(
-                    stage=J1, subject=ws.operator.omni, now=int(time.time()), lifetime=600,
-                    extra={"wallet": ws.operator.wallet_address},
-                )  # fmt: skip
                 key_path = tmp / "device" / "k10.pem"
                 write_private(key_path, key_pem(device.key))
-                yield RealParts(ws, device, broker, bound.url, session, key_path)
+                yield RealParts(ws, device, broker, bound.url, key_path)
                 worker.shutdown()
             await broker.stop()
 
@@ -294,8 +300,10 @@ async def serving(
     source: BrokerWorkerSource,
     *,
     device_key_hash: str,
+    signed_in: bool = True,
 ) -> AsyncIterator[tuple[Daemon, DaemonAddress, trio.MemorySendChannel[Any], trio.Event]]:
-    """The daemon in-process (chain events fed by the test), ready once the broker answered."""
+    """The daemon in-process (chain events fed by the test), with the source's device session
+    as its duty; ready once the broker answered and (``signed_in``) the daemon signed in."""
     send, receive = trio.open_memory_channel[Any](16)
     assert config.broker.url is not None
     async with httpx.AsyncClient(
@@ -305,6 +313,7 @@ async def serving(
             config=config,
             source=source,
             probe=HttpBrokerProbe(probe_http),
+            session=source.session,
             device_key_hash=device_key_hash,
             events=receive,
         )
@@ -318,6 +327,8 @@ async def serving(
 
         address: DaemonAddress = await nursery.start(run)
         await wait_until(daemon.liveness.reachable)
+        if signed_in:
+            await wait_until(lambda: source.session.problem() is None)
         yield daemon, address, send, done
         daemon.stop()
         with trio.fail_after(15):
@@ -352,15 +363,21 @@ async def open_gate(
         httpx.AsyncClient(base_url=broker.url, trust_env=False, timeout=5) as broker_http,
         httpx.AsyncClient(base_url=UNREACHABLE, trust_env=False, timeout=5) as worker_http,
     ):
+        key = SoftwareDeviceKey.open(tmp_path / "device" / "k10.pem")
         source = BrokerWorkerSource(
             broker=broker_http,
             worker=worker_http,
-            device_key=SoftwareDeviceKey.open(tmp_path / "device" / "k10.pem"),
-            session=b"no-session",
+            device_key=key,
+            session=DeviceSession(broker=broker_http, device_key=key),
             operator_omni=OPERATOR,
             actor_omni=ACTOR,
         )
-        async with serving(nursery, config, source, device_key_hash="0c" * 32) as (d, a, e, x):
+        async with serving(nursery, config, source, device_key_hash="0c" * 32, signed_in=False) as (
+            d,
+            a,
+            e,
+            x,
+        ):
             yield Stack(d, a, upstream, broker, config, e, tmp_path, x)
 
 
@@ -420,13 +437,11 @@ def write_daemon_toml(
     broker_url: str,
     *,
     worker_url: str = UNREACHABLE,
-    session: str = "no-session",
     operator: str = OPERATOR,
     actor: str = ACTOR,
 ) -> Path:
-    """A daemon.toml under ``tmp/etc`` (session file, policy, socket, K10 under ``tmp``)."""
-    session_file = tmp / "secrets" / "session"
-    write_private(session_file, session)
+    """A daemon.toml under ``tmp/etc`` (policy, socket, K10 under ``tmp``; no session: the
+    daemon signs in with its K10)."""
     path = tmp / "etc" / "daemon.toml"
     write_private(
         path,
@@ -439,7 +454,6 @@ reload_interval = 0.1
 [broker]
 url = "{broker_url}"
 heartbeat_interval = 0.1
-session_file = "{session_file}"
 [credentials]
 worker_url = "{worker_url}"
 [identity]

@@ -16,53 +16,68 @@ from agentkeys._files import write_private
 from agentkeys.config import ConfigError, load_config
 from agentkeys.daemon import DaemonConfig
 from agentkeys.daemon.credentials import BrokerWorkerSource
-from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable
+from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable, SessionUnavailable
+from agentkeys.daemon.session import DeviceSession, SessionProblem
 from agentkeys.errors import InvalidIdentifier
 from attest.device_key import SoftwareDeviceKey
-from tests.daemon.conftest import ACTOR, OPERATOR, Broker
+from tests.daemon.conftest import ACTOR, OPERATOR, Broker, signed_in
 
 
-async def test_broker_refusal_is_a_refusal(
+def source_for(key: SoftwareDeviceKey, broker: httpx.AsyncClient) -> BrokerWorkerSource:
+    return BrokerWorkerSource(
+        broker=broker,
+        worker=broker,
+        device_key=key,
+        session=DeviceSession(broker=broker, device_key=key),
+        operator_omni=OPERATOR,
+        actor_omni=ACTOR,
+    )
+
+
+async def test_a_failed_sign_in_serves_nothing(
     tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The real broker refuses a mint without a valid J1 session: the daemon says refused,
-    and logs the broker's code and reason (never the session)."""
+    """The real broker (here without a chain) cannot sign the device in: no session, nothing
+    is minted, and the daemon logs the broker's code and reason (never a token or signature)
+    and that it retries."""
     key = SoftwareDeviceKey.open(tmp_path / "dev" / "k10.pem")
-    async with (
-        httpx.AsyncClient(base_url=broker.url, trust_env=False) as http,
-        httpx.AsyncClient(base_url="http://127.0.0.1:9", trust_env=False) as worker,
-    ):
-        source = BrokerWorkerSource(
-            broker=http,
-            worker=worker,
-            device_key=key,
-            session=b"not-a-session",
-            operator_omni=OPERATOR,
-            actor_omni=ACTOR,
-        )
-        with pytest.raises(CredentialRefused) as info:
-            await source.fetch("openai")
-    assert "not-a-session" not in info.value.reason
+    async with httpx.AsyncClient(base_url=broker.url, trust_env=False) as http:
+        source = source_for(key, http)
+        async with signed_in(source):
+            assert source.session.problem() is SessionProblem.INVALID
+            with pytest.raises(SessionUnavailable):
+                await source.fetch("openai")
+    assert source.session.sign_ins == 0
     logged = [r.getMessage() for r in caplog.records if r.name == "agentkeys.daemon"]
-    assert len(logged) == 1
-    assert logged[0].startswith("the broker refused: HTTP 401 ")
-    assert "not-a-session" not in logged[0]
+    assert logged[0].startswith("the broker refused: HTTP 503 chain_unavailable (")
+    assert logged[1].startswith("device sign-in failed, retrying in 0.5 s")
+    assert all("eyJ" not in line for line in logged)
 
 
 async def test_unreachable_broker_is_unavailable(tmp_path: Path) -> None:
     key = SoftwareDeviceKey.open(tmp_path / "dev" / "k10.pem")
     async with httpx.AsyncClient(base_url="http://127.0.0.1:9", trust_env=False) as http:
-        source = BrokerWorkerSource(
-            broker=http,
-            worker=http,
-            device_key=key,
-            session=b"s",
-            operator_omni=OPERATOR,
-            actor_omni=ACTOR,
-        )
-        with pytest.raises(CredentialUnavailable) as info:
-            await source.fetch("openai")
+        source = source_for(key, http)
+        async with signed_in(source):
+            with pytest.raises(CredentialUnavailable) as info:
+                await source.fetch("openai")
     assert not isinstance(info.value, CredentialRefused)
+    assert info.value.error == "session_unavailable"
+
+
+def test_session_file_is_refused_at_load(tmp_path: Path) -> None:
+    """The daemon signs in with its own K10: a config still naming the operator's session
+    file is refused, from the file or the environment."""
+    path = tmp_path / "daemon.toml"
+    write_private(path, '[broker]\nsession_file = "/home/op/.agentkeys/session.jwt"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(DaemonConfig, path=path, environ={})
+    assert "signs in to the broker with its own K10" in info.value.reason
+    write_private(path, "")
+    with pytest.raises(ConfigError):
+        load_config(
+            DaemonConfig, path=path, environ={"AGENTKEYS_BROKER_SESSION_FILE": "/tmp/session"}
+        )
 
 
 def test_no_local_file_source_exists(tmp_path: Path) -> None:
@@ -88,9 +103,10 @@ def test_legacy_identity_omni_is_validated(tmp_path: Path) -> None:
             load_config(DaemonConfig, path=path, environ={})
         assert "legacy_identity_omni" in info.value.reason
     key = SoftwareDeviceKey.open(tmp_path / "dev" / "k10.pem")
+    http = httpx.AsyncClient()
     with pytest.raises(InvalidIdentifier):
         BrokerWorkerSource(
-            broker=httpx.AsyncClient(), worker=httpx.AsyncClient(), device_key=key,
-            session=b"s", operator_omni=OPERATOR, actor_omni=ACTOR,
-            legacy_identity_omni="not-hex",
+            broker=http, worker=http, device_key=key,
+            session=DeviceSession(broker=http, device_key=key), operator_omni=OPERATOR,
+            actor_omni=ACTOR, legacy_identity_omni="not-hex",
         )  # fmt: skip

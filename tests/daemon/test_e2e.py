@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from agentkeys._files import write_private
 from agentkeys.chain.challenge import NewAgent
 from agentkeys.config import load_config
-from agentkeys.daemon import DaemonAddress, DaemonConfig
+from agentkeys.daemon import BrokerWorkerSource, DaemonAddress, DaemonConfig
 from agentkeys.daemon.cache import CredentialCache
 from agentkeys.daemon.config import (
     ChainSection,
@@ -58,6 +58,7 @@ from tests.daemon.conftest import (
     make_config,
     open_real_parts,
     policy_text,
+    signed_in,
     wait_until,
     write_daemon_toml,
 )
@@ -105,23 +106,21 @@ async def v1_credential_is_served_and_copied_to_v2(
         httpx.AsyncClient(base_url=real.worker_url, trust_env=False) as w_http,
     ):
         # without the identity the worker cannot open 0x01: no credential, no copy
-        with pytest.raises(CredentialUnavailable) as info:
-            await real.source(b_http, w_http).fetch("openai")
+        async with signed_in(real.source(b_http, w_http)) as source:
+            with pytest.raises(CredentialUnavailable) as info:
+                await source.fetch("openai")
         assert "legacy_identity_required" in info.value.reason
         # a wrong identity: the signer refuses to derive the v1 KEK for this wallet
         mallory = identity_omni("email", "mallory@example.com")
-        with pytest.raises(CredentialUnavailable):
-            await real.source(b_http, w_http, legacy_identity_omni=mallory).fetch("github")
+        async with signed_in(real.source(b_http, w_http, legacy_identity_omni=mallory)) as source:
+            with pytest.raises(CredentialUnavailable):
+                await source.fetch("github")
     assert await ws.admin_get(new) is None
     assert await ws.admin_get(v2_key(op.omni, "github")) is None
 
     base = make_config(tmp_path, real.broker.url)
-    assert base.broker.session_file is None
-    session_file = tmp_path / "secrets" / "session"
-    write_private(session_file, real.session)
     config = dataclasses.replace(
         base,
-        broker=dataclasses.replace(base.broker, session_file=session_file),
         credentials=CredentialsSection(worker_url=real.worker_url),
         identity=IdentitySection(
             operator_omni=op.omni, actor_omni=op.omni, legacy_identity_omni=op.identity_omni
@@ -155,40 +154,46 @@ async def the_real_source_against_broker_and_worker(real: RealParts) -> None:
         httpx.AsyncClient(base_url=real.worker_url, trust_env=False) as worker,
     ):
         source = real.source(broker, worker)
-        credential = await source.fetch("openai")
-        assert credential.secret == REAL_KEY.encode()
-        assert credential.expires_at > time.time()
-        with pytest.raises(CredentialRefused) as info:
-            await source.fetch("budget")
-        assert REAL_KEY not in info.value.reason
+        with pytest.raises(CredentialUnavailable) as unsigned:
+            await source.fetch("openai")  # no session yet: nothing is minted
+        assert unsigned.value.error == "session_unavailable"
+        async with signed_in(source):
+            await the_source_fetches_in_scope_only(real, source)
 
-        clock = [time.time()]
-        cache = CredentialCache(ttl=300, revalidate=30, clock=lambda: clock[0])
-        assert (await cache.get("openai", source.fetch)).secret == REAL_KEY.encode()
-        ws, op = real.ws, real.ws.operator
-        torn = await ws.request(op.master, "teardown", {}, service="openai",
-                                actor_omni=real.actor_omni)  # fmt: skip
-        assert torn.status == 200, torn.body
-        clock[0] += 31
-        with pytest.raises(CredentialRefused) as gone:
-            await cache.get("openai", source.fetch)
-        assert (gone.value.answer_status, gone.value.answer_code) == (404, "credential_not_found")
-        restored = await ws.store_credential(
-            op.master, "openai", REAL_KEY.encode(), actor_omni=real.actor_omni
-        )
-        assert restored.status == 200, restored.body
+
+async def the_source_fetches_in_scope_only(real: RealParts, source: BrokerWorkerSource) -> None:
+    """In scope → the stored secret; out of scope → refused; torn down → gone at revalidation."""
+    credential = await source.fetch("openai")
+    assert credential.secret == REAL_KEY.encode()
+    assert credential.expires_at > time.time()
+    with pytest.raises(CredentialRefused) as info:
+        await source.fetch("budget")
+    assert REAL_KEY not in info.value.reason
+
+    clock = [time.time()]
+    cache = CredentialCache(ttl=300, revalidate=30, clock=lambda: clock[0])
+    assert (await cache.get("openai", source.fetch)).secret == REAL_KEY.encode()
+    ws, op = real.ws, real.ws.operator
+    torn = await ws.request(op.master, "teardown", {}, service="openai",
+                            actor_omni=real.actor_omni)  # fmt: skip
+    assert torn.status == 200, torn.body
+    clock[0] += 31
+    with pytest.raises(CredentialRefused) as gone:
+        await cache.get("openai", source.fetch)
+    assert (gone.value.answer_status, gone.value.answer_code) == (404, "credential_not_found")
+    restored = await ws.store_credential(
+        op.master, "openai", REAL_KEY.encode(), actor_omni=real.actor_omni
+    )
+    assert restored.status == 200, restored.body
 
 
 async def the_daemon_over_the_real_path(
     tmp_path: Path, upstream: Upstream, real: RealParts
 ) -> None:
     ws = real.ws
-    session_file = tmp_path / "secrets" / "session"
-    write_private(session_file, real.session)
     base = make_config(tmp_path, real.broker.url)
     config = dataclasses.replace(
         base,
-        broker=dataclasses.replace(base.broker, session_file=session_file),
         credentials=CredentialsSection(worker_url=real.worker_url),
         identity=IdentitySection(operator_omni=real.operator_omni, actor_omni=real.actor_omni),
         device=DeviceSection(backend="software", key_path=real.key_path),
@@ -239,7 +244,7 @@ async def daemon_process_serves_and_stops_on_sigterm(
     tmp_path: Path, upstream: Upstream, real: RealParts
 ) -> None:
     config = write_daemon_toml(
-        tmp_path, real.broker.url, worker_url=real.worker_url, session=real.session,
+        tmp_path, real.broker.url, worker_url=real.worker_url,
         operator=real.operator_omni, actor=real.actor_omni,
     )  # fmt: skip
     write_private(tmp_path / "device" / "k10.pem", real.key_path.read_text())
@@ -273,7 +278,8 @@ async def daemon_process_serves_and_stops_on_sigterm(
         log = (await proc.stderr.receive_some(1 << 20)).decode()
         assert "stopped" in log
         assert REAL_KEY not in log
-        assert real.session not in log
+        assert "device session signed in" in log
+        assert "eyJ" not in log  # no session token (a JWS) is ever logged
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -302,7 +308,7 @@ async def k10_is_created_in_the_tpm_at_first_start(
     ws = real.ws
     actor = agent_omni(ws.operator.omni, "tpm-agent")
     path = write_daemon_toml(
-        tmp_path, real.broker.url, worker_url=real.worker_url, session=real.session,
+        tmp_path, real.broker.url, worker_url=real.worker_url,
         operator=ws.operator.omni, actor=actor,
     )  # fmt: skip
     write_private(tmp_path / "etc" / "policy.toml", policy_text(upstream.url))

@@ -366,12 +366,16 @@ async def slow_bodies_time_out(stack: Stack) -> None:
 
 
 async def test_health_endpoints(gate: Stack) -> None:
+    """Alive, but not ready: the gate's device is registered nowhere, so it has no session."""
     stack = gate
     async with stack.client() as client:
         assert (await client.get("/healthz")).json()["status"] == "alive"
         ready = await client.get("/readyz")
-    assert ready.status_code == 200
-    assert ready.json()["problems"] == []
+        assert ready.status_code == 503
+        assert ready.json()["problems"] == ["session_invalid"]
+        refused = await client.get("/openai/v1/models")
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "session_unavailable"
 
 
 async def test_metrics_count_a_denial_once_and_name_no_path(gate: Stack) -> None:

@@ -13,6 +13,7 @@ import trio
 from agentkeys._files import write_private
 from agentkeys.daemon import BrokerWorkerSource, Daemon
 from agentkeys.daemon.errors import BrokerUnreachable, DutyFailed
+from agentkeys.daemon.session import DeviceSession
 from attest.device_key import SoftwareDeviceKey
 from tests.daemon.conftest import (
     ACTOR,
@@ -45,10 +46,11 @@ async def _daemon(tmp_path: Path, probe: CrashingProbe) -> AsyncIterator[Daemon]
     config = make_config(tmp_path, UNREACHABLE)
     write_private(config.policy_path, policy_text(UNREACHABLE))
     async with httpx.AsyncClient(base_url=UNREACHABLE, trust_env=False) as http:
+        key = SoftwareDeviceKey.open(tmp_path / "device" / "k10.pem")
         source = BrokerWorkerSource(
-            broker=http, worker=http,
-            device_key=SoftwareDeviceKey.open(tmp_path / "device" / "k10.pem"),
-            session=b"no-session", operator_omni=OPERATOR, actor_omni=ACTOR,
+            broker=http, worker=http, device_key=key,
+            session=DeviceSession(broker=http, device_key=key), operator_omni=OPERATOR,
+            actor_omni=ACTOR,
         )  # fmt: skip
         yield Daemon(config=config, source=source, probe=probe, max_failures=3, restart_delay=0.01)
 

@@ -9,7 +9,8 @@
   the same state directory, while the others keep running;
 * an SMTP sink (the broker needs one configured; nothing here signs in by email);
 * one operator registered on chain whose master K10 we hold (``bench._stack``'s shortcut:
-  caps signed with the broker's own K1, read from its state directory), and its J1 session;
+  caps signed with the broker's own K1, read from its state directory); the daemon signs in
+  with that master's K10 (its own device session);
 * optionally :class:`FaultProxy` relays (``worker → signer``, ``daemon → broker``,
   ``daemon → worker``), TCP relays on 127.0.0.1 whose behaviour a test switches between
   pass, refuse, slow and truncate;
@@ -64,7 +65,7 @@ from agentkeys.signer import ChainSettings as SignerChainSettings
 from agentkeys.signer import KeysSettings, OidcSettings, SignerConfig, StsSettings
 from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
 from agentkeys.worker.config import ChainSettings as WorkerChainSettings
-from bench._stack import AUDIENCE, DevStack, Signing, issue_j1, key_pem, worker_request
+from bench._stack import AUDIENCE, DevStack, Signing, key_pem, worker_request
 from bench.chain import register_operator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -625,7 +626,6 @@ async def running_daemon(
         upstreams = {name: f"http://127.0.0.1:{served_port}" for name in services}
         upstreams.update(routed or {})
         secrets_dir = _private_dir(home / "secrets")
-        write_private(secrets_dir / "session", await issue_j1(stack.dev))
         write_private(secrets_dir / "k10.pem", key_pem(stack.signing.k10))
         write_private(home / "policy.toml", daemon_policy(upstreams, exes))
         run_dir = Path(tempfile.mkdtemp(prefix="ak-faults-", dir="/tmp"))  # short AF_UNIX path
@@ -634,7 +634,6 @@ async def running_daemon(
             "policy": str(home / "policy.toml"),
             "audit": str(home / "audit.log"),
             "broker_url": stack.daemon_broker_url,
-            "session_file": str(secrets_dir / "session"),
             "worker_url": stack.daemon_worker_url,
             "operator": stack.signing.operator,
             "key_path": str(secrets_dir / "k10.pem"),

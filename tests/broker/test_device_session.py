@@ -1,0 +1,286 @@
+"""The sidecar's own identity at the broker: device sign-in by a K10 challenge, what a device
+session may do, and revocation (SPEC section 8; issue 15 deliverable 1).
+
+Every device is registered on the real chain (anvil, real contracts, K10 + K11 signed
+master mutations); every request goes over HTTP to the real broker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentkeys.broker._service import MAX_PENDING_DEVICE_CHALLENGES
+from agentkeys.cap import CapOp
+from agentkeys.device_signin import device_signin_message
+from agentkeys.jwks import b64url_encode
+from agentkeys.k10_signature import k10_sign
+from agentkeys.omni import agent_omni
+from tests.broker._flow import bearer, j1_for
+from tests.broker.conftest import Chain, Device, Operator, RunningBroker
+from tests.broker.test_cap_mint import add_agent, add_master, mint, revoke_device, set_scope
+
+
+async def challenge_for(broker: RunningBroker, device: Device) -> Any:
+    return await broker.http.post(
+        "/v1/auth/device/challenge", json={"device_key_hash": device.hash}
+    )
+
+
+def signature(device: Device, challenge: str, *, key_of: Device | None = None) -> str:
+    message = device_signin_message(
+        audience="agentkeys-broker", challenge=bytes.fromhex(challenge), device_key_hash=device.hash
+    )
+    return b64url_encode(k10_sign((key_of or device).key, message))
+
+
+async def sign_in(broker: RunningBroker, device: Device, *, key_of: Device | None = None) -> Any:
+    answer = await challenge_for(broker, device)
+    assert answer.status_code == 200, answer.text
+    challenge = answer.json()["challenge"]
+    assert answer.json()["audience"] == "agentkeys-broker"
+    return await broker.http.post(
+        "/v1/auth/device/session",
+        json={
+            "device_key_hash": device.hash,
+            "challenge": challenge,
+            "signature": signature(device, challenge, key_of=key_of),
+        },
+    )
+
+
+def denied(broker: RunningBroker, response: Any, error: str, status: int) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+    assert response.json()["reason"]
+    # one audit row each (401/403 are denials, a 429 an error)
+    assert any(e.error == error for e in broker.audit.events)
+    if status in (401, 403):
+        assert broker.denials(error)
+
+
+@pytest.fixture
+async def agent(chain: Chain, operator: Operator) -> tuple[str, Device]:
+    """The agent ``coder`` with ``openai`` in its chain scope, and its device."""
+    actor = agent_omni(operator.omni, "coder")
+    device = await add_agent(chain, operator, "coder")
+    await set_scope(chain, operator, actor, ["openai"])
+    return actor, device
+
+
+async def test_a_device_signs_in_and_mints_fetch_caps_for_itself(
+    broker: RunningBroker, operator: Operator, agent: tuple[str, Device]
+) -> None:
+    actor, device = agent
+    answer = await sign_in(broker, device)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["stage"] == "device"
+    assert (body["operator_omni"], body["actor_omni"]) == (operator.omni, actor)
+    assert body["device_key_hash"] == device.hash
+    expires_at = body["expires_at"]
+    assert expires_at - broker.clock() <= 900 + 1
+    session = body["session"]
+    info = await broker.http.get("/v1/auth/session", headers=bearer(session))
+    assert info.status_code == 200, info.text
+    assert info.json()["stage"] == "device"
+    assert info.json()["actor_omni"] == actor
+    assert info.json()["device_key_hash"] == device.hash
+    minted = await mint(
+        broker, session, CapOp.FETCH, operator=operator.omni, actor=actor, service="openai",
+        device=device,
+    )  # fmt: skip
+    assert minted.status_code == 200, minted.text
+    assert minted.json()["scope_source"] == "chain"
+    # the per-actor binding checks still run: a service outside the scope is refused
+    outside = await mint(
+        broker, session, CapOp.FETCH, operator=operator.omni, actor=actor, service="github",
+        device=device,
+    )  # fmt: skip
+    denied(broker, outside, "service_not_in_scope", 403)
+
+
+async def test_a_challenge_is_single_use(broker: RunningBroker, agent: tuple[str, Device]) -> None:
+    _, device = agent
+    challenge = (await challenge_for(broker, device)).json()["challenge"]
+    body = {
+        "device_key_hash": device.hash,
+        "challenge": challenge,
+        "signature": signature(device, challenge),
+    }
+    first = await broker.http.post("/v1/auth/device/session", json=body)
+    assert first.status_code == 200, first.text
+    replayed = await broker.http.post("/v1/auth/device/session", json=body)
+    denied(broker, replayed, "challenge_unknown", 401)
+    invented = await broker.http.post(
+        "/v1/auth/device/session", json={**body, "challenge": "ab" * 32}
+    )
+    assert invented.json()["error"] == "challenge_unknown"
+
+
+async def test_a_wrong_key_or_another_device_is_refused(
+    broker: RunningBroker, chain: Chain, operator: Operator, agent: tuple[str, Device]
+) -> None:
+    _, device = agent
+    wrong_key = await sign_in(broker, device, key_of=Device.generate())
+    denied(broker, wrong_key, "device_signature_rejected", 401)
+    # a challenge issued for one device does not sign another in, even with its own key
+    other = await add_agent(chain, operator, "other")
+    challenge = (await challenge_for(broker, device)).json()["challenge"]
+    swapped = await broker.http.post(
+        "/v1/auth/device/session",
+        json={
+            "device_key_hash": other.hash,
+            "challenge": challenge,
+            "signature": signature(other, challenge),
+        },
+    )
+    denied(broker, swapped, "challenge_unknown", 401)
+    # ... and the device's own challenge is still there for it
+    still = await broker.http.post(
+        "/v1/auth/device/session",
+        json={
+            "device_key_hash": device.hash,
+            "challenge": challenge,
+            "signature": signature(device, challenge),
+        },
+    )
+    assert still.status_code == 200, still.text
+    # a signature over another audience (another broker) is refused
+    challenge = (await challenge_for(broker, device)).json()["challenge"]
+    message = device_signin_message(
+        audience="another-broker", challenge=bytes.fromhex(challenge), device_key_hash=device.hash
+    )
+    elsewhere = await broker.http.post(
+        "/v1/auth/device/session",
+        json={
+            "device_key_hash": device.hash,
+            "challenge": challenge,
+            "signature": b64url_encode(k10_sign(device.key, message)),
+        },
+    )
+    denied(broker, elsewhere, "device_signature_rejected", 401)
+
+
+async def test_an_unregistered_device_gets_no_challenge(broker: RunningBroker) -> None:
+    answer = await challenge_for(broker, Device.generate())
+    denied(broker, answer, "device_not_registered", 403)
+    malformed = await broker.http.post(
+        "/v1/auth/device/challenge", json={"device_key_hash": "not hex"}
+    )
+    assert malformed.status_code == 400, malformed.text
+
+
+async def test_a_device_without_cap_mint_cannot_sign_in(
+    broker: RunningBroker, chain: Chain, operator: Operator
+) -> None:
+    device = await add_master(chain, operator, roles=2)  # recovery only
+    denied(broker, await challenge_for(broker, device), "role_missing", 403)
+
+
+async def test_pending_challenges_are_bounded(
+    broker: RunningBroker, agent: tuple[str, Device]
+) -> None:
+    _, device = agent
+    for _ in range(MAX_PENDING_DEVICE_CHALLENGES):
+        assert (await challenge_for(broker, device)).status_code == 200
+    denied(broker, await challenge_for(broker, device), "device_challenges_pending", 429)
+
+
+async def test_a_revoked_device_is_refused_at_sign_in_mint_and_session_info(
+    broker: RunningBroker, chain: Chain, operator: Operator, agent: tuple[str, Device]
+) -> None:
+    actor, device = agent
+    session = (await sign_in(broker, device)).json()["session"]
+    pending = (await challenge_for(broker, device)).json()["challenge"]
+    await revoke_device(chain, operator, device)
+    info = await broker.http.get("/v1/auth/session", headers=bearer(session))
+    denied(broker, info, "device_revoked", 403)
+    minted = await mint(
+        broker, session, CapOp.FETCH, operator=operator.omni, actor=actor, service="openai",
+        device=device,
+    )  # fmt: skip
+    denied(broker, minted, "device_revoked", 403)
+    denied(broker, await challenge_for(broker, device), "device_revoked", 403)
+    # a challenge fetched before the revocation signs nobody in after it
+    late = await broker.http.post(
+        "/v1/auth/device/session",
+        json={
+            "device_key_hash": device.hash,
+            "challenge": pending,
+            "signature": signature(device, pending),
+        },
+    )
+    denied(broker, late, "device_revoked", 403)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/cap/cred-store"),
+        ("POST", "/v1/cap/cred-list"),
+        ("POST", "/v1/cap/cred-teardown"),
+        ("POST", "/v1/relay/scope"),
+        ("POST", "/v1/relay/first-master"),
+        ("POST", "/v1/mint-oidc-jwt/challenge"),
+        ("POST", "/v1/mint-oidc-jwt"),
+        ("POST", "/v1/auth/passkey/register/options"),
+        ("POST", "/v1/auth/siwe/start"),
+        ("POST", "/v1/auth/siwe/k4"),
+    ],
+)
+async def test_a_device_session_is_refused_everywhere_else(
+    broker: RunningBroker, agent: tuple[str, Device], method: str, path: str
+) -> None:
+    _, device = agent
+    session = (await sign_in(broker, device)).json()["session"]
+    response = await broker.http.request(method, path, json={}, headers=bearer(session))
+    denied(broker, response, "device_session_not_allowed", 403)
+
+
+async def test_a_device_session_mints_for_nobody_else(
+    broker: RunningBroker, chain: Chain, operator: Operator, agent: tuple[str, Device]
+) -> None:
+    actor, device = agent
+    other_actor = agent_omni(operator.omni, "other")
+    other = await add_agent(chain, operator, "other")
+    await set_scope(chain, operator, other_actor, ["openai"])
+    session = (await sign_in(broker, device)).json()["session"]
+    for kwargs in (
+        {"actor": other_actor, "device": other},  # another device and actor
+        {"actor": other_actor, "device": device},  # its device, another actor
+        {"actor": actor, "device": other},  # its actor, another device
+        {"actor": operator.omni, "device": operator.master},  # the master's own vault
+    ):
+        response = await mint(
+            broker, session, CapOp.FETCH, operator=operator.omni, service="openai", **kwargs
+        )
+        denied(broker, response, "device_session_not_allowed", 403)
+    # the operator's J1 is unchanged: it mints for the other agent's device as before
+    j1 = await j1_for(broker, operator)
+    response = await mint(
+        broker, j1, CapOp.FETCH, operator=operator.omni, actor=other_actor, service="openai",
+        device=other,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    info = await broker.http.get("/v1/auth/session", headers=bearer(j1))
+    assert info.json()["stage"] == "j1"
+
+
+async def test_a_device_session_expires_and_can_be_revoked(
+    broker: RunningBroker, operator: Operator, agent: tuple[str, Device]
+) -> None:
+    actor, device = agent
+    session = (await sign_in(broker, device)).json()["session"]
+    revoked = await broker.http.post("/v1/auth/session/revoke", headers=bearer(session))
+    assert revoked.status_code == 200, revoked.text
+    info = await broker.http.get("/v1/auth/session", headers=bearer(session))
+    denied(broker, info, "session_revoked", 401)
+    session = (await sign_in(broker, device)).json()["session"]
+    broker.clock.offset = 900 + 10
+    minted = await mint(
+        broker, session, CapOp.FETCH, operator=operator.omni, actor=actor, service="openai",
+        device=device, pop=None,
+    )  # fmt: skip
+    assert minted.json()["error"] == "session_expired"
