@@ -594,6 +594,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
         )
     if not args.worker_url:
         raise UsageError("no worker URL: pass --worker-url (or source dev up's env.sh)")
+    upstreams = _upstreams(args.upstream, services)
+    exes = [resolve_exe(name) for name in args.allow_exe]
     home = agentkeys_home(args.home)
     state = load_operator_state(home)
     legacy = state.extra.get("legacy_identity_omni")
@@ -604,8 +606,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
         layout=layout,
         agent_user=agent_user,
         services=services,
-        upstreams=_upstreams(args.upstream, services),
-        exes=[resolve_exe(name) for name in args.allow_exe],
+        upstreams=upstreams,
+        exes=exes,
         operator_omni=state.operator_omni,
         legacy_identity_omni=legacy if isinstance(legacy, str) else None,
         broker_url=args.broker_url or load_session(home, allow_expired=True).broker_url,

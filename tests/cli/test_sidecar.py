@@ -3,10 +3,14 @@ command runs in tests/docs/test_quickstart.py, as the quickstart has it)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from agentkeys.cli import main
 from agentkeys.cli._bootstrap import UsageError
 from agentkeys.cli.sidecar import (
     SidecarLayout,
@@ -117,3 +121,38 @@ def test_manual_start_drops_to_the_daemon_user_with_only_the_attestation_capabil
     assert "--ambient-caps=+sys_ptrace,+dac_read_search" in line
     assert line.endswith("daemon --config /etc/agentkeys/sidecar/coder/daemon.toml")
     assert " -- env -i HOME=/var/lib/agentkeys-sidecar/coder " in line  # environment reset
+
+
+def test_the_unit_setup_writes_verifies(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = tmp_path / LAYOUT.unit_name
+    unit.write_text(sidecar_unit(LAYOUT, "/usr/bin/env agentkeys"))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert LAYOUT.unit_name not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--agent-user", "no-such-user-here"], "no such user"),
+        (["--agent-user", "root"], "must not be root"),
+        (["--agent-user", "nobody", "--service", "ghe"], "not a preset"),
+        (["--agent-user", "nobody", "--upstream", "openai"], "SERVICE=URL"),
+        (["--dev-stack"], "no dev stack"),
+    ],
+)
+def test_usage_errors_exit_2_before_anything_is_done(
+    argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if os.geteuid() != 0 and "--dev-stack" not in argv:
+        pytest.skip("the checks after the root check")
+    home = tmp_path / "home"
+    code = main(["sidecar", "setup", "coder", *argv, "--home", str(home), "--worker-url",
+                 "http://127.0.0.1:9"])  # fmt: skip
+    assert code == 2
+    assert says in capsys.readouterr().err
+    assert not home.exists()
