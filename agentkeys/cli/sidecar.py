@@ -72,6 +72,7 @@ __all__ = [
     "ResolvedExe",
     "SidecarLayout",
     "daemon_toml",
+    "manual_start",
     "register",
     "resolve_exe",
     "sidecar_unit",
@@ -169,7 +170,8 @@ class ResolvedExe:
     """An ``--allow-exe`` program: as named, and the real file ``/proc/<pid>/exe`` shows."""
 
     named: str
-    path: Path
+    found: Path  # where PATH found it
+    path: Path  # that, symbolic links resolved
 
 
 def resolve_exe(name: str) -> ResolvedExe:
@@ -181,7 +183,7 @@ def resolve_exe(name: str) -> ResolvedExe:
     found = shutil.which(name)
     if found is None:
         raise UsageError(f"--allow-exe {name}: no such executable on PATH")
-    return ResolvedExe(name, Path(os.path.realpath(found)))
+    return ResolvedExe(name, Path(found), Path(os.path.realpath(found)))
 
 
 def _toml_str(value: object) -> str:
@@ -216,7 +218,7 @@ def starter_policy(
             ]
         else:
             lines += [
-                f"# --allow-exe {exe.named}: {shutil.which(exe.named)} resolves to {exe.path}",
+                f"# --allow-exe {exe.named}: {exe.found} resolves to {exe.path}",
                 f"name = {_toml_str(f'{agent_user}-{exe.path.name}')}",
                 f"uid = {agent_uid}",
                 f"exe = {_toml_str(exe.path)}",
@@ -706,6 +708,7 @@ def _install(
 async def _dev_stack(args: argparse.Namespace) -> None:
     """``--dev-stack``: the agent's K10 and a starter policy for this uid, handed to the
     running ``dev up`` (``<state>/daemon/setup.json``), which starts its daemon with them."""
+    # the development stack's own format (and only for this development mode)
     from agentkeys.devstack.up import DAEMON_SETUP_FILE, DevDaemonSetup, read_status
 
     state_dir = os.environ.get("AGENTKEYS_DEV_STATE_DIR")

@@ -527,6 +527,15 @@ async def _wait_for_setup(path: Path, *, interval: float = 0.5) -> DevDaemonSetu
     return DevDaemonSetup.from_json(json.loads(text))
 
 
+def _overridden(setup: DevDaemonSetup, options: DevUpOptions) -> DevDaemonSetup:
+    """``setup`` with the fail-closed window and heartbeat ``options`` override."""
+    if options.daemon_unreachable_after is not None:
+        setup = dataclasses.replace(setup, unreachable_after=options.daemon_unreachable_after)
+    if options.daemon_heartbeat_interval is not None:
+        setup = dataclasses.replace(setup, heartbeat_interval=options.daemon_heartbeat_interval)
+    return setup
+
+
 def daemon_config(
     state: Path,
     setup: DevDaemonSetup,
@@ -816,23 +825,18 @@ async def run_dev_stack(
             status.add("openai-stand-in", "running", url=upstream_url)
             status.env["AGENTKEYS_DEV_OPENAI_UPSTREAM"] = upstream_url
             status.env["AGENTKEYS_DEV_OPENAI_KEY"] = upstream_key
-            if options.daemon is not None:
-                await controls.start_daemon(options.daemon)
+            setup_file = state / "daemon" / DAEMON_SETUP_FILE
+            setup = options.daemon
+            if setup is None and setup_file.exists():  # left by an earlier run
+                setup = _overridden(await _wait_for_setup(setup_file), options)
+            if setup is not None:
+                await controls.start_daemon(setup)
             else:
                 status.add("daemon", "waiting", note=WAITING_NOTE)
             controls.save()
             task_status.started(status)
-            if options.daemon is None:
-                setup = await _wait_for_setup(state / "daemon" / DAEMON_SETUP_FILE)
-                if options.daemon_unreachable_after is not None:
-                    setup = dataclasses.replace(
-                        setup, unreachable_after=options.daemon_unreachable_after
-                    )
-                if options.daemon_heartbeat_interval is not None:
-                    setup = dataclasses.replace(
-                        setup, heartbeat_interval=options.daemon_heartbeat_interval
-                    )
-                await controls.start_daemon(setup)
+            if setup is None:
+                await controls.start_daemon(_overridden(await _wait_for_setup(setup_file), options))
             await trio.sleep_forever()
     finally:
         # synchronous on purpose: runs even while cancelled
