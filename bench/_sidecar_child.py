@@ -52,7 +52,7 @@ def _config(setup: dict[str, str]) -> DaemonConfig:
         broker=BrokerSection(
             url=setup["broker_url"],
             heartbeat_interval=1.0,
-            **({"heartbeat_timeout": 2.0} if fault_timeouts else {}),
+            heartbeat_timeout=2.0 if fault_timeouts else BrokerSection().heartbeat_timeout,
         ),
         credentials=CredentialsSection(worker_url=setup["worker_url"]),
         identity=IdentitySection(operator_omni=setup["operator"], actor_omni=setup["operator"]),

@@ -68,7 +68,13 @@ async def run_daemon(
         worker = await stack.enter_async_context(
             httpx.AsyncClient(base_url=config.credentials.worker_url, trust_env=False, timeout=10)
         )
-        session = DeviceSession(broker=broker, device_key=device, audience=config.broker.audience)
+        session = DeviceSession(
+            broker=broker,
+            device_key=device,
+            audience=config.broker.audience,
+            operator_omni=operator,
+            actor_omni=actor,
+        )
         source = BrokerWorkerSource(
             broker=broker,
             worker=worker,

@@ -70,6 +70,9 @@ class DeviceSession:
         broker: client whose ``base_url`` is the broker (the caller owns it).
         device_key: the agent device's K10 (TPM or software); signs digests only.
         audience: the broker's session audience (what the K10 signature is bound to).
+        operator_omni, actor_omni: whom the daemon is configured to serve (64 hex); a
+            session the broker binds to another operator or actor is not used (the chain
+            binding of the device decides, so the configuration is wrong: logged, retried).
         renew_fraction: renew once this fraction of the lifetime has passed.
         min_backoff, max_backoff: the retry back-off bounds (seconds).
         clock: Unix seconds (only to turn the broker's ``expires_at`` into a lifetime).
@@ -81,6 +84,8 @@ class DeviceSession:
         broker: httpx.AsyncClient,
         device_key: DeviceKey,
         audience: str = DEFAULT_AUDIENCE,
+        operator_omni: str | None = None,
+        actor_omni: str | None = None,
         renew_fraction: float = 0.5,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -91,6 +96,7 @@ class DeviceSession:
         self._broker = broker
         self._key = device_key
         self._audience = audience
+        self._expected = {"operator_omni": operator_omni, "actor_omni": actor_omni}
         self._renew_fraction = renew_fraction
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
@@ -219,6 +225,12 @@ class DeviceSession:
             raise CredentialUnavailable("the broker's answer lacks the session")
         if isinstance(expires_at, bool) or not isinstance(expires_at, int):
             raise CredentialUnavailable("the broker's answer lacks expires_at")
+        for name, expected in self._expected.items():
+            if expected is not None and doc.get(name) != expected:
+                raise CredentialUnavailable(
+                    f"the device is bound on chain to {name} {str(doc.get(name))[:64]}, "
+                    f"not the configured identity.{name} {expected}"
+                )
         lifetime = min(float(expires_at) - self._clock(), _MAX_LIFETIME)
         if lifetime <= 0:
             raise CredentialUnavailable("the broker's session is already expired (clock skew?)")

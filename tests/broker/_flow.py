@@ -14,6 +14,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from agentkeys.broker import J1
+from agentkeys.device_signin import device_signin_message
 from agentkeys.devstack.smtp_sink import SmtpSink, find_link
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_encode
@@ -53,6 +54,54 @@ async def j1_for(broker: RunningBroker, operator: Operator) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# -- the sidecar's device sign-in (SPEC section 8) ---------------------------------------
+
+
+async def challenge_for(broker: RunningBroker, device: Device) -> Any:
+    """``POST /v1/auth/device/challenge`` for ``device`` (the response)."""
+    return await broker.http.post(
+        "/v1/auth/device/challenge", json={"device_key_hash": device.hash}
+    )
+
+
+def signature(
+    device: Device,
+    challenge: str,
+    *,
+    key_of: Device | None = None,
+    audience: str = "agentkeys-broker",
+) -> str:
+    """The K10 sign-in signature for ``device`` over ``challenge`` (by ``key_of``'s key)."""
+    message = device_signin_message(
+        audience=audience, challenge=bytes.fromhex(challenge), device_key_hash=device.hash
+    )
+    return b64url_encode(k10_sign((key_of or device).key, message))
+
+
+async def present(
+    broker: RunningBroker, device: Device, challenge: str, signed: str | None = None
+) -> Any:
+    """``POST /v1/auth/device/session`` for ``device`` with ``challenge`` and ``signed``
+    (default: the device's own signature over it)."""
+    return await broker.http.post(
+        "/v1/auth/device/session",
+        json={
+            "device_key_hash": device.hash,
+            "challenge": challenge,
+            "signature": signed if signed is not None else signature(device, challenge),
+        },
+    )
+
+
+async def sign_in(broker: RunningBroker, device: Device, *, key_of: Device | None = None) -> Any:
+    """A whole device sign-in, as the daemon does it (the session route's response)."""
+    answer = await challenge_for(broker, device)
+    assert answer.status_code == 200, answer.text
+    challenge = answer.json()["challenge"]
+    assert answer.json()["audience"] == "agentkeys-broker"
+    return await present(broker, device, challenge, signature(device, challenge, key_of=key_of))
 
 
 async def request_link(broker: HasHttp, smtp: SmtpSink, email: str) -> tuple[str, str]:

@@ -13,41 +13,10 @@ import pytest
 
 from agentkeys.broker._service import MAX_PENDING_DEVICE_CHALLENGES
 from agentkeys.cap import CapOp
-from agentkeys.device_signin import device_signin_message
-from agentkeys.jwks import b64url_encode
-from agentkeys.k10_signature import k10_sign
 from agentkeys.omni import agent_omni
-from tests.broker._flow import bearer, j1_for
+from tests.broker._flow import bearer, challenge_for, j1_for, present, sign_in, signature
 from tests.broker.conftest import Chain, Device, Operator, RunningBroker
 from tests.broker.test_cap_mint import add_agent, add_master, mint, revoke_device, set_scope
-
-
-async def challenge_for(broker: RunningBroker, device: Device) -> Any:
-    return await broker.http.post(
-        "/v1/auth/device/challenge", json={"device_key_hash": device.hash}
-    )
-
-
-def signature(device: Device, challenge: str, *, key_of: Device | None = None) -> str:
-    message = device_signin_message(
-        audience="agentkeys-broker", challenge=bytes.fromhex(challenge), device_key_hash=device.hash
-    )
-    return b64url_encode(k10_sign((key_of or device).key, message))
-
-
-async def sign_in(broker: RunningBroker, device: Device, *, key_of: Device | None = None) -> Any:
-    answer = await challenge_for(broker, device)
-    assert answer.status_code == 200, answer.text
-    challenge = answer.json()["challenge"]
-    assert answer.json()["audience"] == "agentkeys-broker"
-    return await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": challenge,
-            "signature": signature(device, challenge, key_of=key_of),
-        },
-    )
 
 
 def denied(broker: RunningBroker, response: Any, error: str, status: int) -> None:
@@ -104,18 +73,10 @@ async def test_a_device_signs_in_and_mints_fetch_caps_for_itself(
 async def test_a_challenge_is_single_use(broker: RunningBroker, agent: tuple[str, Device]) -> None:
     _, device = agent
     challenge = (await challenge_for(broker, device)).json()["challenge"]
-    body = {
-        "device_key_hash": device.hash,
-        "challenge": challenge,
-        "signature": signature(device, challenge),
-    }
-    first = await broker.http.post("/v1/auth/device/session", json=body)
+    first = await present(broker, device, challenge)
     assert first.status_code == 200, first.text
-    replayed = await broker.http.post("/v1/auth/device/session", json=body)
-    denied(broker, replayed, "challenge_unknown", 401)
-    invented = await broker.http.post(
-        "/v1/auth/device/session", json={**body, "challenge": "ab" * 32}
-    )
+    denied(broker, await present(broker, device, challenge), "challenge_unknown", 401)
+    invented = await present(broker, device, "ab" * 32)
     assert invented.json()["error"] == "challenge_unknown"
 
 
@@ -128,39 +89,17 @@ async def test_a_wrong_key_or_another_device_is_refused(
     # a challenge issued for one device does not sign another in, even with its own key
     other = await add_agent(chain, operator, "other")
     challenge = (await challenge_for(broker, device)).json()["challenge"]
-    swapped = await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": other.hash,
-            "challenge": challenge,
-            "signature": signature(other, challenge),
-        },
-    )
-    denied(broker, swapped, "challenge_unknown", 401)
+    denied(broker, await present(broker, other, challenge), "challenge_unknown", 401)
     # ... and the device's own challenge is still there for it
-    still = await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": challenge,
-            "signature": signature(device, challenge),
-        },
-    )
+    still = await present(broker, device, challenge)
     assert still.status_code == 200, still.text
     # a signature over another audience (another broker) is refused
     challenge = (await challenge_for(broker, device)).json()["challenge"]
-    message = device_signin_message(
-        audience="another-broker", challenge=bytes.fromhex(challenge), device_key_hash=device.hash
-    )
-    elsewhere = await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": challenge,
-            "signature": b64url_encode(k10_sign(device.key, message)),
-        },
-    )
-    denied(broker, elsewhere, "device_signature_rejected", 401)
+    elsewhere = signature(device, challenge, audience="another-broker")
+    denied(
+        broker, await present(broker, device, challenge, elsewhere),
+        "device_signature_rejected", 401,
+    )  # fmt: skip
 
 
 async def test_an_unregistered_device_gets_no_challenge(broker: RunningBroker) -> None:
@@ -204,15 +143,7 @@ async def test_a_revoked_device_is_refused_at_sign_in_mint_and_session_info(
     denied(broker, minted, "device_revoked", 403)
     denied(broker, await challenge_for(broker, device), "device_revoked", 403)
     # a challenge fetched before the revocation signs nobody in after it
-    late = await broker.http.post(
-        "/v1/auth/device/session",
-        json={
-            "device_key_hash": device.hash,
-            "challenge": pending,
-            "signature": signature(device, pending),
-        },
-    )
-    denied(broker, late, "device_revoked", 403)
+    denied(broker, await present(broker, device, pending), "device_revoked", 403)
 
 
 @pytest.mark.parametrize(
@@ -247,15 +178,16 @@ async def test_a_device_session_mints_for_nobody_else(
     other = await add_agent(chain, operator, "other")
     await set_scope(chain, operator, other_actor, ["openai"])
     session = (await sign_in(broker, device)).json()["session"]
-    for kwargs in (
-        {"actor": other_actor, "device": other},  # another device and actor
-        {"actor": other_actor, "device": device},  # its device, another actor
-        {"actor": actor, "device": other},  # its actor, another device
-        {"actor": operator.omni, "device": operator.master},  # the master's own vault
+    for someone, theirs in (
+        (other_actor, other),  # another device and actor
+        (other_actor, device),  # its device, another actor
+        (actor, other),  # its actor, another device
+        (operator.omni, operator.master),  # the master's own vault
     ):
         response = await mint(
-            broker, session, CapOp.FETCH, operator=operator.omni, service="openai", **kwargs
-        )
+            broker, session, CapOp.FETCH, operator=operator.omni, actor=someone,
+            service="openai", device=theirs,
+        )  # fmt: skip
         denied(broker, response, "device_session_not_allowed", 403)
     # the operator's J1 is unchanged: it mints for the other agent's device as before
     j1 = await j1_for(broker, operator)

@@ -143,7 +143,12 @@ class RealParts:
             broker=broker,
             worker=worker,
             device_key=key,
-            session=DeviceSession(broker=broker, device_key=key),
+            session=DeviceSession(
+                broker=broker,
+                device_key=key,
+                operator_omni=self.operator_omni,
+                actor_omni=self.actor_omni,
+            ),
             operator_omni=self.operator_omni,
             actor_omni=self.actor_omni,
             **kwargs,

@@ -3,6 +3,8 @@
 The broker gives device sessions a lifetime of :data:`LIFETIME` seconds, so that the
 daemon renews many times within one test. One start of the real parts serves, in order:
 
+0. a daemon configured for another actor than its device is bound to on chain gets no
+   session it would use (logged), rather than minting refusals;
 1. renewals across more than three lifetimes: ``/readyz`` stays ready, the session the
    daemon holds is always one the broker accepts, credentials keep being served;
 2. the broker goes away: ``/readyz`` says ``session_expiring`` then ``session_invalid``,
@@ -19,10 +21,12 @@ import logging
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
-from agentkeys.daemon.session import SessionProblem
+from agentkeys.daemon.session import DeviceSession, SessionProblem
+from attest.device_key import SoftwareDeviceKey
 from tests.daemon.conftest import Stack, open_daemon, open_real_parts, wait_until
 from tests.daemon.upstream import REAL_KEY, Upstream
 from tests.service.conftest import Pki
@@ -47,11 +51,13 @@ async def test_the_daemon_keeps_its_own_session(
         ) as real,
         open_daemon(nursery, tmp_path, upstream, real) as stack,
     ):
+        await a_misconfigured_identity_is_not_used(stack)
         await renews_across_lifetimes(stack)
         await broker_away_then_back(stack)
         await revoked_device_stops_the_daemon(stack)
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "agentkeys.daemon")
     assert "device session renewed" in logged
+    assert "not the configured identity.actor_omni " + "0b" * 32 in logged
     assert "the broker refused: HTTP 403 device_revoked" in logged
     assert "eyJ" not in logged  # no session token (a JWS) in the log
     assert REAL_KEY not in logged
@@ -72,6 +78,21 @@ async def readyz_says(stack: Stack, problem: str) -> None:
                 assert status == 503
                 return
             await trio.sleep(0.02)
+
+
+async def a_misconfigured_identity_is_not_used(stack: Stack) -> None:
+    assert stack.real is not None
+    key = SoftwareDeviceKey.open(stack.real.key_path, create=False)
+    async with httpx.AsyncClient(base_url=stack.broker.url, trust_env=False) as http:
+        wrong = DeviceSession(
+            broker=http, device_key=key, operator_omni=stack.real.operator_omni,
+            actor_omni="0b" * 32,
+        )  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(wrong.run)
+            assert wrong.problem() is SessionProblem.INVALID
+            nursery.cancel_scope.cancel()
+    await key.aclose()
 
 
 async def renews_across_lifetimes(stack: Stack) -> None:

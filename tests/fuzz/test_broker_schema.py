@@ -1,8 +1,8 @@
 """Schema-driven fuzzing of the broker's HTTP API against a real running broker.
 
 The requests are generated from the broker's own ``GET /openapi.json`` (see
-tests/fuzz/openapi_strategies.py) and sent over a real socket, anonymous and with real J0 /
-J1 sessions. For every request: no 5xx and no crash; every refusal is a 4xx whose body is
+tests/fuzz/openapi_strategies.py) and sent over a real socket, anonymous and with real J0,
+J1 and device sessions. For every request: no 5xx and no crash; every refusal is a 4xx whose body is
 exactly ``{error, reason}``; and the audit sink holds one row per request with the same
 status (denials as ``denied``). Examples are drawn deterministically in ``make test``
 (``derandomize``), randomly and many more under ``--hypothesis-profile=fuzz``.
@@ -21,7 +21,7 @@ from agentkeys.cap import CapOp
 from agentkeys.pop import PopProof, new_mint_pop_claims, sign_pop
 from agentkeys.service import OPENAPI_PATH
 from agentkeys.service._openapi import schema_of
-from tests.broker._flow import j1_for
+from tests.broker._flow import j1_for, sign_in
 from tests.broker.conftest import Operator, RunningBroker
 from tests.fuzz import openapi_strategies as oas
 from tests.fuzz.targets import BROKER_REQUESTS
@@ -97,6 +97,8 @@ async def test_broker_api_survives_schema_driven_fuzzing(
         now=int(time.time()),
     )
     proof = PopProof(claims.timestamp, claims.nonce, sign_pop(claims, operator.master.key))
+    device = await sign_in(broker, operator.master)
+    assert device.status_code == 200, device.text
     known = [
         operator.omni,
         operator.master.hash,
@@ -105,7 +107,7 @@ async def test_broker_api_survives_schema_driven_fuzzing(
         operator.wallet.address,
         operator.passkey.public_point.hex(),
     ]
-    drawn = collect(doc, [j0, j1], known)
+    drawn = collect(doc, [j0, j1, device.json()["session"]], known)
     before = len(broker.audit.events)
     statuses: list[int] = []
     for request in drawn:
