@@ -375,7 +375,12 @@ def test_the_quickstart_runs_as_written_and_the_agent_uid_gets_no_secret(
     while _readyz()[0] == 200:
         assert time.monotonic() - revoked_at < LIFETIME, "still ready one lifetime after revoke"
         time.sleep(0.2)
+    stopped_after = time.monotonic() - revoked_at
     status, body = _readyz()
+    sys.stderr.write(
+        f"quickstart: {len(calls)} calls over {LIFETIME * 3.5:.1f} s, all 200, /readyz 200, "
+        f"{renewals - renewals_before} renewals; not ready {stopped_after:.1f} s after revoke\n"
+    )
     assert status == 503
     assert "device_revoked" in body
     ((last, _),) = _agent_calls(seconds=0, env=agent_env)
