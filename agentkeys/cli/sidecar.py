@@ -483,6 +483,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     setup.set_defaults(func=_setup)
 
 
+def _services(args: argparse.Namespace) -> list[str]:
+    """The ``--service`` presets (default openai)."""
+    services: list[str] = args.service or ["openai"]
+    unknown = [s for s in services if s not in PRESETS]
+    if unknown:
+        raise UsageError(
+            f"--service {unknown[0]} is not a preset ({', '.join(PRESETS)}); "
+            "add other services to policy.toml by hand"
+        )
+    return services
+
+
 def _upstreams(values: list[str], services: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in values:
@@ -587,13 +599,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         raise UsageError(f"--agent-user {args.agent_user}: no such user") from None
     if agent_user.pw_uid == 0:
         raise UsageError("--agent-user must not be root")
-    services: list[str] = args.service or ["openai"]
-    unknown = [s for s in services if s not in PRESETS]
-    if unknown:
-        raise UsageError(
-            f"--service {unknown[0]} is not a preset ({', '.join(PRESETS)}); "
-            "add other services to policy.toml by hand"
-        )
+    services = _services(args)
     if not args.worker_url:
         raise UsageError("no worker URL: pass --worker-url (or source dev up's env.sh)")
     upstreams = _upstreams(args.upstream, services)
@@ -715,7 +721,7 @@ async def _dev_stack(args: argparse.Namespace) -> None:
     if not state_dir:
         raise UsageError("--dev-stack: no dev stack (source .agentkeys-state/env.sh first)")
     layout = SidecarLayout.for_agent(args.agent, args.daemon_user)
-    services: list[str] = args.service or ["openai"]
+    services = _services(args)
     home = agentkeys_home(args.home)
     state = load_operator_state(home)
     me = pwd.getpwuid(os.getuid())
