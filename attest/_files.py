@@ -15,14 +15,19 @@ from attest.errors import InsecurePath
 
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
+_GROUP_DIR_MODE = 0o710
 
 
-def ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: Path, *, group: int | None = None) -> None:
     """Create ``path`` as a 0700 directory owned by us, or check an existing one.
+
+    With ``group`` the directory is 0710 of that group instead: its members may reach a
+    file inside by name (the sidecar's socket), not list it. The group is set before the
+    mode widens.
 
     Raises:
         InsecurePath: the path is a symlink, not a directory, owned by another
-            user, or group/other can access it.
+            user, or group/other can access it (beyond ``group``'s search bit).
     """
     try:
         path.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
@@ -32,11 +37,19 @@ def ensure_private_dir(path: Path) -> None:
         pass
     except OSError as exc:
         raise InsecurePath(f"cannot create directory {path}: {exc.strerror}") from exc
-    check_private_dir(path)
+    if group is not None:
+        check_private_dir(path, group=os.lstat(path).st_gid)  # ours, 0700 or 0710
+        try:
+            os.chown(path, -1, group)
+            os.chmod(path, _GROUP_DIR_MODE)
+        except OSError as exc:
+            raise InsecurePath(f"cannot give {path} to group {group}: {exc.strerror}") from exc
+    check_private_dir(path, group=group)
 
 
-def check_private_dir(path: Path) -> None:
-    """Refuse ``path`` unless it is a real 0700 directory owned by the effective uid."""
+def check_private_dir(path: Path, *, group: int | None = None) -> None:
+    """Refuse ``path`` unless it is a real 0700 directory owned by the effective uid
+    (or, with ``group``, 0710 or 0700 and of that group)."""
     try:
         st = os.lstat(path)
     except OSError as exc:
@@ -47,8 +60,12 @@ def check_private_dir(path: Path) -> None:
         raise InsecurePath(f"{path} is not a directory")
     if st.st_uid != os.geteuid():
         raise InsecurePath(f"{path} is owned by uid {st.st_uid}, not by us")
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise InsecurePath(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700")
+    mode = stat.S_IMODE(st.st_mode)
+    if group is not None and st.st_gid == group and mode in (_DIR_MODE, _GROUP_DIR_MODE):
+        return
+    if mode & 0o077:
+        wanted = "0700" if group is None else f"0710 of group {group}"
+        raise InsecurePath(f"{path} has mode {mode:04o}; it must be {wanted}")
 
 
 def _check_private_fd(fd: int, path: Path) -> None:

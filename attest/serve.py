@@ -63,7 +63,9 @@ _REFUSAL = (
 )
 
 
-def create_unix_listener(path: Path, *, backlog: int = 128) -> socket.socket:
+def create_unix_listener(
+    path: Path, *, backlog: int = 128, group: int | None = None
+) -> socket.socket:
     """Create a listening AF_UNIX socket at ``path``: mode 0600 in a 0700 directory.
 
     The parent directory is created 0700 (or must already be a 0700 directory
@@ -71,13 +73,18 @@ def create_unix_listener(path: Path, *, backlog: int = 128) -> socket.socket:
     ``chmod``; the socket listens only after its mode is 0600. No umask change.
     A stale socket at ``path`` is replaced; any other file there is refused.
 
+    With ``group`` (a gid this process is root in or a member of) the directory is 0710
+    and the socket 0660, both of that group, so its members can connect (the caller is
+    still attested per connection). The socket is 0600 until its group is set, and
+    listens only once its mode is final: it is never wider than 0660 of that group.
+
     Returns:
         The listening socket; the caller owns it (close it, and unlink ``path``).
 
     Raises:
         InsecurePath: the directory is not private, or ``path`` is not a socket.
     """
-    ensure_private_dir(path.parent)
+    ensure_private_dir(path.parent, group=group)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -90,7 +97,10 @@ def create_unix_listener(path: Path, *, backlog: int = 128) -> socket.socket:
     try:
         sock.bind(os.fspath(path))
         os.chmod(path, 0o600)
-        check_private_dir(path.parent)
+        if group is not None:
+            os.chown(path, -1, group)
+            os.chmod(path, 0o660)
+        check_private_dir(path.parent, group=group)
         sock.listen(backlog)
     except BaseException:
         sock.close()

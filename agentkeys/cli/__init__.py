@@ -48,6 +48,10 @@ COMMANDS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "pki": ("pki", "development CA and mutual-TLS role certificates"),
         "scope": ("scope", "grant or remove an agent's services"),
         "session": ("session", "show, renew or revoke your broker session"),
+        "sidecar": (
+            "sidecar",
+            "set up an agent's sidecar daemon under its own user (run as root)",
+        ),
         "store": ("vault", "store a credential"),
         "read": ("vault", "read a credential"),
         "list": ("vault", "list stored services"),

@@ -577,7 +577,11 @@ def load_session(home: Path, *, allow_expired: bool = False) -> SessionRecord:
         NoSession: none, unreadable, or expired (unless ``allow_expired``).
     """
     meta_file, token_file = home / SESSION_FILE, home / SESSION_TOKEN_FILE
-    if not meta_file.exists() or not token_file.exists():
+    try:
+        present = meta_file.exists() and token_file.exists()
+    except PermissionError:  # another user's home
+        raise NoSession(f"{home} is not readable by this user; run as its owner") from None
+    if not present:
         raise NoSession(
             f"no broker session in {home}; sign in: `agentkeys session renew` "
             "(or `agentkeys init` on a new machine)"

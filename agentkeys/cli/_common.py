@@ -633,7 +633,11 @@ def load_operator_state(home: Path) -> OperatorState:
         InsecureFileError: the file can be changed by others.
     """
     path = home / STATE_FILE
-    if not path.exists():
+    try:
+        present = path.exists()
+    except PermissionError:  # another user's home
+        raise OperatorStateInvalid(f"{home} is not readable by this user") from None
+    if not present:
         raise NoOperatorState(
             f"no operator set up in {home}; run `agentkeys init` first (or pass --home)"
         )

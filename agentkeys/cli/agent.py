@@ -10,6 +10,7 @@ without a wallet option, the broker's relay does (agentkeys.cli._relay: an email
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentkeys.chain import ROLE_CAP_MINT, DeviceEntry, NewAgent
@@ -31,7 +32,7 @@ from agentkeys.errors import FormatError
 from agentkeys.omni import agent_omni, device_key_hash_from_point
 from attest.device_key import BackendChoice, open_device_key
 
-__all__ = ["register"]
+__all__ = ["AgentDevice", "ensure_agent_device", "register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,67 +86,104 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     revoke.set_defaults(func=_revoke)
 
 
+@dataclass(frozen=True)
+class AgentDevice:
+    """An agent's K10 registered on chain (by :func:`ensure_agent_device`)."""
+
+    label: str
+    agent_omni: str
+    device_key_hash: str
+    key_file: Path
+    registered: bool  # live on chain now
+    tx: tuple[str, int] | None  # (tx hash, block) of the registration; None: reused
+
+
+async def ensure_agent_device(
+    args: argparse.Namespace, label: str, key_path: Path | None, *, reuse: bool
+) -> AgentDevice:
+    """Open (creating when absent) the agent's software K10 and register it for
+    (operator, agent) with role CAP_MINT, approved by this master's K10 + passkey and sent
+    by the operator's wallet or the broker's relay (``agent create``; ``sidecar setup`` with
+    ``reuse``).
+
+    Args:
+        key_path: the K10 file (default ``<home>/agents/<label>/k10.pem``).
+        reuse: a key already registered and live is returned as it is (no passkey, no
+            wallet); otherwise it is refused.
+
+    Raises:
+        Rejected: the key is registered already (without ``reuse``), or was revoked.
+    """
+    async with open_session(args, signing=True) as session:
+        actor = agent_omni(session.state.operator_omni, label)  # checks the label
+        key_path = key_path or session.home / "agents" / label / "k10.pem"
+        agent_key = await open_device_key(BackendChoice.SOFTWARE, key_path=key_path)
+        try:
+            signer = DeviceK10Signer(agent_key)
+            device_hash = device_key_hash_from_point(signer.public_point)
+            existing = await session.chain.get_device(device_hash)
+            if existing is not None and reuse and not existing.revoked:
+                return AgentDevice(label, actor, device_hash, key_path, True, None)
+            if existing is not None:
+                state = "revoked" if existing.revoked else "already registered"
+                raise Rejected(
+                    f"the agent key {key_path} is {state} (device {device_hash}); "
+                    "use a new --agent-key"
+                )
+            sender = sender_for(args, session)  # before the passkey is asked for
+            proof = await session.chain.k10_binding_proof(
+                signer, session.state.operator_omni, actor
+            )
+        finally:
+            await agent_key.aclose()
+        mutation = await session.chain.prepare_add_agent_device(
+            session.state.operator_omni,
+            NewAgent(label=label, k10_point=signer.public_point, roles=ROLE_CAP_MINT),
+            proof,
+            session.authority("agent create", ("Agent", label), ("Agent device", device_hash)),
+        )
+        sent = await send(
+            session,
+            sender,
+            mutation,
+            "agent",
+            {
+                "label": label,
+                "agent_k10_public_key": signer.public_point.hex(),
+                "agent_k10_proof": proof.hex(),
+            },
+        )
+        device = await session.chain.get_device(device_hash)
+        live = device is not None and not device.revoked
+        return AgentDevice(label, actor, device_hash, key_path, live, sent)
+
+
 def _create(args: argparse.Namespace) -> int:
     async def command() -> None:
-        async with open_session(args, signing=True) as session:
-            sender = sender_for(args, session)
-            label: str = args.label
-            actor = agent_omni(session.state.operator_omni, label)  # checks the label
-            key_path = args.agent_key or session.home / "agents" / label / "k10.pem"
-            agent_key = await open_device_key(BackendChoice.SOFTWARE, key_path=key_path)
-            try:
-                signer = DeviceK10Signer(agent_key)
-                device_hash = device_key_hash_from_point(signer.public_point)
-                existing = await session.chain.get_device(device_hash)
-                if existing is not None:
-                    raise Rejected(
-                        f"the agent key {key_path} is already registered "
-                        f"(device {device_hash}); use a new --agent-key"
-                    )
-                proof = await session.chain.k10_binding_proof(
-                    signer, session.state.operator_omni, actor
-                )
-            finally:
-                await agent_key.aclose()
-            mutation = await session.chain.prepare_add_agent_device(
-                session.state.operator_omni,
-                NewAgent(label=label, k10_point=signer.public_point, roles=ROLE_CAP_MINT),
-                proof,
-                session.authority("agent create", ("Agent", label), ("Agent device", device_hash)),
-            )
-            tx, block = await send(
-                session,
-                sender,
-                mutation,
-                "agent",
-                {
-                    "label": label,
-                    "agent_k10_public_key": signer.public_point.hex(),
-                    "agent_k10_proof": proof.hex(),
-                },
-            )
-            device = await session.chain.get_device(device_hash)
-            registered = device is not None and not device.revoked
-            emit(
-                args,
-                {
-                    "tx_hash": tx,
-                    "block_number": block,
-                    "label": label,
-                    "agent_omni": actor,
-                    "device_key_hash": device_hash,
-                    "agent_key_file": str(key_path),
-                    "registered": registered,
-                },
-                [
-                    f"agent {label} created",
-                    f"  agent_omni       {actor}",
-                    f"  device_key_hash  {device_hash}",
-                    f"  agent key file   {key_path}",
-                    f"  tx               {tx} (block {block})",
-                    f"next: agentkeys scope add {label} <service…>",
-                ],
-            )
+        label: str = args.label
+        made = await ensure_agent_device(args, label, args.agent_key, reuse=False)
+        assert made.tx is not None  # reuse=False: registered now or refused
+        tx, block = made.tx
+        emit(
+            args,
+            {
+                "tx_hash": tx,
+                "block_number": block,
+                "label": label,
+                "agent_omni": made.agent_omni,
+                "device_key_hash": made.device_key_hash,
+                "agent_key_file": str(made.key_file),
+                "registered": made.registered,
+            },
+            [
+                f"agent {label} created",
+                f"  agent_omni       {made.agent_omni}",
+                f"  device_key_hash  {made.device_key_hash}",
+                f"  agent key file   {made.key_file}",
+                f"  tx               {tx} (block {block})",
+                f"next: agentkeys scope add {label} <service…>",
+            ],
+        )
 
     return run(args, command)
 

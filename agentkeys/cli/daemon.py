@@ -103,7 +103,9 @@ def _env(args: argparse.Namespace) -> int:
         port = config.listen.tcp_port
         base = f"http://{config.listen.tcp_host}:{port}" if port else None
         write_env_file(
-            config.env_path, render_env(policy, base_url=base, socket_path=config.socket_path)
+            config.env_path,
+            render_env(policy, base_url=base, socket_path=config.socket_path),
+            group=config.socket_gid,
         )
     except AgentkeysError as exc:
         print(f"agentkeys daemon env: {exc.reason}", file=sys.stderr)

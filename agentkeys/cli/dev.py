@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -116,8 +117,15 @@ def _status_lines(data: dict[str, object]) -> list[str]:
 
 
 def _up(args: argparse.Namespace) -> int:
+    lifetime = os.environ.get("AGENTKEYS_DEV_DEVICE_LIFETIME", "900")
+    if not lifetime.isdigit():
+        print("agentkeys: AGENTKEYS_DEV_DEVICE_LIFETIME must be seconds", file=sys.stderr)
+        return EXIT_USAGE
     options = DevUpOptions(
-        state_dir=args.state_dir, swtpm=not args.no_swtpm, hardfork=args.hardfork
+        state_dir=args.state_dir,
+        swtpm=not args.no_swtpm,
+        hardfork=args.hardfork,
+        device_lifetime=int(lifetime),
     )
 
     def started(status: StackStatus) -> None:

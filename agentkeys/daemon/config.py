@@ -7,6 +7,7 @@ Every option can be set in the TOML file (``--config``) or as
 
 from __future__ import annotations
 
+import grp
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,13 @@ class ListenSection:
     keep_alive_timeout: float = 75.0
     body_timeout: float = 60.0
     max_connections: int = 1024
+    # a group (name or gid) whose members may connect: socket 0660 in a 0710 directory of
+    # that group, and the env file 0640 of it (agentkeys sidecar setup: the agent user's)
+    socket_group: str | None = None
 
     def __post_init__(self) -> None:
+        if self.socket_group is not None and not self.socket_group.strip():
+            raise ConfigError("listen.socket_group must name a group")
         if self.tcp_port is not None and not 0 <= self.tcp_port <= 65535:
             raise ConfigError("listen.tcp_port must be within 0..65535")
         positive = (self.max_body_bytes, self.graceful_timeout, self.keep_alive_timeout)
@@ -245,6 +251,23 @@ class DaemonConfig:
     def socket_path(self) -> Path:
         """The Unix socket path (configured or default)."""
         return self.listen.socket or default_socket_path()
+
+    @property
+    def socket_gid(self) -> int | None:
+        """The gid of ``listen.socket_group`` (None when unset).
+
+        Raises:
+            ConfigError: no such group.
+        """
+        name = self.listen.socket_group
+        if name is None:
+            return None
+        if name.isdigit():
+            return int(name)
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            raise ConfigError(f"listen.socket_group: no group named {name!r}") from None
 
     @property
     def policy_path(self) -> Path:

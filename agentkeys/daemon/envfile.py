@@ -1,6 +1,7 @@
 """The environment file clients ``source`` to reach the daemon (SPEC.md section 8).
 
-``$XDG_CONFIG_HOME/agentkeys/env`` (0600 in a 0700 directory, replaced atomically) holds,
+``$XDG_CONFIG_HOME/agentkeys/env`` (0600 in a 0700 directory, replaced atomically; 0640 of
+``listen.socket_group`` when that is set) holds,
 per policy service, the base-URL variable its official SDK reads and a placeholder key
 (the names come from the service's preset, agentkeys/daemon/presets.py):
 
@@ -66,11 +67,13 @@ def render_env(policy: Policy, *, base_url: str | None, socket_path: Path) -> st
     return "\n".join(lines) + "\n"
 
 
-def write_env_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, 0600 in a 0700 directory (created if needed).
+def write_env_file(path: Path, text: str, *, group: int | None = None) -> None:
+    """Write ``text`` to ``path`` atomically, 0600 in a 0700 directory (created if needed);
+    with ``group`` (``listen.socket_group``: the agent user's) 0640 in a 0710 directory of
+    that group, so the agent can read it and nothing else of the daemon's.
 
     Raises:
         InsecureFileError: ``path`` is a symbolic link, or the directory is not ours.
         OSError: the directory cannot be created or written.
     """
-    write_private(path, text)
+    write_private(path, text, group=group)

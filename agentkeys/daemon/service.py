@@ -180,7 +180,7 @@ class Daemon:
         sockets: list[socket.socket] = []
         created: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
         try:
-            sockets.append(create_unix_listener(cfg.socket_path))
+            sockets.append(create_unix_listener(cfg.socket_path, group=cfg.socket_gid))
             made = os.stat(cfg.socket_path)
             created = (made.st_dev, made.st_ino)
             tcp_url = None
@@ -390,7 +390,7 @@ class Daemon:
             self.policy, base_url=self.address.tcp_url, socket_path=self.config.socket_path
         )
         try:
-            write_env_file(self.config.env_path, text)
+            write_env_file(self.config.env_path, text, group=self.config.socket_gid)
         except OSError as exc:
             _log.error(
                 "cannot write the environment file %s: %s", self.config.env_path, exc.strerror

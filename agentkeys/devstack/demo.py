@@ -28,9 +28,8 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,8 +39,6 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account.signers.local import LocalAccount
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from agentkeys._files import write_private
 from agentkeys.chain import ChainClient, account_from_key, read_deployment_record
@@ -52,7 +49,8 @@ from agentkeys.cli._bootstrap import (
 )
 from agentkeys.cli._common import OperatorState, PasskeyRecord, load_operator_state
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.devstack.up import DevDaemonSetup, DevUpOptions, StackStatus, run_dev_stack
+from agentkeys.devstack.up import DevUpOptions, StackStatus, run_dev_stack
+from agentkeys.devstack.upstream import REPLY, DemoUpstream, run_upstream
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode
 from agentkeys.migrate import migrate_operator
@@ -67,139 +65,7 @@ LEGACY_OTHER_KEY = "ghp_legacy-v1-token-" + "00112233"
 AGENT_LABEL = "coder"
 OPERATOR_EMAIL = "operator@example.com"
 LEGACY_EMAIL = "legacy-user@example.com"
-REPLY = "hello from the upstream"
 FAIL_CLOSED_WINDOW = 3.0  # seconds; the daemon's production default is 60
-
-
-# ---------------------------------------------------------------------------- the upstream
-
-
-@dataclass
-class DemoUpstream:
-    """A minimal OpenAI-compatible API (a development tool, standing in for the real API).
-
-    ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``) and ``GET /v1/models``;
-    every request must carry ``Authorization: Bearer <key>`` (else 401). It records the
-    authorization headers it saw so the demo can show the agent never held the key.
-    """
-
-    key: str
-    seen_keys: list[str] = field(default_factory=list)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body") or len(body) > 1 << 20:
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        auth = headers.get("authorization", "")
-        self.seen_keys.append(auth.removeprefix("Bearer "))
-        if auth != f"Bearer {self.key}":
-            await _json(send, 401, {"error": {"message": "invalid api key"}})
-            return
-        if scope["path"] == "/v1/models" and scope["method"] == "GET":
-            await _json(send, 200, {"object": "list", "data": [{"id": "demo-model"}]})
-            return
-        if scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
-            await _json(send, 404, {"error": {"message": "not found"}})
-            return
-        try:
-            request = json.loads(body)
-        except ValueError:
-            await _json(send, 400, {"error": {"message": "not json"}})
-            return
-        usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
-        model = str(request.get("model", "demo-model"))
-        if not request.get("stream"):
-            await _json(
-                send,
-                200,
-                {
-                    "id": "chatcmpl-demo",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": REPLY},
-                        }
-                    ],
-                    "usage": usage,
-                },
-            )
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")],
-            }
-        )
-        words = REPLY.split(" ")
-        for index, word in enumerate(words):
-            delta = {"content": word if index == 0 else " " + word}
-            await send(
-                {"type": "http.response.body", "body": _sse(model, delta), "more_body": True}
-            )
-        tail = [_sse(model, {}, finish="stop"), _sse(model, None, usage=usage), b"data: [DONE]\n\n"]
-        for part in tail:
-            await send({"type": "http.response.body", "body": part, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _sse(
-    model: str, delta: dict[str, Any] | None, *, finish: str | None = None, **extra: Any
-) -> bytes:
-    doc = {
-        "id": "chatcmpl-demo-stream",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
-        **extra,
-    }
-    return b"data: " + json.dumps(doc).encode() + b"\n\n"
-
-
-async def _json(send: Any, status: int, doc: Mapping[str, Any]) -> None:
-    body = json.dumps(doc).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-@asynccontextmanager
-async def run_upstream(app: DemoUpstream) -> AsyncIterator[str]:
-    """Serve ``app`` on a free 127.0.0.1 port; yields its base URL; stops on exit."""
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 1.0
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(hypercorn_serve, app, config)
-        yield binds[0].replace("0.0.0.0", "127.0.0.1")
-        nursery.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------------------- steps
@@ -353,7 +219,11 @@ class Demo:
             self.upstream_url = upstream_url
 
             async def up() -> str:
-                options = DevUpOptions(state_dir=self.work / "state")
+                options = DevUpOptions(
+                    state_dir=self.work / "state",
+                    daemon_unreachable_after=FAIL_CLOSED_WINDOW,
+                    daemon_heartbeat_interval=0.5,
+                )
                 self.status = await nursery.start(run_dev_stack, options)
                 running = [n for n, c in self.status.components.items() if c["state"] == "running"]
                 return "running: " + ", ".join(running)
@@ -445,29 +315,17 @@ class Demo:
         return f"stored at {answer.get('key')} (0x04, K3 epoch {answer.get('k3_epoch')})"
 
     async def start_daemon(self) -> str:
-        exe = await trio.Path(sys.executable).resolve()
-        policy = (
-            "[[caller]]\n"
-            'name = "demo-agent"\n'
-            f"uid = {os.getuid()}\n"
-            f'exe = "{exe}"\n'
-            'services = ["openai", "openrouter"]\n\n'
-            "[service.openai]\n"
-            f'upstream = "{self.upstream_url}"\n'
-            'allow = ["POST /v1/chat/completions", "GET /v1/models"]\n\n'
-            "[service.openrouter]\n"
-            f'upstream = "{self.upstream_url}"\n'
-            'allow = ["POST /v1/chat/completions"]\n'
-        )
-        setup = DevDaemonSetup(
-            operator_omni=self.operator.state.operator_omni,
-            actor_omni=self.agent_omni,
-            key_path=self.agent_key,
-            policy=policy,
-            unreachable_after=FAIL_CLOSED_WINDOW,
-            heartbeat_interval=0.5,
-        )
-        address = await self.controls.start_daemon(setup)
+        answer = await self.cli(
+            "sidecar", "setup", AGENT_LABEL, "--dev-stack", "--allow-exe", sys.executable,
+            "--service", "openai", "--service", "openrouter",
+            "--upstream", f"openai={self.upstream_url}",
+            "--upstream", f"openrouter={self.upstream_url}",
+            "--home", str(self.operator.home),
+        )  # fmt: skip
+        _check(answer.get("daemon", {}).get("state") == "running", f"daemon: {answer}")
+        address = self.controls.daemon_address
+        _check(address is not None, "the stack did not start the daemon")
+        assert address is not None
         self.daemon_socket = address.socket_path
         await self._wait_ready(200)
         assert self.status is not None
@@ -656,7 +514,7 @@ def agent_main() -> int:
         if chunk.usage is not None:
             usage = chunk.usage.total_tokens
     denied_status, denied_error = 0, ""
-    other = openai.OpenAI(base_url=str(client.base_url).replace("/openai/", "/openrouter/"))
+    other = openai.OpenAI(base_url=os.environ["OPENROUTER_BASE_URL"])
     try:
         other.chat.completions.create(model="demo-model", messages=[])
     except openai.APIStatusError as exc:

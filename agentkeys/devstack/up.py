@@ -22,8 +22,10 @@ where) and ``env.sh`` (the ``export`` lines to ``source``). Every file is 0600 i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -83,6 +85,7 @@ from agentkeys.devstack import (
 )
 from agentkeys.devstack.deployed_iam import deployed_iam_config
 from agentkeys.devstack.smtp_sink import run_smtp_sink
+from agentkeys.devstack.upstream import DemoUpstream, serve_upstream
 from agentkeys.errors import AgentkeysError
 from agentkeys.omni import normalize_hex32
 from agentkeys.pki import Role, init_ca, issue_certificate
@@ -146,6 +149,11 @@ class DevUpOptions:
             data under them) stay the same; ignored once the signer has keys. Nothing needs
             the secret outside the signer: an email operator's master registration is
             approved by K4 inside the signer (``/v1/relay/first-master``).
+        daemon_unreachable_after, daemon_heartbeat_interval: override the fail-closed
+            window and heartbeat of a daemon set up by ``sidecar setup --dev-stack`` (the
+            demo shortens them to show fail-closed quickly).
+        device_lifetime: the broker's device session lifetime in seconds (default 900; a
+            short one shows the daemon renewing its own session).
     """
 
     state_dir: Path = DEFAULT_STATE_DIR
@@ -153,6 +161,9 @@ class DevUpOptions:
     hardfork: str | None = None
     daemon: DevDaemonSetup | None = None
     legacy_master_secret: bytes | None = field(default=None, repr=False)
+    daemon_unreachable_after: float | None = None
+    device_lifetime: int = 900
+    daemon_heartbeat_interval: float | None = None
 
 
 @dataclass
@@ -420,13 +431,15 @@ def broker_config(
     pki: Mapping[str, tuple[Path, Path]],
     passkey_port: int,
     relay_key: Path | None = None,
+    device_lifetime: int = 900,
 ) -> BrokerConfig:
     """The dev broker: issuer ``http://127.0.0.1:<port>``; WebAuthn rpId ``localhost`` and
     origin ``http://localhost:<passkey_port>``. The broker checks one configured origin, so
     the stack reserves the port on which ``agentkeys init`` serves its passkey page
     (``AGENTKEYS_DEV_PASSKEY_ORIGIN``) and configures the broker with it. With ``relay_key``
     (a 0600 file holding a funded dev account's key) hosted-relay mode is on: email-only
-    operators register their first master through it (``/v1/relay/first-master``)."""
+    operators register their first master through it (``/v1/relay/first-master``).
+    ``device_lifetime`` is a sidecar's device session (the daemon renews it itself)."""
     url = f"http://127.0.0.1:{port}"
     return BrokerConfig(
         broker=ServerSettings(port=port, audit_log=state / "broker" / "audit" / "broker.jsonl"),
@@ -436,6 +449,7 @@ def broker_config(
             rp_id="localhost",
             origin=f"http://localhost:{passkey_port}",
             chain_id=chain_id,
+            device_lifetime=device_lifetime,
         ),
         chain=BrokerChainSettings(rpc_url=rpc_url, deployment=record, poll_interval=0.5),
         email=EmailSettings(smtp_host=smtp[0], smtp_port=smtp[1]),
@@ -495,6 +509,31 @@ class DevDaemonSetup:
             )
         except (KeyError, TypeError, ValueError, AgentkeysError):
             raise DevStackError("daemon/setup.json is malformed; delete it") from None
+
+
+WAITING_NOTE = (
+    "no agent yet: after `agentkeys init` and `agentkeys agent create <agent>`, "
+    "`agentkeys sidecar setup <agent> --dev-stack` starts it here"
+)
+
+
+async def _wait_for_setup(path: Path, *, interval: float = 0.5) -> DevDaemonSetup:
+    """``daemon/setup.json`` once it exists (written by ``sidecar setup --dev-stack``, or
+    left by an earlier run), parsed."""
+    # another process writes it: nothing to wait on but the file
+    while not await trio.Path(path).exists():  # noqa: ASYNC110
+        await trio.sleep(interval)
+    text = await trio.Path(path).read_text("utf-8")
+    return DevDaemonSetup.from_json(json.loads(text))
+
+
+def _overridden(setup: DevDaemonSetup, options: DevUpOptions) -> DevDaemonSetup:
+    """``setup`` with the fail-closed window and heartbeat ``options`` override."""
+    if options.daemon_unreachable_after is not None:
+        setup = dataclasses.replace(setup, unreachable_after=options.daemon_unreachable_after)
+    if options.daemon_heartbeat_interval is not None:
+        setup = dataclasses.replace(setup, heartbeat_interval=options.daemon_heartbeat_interval)
+    return setup
 
 
 def daemon_config(
@@ -730,6 +769,7 @@ async def run_dev_stack(
                         pki=pki,
                         passkey_port=passkey_port,
                         relay_key=relay_key,
+                        device_lifetime=options.device_lifetime,
                     ),
                 ),
             )
@@ -780,20 +820,23 @@ async def run_dev_stack(
             status.env["AGENTKEYS_DEV_MAILDIR"] = str(state / "mail")
             status.env["AGENTKEYS_DEV_PASSKEY_ORIGIN"] = passkey_origin
             status.env["AGENTKEYS_DEV_ROLE_ARN"] = iam.role(DEV_ROLE_NAME).arn
+            upstream_key = "sk-dev-" + secrets.token_urlsafe(24)
+            upstream_url = await nursery.start(serve_upstream, DemoUpstream(key=upstream_key))
+            status.add("openai-stand-in", "running", url=upstream_url)
+            status.env["AGENTKEYS_DEV_OPENAI_UPSTREAM"] = upstream_url
+            status.env["AGENTKEYS_DEV_OPENAI_KEY"] = upstream_key
             setup_file = state / "daemon" / DAEMON_SETUP_FILE
-            if options.daemon is not None:
-                await controls.start_daemon(options.daemon)
-            elif setup_file.exists():
-                setup = DevDaemonSetup.from_json(json.loads(setup_file.read_text("utf-8")))
+            setup = options.daemon
+            if setup is None and setup_file.exists():  # left by an earlier run
+                setup = _overridden(await _wait_for_setup(setup_file), options)
+            if setup is not None:
                 await controls.start_daemon(setup)
             else:
-                status.add(
-                    "daemon",
-                    "waiting",
-                    note="no operator yet: run `agentkeys dev demo` (or init + agent create)",
-                )
+                status.add("daemon", "waiting", note=WAITING_NOTE)
             controls.save()
             task_status.started(status)
+            if setup is None:
+                await controls.start_daemon(_overridden(await _wait_for_setup(setup_file), options))
             await trio.sleep_forever()
     finally:
         # synchronous on purpose: runs even while cancelled

@@ -304,3 +304,45 @@ async def test_a_caller_with_a_non_utf8_name_is_attested_and_serving_goes_on(
     assert result.stdout.decode().strip() == "HTTP/1.1 200 OK"
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(server))) as c:
         assert (await c.get("http://agentkeys/whoami")).status_code == 200
+
+
+def _connects_as(path: Path, uid: int, groups: list[int]) -> bool:
+    """Whether a process of ``uid`` with ``groups`` can connect to ``path`` (a forked child)."""
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.setgroups(groups)
+            os.setgid(uid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(os.fspath(path))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="connecting as other uids needs root")
+async def test_listener_with_a_group_admits_exactly_its_members(tmp_path: Path) -> None:
+    top = Path(tempfile.mkdtemp(prefix="ak-grp-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)  # noqa: S103 - other uids must reach the socket directory
+        path = top / "run" / "s.sock"
+        sock = create_unix_listener(path, group=4301)
+        try:
+            st, dst = os.stat(path), os.stat(path.parent)
+            assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, 4301)
+            assert (stat.S_IMODE(dst.st_mode), dst.st_gid) == (0o710, 4301)
+            assert _connects_as(path, 4302, [4301])  # the agent user: a member
+            assert not _connects_as(path, 4303, [])  # anybody else
+            assert not _connects_as(path, 4304, [4305])
+        finally:
+            sock.close()
+        # a directory open to others is refused, not narrowed behind the operator's back
+        os.chmod(path.parent, 0o750)  # noqa: S103 - the insecure state under test
+        with pytest.raises(InsecurePath, match="0710 of group 4301"):
+            create_unix_listener(path, group=4301)
+    finally:
+        shutil.rmtree(top)

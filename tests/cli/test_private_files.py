@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentkeys._files import write_private
+from agentkeys._files import write_private, write_public
 from agentkeys.cli._bootstrap import SESSION_TOKEN_FILE, write_session
 from agentkeys.config import InsecureFileError
 from agentkeys.daemon.envfile import write_env_file
@@ -79,3 +79,37 @@ def test_exclusive_never_replaces_and_leaves_no_temporary(tmp_path: Path) -> Non
         write_private(target, b"second", exclusive=True)
     assert target.read_bytes() == b"first"
     assert sorted(p.name for p in target.parent.iterdir()) == ["key-0001.pem"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
+def test_owner_and_group_are_set_before_the_file_appears(tmp_path: Path) -> None:
+    owner = (4242, 4243)
+    secret = tmp_path / "daemon" / "k10.pem"
+    write_private(secret, b"key", exclusive=True, owner=owner)
+    st, dst = secret.stat(), secret.parent.stat()
+    assert (st.st_uid, st.st_gid, _mode(secret)) == (*owner, 0o600)
+    assert (dst.st_uid, dst.st_gid, _mode(secret.parent)) == (*owner, 0o700)
+    shared = tmp_path / "run" / "env"
+    write_private(shared, "export A=1\n", owner=owner, group=4244)
+    st, dst = shared.stat(), shared.parent.stat()
+    assert (st.st_uid, st.st_gid, _mode(shared)) == (4242, 4244, 0o640)
+    assert (dst.st_uid, dst.st_gid, _mode(shared.parent)) == (4242, 4244, 0o710)
+    # a directory of yet another user is refused, not taken over
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    os.chown(other, 4245, 4245)
+    with pytest.raises(InsecureFileError, match="owned by uid 4245"):
+        write_private(other / "f", b"x", owner=owner)
+    assert list(other.iterdir()) == []
+
+
+def test_public_file_keeps_its_directory_and_refuses_a_writable_one(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    units.mkdir(mode=0o755)
+    os.chmod(units, 0o755)  # noqa: S103 - a shared directory, like /etc/systemd/system
+    write_public(units / "a.service", "[Unit]\n")
+    assert (_mode(units), _mode(units / "a.service")) == (0o755, 0o644)
+    os.chmod(units, 0o777)  # noqa: S103 - the insecure state under test
+    with pytest.raises(InsecureFileError, match="writable by others"):
+        write_public(units / "b.service", "[Unit]\n")
+    assert not (units / "b.service").exists()
