@@ -24,6 +24,7 @@ class Profile:
         chain_seconds: seconds per chain-read case.
         chain_tasks: concurrent readers in the parallel chain-read cases.
         mint_requests: pre-signed cap-mint requests per broker run (each single-use).
+        mint_clients: the numbers of concurrent clients of the cap-mint runs.
         miss_services: services (each with a stored credential) whose first request
             through the sidecar is a cache miss.
         soak_requests / soak_seconds: the memory soak through the sidecar (8 clients)
@@ -47,6 +48,7 @@ class Profile:
     soak_requests: int
     soak_seconds: float
     cli_runs: int = 10
+    mint_clients: tuple[int, ...] = (1, 8, 64)
 
 
 FULL = Profile(
@@ -80,6 +82,7 @@ SMOKE = Profile(
     soak_requests=200,
     soak_seconds=0.3,
     cli_runs=2,
+    mint_clients=(1, 2),
 )
 
 PROFILES = {p.name: p for p in (FULL, SMOKE)}

@@ -23,6 +23,7 @@ TINY = Profile(
     miss_services=2,
     soak_requests=50,
     soak_seconds=0.2,
+    mint_clients=(1, 2),
 )
 
 

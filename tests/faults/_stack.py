@@ -21,7 +21,6 @@ Everything is stopped when the block ends, however it ends.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import os
@@ -35,7 +34,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
@@ -64,142 +62,21 @@ from agentkeys.signer import ChainSettings as SignerChainSettings
 from agentkeys.signer import KeysSettings, OidcSettings, SignerConfig, StsSettings
 from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
 from agentkeys.worker.config import ChainSettings as WorkerChainSettings
+from bench._children import START_TIMEOUT, Child, config_toml, wait_listening
 from bench._stack import AUDIENCE, DevStack, Signing, issue_j1, key_pem, worker_request
 from bench.chain import register_operator
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "agentkeys-faults"
-START_TIMEOUT = 60.0
 _STOP_GRACE = 5.0
 
 
 # -- configuration files -------------------------------------------------------------------
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, enum.Enum):
-        return _toml_value(value.value)
-    if isinstance(value, Path):
-        return json.dumps(str(value))
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def config_toml(config: Any) -> str:
-    """TOML text of a frozen config (sections are dataclass fields; None is left out)."""
-    lines: list[str] = []
-
-    def section(obj: Any, trail: tuple[str, ...]) -> None:
-        scalars, subs = [], []
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                subs.append((f.name, value))
-            elif value is not None:
-                scalars.append(f"{f.name} = {_toml_value(value)}")
-        if trail and scalars:
-            lines.append(f"[{'.'.join(trail)}]")
-        lines.extend(scalars)
-        if scalars:
-            lines.append("")
-        for name, value in subs:
-            section(value, (*trail, name))
-
-    section(config, ())
-    return "\n".join(lines)
-
-
 def _private_dir(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
-
-
-# -- child processes -------------------------------------------------------------------------
-
-
-async def wait_listening(port: int) -> None:
-    """Until 127.0.0.1:``port`` accepts a connection (at most :data:`START_TIMEOUT` s)."""
-    with trio.fail_after(START_TIMEOUT):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
-
-
-@dataclass
-class Child:
-    """One of our services as ``python -m agentkeys.<module> --config FILE`` on a fixed port."""
-
-    name: str
-    module: str
-    config: Path
-    port: int
-    log: Path
-    process: trio.Process | None = None
-    starts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        """Start it (again) with the same config, port and state; return once it listens."""
-        self.starts += 1
-        with self.log.open("ab") as log:
-            self.process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", self.module, "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=REPO,
-                start_new_session=True,
-            )
-        try:
-            await wait_listening(self.port)
-        except trio.TooSlowError:
-            raise RuntimeError(f"{self.name} did not listen:\n{self.log_tail()}") from None
-
-    async def kill(self) -> int:
-        """SIGKILL it and wait until it is gone; its return code."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        code = await self.process.wait()
-        self.process = None
-        return code
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a grace period."""
-        process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(_STOP_GRACE):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 # -- the fault proxy -------------------------------------------------------------------------
