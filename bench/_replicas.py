@@ -25,6 +25,7 @@ import trio
 
 from agentkeys._files import write_private
 from agentkeys.broker import J1, SessionIssuer
+from agentkeys.broker._keys import KeySeal
 from agentkeys.broker._run import open_keys, open_state_store
 from agentkeys.broker.config import BrokerConfig, KeySettings, StateSettings
 from agentkeys.devstack import pick_port
@@ -82,7 +83,13 @@ def replica_configs(
 async def running_replicas(
     configs: Sequence[BrokerConfig], directory: Path
 ) -> AsyncIterator[list[Child]]:
-    """Start one broker process per config (at once); yield them once all listen."""
+    """Start one broker process per config (at once); yield them once all listen.
+
+    The seal key file is created first: replicas each creating a missing one at once would
+    each seal with a key of their own (in production every replica gets a copy of one file).
+    """
+    for seal in {config.seal_key_file for config in configs}:
+        await KeySeal.open(seal)
     children = []
     for index, config in enumerate(configs):
         path = _private_dir(directory / "config") / f"broker-{index}.toml"
