@@ -24,14 +24,14 @@ from pathlib import Path
 import trio
 
 from agentkeys._files import write_private
-from agentkeys.broker import J1, SessionIssuer
+from agentkeys.broker import J1, BrokerKeys, SessionIssuer
 from agentkeys.broker._keys import KeySeal
 from agentkeys.broker._run import open_keys, open_state_store
 from agentkeys.broker.config import BrokerConfig, KeySettings, StateSettings
 from agentkeys.devstack import pick_port
 from bench._children import Child, config_toml
 
-__all__ = ["issue_j1", "replica_configs", "running_replicas"]
+__all__ = ["broker_keys", "issue_j1", "replica_configs", "running_replicas"]
 
 
 def _private_dir(path: Path) -> Path:
@@ -129,3 +129,13 @@ async def issue_j1(config: BrokerConfig, *, subject: str, wallet: str, lifetime:
     finally:
         await store.aclose()
     return token
+
+
+async def broker_keys(config: BrokerConfig) -> BrokerKeys:
+    """The keys the brokers of ``config`` sign with now (key files, or the shared set)."""
+    store = await open_state_store(config)
+    try:
+        keys, _ = await open_keys(config, store)
+    finally:
+        await store.aclose()
+    return keys

@@ -5,8 +5,9 @@
 * anvil (with the contracts) and SeaweedFS (IAM/STS trusting the broker) through the
   ``agentkeys.devstack`` launchers — already processes, stopped with SIGSTOP / SIGCONT;
 * the signer, the broker and the worker as ``python -m agentkeys.<svc> --config FILE``
-  children (:class:`Child`): each can be SIGKILLed and started again on the same port with
-  the same state directory, while the others keep running;
+  children (:class:`~bench._children.Child`): each can be SIGKILLed and started again on the
+  same port with the same state directory, while the others keep running; with
+  ``postgres``, the broker is several replicas on one database (``bench._replicas``);
 * an SMTP sink (the broker needs one configured; nothing here signs in by email);
 * one operator registered on chain whose master K10 we hold (``bench._stack``'s shortcut:
   caps signed with the broker's own K1, read from its state directory), and its J1 session;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,13 +43,15 @@ import trio.lowlevel
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys._files import write_private
-from agentkeys.broker import BrokerKeys
+from agentkeys.broker import BrokerConfig
+from agentkeys.broker.config import KeySettings
 from agentkeys.cap import CapOp
 from agentkeys.chain import ChainClient, account_from_key, deploy_all, read_deployment_record
 from agentkeys.chain.signing import SoftwareK10Signer
 from agentkeys.devstack import (
     DEV_ROLE_NAME,
     Anvil,
+    Postgres,
     SeaweedFS,
     pick_port,
     start_anvil,
@@ -63,6 +67,7 @@ from agentkeys.signer import KeysSettings, OidcSettings, SignerConfig, StsSettin
 from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
 from agentkeys.worker.config import ChainSettings as WorkerChainSettings
 from bench._children import START_TIMEOUT, Child, config_toml, wait_listening
+from bench._replicas import broker_keys, replica_configs, running_replicas
 from bench._stack import AUDIENCE, DevStack, Signing, issue_j1, key_pem, worker_request
 from bench.chain import register_operator
 
@@ -184,6 +189,8 @@ class ProcessStack:
     signing: Signing
     dev: DevStack
     http: httpx.AsyncClient
+    brokers: list[Child] = field(default_factory=list)
+    broker_configs: list[BrokerConfig] = field(default_factory=list)
     proxies: dict[str, FaultProxy] = field(default_factory=dict)
     daemon_broker_url: str = ""
     daemon_worker_url: str = ""
@@ -211,7 +218,7 @@ class ProcessStack:
 
 
 async def _operator(
-    directory: Path, anvil: Anvil, record: Path, http: httpx.AsyncClient
+    anvil: Anvil, record: Path, http: httpx.AsyncClient, broker: BrokerConfig
 ) -> Signing:
     """One operator registered on chain (a fresh funded wallet, a software master K10 we
     hold, all roles), with the broker's active K1 to sign its caps (bench's shortcut)."""
@@ -223,7 +230,7 @@ async def _operator(
     await client.rpc.call("anvil_setBalance", wallet.address, hex(10**20))
     k10 = ec.generate_private_key(ec.SECP256R1())
     operator, device_key_hash = await register_operator(client, wallet_key, SoftwareK10Signer(k10))
-    keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, directory / "broker" / "state")
+    keys = await broker_keys(broker)
     return Signing(
         k1=keys.cap.active,
         kid=keys.cap.active_kid,
@@ -260,13 +267,24 @@ async def thaw(pid: int) -> None:
 
 
 @asynccontextmanager
-async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncIterator[ProcessStack]:
+async def process_stack(
+    directory: Path,
+    *,
+    proxies: bool = False,
+    postgres: Postgres | None = None,
+    replicas: int = 1,
+    keys: KeySettings | None = None,
+) -> AsyncIterator[ProcessStack]:
     """Run the stack described in the module docstring under ``directory``.
 
     Args:
         proxies: put a :class:`FaultProxy` between the worker and the signer (``"signer"``)
             and in front of the broker and the worker for the daemon (``"broker"``,
             ``"worker"``).
+        postgres: run the broker on a fresh database of this server, as ``replicas``
+            processes (:func:`bench._replicas.replica_configs`, ``keys`` their key
+            settings); replica 0 is :attr:`ProcessStack.broker`, the issuer and the
+            worker's JWKS source.
     """
     directory = _private_dir(directory)
     async with AsyncExitStack() as stack:
@@ -336,6 +354,15 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
             pki=pki,
             passkey_port=pick_port(),
         )
+        broker_cfgs = [broker_cfg]
+        if postgres is not None:
+            database = f"faults_{secrets.token_hex(6)}"
+            dsn = await postgres.create_database(database)
+            stack.push_async_callback(postgres.drop_database, database)
+            broker_cfgs = replica_configs(
+                broker_cfg, count=replicas, directory=directory / "replicas", dsn=dsn,
+                password_file=postgres.password_file, keys=keys,
+            )  # fmt: skip
         worker_signer = signer_url
         if "signer" in fault_proxies:
             worker_signer = f"https://127.0.0.1:{fault_proxies['signer'].port}"
@@ -353,7 +380,6 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
         children: dict[str, Child] = {}
         for name, module, cfg in (
             ("signer", "agentkeys.signer", signer_config),
-            ("broker", "agentkeys.broker", broker_cfg),
             ("worker", "agentkeys.worker", worker_cfg),
         ):
             path = directory / "config" / f"{name}.toml"
@@ -366,9 +392,12 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
                     await child.stop()
 
         stack.push_async_callback(stop_children)
-        for child in children.values():
-            await child.start()
-        signing = await _operator(directory, anvil, record, http)
+        await children["signer"].start()
+        brokers = await stack.enter_async_context(
+            running_replicas(broker_cfgs, _private_dir(directory / "brokers"))
+        )
+        await children["worker"].start()
+        signing = await _operator(anvil, record, http, broker_cfgs[0])
         dev = DevStack(
             state_dir=directory,
             rpc_url=anvil.rpc_url,
@@ -382,8 +411,10 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
             anvil=anvil,
             s3=s3,
             signer=children["signer"],
-            broker=children["broker"],
+            broker=brokers[0],
             worker=children["worker"],
+            brokers=brokers,
+            broker_configs=broker_cfgs,
             signing=signing,
             dev=dev,
             http=http,
