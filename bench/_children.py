@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 import trio
 import trio.lowlevel
 
-__all__ = ["START_TIMEOUT", "Child", "config_toml", "wait_listening"]
+__all__ = ["START_TIMEOUT", "Child", "config_toml", "cpu_seconds", "wait_listening"]
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
@@ -80,6 +81,15 @@ async def wait_listening(port: int) -> None:
                 continue
             await stream.aclose()
             return
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used (0.0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 @dataclass

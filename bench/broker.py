@@ -60,6 +60,7 @@ from agentkeys.devstack import pick_port, start_anvil, start_postgres
 from agentkeys.devstack.smtp_sink import run_smtp_sink
 from agentkeys.pop import PopProof, new_mint_pop_claims, sign_pop
 from agentkeys.service import MemoryAudit, ServerSettings
+from bench._children import cpu_seconds
 from bench._errors import BenchError
 from bench._loadgen import LoadResult, build_loadgen, run_loadgen, write_requests
 from bench._model import Figures, Row
@@ -177,7 +178,14 @@ async def _running_broker(
             await store.aclose()
 
 
-def _row(case: str, result: LoadResult, baseline: str | None, *, note: str = "") -> Row:
+def _row(
+    case: str,
+    result: LoadResult,
+    baseline: str | None,
+    *,
+    note: str = "",
+    cpu_us: float | None = None,
+) -> Row:
     figures = Figures(
         ops=result.requests,
         seconds=result.duration_s,
@@ -191,6 +199,15 @@ def _row(case: str, result: LoadResult, baseline: str | None, *, note: str = "")
         notes.append("ran out of pre-built requests")
     if failure := failure_note(result):
         notes.append(failure)
+    extra: dict[str, float | int | str] = {
+        "errors": result.errors,
+        "non_2xx": result.non_2xx,
+        "timeouts": result.timeouts,
+        "exhausted": int(result.exhausted),
+    }
+    if cpu_us is not None:
+        notes.append(f"broker CPU {cpu_us:,.0f} µs/mint")
+        extra["broker_cpu_us_per_mint"] = round(cpu_us, 1)
     return Row(
         f"{SCENARIO} c={result.conns}",
         case,
@@ -198,12 +215,7 @@ def _row(case: str, result: LoadResult, baseline: str | None, *, note: str = "")
         figures,
         baseline=baseline,
         notes="; ".join(notes),
-        extra={
-            "errors": result.errors,
-            "non_2xx": result.non_2xx,
-            "timeouts": result.timeouts,
-            "exhausted": int(result.exhausted),
-        },
+        extra=extra,
     )
 
 
@@ -311,9 +323,10 @@ async def _in_process_rows(
 
 
 async def _replica_rows(
-    profile: Profile, binary: Path, private: Path, env: _Env
+    profile: Profile, binary: Path, private: Path, env: _Env, cpu: dict[int, dict[str, float]]
 ) -> dict[int, dict[str, LoadResult]]:
-    """Mints through 1 and 2 broker processes on one PostgreSQL (module docstring)."""
+    """Mints through 1 and 2 broker processes on one PostgreSQL (module docstring); the
+    brokers' CPU time per mint (all replicas together) goes into ``cpu``."""
     results: dict[int, dict[str, LoadResult]] = {}
     async with start_postgres(run_dir=private / "postgres") as postgres:
         for count in (1, 2):
@@ -356,9 +369,11 @@ async def _replica_rows(
                             )
                             write_requests(path, built)
                             loads.append((child.port, n, path))
-                    results.setdefault(conns, {})[case] = await _load_together(
-                        binary, profile, loads
-                    )
+                    before = sum(cpu_seconds(child.pid) for child in children)
+                    result = await _load_together(binary, profile, loads)
+                    used = sum(cpu_seconds(child.pid) for child in children) - before
+                    results.setdefault(conns, {})[case] = result
+                    cpu[conns][case] = used * 1e6 / max(1, result.completed)
     return results
 
 
@@ -403,12 +418,17 @@ async def run(profile: Profile, *, build_dir: Path) -> list[Row]:
                 wallet=accounts[1].address.lower(),
             )  # fmt: skip
             results = await _in_process_rows(profile, binary, private, env)
-            for conns, by_case in (await _replica_rows(profile, binary, private, env)).items():
+            cpu: dict[int, dict[str, float]] = {conns: {} for conns in results}
+            replicas = await _replica_rows(profile, binary, private, env, cpu)
+            for conns, by_case in replicas.items():
                 results[conns].update(by_case)
     split = "clients split evenly between the replicas"
-    for by_case in results.values():
+    for conns, by_case in results.items():
         rows.append(_row("uncached", by_case["uncached"], None))
         rows.append(_row("cached", by_case["cached"], "uncached"))
-        rows.append(_row("pg-1", by_case["pg-1"], "uncached", note=_PG_NOTE))
-        rows.append(_row("pg-2", by_case["pg-2"], "pg-1", note=f"{_PG_NOTE}; {split}"))
+        for case, baseline, note in (
+            ("pg-1", "uncached", _PG_NOTE),
+            ("pg-2", "pg-1", f"{_PG_NOTE}; {split}"),
+        ):
+            rows.append(_row(case, by_case[case], baseline, note=note, cpu_us=cpu[conns][case]))
     return rows
