@@ -25,6 +25,9 @@ class Profile:
         chain_tasks: concurrent readers in the parallel chain-read cases.
         mint_requests: pre-signed cap-mint requests per broker run (each single-use).
         mint_clients: the numbers of concurrent clients of the cap-mint runs.
+        mint_seconds / mint_warmup: seconds of one cap-mint run (measured / discarded
+            first): longer than an HTTP run, since at 64 clients one mint waits for the
+            63 before it.
         miss_services: services (each with a stored credential) whose first request
             through the sidecar is a cache miss.
         soak_requests / soak_seconds: the memory soak through the sidecar (8 clients)
@@ -49,6 +52,8 @@ class Profile:
     soak_seconds: float
     cli_runs: int = 10
     mint_clients: tuple[int, ...] = (1, 8, 64)
+    mint_seconds: float = 3.0
+    mint_warmup: float = 0.5
 
 
 FULL = Profile(
@@ -61,7 +66,7 @@ FULL = Profile(
     reconnect_clients=8,
     chain_seconds=1.5,
     chain_tasks=8,
-    mint_requests=3_000,
+    mint_requests=6_000,
     miss_services=16,
     soak_requests=100_000,
     soak_seconds=90.0,
@@ -83,6 +88,8 @@ SMOKE = Profile(
     soak_seconds=0.3,
     cli_runs=2,
     mint_clients=(1, 2),
+    mint_seconds=0.3,
+    mint_warmup=0.05,
 )
 
 PROFILES = {p.name: p for p in (FULL, SMOKE)}

@@ -273,8 +273,8 @@ async def _load_together(
 
     async def drive(port: int, conns: int, path: Path) -> None:
         result = await run_loadgen(
-            binary, tcp=("127.0.0.1", port), conns=conns, duration=profile.http_duration,
-            warmup=profile.http_warmup, requests_file=path,
+            binary, tcp=("127.0.0.1", port), conns=conns, duration=profile.mint_seconds,
+            warmup=profile.mint_warmup, requests_file=path,
         )  # fmt: skip
         runs.append(result)
 
@@ -315,8 +315,8 @@ async def _in_process_rows(
                     binary,
                     tcp=(broker.host, broker.port),
                     conns=conns,
-                    duration=profile.http_duration,
-                    warmup=profile.http_warmup,
+                    duration=profile.mint_seconds,
+                    warmup=profile.mint_warmup,
                     requests_file=requests_path,
                 )
     return results

@@ -24,6 +24,8 @@ TINY = Profile(
     soak_requests=50,
     soak_seconds=0.2,
     mint_clients=(1, 2),
+    mint_seconds=0.5,
+    mint_warmup=0.02,
 )
 
 
