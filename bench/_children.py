@@ -23,7 +23,14 @@ from typing import Any
 import trio
 import trio.lowlevel
 
-__all__ = ["START_TIMEOUT", "Child", "config_toml", "cpu_seconds", "wait_listening"]
+__all__ = [
+    "START_TIMEOUT",
+    "Child",
+    "config_toml",
+    "cpu_seconds",
+    "stop_process",
+    "wait_listening",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
@@ -92,6 +99,18 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+async def stop_process(process: trio.Process | None) -> None:
+    """SIGTERM ``process`` (if running), then SIGKILL after a grace period; wait for it."""
+    if process is None or process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(_STOP_GRACE):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
 @dataclass
 class Child:
     """One of our services as ``python -m agentkeys.<module> --config FILE`` on a fixed port."""
@@ -136,14 +155,7 @@ class Child:
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period."""
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(_STOP_GRACE):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_process(process)
 
     @property
     def pid(self) -> int:

@@ -10,7 +10,8 @@
   ``postgres``, the broker is several replicas on one database (``bench._replicas``);
 * an SMTP sink (the broker needs one configured; nothing here signs in by email);
 * one operator registered on chain whose master K10 we hold (``bench._stack``'s shortcut:
-  caps signed with the broker's own K1, read from its state directory), and its J1 session;
+  caps signed with the broker's own active K1, read from its key files or the shared key set
+  in PostgreSQL), and its J1 session;
 * optionally :class:`FaultProxy` relays (``worker → signer``, ``daemon → broker``,
   ``daemon → worker``), TCP relays on 127.0.0.1 whose behaviour a test switches between
   pass, refuse, slow and truncate;
@@ -66,7 +67,7 @@ from agentkeys.signer import ChainSettings as SignerChainSettings
 from agentkeys.signer import KeysSettings, OidcSettings, SignerConfig, StsSettings
 from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
 from agentkeys.worker.config import ChainSettings as WorkerChainSettings
-from bench._children import START_TIMEOUT, Child, config_toml, wait_listening
+from bench._children import START_TIMEOUT, Child, config_toml, stop_process, wait_listening
 from bench._replicas import broker_keys, replica_configs, running_replicas
 from bench._stack import AUDIENCE, DevStack, Signing, issue_j1, key_pem, worker_request
 from bench.chain import register_operator
@@ -74,9 +75,6 @@ from bench.chain import register_operator
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "agentkeys-faults"
 _STOP_GRACE = 5.0
-
-
-# -- configuration files -------------------------------------------------------------------
 
 
 def _private_dir(path: Path) -> Path:
@@ -622,14 +620,7 @@ class Relaunched:
 
     async def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(_STOP_GRACE):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_process(process)
 
 
 async def kill_pid(pid: int, signum: signal.Signals) -> None:
