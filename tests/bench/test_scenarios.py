@@ -119,7 +119,7 @@ async def test_broker_mints_every_presigned_request(tiny, build_dir):
         assert row.extra["errors"] == 0, row
         assert row.extra["non_2xx"] == 0, row  # every PoP was fresh and accepted
         if row.case.startswith("pg-"):  # broker processes: their CPU time per mint
-            assert row.extra["broker_cpu_us_per_mint"] > 0, row
+            assert float(row.extra["broker_cpu_us_per_mint"]) > 0, row
     baselines = {"uncached": None, "cached": "uncached", "pg-1": "uncached", "pg-2": "pg-1"}
     assert {(r.case, r.baseline) for r in rows} == set(baselines.items())
 
