@@ -23,6 +23,8 @@ import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import ec
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from agentkeys.broker.config import (
     BrokerConfig,
@@ -36,6 +38,7 @@ from agentkeys.cap import verify_cap
 from agentkeys.chain.signing import SoftwareK10Signer
 from agentkeys.devstack import Postgres
 from agentkeys.devstack.smtp_sink import SmtpSink
+from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.service import ServerSettings
 from bench._children import Child
@@ -53,7 +56,6 @@ from tests.broker._flow import (
     siwe_start,
 )
 from tests.broker.conftest import ORIGIN, RP_ID, Chain, Device
-from tests.broker.test_signin import _passkey, _wallet
 
 COUNT = 3
 EMAIL = "replica@example.org"
@@ -194,7 +196,8 @@ async def test_a_passkey_sign_count_never_goes_back_across_replicas(
     replicas: Replicas, smtp: SmtpSink
 ) -> None:
     a, b, c = replicas.clients
-    wallet, passkey = _wallet(), _passkey()
+    wallet: LocalAccount = Account.create()
+    passkey = SoftAuthenticator(rp_id=RP_ID, origin=ORIGIN)
     await enroll(a, await email_stage(a, smtp, EMAIL), Device.generate(), passkey)
     for client in (b, c, a):  # each sign-in on another replica raises the stored count
         j0 = await email_stage(client, smtp, EMAIL)  # a sign-in spends its J0
