@@ -24,6 +24,7 @@ Time is integer Unix seconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -278,8 +279,13 @@ def new_cap_payload(
     )
 
 
+@functools.lru_cache(maxsize=64)
 def canonical_bytes(payload: CapPayload) -> bytes:
-    """RFC 8785 canonical JSON bytes of the payload: what ``broker_sig`` signs."""
+    """RFC 8785 canonical JSON bytes of the payload: what ``broker_sig`` signs.
+
+    Remembered for the last few payloads: minting one cap needs them for the signature and
+    again for the token, verifying one for the signature and the digest.
+    """
     return rfc8785.dumps(payload.to_json_dict())
 
 
@@ -305,8 +311,16 @@ class SignedCap:
         }
 
     def to_token(self) -> str:
-        """The single-string token: base64url of the wire object's RFC 8785 bytes."""
-        return b64url_encode(rfc8785.dumps(self.to_wire()))
+        """The single-string token: base64url of the wire object's RFC 8785 bytes.
+
+        Composed from the payload's canonical bytes when ``kid`` and ``broker_sig`` are
+        URL-safe ASCII (always, for a signed or parsed cap), which RFC 8785 writes verbatim
+        between quotes; the members sort as ``broker_sig``, ``kid``, ``payload``.
+        """
+        if _KID.fullmatch(self.kid) is None or _KID.fullmatch(self.broker_sig) is None:
+            return b64url_encode(rfc8785.dumps(self.to_wire()))
+        head = f'{{"broker_sig":"{self.broker_sig}","kid":"{self.kid}","payload":'
+        return b64url_encode(head.encode("ascii") + canonical_bytes(self.payload) + b"}")
 
     @classmethod
     def from_wire(cls, obj: object) -> SignedCap:

@@ -24,6 +24,10 @@ class Profile:
         chain_seconds: seconds per chain-read case.
         chain_tasks: concurrent readers in the parallel chain-read cases.
         mint_requests: pre-signed cap-mint requests per broker run (each single-use).
+        mint_clients: the numbers of concurrent clients of the cap-mint runs.
+        mint_seconds / mint_warmup: seconds of one cap-mint run (measured / discarded
+            first): longer than an HTTP run, since at 64 clients one mint waits for the
+            63 before it.
         miss_services: services (each with a stored credential) whose first request
             through the sidecar is a cache miss.
         soak_requests / soak_seconds: the memory soak through the sidecar (8 clients)
@@ -50,6 +54,9 @@ class Profile:
     soak_seconds: float
     cli_runs: int = 10
     install_litellm: bool = False
+    mint_clients: tuple[int, ...] = (1, 8, 64)
+    mint_seconds: float = 3.0
+    mint_warmup: float = 0.5
 
 
 FULL = Profile(
@@ -62,7 +69,7 @@ FULL = Profile(
     reconnect_clients=8,
     chain_seconds=1.5,
     chain_tasks=8,
-    mint_requests=3_000,
+    mint_requests=6_000,
     miss_services=16,
     soak_requests=100_000,
     soak_seconds=90.0,
@@ -84,6 +91,9 @@ SMOKE = Profile(
     soak_requests=200,
     soak_seconds=0.3,
     cli_runs=2,
+    mint_clients=(1, 2),
+    mint_seconds=0.3,
+    mint_warmup=0.05,
 )
 
 PROFILES = {p.name: p for p in (FULL, SMOKE)}

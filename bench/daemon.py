@@ -71,6 +71,7 @@ from agentkeys.cap import CapOp
 from agentkeys.devstack import Nginx, start_nginx
 from agentkeys.devstack.errors import ComponentStartFailed
 from bench import _sse
+from bench._children import cpu_seconds
 from bench._errors import BenchError, LoadgenError
 from bench._litellm import (
     VENV,
@@ -650,15 +651,6 @@ async def _measure_cache(
     return rows
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time process ``pid`` has used (0.0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 async def _turns(
     profile: Profile,
     binary: Path,
@@ -678,10 +670,10 @@ async def _turns(
     for _ in range(profile.http_rounds):
         for name, target in targets.items():
             proxies = pids.get(name, ())
-            before = sum(map(_cpu_seconds, proxies))
+            before = sum(map(cpu_seconds, proxies))
             run = {"duration": profile.http_duration, "warmup": warmup, **options, **target}
             result = await run_loadgen(binary, conns=conns, **run)
-            cpu[name] += sum(map(_cpu_seconds, proxies)) - before
+            cpu[name] += sum(map(cpu_seconds, proxies)) - before
             results[name].append(result)
             if name.startswith("daemon-"):
                 served += result.completed

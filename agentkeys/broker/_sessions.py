@@ -10,6 +10,12 @@ hex) and, when the operator signed up by email, ``identity_omni``; for a device 
 ``actor_omni`` and ``device_key_hash`` (64 hex each: the only device and actor it may mint
 for). Every issued session is recorded in the state store; verification requires the record
 to exist and not be revoked, so a session is revocable before its expiry.
+
+A session is presented on every request of its holder (a sidecar mints every cap with one
+session), so :class:`SessionIssuer` remembers the tokens whose signature it verified (a bounded
+table): presented again, a token's signature is not verified again as long as the key that
+verified it is still published, unchanged. Everything else (issuer, audience, expiry, stage and
+the revocation record in the store) is checked on every request.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.broker._jwt import decode_jwt
 from agentkeys.broker._keys import KeyRing
@@ -39,6 +48,7 @@ J0 = "j0"
 J1 = "j1"
 DEVICE = "device"
 _MAX_SKEW = 5
+_MAX_VERIFIED = 1024
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,8 @@ class SessionIssuer:
         self._store = store
         self._issuer = issuer
         self._audience = audience
+        #: token -> (the public key that verified its signature, its claims)
+        self._verified: dict[str, tuple[ec.EllipticCurvePublicKey, Mapping[str, Any]]] = {}
 
     async def issue(
         self, *, stage: str, subject: str, now: int, lifetime: int, extra: Mapping[str, str]
@@ -135,7 +147,7 @@ class SessionIssuer:
             SessionInvalid, SessionExpired, SessionRevoked, SessionStageMismatch,
             DeviceSessionNotAllowed (a device session where ``stages`` has no place for one).
         """
-        _, claims = decode_jwt(token, self._keys.published.by_kid)
+        claims = self._signed_claims(token)
         if claims.get("iss") != self._issuer:
             raise SessionInvalid("session was issued by another broker")
         audience = claims.get("aud")
@@ -158,6 +170,24 @@ class SessionIssuer:
         if stage not in stages:
             raise SessionStageMismatch(f"this endpoint needs a {' or '.join(stages)} session")
         return Session(jti, stage, sub, exp, claims)
+
+    def _signed_claims(self, token: str) -> Mapping[str, Any]:
+        """The claims of ``token`` once its signature verifies against a published key
+        (remembered, module docstring).
+
+        Raises:
+            SessionInvalid: see :func:`~agentkeys.broker._jwt.decode_jwt`.
+        """
+        published = self._keys.published.by_kid
+        known = self._verified.get(token)
+        if known is not None and known[0] in published.values():
+            return known[1]
+        kid, claims = decode_jwt(token, published)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.pop(next(iter(self._verified)))  # the oldest
+        frozen = MappingProxyType(claims)
+        self._verified[token] = (published[kid], frozen)
+        return frozen
 
     async def revoke(self, session: Session) -> None:
         """Revoke one session."""

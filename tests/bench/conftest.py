@@ -23,6 +23,9 @@ TINY = Profile(
     miss_services=2,
     soak_requests=50,
     soak_seconds=0.2,
+    mint_clients=(1, 2),
+    mint_seconds=0.5,
+    mint_warmup=0.02,
 )
 
 

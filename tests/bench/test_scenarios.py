@@ -118,7 +118,10 @@ async def test_broker_mints_every_presigned_request(tiny, build_dir):
     for row in rows:
         assert row.extra["errors"] == 0, row
         assert row.extra["non_2xx"] == 0, row  # every PoP was fresh and accepted
-        assert row.baseline == (None if row.case == "uncached" else "uncached")
+        if row.case.startswith("pg-"):  # broker processes: their CPU time per mint
+            assert float(row.extra["broker_cpu_us_per_mint"]) > 0, row
+    baselines = {"uncached": None, "cached": "uncached", "pg-1": "uncached", "pg-2": "pg-1"}
+    assert {(r.case, r.baseline) for r in rows} == set(baselines.items())
 
 
 def test_mint_request_is_one_well_framed_http_request():

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,6 +51,18 @@ def test_deterministic_signature_and_token(vector: dict[str, Any]) -> None:
     assert signed.broker_sig == vector["broker_sig"]
     assert signed.to_token() == vector["token"]
     assert cap.parse_cap_token(vector["token"]) == signed
+
+
+_URL_SAFE = st.from_regex(r"[A-Za-z0-9._~-]{1,128}", fullmatch=True)
+
+
+@settings(max_examples=50)
+@given(kid=st.one_of(_URL_SAFE, st.text(min_size=1)), sig=st.one_of(_URL_SAFE, st.text()))
+def test_token_is_the_rfc8785_bytes_of_the_wire_object(kid: str, sig: str) -> None:
+    signed = cap.sign_cap(CapPayload.from_json_dict(PAYLOAD), KEY, "k1")
+    for candidate in (signed, dataclasses.replace(signed, kid=kid, broker_sig=sig)):
+        expected = b64url_encode(rfc8785.dumps(candidate.to_wire()))
+        assert candidate.to_token() == expected  # composed or not, the same bytes
 
 
 @pytest.mark.parametrize("vector", VECTORS["vectors"])

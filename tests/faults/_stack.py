@@ -5,12 +5,13 @@
 * anvil (with the contracts) and SeaweedFS (IAM/STS trusting the broker) through the
   ``agentkeys.devstack`` launchers — already processes, stopped with SIGSTOP / SIGCONT;
 * the signer, the broker and the worker as ``python -m agentkeys.<svc> --config FILE``
-  children (:class:`Child`): each can be SIGKILLed and started again on the same port with
-  the same state directory, while the others keep running;
+  children (:class:`~bench._children.Child`): each can be SIGKILLed and started again on the
+  same port with the same state directory, while the others keep running; with
+  ``postgres``, the broker is several replicas on one database (``bench._replicas``);
 * an SMTP sink (the broker needs one configured; nothing here signs in by email);
 * one operator registered on chain whose master K10 we hold (``bench._stack``'s shortcut:
-  caps signed with the broker's own K1, read from its state directory); the daemon signs in
-  with that master's K10 (its own device session);
+  caps signed with the broker's own active K1, read from its key files or the shared key set
+  in PostgreSQL); the daemon signs in with that master's K10 (its own device session);
 * optionally :class:`FaultProxy` relays (``worker → signer``, ``daemon → broker``,
   ``daemon → worker``), TCP relays on 127.0.0.1 whose behaviour a test switches between
   pass, refuse, slow and truncate;
@@ -22,10 +23,10 @@ Everything is stopped when the block ends, however it ends.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,7 +37,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
@@ -44,13 +44,15 @@ import trio.lowlevel
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys._files import write_private
-from agentkeys.broker import BrokerKeys
+from agentkeys.broker import BrokerConfig
+from agentkeys.broker.config import KeySettings
 from agentkeys.cap import CapOp
 from agentkeys.chain import ChainClient, account_from_key, deploy_all, read_deployment_record
 from agentkeys.chain.signing import SoftwareK10Signer
 from agentkeys.devstack import (
     DEV_ROLE_NAME,
     Anvil,
+    Postgres,
     SeaweedFS,
     pick_port,
     start_anvil,
@@ -65,142 +67,19 @@ from agentkeys.signer import ChainSettings as SignerChainSettings
 from agentkeys.signer import KeysSettings, OidcSettings, SignerConfig, StsSettings
 from agentkeys.worker.config import CapSettings, SignerSettings, StorageConfig, WorkerConfig
 from agentkeys.worker.config import ChainSettings as WorkerChainSettings
+from bench._children import START_TIMEOUT, Child, config_toml, stop_process, wait_listening
+from bench._replicas import broker_keys, replica_configs, running_replicas
 from bench._stack import AUDIENCE, DevStack, Signing, key_pem, worker_request
 from bench.chain import register_operator
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "agentkeys-faults"
-START_TIMEOUT = 60.0
 _STOP_GRACE = 5.0
-
-
-# -- configuration files -------------------------------------------------------------------
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, enum.Enum):
-        return _toml_value(value.value)
-    if isinstance(value, Path):
-        return json.dumps(str(value))
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def config_toml(config: Any) -> str:
-    """TOML text of a frozen config (sections are dataclass fields; None is left out)."""
-    lines: list[str] = []
-
-    def section(obj: Any, trail: tuple[str, ...]) -> None:
-        scalars, subs = [], []
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                subs.append((f.name, value))
-            elif value is not None:
-                scalars.append(f"{f.name} = {_toml_value(value)}")
-        if trail and scalars:
-            lines.append(f"[{'.'.join(trail)}]")
-        lines.extend(scalars)
-        if scalars:
-            lines.append("")
-        for name, value in subs:
-            section(value, (*trail, name))
-
-    section(config, ())
-    return "\n".join(lines)
 
 
 def _private_dir(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
-
-
-# -- child processes -------------------------------------------------------------------------
-
-
-async def wait_listening(port: int) -> None:
-    """Until 127.0.0.1:``port`` accepts a connection (at most :data:`START_TIMEOUT` s)."""
-    with trio.fail_after(START_TIMEOUT):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
-
-
-@dataclass
-class Child:
-    """One of our services as ``python -m agentkeys.<module> --config FILE`` on a fixed port."""
-
-    name: str
-    module: str
-    config: Path
-    port: int
-    log: Path
-    process: trio.Process | None = None
-    starts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        """Start it (again) with the same config, port and state; return once it listens."""
-        self.starts += 1
-        with self.log.open("ab") as log:
-            self.process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", self.module, "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=REPO,
-                start_new_session=True,
-            )
-        try:
-            await wait_listening(self.port)
-        except trio.TooSlowError:
-            raise RuntimeError(f"{self.name} did not listen:\n{self.log_tail()}") from None
-
-    async def kill(self) -> int:
-        """SIGKILL it and wait until it is gone; its return code."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        code = await self.process.wait()
-        self.process = None
-        return code
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a grace period."""
-        process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(_STOP_GRACE):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 # -- the fault proxy -------------------------------------------------------------------------
@@ -308,6 +187,8 @@ class ProcessStack:
     signing: Signing
     dev: DevStack
     http: httpx.AsyncClient
+    brokers: list[Child] = field(default_factory=list)
+    broker_configs: list[BrokerConfig] = field(default_factory=list)
     proxies: dict[str, FaultProxy] = field(default_factory=dict)
     daemon_broker_url: str = ""
     daemon_worker_url: str = ""
@@ -335,7 +216,7 @@ class ProcessStack:
 
 
 async def _operator(
-    directory: Path, anvil: Anvil, record: Path, http: httpx.AsyncClient
+    anvil: Anvil, record: Path, http: httpx.AsyncClient, broker: BrokerConfig
 ) -> Signing:
     """One operator registered on chain (a fresh funded wallet, a software master K10 we
     hold, all roles), with the broker's active K1 to sign its caps (bench's shortcut)."""
@@ -347,7 +228,7 @@ async def _operator(
     await client.rpc.call("anvil_setBalance", wallet.address, hex(10**20))
     k10 = ec.generate_private_key(ec.SECP256R1())
     operator, device_key_hash = await register_operator(client, wallet_key, SoftwareK10Signer(k10))
-    keys = await trio.to_thread.run_sync(BrokerKeys.load_or_create, directory / "broker" / "state")
+    keys = await broker_keys(broker)
     return Signing(
         k1=keys.cap.active,
         kid=keys.cap.active_kid,
@@ -384,13 +265,24 @@ async def thaw(pid: int) -> None:
 
 
 @asynccontextmanager
-async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncIterator[ProcessStack]:
+async def process_stack(
+    directory: Path,
+    *,
+    proxies: bool = False,
+    postgres: Postgres | None = None,
+    replicas: int = 1,
+    keys: KeySettings | None = None,
+) -> AsyncIterator[ProcessStack]:
     """Run the stack described in the module docstring under ``directory``.
 
     Args:
         proxies: put a :class:`FaultProxy` between the worker and the signer (``"signer"``)
             and in front of the broker and the worker for the daemon (``"broker"``,
             ``"worker"``).
+        postgres: run the broker on a fresh database of this server, as ``replicas``
+            processes (:func:`bench._replicas.replica_configs`, ``keys`` their key
+            settings); replica 0 is :attr:`ProcessStack.broker`, the issuer and the
+            worker's JWKS source.
     """
     directory = _private_dir(directory)
     async with AsyncExitStack() as stack:
@@ -460,6 +352,15 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
             pki=pki,
             passkey_port=pick_port(),
         )
+        broker_cfgs = [broker_cfg]
+        if postgres is not None:
+            database = f"faults_{secrets.token_hex(6)}"
+            dsn = await postgres.create_database(database)
+            stack.push_async_callback(postgres.drop_database, database)
+            broker_cfgs = replica_configs(
+                broker_cfg, count=replicas, directory=directory / "replicas", dsn=dsn,
+                password_file=postgres.password_file, keys=keys,
+            )  # fmt: skip
         worker_signer = signer_url
         if "signer" in fault_proxies:
             worker_signer = f"https://127.0.0.1:{fault_proxies['signer'].port}"
@@ -477,7 +378,6 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
         children: dict[str, Child] = {}
         for name, module, cfg in (
             ("signer", "agentkeys.signer", signer_config),
-            ("broker", "agentkeys.broker", broker_cfg),
             ("worker", "agentkeys.worker", worker_cfg),
         ):
             path = directory / "config" / f"{name}.toml"
@@ -490,9 +390,12 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
                     await child.stop()
 
         stack.push_async_callback(stop_children)
-        for child in children.values():
-            await child.start()
-        signing = await _operator(directory, anvil, record, http)
+        await children["signer"].start()
+        brokers = await stack.enter_async_context(
+            running_replicas(broker_cfgs, _private_dir(directory / "brokers"))
+        )
+        await children["worker"].start()
+        signing = await _operator(anvil, record, http, broker_cfgs[0])
         dev = DevStack(
             state_dir=directory,
             rpc_url=anvil.rpc_url,
@@ -506,8 +409,10 @@ async def process_stack(directory: Path, *, proxies: bool = False) -> AsyncItera
             anvil=anvil,
             s3=s3,
             signer=children["signer"],
-            broker=children["broker"],
+            broker=brokers[0],
             worker=children["worker"],
+            brokers=brokers,
+            broker_configs=broker_cfgs,
             signing=signing,
             dev=dev,
             http=http,
@@ -713,14 +618,7 @@ class Relaunched:
 
     async def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(_STOP_GRACE):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_process(process)
 
 
 async def kill_pid(pid: int, signum: signal.Signals) -> None:

@@ -20,7 +20,7 @@ from agentkeys.worker.config import (
     StorageConfig,
     WorkerConfig,
 )
-from tests.faults._stack import config_toml
+from bench._children import config_toml
 
 
 def _configs(tmp: Path) -> list[object]:
