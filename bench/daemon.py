@@ -752,8 +752,8 @@ async def _measure_sidecar(
                 row = _sidecar_row(
                     scenario, name, results[name], direct_chat.figures, cpu_us=cpu[name]
                 )
-            else:
-                row = not_yet(scenario, name, _SIDECAR_LABELS[name], str(litellm))
+            else:  # not measured in this run: the row says why ("LiteLLM skipped: …")
+                row = Row(scenario, name, _SIDECAR_LABELS[name], figures=None, notes=str(litellm))
             rows.append(row)
     return rows, served
 
