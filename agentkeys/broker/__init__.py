@@ -11,7 +11,13 @@ from agentkeys.broker._mint import MintDecision, ScopeSource, check_binding, dec
 from agentkeys.broker._oidc import discovery_document, mint_oidc_token
 from agentkeys.broker._relay import Relay
 from agentkeys.broker._run import SignerK4Client, run_broker
-from agentkeys.broker._service import SESSION_REQUIREMENTS, BrokerService, K4Signer
+from agentkeys.broker._service import (
+    ROUTES,
+    SESSION_REQUIREMENTS,
+    BrokerRoute,
+    BrokerService,
+    K4Signer,
+)
 from agentkeys.broker._sessions import J0, J1, Session, SessionIssuer
 from agentkeys.broker._store import (
     EmailRequest,
@@ -39,9 +45,11 @@ from agentkeys.broker.config import (
 __all__ = [
     "J0",
     "J1",
+    "ROUTES",
     "SESSION_REQUIREMENTS",
     "BrokerConfig",
     "BrokerKeys",
+    "BrokerRoute",
     "BrokerService",
     "CachedChainView",
     "CapSettings",

@@ -1,44 +1,15 @@
 """The broker service: sign-in stages, cap minting, OIDC issuer, relay (SPEC.md section 7).
 
-Routes (all JSON; docs/broker.md has the wire format). ``session`` is what the route needs,
-from ONE table (:data:`SESSION_REQUIREMENTS`); a route missing from it fails at start-up.
+Routes (all JSON; docs/broker.md has the wire format) are declared once, in :data:`ROUTES`:
+name, method, path, the session stages each accepts and the body it decodes (the method
+``_<name>`` serves it). The authorization table (:data:`SESSION_REQUIREMENTS`), the HTTP
+routes and the OpenAPI document are built from it.
 
-==========================  ======  =========================================  =========
-name                        method  path                                       session
-==========================  ======  =========================================  =========
-email_start                 POST    /v1/auth/email/start                       -
-email_verify                GET     /v1/auth/email/verify?token=…              -
-email_poll                  POST    /v1/auth/email/poll                        -
-passkey_register_options    POST    /v1/auth/passkey/register/options          J0
-passkey_register_verify     POST    /v1/auth/passkey/register/verify           J0
-siwe_start                  POST    /v1/auth/siwe/start                        J0
-siwe_verify                 POST    /v1/auth/siwe/verify                       J0
-siwe_k4                     POST    /v1/auth/siwe/k4                           J0
-device_challenge            POST    /v1/auth/device/challenge                  -
-device_session              POST    /v1/auth/device/session                    -
-session_info                GET     /v1/auth/session                           J0, J1, D
-session_revoke              POST    /v1/auth/session/revoke                    J0, J1, D
-cap_fetch                   POST    /v1/cap/cred-fetch                         J1, D
-cap_store                   POST    /v1/cap/cred-store                         J1
-cap_list                    POST    /v1/cap/cred-list                          J1
-cap_teardown                POST    /v1/cap/cred-teardown                      J1
-cap_jwks                    GET     /v1/cap/jwks.json                          -
-oidc_configuration          GET     /.well-known/openid-configuration          -
-oidc_jwks                   GET     /.well-known/jwks.json                     -
-mint_oidc_challenge         POST    /v1/mint-oidc-jwt/challenge                J1
-mint_oidc_jwt               POST    /v1/mint-oidc-jwt                          J1
-relay_scope                 POST    /v1/relay/scope                            J1
-relay_agent                 POST    /v1/relay/agent                            J1
-relay_device_revoke         POST    /v1/relay/device-revoke                    J1
-relay_first_master          POST    /v1/relay/first-master                     J1
-health                      GET     /v1/health                                 -
-==========================  ======  =========================================  =========
-
-``D`` is a device session: the sidecar's, signed in with its agent device's K10 over a
-single-use challenge (:mod:`agentkeys.device_signin`), never the operator's J1. It mints
-``fetch`` caps for exactly its own device and actor, reads its session (refused with
-``device_revoked`` once the chain revoked the device) and revokes it; every other route
-refuses it with ``device_session_not_allowed``.
+``J0``/``J1`` are the operator's sign-in sessions; ``DEVICE`` is the sidecar's, signed in with
+its agent device's K10 over a single-use challenge (:mod:`agentkeys.device_signin`), never the
+operator's J1. It mints ``fetch`` caps for exactly its own device and actor, reads its session
+(refused with ``device_revoked`` once the chain revoked the device) and revokes it; every
+other route refuses it with ``device_session_not_allowed``.
 
 No ``/credential/*`` route exists and the broker holds no key that decrypts anything.
 """
@@ -53,6 +24,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal, Protocol, TypeVar
 
 import cbor2
@@ -138,7 +110,9 @@ from agentkeys.siwe import SiweMessage, verify_siwe
 __all__ = [
     "MAX_PENDING_DEVICE_CHALLENGES",
     "MAX_PENDING_LINKS",
+    "ROUTES",
     "SESSION_REQUIREMENTS",
+    "BrokerRoute",
     "BrokerService",
     "K4Signer",
 ]
@@ -156,35 +130,6 @@ MAX_PENDING_LINKS = 5
 MAX_PENDING_DEVICE_CHALLENGES = 5
 """Unexpired sign-in challenges one device may have at once (bounds the store)."""
 
-SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = {
-    "email_start": PUBLIC_ROUTE,
-    "email_verify": PUBLIC_ROUTE,
-    "email_poll": PUBLIC_ROUTE,
-    "passkey_register_options": (J0,),
-    "passkey_register_verify": (J0,),
-    "siwe_start": (J0,),
-    "siwe_verify": (J0,),
-    "siwe_k4": (J0,),
-    "device_challenge": PUBLIC_ROUTE,
-    "device_session": PUBLIC_ROUTE,
-    "session_info": (J0, J1, DEVICE),
-    "session_revoke": (J0, J1, DEVICE),
-    "cap_fetch": (J1, DEVICE),
-    "cap_store": (J1,),
-    "cap_list": (J1,),
-    "cap_teardown": (J1,),
-    "cap_jwks": PUBLIC_ROUTE,
-    "oidc_configuration": PUBLIC_ROUTE,
-    "oidc_jwks": PUBLIC_ROUTE,
-    "mint_oidc_challenge": (J1,),
-    "mint_oidc_jwt": (J1,),
-    "relay_scope": (J1,),
-    "relay_agent": (J1,),
-    "relay_device_revoke": (J1,),
-    "relay_first_master": (J1,),
-    "health": PUBLIC_ROUTE,
-}
-"""The broker's authorization table: route name → session stages accepted (empty: public)."""
 
 _ENROLL = "enroll"
 _SIWE = "siwe"
@@ -192,7 +137,6 @@ _OIDC = "oidc"
 
 
 _Handler = Callable[[Call, "Session | None"], Awaitable[JsonObject | Reply]]
-_BrokerRoute = tuple[str, Literal["GET", "POST"], str, _Handler]
 
 
 class K4Signer(Protocol):
@@ -392,27 +336,85 @@ class RelayFirstMasterRequest:
     assertion: dict[str, object]
 
 
-# The body each route decodes (published in /openapi.json); routes not named take none.
-_REQUESTS: Mapping[str, type[Any]] = {
-    "email_start": EmailStartRequest,
-    "email_poll": EmailPollRequest,
-    "passkey_register_options": RegisterOptionsRequest,
-    "passkey_register_verify": RegisterVerifyRequest,
-    "siwe_start": SiweStartRequest,
-    "siwe_verify": SiweVerifyRequest,
-    "siwe_k4": SiweK4Request,
-    "device_challenge": DeviceChallengeRequest,
-    "device_session": DeviceSessionRequest,
-    "cap_fetch": CapMintRequest,
-    "cap_store": CapMintRequest,
-    "cap_list": CapMintRequest,
-    "cap_teardown": CapMintRequest,
-    "relay_scope": RelayScopeRequest,
-    "relay_agent": RelayAgentRequest,
-    "relay_device_revoke": RelayDeviceRevokeRequest,
-    "relay_first_master": RelayFirstMasterRequest,
-    "mint_oidc_jwt": MintOidcRequest,
-}
+@dataclass(frozen=True)
+class BrokerRoute:
+    """One broker route, declared once.
+
+    The :class:`BrokerService` method ``_<name>`` serves it.
+
+    Attributes:
+        name: its key in audit rows, metrics and the OpenAPI ``operationId``.
+        sessions: the session stages it accepts (:data:`PUBLIC_ROUTE`: none needed); a
+            session of another stage is refused (a device session with
+            ``device_session_not_allowed``).
+        request: the body it decodes (published in ``/openapi.json``); ``None``: none.
+    """
+
+    name: str
+    method: Literal["GET", "POST"]
+    path: str
+    sessions: tuple[str, ...]
+    request: type[Any] | None = None
+
+
+ROUTES: tuple[BrokerRoute, ...] = (
+    BrokerRoute("email_start", "POST", "/v1/auth/email/start", PUBLIC_ROUTE, EmailStartRequest),
+    BrokerRoute("email_verify", "GET", "/v1/auth/email/verify", PUBLIC_ROUTE),
+    BrokerRoute("email_poll", "POST", "/v1/auth/email/poll", PUBLIC_ROUTE, EmailPollRequest),
+    BrokerRoute(
+        "passkey_register_options",
+        "POST",
+        "/v1/auth/passkey/register/options",
+        (J0,),
+        RegisterOptionsRequest,
+    ),
+    BrokerRoute(
+        "passkey_register_verify",
+        "POST",
+        "/v1/auth/passkey/register/verify",
+        (J0,),
+        RegisterVerifyRequest,
+    ),
+    BrokerRoute("siwe_start", "POST", "/v1/auth/siwe/start", (J0,), SiweStartRequest),
+    BrokerRoute("siwe_verify", "POST", "/v1/auth/siwe/verify", (J0,), SiweVerifyRequest),
+    BrokerRoute("siwe_k4", "POST", "/v1/auth/siwe/k4", (J0,), SiweK4Request),
+    BrokerRoute(
+        "device_challenge",
+        "POST",
+        "/v1/auth/device/challenge",
+        PUBLIC_ROUTE,
+        DeviceChallengeRequest,
+    ),
+    BrokerRoute(
+        "device_session", "POST", "/v1/auth/device/session", PUBLIC_ROUTE, DeviceSessionRequest
+    ),
+    BrokerRoute("session_info", "GET", "/v1/auth/session", (J0, J1, DEVICE)),
+    BrokerRoute("session_revoke", "POST", "/v1/auth/session/revoke", (J0, J1, DEVICE)),
+    BrokerRoute("cap_fetch", "POST", "/v1/cap/cred-fetch", (J1, DEVICE), CapMintRequest),
+    BrokerRoute("cap_store", "POST", "/v1/cap/cred-store", (J1,), CapMintRequest),
+    BrokerRoute("cap_list", "POST", "/v1/cap/cred-list", (J1,), CapMintRequest),
+    BrokerRoute("cap_teardown", "POST", "/v1/cap/cred-teardown", (J1,), CapMintRequest),
+    BrokerRoute("cap_jwks", "GET", "/v1/cap/jwks.json", PUBLIC_ROUTE),
+    BrokerRoute("oidc_configuration", "GET", "/.well-known/openid-configuration", PUBLIC_ROUTE),
+    BrokerRoute("oidc_jwks", "GET", "/.well-known/jwks.json", PUBLIC_ROUTE),
+    BrokerRoute("mint_oidc_challenge", "POST", "/v1/mint-oidc-jwt/challenge", (J1,)),
+    BrokerRoute("mint_oidc_jwt", "POST", "/v1/mint-oidc-jwt", (J1,), MintOidcRequest),
+    BrokerRoute("relay_scope", "POST", "/v1/relay/scope", (J1,), RelayScopeRequest),
+    BrokerRoute("relay_agent", "POST", "/v1/relay/agent", (J1,), RelayAgentRequest),
+    BrokerRoute(
+        "relay_device_revoke", "POST", "/v1/relay/device-revoke", (J1,), RelayDeviceRevokeRequest
+    ),
+    BrokerRoute(
+        "relay_first_master", "POST", "/v1/relay/first-master", (J1,), RelayFirstMasterRequest
+    ),
+    BrokerRoute("health", "GET", "/v1/health", PUBLIC_ROUTE),
+)
+"""Every route of the broker."""
+
+SESSION_REQUIREMENTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {route.name: route.sessions for route in ROUTES}
+)
+"""The broker's authorization table: route name → session stages accepted (empty: public)."""
 
 
 def _cose_point(cose: bytes) -> bytes | None:
@@ -507,65 +509,23 @@ class BrokerService:
         self.sessions = SessionIssuer(
             keys.session, store, issuer=site.public_url, audience=site.session_audience
         )
-        routes: tuple[_BrokerRoute, ...] = (
-            ("email_start", "POST", "/v1/auth/email/start", self._email_start),
-            ("email_verify", "GET", "/v1/auth/email/verify", self._email_verify),
-            ("email_poll", "POST", "/v1/auth/email/poll", self._email_poll),
-            (
-                "passkey_register_options",
-                "POST",
-                "/v1/auth/passkey/register/options",
-                self._register_options,
-            ),
-            (
-                "passkey_register_verify",
-                "POST",
-                "/v1/auth/passkey/register/verify",
-                self._register_verify,
-            ),
-            ("siwe_start", "POST", "/v1/auth/siwe/start", self._siwe_start),
-            ("siwe_verify", "POST", "/v1/auth/siwe/verify", self._siwe_verify),
-            ("siwe_k4", "POST", "/v1/auth/siwe/k4", self._siwe_k4),
-            ("device_challenge", "POST", "/v1/auth/device/challenge", self._device_challenge),
-            ("device_session", "POST", "/v1/auth/device/session", self._device_session),
-            ("session_info", "GET", "/v1/auth/session", self._session_info),
-            ("session_revoke", "POST", "/v1/auth/session/revoke", self._session_revoke),
-            ("cap_fetch", "POST", "/v1/cap/cred-fetch", self._cap(CapOp.FETCH)),
-            ("cap_store", "POST", "/v1/cap/cred-store", self._cap(CapOp.STORE)),
-            ("cap_list", "POST", "/v1/cap/cred-list", self._cap(CapOp.LIST)),
-            ("cap_teardown", "POST", "/v1/cap/cred-teardown", self._cap(CapOp.TEARDOWN)),
-            ("cap_jwks", "GET", "/v1/cap/jwks.json", self._cap_jwks),
-            (
-                "oidc_configuration",
-                "GET",
-                "/.well-known/openid-configuration",
-                self._oidc_configuration,
-            ),
-            ("oidc_jwks", "GET", "/.well-known/jwks.json", self._oidc_jwks),
-            (
-                "mint_oidc_challenge",
-                "POST",
-                "/v1/mint-oidc-jwt/challenge",
-                self._mint_oidc_challenge,
-            ),
-            ("mint_oidc_jwt", "POST", "/v1/mint-oidc-jwt", self._mint_oidc_jwt),
-            ("relay_scope", "POST", "/v1/relay/scope", self._relay_scope),
-            ("relay_agent", "POST", "/v1/relay/agent", self._relay_agent),
-            ("relay_device_revoke", "POST", "/v1/relay/device-revoke", self._relay_revoke),
-            ("relay_first_master", "POST", "/v1/relay/first-master", self._relay_first_master),
-            ("health", "GET", "/v1/health", self._health),
-        )
-        names = {r[0] for r in routes}
-        if names != set(SESSION_REQUIREMENTS) or len(names) != len(routes):
-            raise RouteTableError("broker: routes and SESSION_REQUIREMENTS disagree")
+        names = [route.name for route in ROUTES]
+        if len(set(names)) != len(names):
+            raise RouteTableError("broker: a route name is declared twice")
         wrapped = tuple(
-            Route(name, method, path, self._guarded(name, handler), request=_REQUESTS.get(name))
-            for name, method, path, handler in routes
+            Route(
+                route.name,
+                route.method,
+                route.path,
+                self._guarded(route.sessions, getattr(self, f"_{route.name}")),
+                request=route.request,
+            )
+            for route in ROUTES
         )
         self.app = ServiceApp(
             "broker",
             wrapped,
-            dict.fromkeys(names, PUBLIC),  # transport: anyone; sessions: SESSION_REQUIREMENTS
+            dict.fromkeys(names, PUBLIC),  # transport: anyone; sessions: ROUTES
             audit=audit,
             max_body_bytes=settings.max_body_bytes,
             readiness=self._readiness,
@@ -627,10 +587,8 @@ class BrokerService:
     # -- session guard ----------
 
     def _guarded(
-        self, name: str, handler: _Handler
+        self, stages: tuple[str, ...], handler: _Handler
     ) -> Callable[[Call], Awaitable[JsonObject | Reply]]:
-        stages = SESSION_REQUIREMENTS[name]
-
         async def guarded(call: Call) -> JsonObject | Reply:
             session: Session | None = None
             if stages:
@@ -729,7 +687,7 @@ class BrokerService:
 
     # -- stage 2: passkey enrollment bound to K10 ----------
 
-    async def _register_options(self, call: Call, session: Session | None) -> JsonObject:
+    async def _passkey_register_options(self, call: Call, session: Session | None) -> JsonObject:
         s = self._need(session)
         req = call.decode(RegisterOptionsRequest)
         point = _point_from_hex(req.k10_public_key)
@@ -764,7 +722,7 @@ class BrokerService:
             }
         return {"challenge_id": challenge_id, "options": options, "approval": approval}
 
-    async def _register_verify(self, call: Call, session: Session | None) -> JsonObject:
+    async def _passkey_register_verify(self, call: Call, session: Session | None) -> JsonObject:
         s = self._need(session)
         req = call.decode(RegisterVerifyRequest)
         payload = await self.store.take_challenge(
@@ -1142,11 +1100,17 @@ class BrokerService:
 
     # -- cap minting ----------
 
-    def _cap(self, op: CapOp) -> _Handler:
-        async def handler(call: Call, session: Session | None) -> JsonObject | Reply:
-            return await self.mint(call, self._need(session), op)
+    async def _cap_fetch(self, call: Call, session: Session | None) -> JsonObject:
+        return await self.mint(call, self._need(session), CapOp.FETCH)
 
-        return handler
+    async def _cap_store(self, call: Call, session: Session | None) -> JsonObject:
+        return await self.mint(call, self._need(session), CapOp.STORE)
+
+    async def _cap_list(self, call: Call, session: Session | None) -> JsonObject:
+        return await self.mint(call, self._need(session), CapOp.LIST)
+
+    async def _cap_teardown(self, call: Call, session: Session | None) -> JsonObject:
+        return await self.mint(call, self._need(session), CapOp.TEARDOWN)
 
     async def _verify_pop(self, claims: MintPopClaims, signature: str, point: bytes) -> None:
         now = self._now()
@@ -1412,7 +1376,7 @@ class BrokerService:
             "device_key_hash": dkh,
         }
 
-    async def _relay_revoke(self, call: Call, session: Session | None) -> JsonObject:
+    async def _relay_device_revoke(self, call: Call, session: Session | None) -> JsonObject:
         """Revoke a device of the operator (SidecarRegistry.revoke_device)."""
         relay, req, approval = self._approval(call, session, RelayDeviceRevokeRequest)
         target = normalize_hex32(req.revoke_device_key_hash)

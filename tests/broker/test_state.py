@@ -169,9 +169,11 @@ def test_exported_names() -> None:
         [
             "J0",
             "J1",
+            "ROUTES",
             "SESSION_REQUIREMENTS",
             "BrokerConfig",
             "BrokerKeys",
+            "BrokerRoute",
             "BrokerService",
             "CachedChainView",
             "CapSettings",

@@ -489,22 +489,9 @@ def _assertion_seeds() -> list[bytes]:
 # -- the service base's request decoding (every broker request dataclass) ----------------------
 
 BROKER_REQUESTS: dict[str, type[Any]] = {
-    "email_start": broker_service.EmailStartRequest,
-    "email_poll": broker_service.EmailPollRequest,
-    "passkey_register_options": broker_service.RegisterOptionsRequest,
-    "passkey_register_verify": broker_service.RegisterVerifyRequest,
-    "siwe_start": broker_service.SiweStartRequest,
-    "siwe_verify": broker_service.SiweVerifyRequest,
-    "siwe_k4": broker_service.SiweK4Request,
-    "cap_fetch": broker_service.CapMintRequest,
-    "cap_store": broker_service.CapMintRequest,
-    "cap_list": broker_service.CapMintRequest,
-    "cap_teardown": broker_service.CapMintRequest,
-    "relay_scope": broker_service.RelayScopeRequest,
-    "relay_agent": broker_service.RelayAgentRequest,
-    "relay_device_revoke": broker_service.RelayDeviceRevokeRequest,
+    route.name: route.request for route in broker_service.ROUTES if route.request is not None
 }
-"""Request dataclass of each broker route that takes a body (mirrors agentkeys.broker)."""
+"""Request dataclass of each broker route that takes a body (from its one declaration)."""
 
 
 def _service_json(data: bytes) -> object:
