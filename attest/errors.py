@@ -17,10 +17,7 @@
         ├── DeviceKeyError      (500)    a device key (K10) cannot be created, loaded or used
         ├── TpmUnavailable      (503)    no TPM reachable through the configured TCTI
         ├── TpmError            (500)    the TPM refused an operation
-        ├── UnsealFailed        (500)    a sealed secret cannot be recovered here
-        ├── TooManyConnections  (503)    serve_attested holds its maximum of open connections
-        └── LifespanFailed      (500)    an app served by serve_attested failed its ASGI
-                                         lifespan startup or shutdown
+        └── UnsealFailed        (500)    a sealed secret cannot be recovered here
 
 Reasons never contain key material or sealed secrets.
 """
@@ -96,14 +93,4 @@ class TpmError(AttestError):
 
 class UnsealFailed(AttestError):
     error = "unseal_failed"
-    status = 500
-
-
-class TooManyConnections(AttestError):
-    error = "too_many_connections"
-    status = 503
-
-
-class LifespanFailed(AttestError):
-    error = "lifespan_failed"
     status = 500

@@ -30,7 +30,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from attest import ServeConfig, caller_from_scope, create_unix_listener, serve_attested
+from agentkeys.http1 import ServeConfig, serve_attested
+from attest import caller_from_scope, create_unix_listener
 
 __all__ = ["BODY", "SERVER_NAMES", "Servers", "running_servers"]
 

@@ -57,6 +57,7 @@ from agentkeys.daemon.quota import QuotaBook, QuotaKey, QuotaLimits
 from agentkeys.daemon.revocation import RevocationState
 from agentkeys.daemon.usage import UsageScanner
 from agentkeys.errors import AgentkeysError
+from agentkeys.http1 import Refusal
 from agentkeys.service import METRICS_CONTENT_TYPE, ServiceMetrics
 from attest.caller import CallerIdentity
 from attest.errors import AttestError
@@ -325,7 +326,7 @@ class ProxyApp:
             if not note.audited:
                 self._finish(note, "error", "internal_error", 500)
 
-    def record_refused(self, exc: AttestError) -> None:
+    def record_refused(self, exc: Refusal) -> None:
         """Audit a connection refused before any request (caller not attested, or busy)."""
         self._finish(
             _Audit(method="-", path="-", route="connection"), "deny", exc.error, exc.status

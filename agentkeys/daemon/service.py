@@ -2,7 +2,7 @@
 
 Duties, each a task in the nursery:
 
-* ``listener`` — HTTP/1.1 (``attest.serve_attested``) over the Unix socket (0600 in 0700)
+* ``listener`` — HTTP/1.1 (``agentkeys.http1.serve_attested``) over the Unix socket (0600 in 0700)
   and the optional loopback TCP listener, every connection attested (E1/E2) before a
   byte is read; on stop it closes idle connections and gives in-flight requests and
   streams ``listen.graceful_timeout`` seconds;
@@ -50,13 +50,8 @@ from agentkeys.daemon.proxy import ProxyApp, ProxyLimits
 from agentkeys.daemon.quota import QuotaBook
 from agentkeys.daemon.revocation import RevocationState, changes_nothing
 from agentkeys.errors import AgentkeysError
-from attest.serve import (
-    CallerAttestor,
-    ServeConfig,
-    create_loopback_listener,
-    create_unix_listener,
-    serve_attested,
-)
+from agentkeys.http1 import ServeConfig, serve_attested
+from attest.serve import CallerAttestor, create_loopback_listener, create_unix_listener
 
 __all__ = ["AuditRelay", "Daemon", "DaemonAddress"]
 
