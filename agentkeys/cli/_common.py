@@ -62,7 +62,6 @@ from agentkeys.chain.events import decode_log
 from agentkeys.config import ConfigError, check_private_file
 from agentkeys.errors import AgentkeysError, FormatError
 from agentkeys.jwks import b64url_decode, b64url_encode
-from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import (
     agent_omni,
     device_key_hash_from_point,
@@ -80,6 +79,7 @@ from agentkeys.passkey_page import (
 )
 from attest.device_key import BackendChoice, DeviceKey, open_device_key
 from attest.errors import AttestError
+from attest.k10_signature import k10_raw_from_der
 
 if TYPE_CHECKING:
     from agentkeys.devstack.softauthn import SoftAuthenticator

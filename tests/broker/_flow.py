@@ -17,8 +17,8 @@ from agentkeys.broker import J1
 from agentkeys.devstack.smtp_sink import SmtpSink, find_link
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_encode
-from agentkeys.k10_signature import k10_sign
 from agentkeys.siwe import SiweMessage
+from attest.k10_signature import k10_sign
 from tests.broker.conftest import Device, Operator, RunningBroker
 
 

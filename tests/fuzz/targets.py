@@ -62,7 +62,6 @@ from agentkeys.jwks import (
     jwk_thumbprint,
     public_key_from_jwk,
 )
-from agentkeys.k10_signature import k10_sign
 from agentkeys.pop import (
     MintPopClaims,
     NonceRegistry,
@@ -84,6 +83,7 @@ from agentkeys.siwe import (
 )
 from attest.bundle import AttestationBundle, verify_bundle
 from attest.errors import AttestationMalformed, AttestError
+from attest.k10_signature import k10_sign
 from attest.pin import CallerPin, PinAnswer, verify_pin_answer
 from attest.quote import parse_attest
 from attest.tpm_public import parse_tpm_public
