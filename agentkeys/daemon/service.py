@@ -49,7 +49,7 @@ from agentkeys.daemon.policy import Policy, load_policy
 from agentkeys.daemon.proxy import ProxyApp, ProxyLimits
 from agentkeys.daemon.quota import QuotaBook
 from agentkeys.daemon.revocation import RevocationState, changes_nothing
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS, AgentkeysError
 from agentkeys.http1 import ServeConfig, serve_attested
 from attest.serve import CallerAttestor, create_loopback_listener, create_unix_listener
 
@@ -288,7 +288,7 @@ class Daemon:
                 what = "returned"
             except Exception as exc:
                 cause = exc
-                what = exc.reason if isinstance(exc, AgentkeysError) else type(exc).__name__
+                what = exc.reason if isinstance(exc, DOMAIN_ERRORS) else type(exc).__name__
             now = time.monotonic()
             failures.append(now)
             while failures and failures[0] < now - self._failure_window:

@@ -35,10 +35,10 @@ def test_importing_attest_does_not_load_tpm2_pytss() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_errors_subclass_the_root() -> None:
-    from agentkeys.errors import AgentkeysError
+def test_errors_subclass_attests_own_root() -> None:
+    from attest.errors import AttestError
 
     for name in attest.__all__:
         value = getattr(attest, name)
         if isinstance(value, type) and issubclass(value, Exception):
-            assert issubclass(value, AgentkeysError), name
+            assert issubclass(value, AttestError), name

@@ -44,8 +44,8 @@ from agentkeys.cap import (
 )
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.errors import (
-    AgentkeysError,
     CapError,
+    DomainError,
     EnvelopeError,
     InvalidAgentLabel,
     InvalidEncoding,
@@ -148,7 +148,7 @@ def json_value(data: bytes) -> Any:
         raise NotJson from None
 
 
-def check_error(exc: AgentkeysError) -> None:
+def check_error(exc: DomainError) -> None:
     """A refusal must be answerable: a string reason, a JSON body and an error status."""
     body = exc.to_json()
     if not (
@@ -166,7 +166,7 @@ class Target:
 
     name: str
     run: Callable[[bytes], object]
-    allowed: tuple[type[AgentkeysError], ...]
+    allowed: tuple[type[DomainError], ...]
     seeds: Callable[[], list[bytes]] = field(default=lambda: [])
 
     def check(self, data: bytes) -> None:
