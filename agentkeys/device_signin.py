@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.errors import FormatError
 from agentkeys.jwks import b64url_decode
-from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import hex32_to_bytes
+from attest.k10_signature import verify_k10
 
 __all__ = [
     "DEVICE_CHALLENGE_LENGTH",

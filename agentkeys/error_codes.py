@@ -330,7 +330,10 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
             502, "The broker did not mint a web-identity token (the reason carries its code)."
         ),
         "lifespan_failed": ErrorCode(
-            500, "An app served by serve_attested failed its ASGI lifespan startup or shutdown."
+            500, "An app served by a listener failed its ASGI lifespan startup or shutdown."
+        ),
+        "listener_error": ErrorCode(
+            500, "Branch: a listener refused a connection or could not serve its app."
         ),
         "malformed_json": ErrorCode(400, "The body is not a single well-formed JSON object."),
         "master_only": ErrorCode(403, "store, teardown and list are for a master device."),

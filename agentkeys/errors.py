@@ -45,6 +45,9 @@
     │   └── ReadOnlyScope                a write on a read-only scope
     └── (each subpackage)                its own errors.py, leaves subclass AgentkeysError
 
+    attest.errors.AttestError            attest's own root (attest imports nothing of
+                                         agentkeys); :data:`DOMAIN_ERRORS` catches both
+
 Every leaf answers the caller's question: it carries a machine-readable
 ``error`` code, the HTTP ``status`` a service answers with, and a ``reason``
 for humans. A reason never contains secret material (keys, plaintexts,
@@ -57,7 +60,9 @@ server-side error, since the client did not send it).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
+
+from attest.errors import AttestError
 
 
 class AgentkeysError(Exception):
@@ -76,6 +81,16 @@ class AgentkeysError(Exception):
     def to_json(self) -> dict[str, str]:
         """The ``{error, reason}`` body every endpoint answers a failure with."""
         return {"error": self.error, "reason": self.reason}
+
+
+DomainError = AgentkeysError | AttestError
+"""An error raised on purpose, by agentkeys or by the attest package it builds on: both carry
+``error``, ``status``, ``reason`` and ``to_json()``."""
+
+DOMAIN_ERRORS: Final = (AgentkeysError, AttestError)
+""":data:`DomainError` as a tuple, for ``except DOMAIN_ERRORS`` and ``isinstance``: every site
+that answers, reports or retries a refusal whose cause may lie in attest (a device key, a
+sealed secret, an unattested caller) catches this, never ``AgentkeysError`` alone."""
 
 
 class KeyDerivationExhausted(AgentkeysError):

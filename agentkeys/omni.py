@@ -1,6 +1,7 @@
 """Identifiers: the one normaliser for 32-byte hex, omnis, wallets, services, device keys.
 
-Implements SPEC section 3 (identifiers) and the ``device_key_hash`` of SPEC section 2.
+Implements SPEC section 3 (identifiers); the K10 point and ``device_key_hash`` of SPEC
+section 2 are defined in :mod:`attest.p256` and exposed here with agentkeys' errors.
 The text form of every 32-byte identifier is 64 lowercase hex without ``0x``; inputs
 may carry ``0x`` or mixed case and are normalised here, at the boundary, and nowhere
 else.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,6 +29,8 @@ from agentkeys.errors import (
     InvalidKeyMaterial,
     InvalidServiceName,
 )
+from attest import p256
+from attest.errors import AttestationMalformed
 
 __all__ = [
     "IdentityType",
@@ -201,18 +206,26 @@ def service_hash(name: str) -> bytes:
     return bytes(keccak(normalize_service(name).encode("ascii")))
 
 
+# -- K10 and K11 points, device_key_hash: defined in attest.p256 (attest owns the device key) --
+
+
+@contextmanager
+def _key_material() -> Iterator[None]:
+    """attest's refusal of a key or point, as agentkeys' :class:`InvalidKeyMaterial`."""
+    try:
+        yield
+    except AttestationMalformed as exc:
+        raise InvalidKeyMaterial(exc.reason) from exc
+
+
 def p256_point_bytes(public_key: ec.EllipticCurvePublicKey) -> bytes:
     """The 64-byte uncompressed point X ‖ Y (no 0x04 prefix) of a P-256 public key.
 
     Raises:
         InvalidKeyMaterial: not a P-256 public key.
     """
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
-        public_key.curve, ec.SECP256R1
-    ):
-        raise InvalidKeyMaterial("expected a P-256 public key")
-    numbers = public_key.public_numbers()
-    return numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
+    with _key_material():
+        return p256.point_bytes(public_key)
 
 
 def device_key_hash(public_key: ec.EllipticCurvePublicKey) -> str:
@@ -221,7 +234,8 @@ def device_key_hash(public_key: ec.EllipticCurvePublicKey) -> str:
     Raises:
         InvalidKeyMaterial: not a P-256 public key.
     """
-    return bytes(keccak(p256_point_bytes(public_key))).hex()
+    with _key_material():
+        return p256.device_key_hash(public_key)
 
 
 def p256_public_key_from_point(xy: bytes) -> ec.EllipticCurvePublicKey:
@@ -230,12 +244,8 @@ def p256_public_key_from_point(xy: bytes) -> ec.EllipticCurvePublicKey:
     Raises:
         InvalidKeyMaterial: not 64 bytes, or not a point on P-256.
     """
-    if not isinstance(xy, bytes) or len(xy) != 64:
-        raise InvalidKeyMaterial("expected the 64-byte P-256 point X || Y")
-    try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + xy)
-    except ValueError:
-        raise InvalidKeyMaterial("not a point on P-256") from None
+    with _key_material():
+        return p256.public_key_from_point(xy)
 
 
 def device_key_hash_from_point(xy: bytes) -> str:
@@ -244,5 +254,5 @@ def device_key_hash_from_point(xy: bytes) -> str:
     Raises:
         InvalidKeyMaterial: not 64 bytes, or not a point on P-256.
     """
-    p256_public_key_from_point(xy)
-    return bytes(keccak(xy)).hex()
+    with _key_material():
+        return p256.device_key_hash_from_point(xy)

@@ -59,8 +59,8 @@ from agentkeys.errors import (
     SignatureMalformed,
 )
 from agentkeys.jwks import b64url_decode, b64url_encode, raw_rs_to_der
-from agentkeys.k10_signature import k10_sign, verify_k10
 from agentkeys.omni import device_key_hash, normalize_hex32, normalize_service
+from attest.k10_signature import k10_sign, verify_k10
 
 __all__ = [
     "DEFAULT_NONCE_CAPACITY",

@@ -4,10 +4,10 @@ SPEC.md sections 2, 7 (attest) and 8. Public API (pinned by
 tests/attest/test_exports.py):
 
 * callers: :class:`CallerIdentity`, :class:`ProcessIdentity`, :class:`Transport`;
-  :class:`CallerAttestor`, :func:`create_unix_listener`, :func:`create_loopback_listener`,
-  :func:`serve_attested`,
-  :func:`caller_from_scope` (HTTP/1.1 for ASGI apps, E1/E2 per connection);
-  :func:`identify_unix_peer` (E1), :func:`identify_tcp_peer` (E2).
+  :class:`CallerAttestor` (E1/E2 per accepted connection), :func:`create_unix_listener`,
+  :func:`create_loopback_listener`, :func:`caller_from_scope`;
+  :func:`identify_unix_peer` (E1), :func:`identify_tcp_peer` (E2). Serving HTTP to the
+  attested callers is ``agentkeys.http1.serve_attested``'s.
 * E3 pins: :class:`CallerPin`, :class:`PinAnswer`, :class:`PinKind`,
   :func:`new_challenge`, :func:`verify_pin_answer`, :func:`software_pin`,
   :func:`software_answer` (TPM client side: ``attest.tpm.tpm_enroll_pin`` /
@@ -42,7 +42,6 @@ from attest.errors import (
     DeviceKeyError,
     InsecurePath,
     KeyNotTrusted,
-    LifespanFailed,
     NonceMismatch,
     PcrMismatch,
     SignatureInvalid,
@@ -65,11 +64,9 @@ from attest.pin import (
 from attest.seal import SealBackend, Sealer, SoftwareSealer, open_sealer
 from attest.serve import (
     CallerAttestor,
-    ServeConfig,
     caller_from_scope,
     create_loopback_listener,
     create_unix_listener,
-    serve_attested,
 )
 
 __all__ = [
@@ -90,7 +87,6 @@ __all__ = [
     "ExeHashCache",
     "InsecurePath",
     "KeyNotTrusted",
-    "LifespanFailed",
     "NonceMismatch",
     "PcrMismatch",
     "PinAnswer",
@@ -98,7 +94,6 @@ __all__ = [
     "ProcessIdentity",
     "SealBackend",
     "Sealer",
-    "ServeConfig",
     "SignatureInvalid",
     "SoftwareDeviceKey",
     "SoftwareSealer",
@@ -120,7 +115,6 @@ __all__ = [
     "new_challenge",
     "open_device_key",
     "open_sealer",
-    "serve_attested",
     "software_answer",
     "software_pin",
     "verify_bundle",

@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
-from agentkeys.errors import AgentkeysError
-from agentkeys.k10_signature import verify_k10
-from agentkeys.omni import device_key_hash_from_point, p256_point_bytes, p256_public_key_from_point
 from attest._json import get_hex, get_pcrs, get_str, loads_object
 from attest.device_key import Backend
 from attest.errors import AttestationMalformed, KeyNotTrusted, NonceMismatch, SignatureInvalid
+from attest.k10_signature import verify_k10
+from attest.p256 import device_key_hash_from_point, point_bytes, public_key_from_point
 from attest.quote import normalise_pcrs, verify_certify, verify_quote
 from attest.tpm_public import RESIDENT, ObjectAttr, parse_tpm_public
 
@@ -159,7 +158,7 @@ async def make_bundle(key: DeviceKey, nonce: bytes | None = None) -> Attestation
     nonce = secrets.token_bytes(32) if nonce is None else nonce
     if len(nonce) != 32:
         raise AttestationMalformed("the bundle nonce is 32 bytes")
-    point = p256_point_bytes(key.public_key)
+    point = point_bytes(key.public_key)
     signature = await key.sign(_pop_digest(nonce, point))
     return AttestationBundle(
         backend=key.backend,
@@ -193,8 +192,8 @@ def verify_bundle(
     if expected_nonce is not None and not hmac.compare_digest(bundle.nonce, expected_nonce):
         raise NonceMismatch("the bundle answers another challenge")
     try:
-        k10 = p256_public_key_from_point(bundle.public_key)
-    except AgentkeysError as exc:
+        k10 = public_key_from_point(bundle.public_key)
+    except AttestationMalformed as exc:
         raise AttestationMalformed(f"{_WHAT}: public key is not a P-256 point") from exc
     if not verify_k10(k10, bundle.signature, digest=_pop_digest(bundle.nonce, bundle.public_key)):
         raise SignatureInvalid("the bundle is not signed by its device key")

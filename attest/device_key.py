@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from agentkeys.omni import device_key_hash
 from attest._files import read_private_file, write_private_file
 from attest._sig import der_to_rs
 from attest.errors import DeviceKeyError, TpmUnavailable
+from attest.p256 import device_key_hash
 
 if TYPE_CHECKING:
     from attest.bundle import TpmEvidence

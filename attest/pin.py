@@ -30,12 +30,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agentkeys.errors import AgentkeysError
-from agentkeys.omni import p256_point_bytes, p256_public_key_from_point
 from attest._files import read_private_file, write_private_file
 from attest._json import get_hex, get_pcrs, get_str, loads_object
 from attest._sig import der_to_rs, verify_digest
 from attest.errors import AttestationMalformed, SignatureInvalid
+from attest.p256 import point_bytes, public_key_from_point
 from attest.quote import normalise_pcrs, verify_quote
 from attest.tpm_public import parse_tpm_public
 
@@ -185,8 +184,8 @@ def save_pins(path: Path, pins: dict[str, CallerPin]) -> None:
 
 def _p256(point: bytes) -> ec.EllipticCurvePublicKey:
     try:
-        return p256_public_key_from_point(point)
-    except AgentkeysError as exc:
+        return public_key_from_point(point)
+    except AttestationMalformed as exc:
         raise AttestationMalformed("the pinned key is not a P-256 point") from exc
 
 
@@ -201,9 +200,7 @@ def software_answer_digest(challenge: bytes) -> bytes:
 
 def software_pin(name: str, private_key: ec.EllipticCurvePrivateKey) -> CallerPin:
     """Client helper: the pin for a software (P-256 key) caller."""
-    return CallerPin(
-        name=name, kind=PinKind.P256_KEY, key=p256_point_bytes(private_key.public_key())
-    )
+    return CallerPin(name=name, kind=PinKind.P256_KEY, key=point_bytes(private_key.public_key()))
 
 
 def software_answer(private_key: ec.EllipticCurvePrivateKey, challenge: bytes) -> PinAnswer:

@@ -1,66 +1,47 @@
-"""Serve an ASGI app over HTTP/1.1, attesting every connection's caller first.
+"""The attested side of a listener: private sockets, and who is at the other end.
 
-This module accepts connections itself (``trio.serve_listeners`` over sockets it is
-given), attests the peer of each connection (E1 for Unix sockets, E2 for loopback TCP)
-*before* reading a byte from it, and then serves HTTP/1.1 on the stream with the lean
-server of :mod:`attest._http1` (h11, one task per connection). Every HTTP scope of that
-connection carries the identity as ``scope["extensions"]["agentkeys.caller"]``; read it
-with :func:`caller_from_scope`. A connection whose caller cannot be attested gets a 403
-and is closed; the app never sees it. Beyond ``ServeConfig.max_connections`` open
-connections, a new one gets a 503 and is closed before it is attested.
+* :func:`create_unix_listener` (E1) and :func:`create_loopback_listener` (E2) make the
+  listening sockets callers are attested on;
+* :class:`CallerAttestor` attests the peer of an accepted connection (E1 for Unix
+  sockets, E2 for loopback TCP) before a byte is read from it;
+* :func:`caller_from_scope` reads the identity back from an ASGI scope, where the server
+  put it under :data:`SCOPE_KEY`.
 
-Order of events: lifespan startup, then serving; once the shutdown trigger fires,
-accepting stops, idle connections close, requests in progress get
-``config.graceful_timeout`` seconds, then lifespan shutdown.
-
-Why not Hypercorn here (the services use it): the sidecar daemon's request path must
-add well under a millisecond, and Hypercorn's per-connection server (a reader task,
-a task and timers per request, separate writes for head and body) costs ~0.35-0.4 ms
-per request on the 2-core reference machine, most of that budget; this server ~0.1 ms
-(docs/performance.md, ``http c=*`` rows).
+Serving HTTP on the attested connection is not attest's: the daemon's listener
+(``agentkeys.http1.serve_attested``) accepts, calls :meth:`CallerAttestor.identify` and
+serves the stream.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from attest._files import check_private_dir, ensure_private_dir
-from attest._http1 import BUSY_RESPONSE, Http1Server, ServeConfig, lifespan, serve_refusing
 from attest.caller import CallerIdentity, Transport
-from attest.errors import AttestError, CallerUnidentified, InsecurePath, TooManyConnections
+from attest.errors import CallerUnidentified, InsecurePath
 from attest.netns import identify_tcp_peer
 from attest.peercred import ExeHashCache, boot_ticks_now, identify_unix_peer
 
 __all__ = [
     "SCOPE_KEY",
     "CallerAttestor",
-    "ServeConfig",
     "caller_from_scope",
     "create_loopback_listener",
     "create_unix_listener",
-    "serve_attested",
 ]
 
 SCOPE_KEY = "agentkeys.caller"
-
-_log = logging.getLogger(__name__)
-_REFUSAL_BODY = b'{"error":"caller_unidentified","reason":"the caller could not be attested"}'
-_REFUSAL = (
-    b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
-)
+"""Where a listener puts the :class:`CallerIdentity` in ``scope["extensions"]``."""
 
 
 def create_unix_listener(
@@ -202,7 +183,7 @@ class CallerAttestor:
 
 
 def caller_from_scope(scope: Mapping[str, Any]) -> CallerIdentity:
-    """The attested caller of an ASGI request served by :func:`serve_attested`.
+    """The attested caller of an ASGI request (put there under :data:`SCOPE_KEY`).
 
     Raises:
         CallerUnidentified: the scope carries no identity (fail closed).
@@ -211,90 +192,3 @@ def caller_from_scope(scope: Mapping[str, Any]) -> CallerIdentity:
     if not isinstance(caller, CallerIdentity):
         raise CallerUnidentified("the request carries no attested caller")
     return caller
-
-
-async def serve_attested(
-    app: Any,
-    sockets: Sequence[socket.socket],
-    *,
-    config: ServeConfig | None = None,
-    attestor: CallerAttestor | None = None,
-    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
-    on_refused: Callable[[AttestError], None] | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve the ASGI ``app`` on listening ``sockets``, attesting every caller.
-
-    Args:
-        app: an ASGI 3 application (e.g. a ``quart_trio.QuartTrio``, or the daemon's
-            bare proxy app).
-        sockets: listening sockets (from :func:`create_unix_listener`, or a TCP
-            socket bound to 127.0.0.1). Ownership passes here: they are closed
-            when serving ends.
-        config: bounds and timeouts.
-        attestor: how callers are attested; a default one when None.
-        shutdown_trigger: when it returns, stop accepting, close idle connections, let
-            requests in progress finish for ``config.graceful_timeout`` seconds, run
-            lifespan shutdown and return. Cancelling the call stops at once instead.
-        on_refused: told of every connection refused before the app saw it
-            (:class:`CallerUnidentified` or a leaf, :class:`TooManyConnections`), e.g.
-            to audit it; it must not block.
-        task_status: ``started()`` once the app's startup ran and sockets accept.
-
-    Raises:
-        LifespanFailed: the app's lifespan startup failed.
-    """
-    config = config or ServeConfig()
-    attestor = attestor or CallerAttestor()
-    listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
-
-    try:
-        async with lifespan(
-            app, startup_timeout=config.startup_timeout, shutdown_timeout=config.graceful_timeout
-        ) as state:
-            server = Http1Server(app, config, state)
-
-            async def handle(stream: trio.SocketStream) -> None:
-                # the slot is held from the accept on: connections being attested count
-                if not server.reserve():
-                    await _refuse(stream, TooManyConnections("too many open connections"))
-                    return
-                try:
-                    try:
-                        caller = await attestor.identify(stream.socket)  # type: ignore[arg-type]
-                    except CallerUnidentified as exc:
-                        await _refuse(stream, exc)
-                        return
-                    except Exception:
-                        # fail closed, and one connection never ends serving
-                        _log.exception("attesting a connection failed")
-                        await _refuse(stream, CallerUnidentified("attestation failed"))
-                        return
-                    await server.serve(stream, {SCOPE_KEY: caller})
-                except Exception:
-                    _log.exception("serving a connection failed")
-                finally:
-                    server.release()
-
-            async def _refuse(stream: trio.SocketStream, refusal: AttestError) -> None:
-                _log.warning("refused a connection: %s", refusal.reason)
-                if on_refused is not None:
-                    on_refused(refusal)
-                response = BUSY_RESPONSE if isinstance(refusal, TooManyConnections) else _REFUSAL
-                await serve_refusing(stream, response)
-
-            async with trio.open_nursery() as connections:
-                async with trio.open_nursery() as accepting:
-                    serve = partial(trio.serve_listeners, handler_nursery=connections)
-                    accepting.start_soon(serve, handle, listeners)
-                    task_status.started()
-                    if shutdown_trigger is None:
-                        await trio.sleep_forever()
-                    await shutdown_trigger()
-                    accepting.cancel_scope.cancel()
-                server.drain()
-                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-    finally:
-        for listener in listeners:
-            with trio.CancelScope(shield=True):
-                await listener.aclose()

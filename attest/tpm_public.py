@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agentkeys.errors import AgentkeysError
-from agentkeys.omni import p256_public_key_from_point
 from attest._reader import Reader
 from attest.errors import AttestationMalformed
+from attest.p256 import public_key_from_point
 
 ALG_ECC = 0x0023
 ALG_SHA256 = 0x000B
@@ -57,8 +56,8 @@ class TpmPublic:
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         try:
-            return p256_public_key_from_point(self.point)
-        except AgentkeysError as exc:
+            return public_key_from_point(self.point)
+        except AttestationMalformed as exc:
             raise AttestationMalformed("the TPM public key is not a P-256 point") from exc
 
     def has(self, attrs: ObjectAttr) -> bool:

@@ -9,7 +9,7 @@ Scenarios (each a module with ``async def run(profile, …) -> list[Row]``):
 * :mod:`bench.crypto` — envelopes, caps, K10 PoP vs raw ``cryptography`` calls;
 * :mod:`bench.attestation` — E1 caller attestation per connection vs a plain accept;
 * :mod:`bench.http` — raw Trio floor, Hypercorn + ASGI, Hypercorn + Quart-Trio and
-  ``attest.serve_attested`` on Unix sockets, driven by a C load generator
+  ``agentkeys.http1.serve_attested`` on Unix sockets, driven by a C load generator
   (``bench/loadgen.c``) at 1, 8 and 64 concurrent clients;
 * :mod:`bench.chain` — ChainClient reads against a real anvil, and the broker's
   cached chain view;

@@ -6,11 +6,11 @@ its own Unix socket (mode 0600 in a private directory):
 * ``raw-trio``: the floor — ``trio.serve_listeners`` and a handler that answers
   every request head it sees with a fixed response (no HTTP parser at all).
 * ``hypercorn-asgi``: stock ``hypercorn.trio.serve`` and a bare ASGI callable.
-* ``attested-asgi``: :func:`attest.serve_attested` (E1 per connection, then the lean
+* ``attested-asgi``: :func:`agentkeys.http1.serve_attested` (E1 per connection, then the lean
   h11 server) and a bare ASGI callable that reads the attested caller: the daemon's
   stack without the proxy.
 * ``hypercorn-quart``: stock Hypercorn and a Quart-Trio app (the services' stack).
-* ``attested-quart``: :func:`attest.serve_attested` and a Quart-Trio app whose route
+* ``attested-quart``: :func:`agentkeys.http1.serve_attested` and a Quart-Trio app whose route
   reads the attested caller.
 """
 
@@ -30,7 +30,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from attest import ServeConfig, caller_from_scope, create_unix_listener, serve_attested
+from agentkeys.http1 import ServeConfig, serve_attested
+from attest import caller_from_scope, create_unix_listener
 
 __all__ = ["BODY", "SERVER_NAMES", "Servers", "running_servers"]
 

@@ -23,7 +23,7 @@ from agentkeys.broker._keys import PURPOSES, BrokerKeys
 from agentkeys.broker._run import open_keys, open_state_store, run_broker
 from agentkeys.broker.config import BrokerConfig
 from agentkeys.config import load_config
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS
 from agentkeys.service import service_main
 
 
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(BrokerConfig, path=options.config)
         print(json.dumps(trio.run(rotate_key, config, options.purpose), sort_keys=True))
-    except AgentkeysError as exc:
+    except DOMAIN_ERRORS as exc:
         print(f"agentkeys broker: {exc.error}: {exc.reason}", file=sys.stderr)
         return 1
     return 0

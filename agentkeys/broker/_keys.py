@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agentkeys.broker._store import SigningKeyRecord, StateStore
 from agentkeys.broker.errors import StoreError
 from agentkeys.config import InsecureFileError, check_private_file
-from agentkeys.errors import AgentkeysError, InvalidKeyMaterial
+from agentkeys.errors import DOMAIN_ERRORS, InvalidKeyMaterial
 from agentkeys.jwks import JsonWebKeySet, jwk_thumbprint
 from attest.seal import Sealer, SoftwareSealer
 
@@ -237,7 +237,7 @@ class KeySeal:
         """
         try:
             plain = await self._sealer.unseal(record.sealed)
-        except AgentkeysError as exc:
+        except DOMAIN_ERRORS as exc:
             raise InvalidKeyMaterial(
                 f"signing key {record.purpose}/{record.generation} does not unseal with this "
                 f"broker's seal key file ({exc.error}): every replica needs the same file"
@@ -397,7 +397,7 @@ class SharedKeySet:
             await trio.sleep(wait)
             try:
                 await self.refresh()
-            except AgentkeysError as exc:
+            except DOMAIN_ERRORS as exc:
                 log.warning("broker key set refresh failed: %s: %s", exc.error, exc.reason)
 
     async def rotate(self, purpose: str) -> Rotation:

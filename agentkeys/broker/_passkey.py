@@ -56,8 +56,8 @@ from agentkeys.broker.errors import (
 )
 from agentkeys.errors import FormatError
 from agentkeys.jwks import b64url_decode
-from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import p256_public_key_from_point
+from attest.k10_signature import verify_k10
 
 __all__ = [
     "ENROLL_APPROVE_TAG",

@@ -47,7 +47,6 @@ from agentkeys.chain.errors import ChainError, ContractReverted
 from agentkeys.chain.signing import encode_k10_sig, encode_k11_assertion
 from agentkeys.errors import AgentkeysError, FormatError
 from agentkeys.jwks import b64url_decode, raw_rs_to_der
-from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import (
     actor_omni_for_wallet,
     device_key_hash_from_point,
@@ -55,6 +54,7 @@ from agentkeys.omni import (
     p256_public_key_from_point,
 )
 from agentkeys.omni import agent_omni as omni_of_agent
+from attest.k10_signature import verify_k10
 
 __all__ = ["Approval", "Relay"]
 

@@ -59,10 +59,10 @@ from agentkeys.cli._common import (
 )
 from agentkeys.config import check_private_file
 from agentkeys.jwks import b64url_decode, b64url_encode
-from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.siwe import SiweMessage
 from attest.device_key import DeviceKey
+from attest.k10_signature import k10_raw_from_der
 
 __all__ = [
     "EMAIL",

@@ -11,10 +11,11 @@ Errors of the command line (the CLI's own leaves; everything else is translated 
         └── Rejected             the request conflicts with the chain's state          → 6
                                  (scope already present, unknown agent, revoked device)
 
-:func:`run` executes one command's coroutine under Trio and turns any :class:`AgentkeysError`
-into exactly one line on stderr (``agentkeys: <what happened>; <what to do>``) and the exit
-code of its class. Secrets (wallet keys, keystore passwords) are read from a file, stdin or a
-prompt, never from argv, and never appear in messages.
+:func:`run` executes one command's coroutine under Trio and turns any domain error
+(:data:`~agentkeys.errors.DOMAIN_ERRORS`: agentkeys' or attest's) into exactly one line on
+stderr (``agentkeys: <what happened>; <what to do>``) and the exit code of its class.
+Secrets (wallet keys, keystore passwords) are read from a file, stdin or a prompt, never
+from argv, and never appear in messages.
 
 The operator's local state is ``operator.json`` in the agentkeys home (``--home``, else
 ``$AGENTKEYS_HOME``, else ``$XDG_CONFIG_HOME/agentkeys``); ``agentkeys init`` writes it (format:
@@ -61,9 +62,8 @@ from agentkeys.chain import (
 )
 from agentkeys.chain.events import decode_log
 from agentkeys.config import ConfigError, check_private_file
-from agentkeys.errors import AgentkeysError, FormatError
+from agentkeys.errors import DOMAIN_ERRORS, AgentkeysError, DomainError, FormatError
 from agentkeys.jwks import b64url_decode, b64url_encode
-from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import (
     agent_omni,
     device_key_hash_from_point,
@@ -81,6 +81,7 @@ from agentkeys.passkey_page import (
 )
 from attest.device_key import BackendChoice, DeviceKey, open_device_key
 from attest.errors import AttestError
+from attest.k10_signature import k10_raw_from_der
 
 if TYPE_CHECKING:
     from agentkeys.devstack.softauthn import SoftAuthenticator
@@ -243,7 +244,7 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
-def describe_error(exc: AgentkeysError) -> str:
+def describe_error(exc: DomainError) -> str:
     """One line: what happened and what to do (never secret material)."""
     if isinstance(exc, ContractReverted):
         advice = _REVERT_ADVICE.get(exc.revert_error)
@@ -306,9 +307,9 @@ def emit(args: argparse.Namespace, data: Mapping[str, Any], lines: Sequence[str]
     sys.stdout.flush()
 
 
-def _leaf_error(exc: BaseException) -> AgentkeysError | None:
-    """The AgentkeysError inside ``exc`` (itself, or the first leaf of an exception group)."""
-    if isinstance(exc, AgentkeysError):
+def _leaf_error(exc: BaseException) -> DomainError | None:
+    """The domain error inside ``exc`` (itself, or the first leaf of an exception group)."""
+    if isinstance(exc, DOMAIN_ERRORS):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
@@ -342,7 +343,7 @@ def run(args: argparse.Namespace, command: Callable[[], Awaitable[None]]) -> int
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    except AgentkeysError as exc:
+    except DOMAIN_ERRORS as exc:
         return _report(args, exc)
     return EXIT_OK
 
@@ -352,7 +353,7 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _report(args: argparse.Namespace, exc: AgentkeysError) -> int:
+def _report(args: argparse.Namespace, exc: DomainError) -> int:
     message = describe_error(exc)
     if getattr(args, "json", False):
         code = getattr(exc, "code", None)  # a refusing broker's/worker's own code

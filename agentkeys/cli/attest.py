@@ -24,7 +24,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS, DomainError
 from agentkeys.omni import p256_point_bytes
 from attest import (
     AttestationBundle,
@@ -109,7 +109,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enroll.set_defaults(func=_enroll)
 
 
-def _fail(command: str, exc: AgentkeysError) -> int:
+def _fail(command: str, exc: DomainError) -> int:
     print(f"agentkeys attest {command}: {exc.reason}", file=sys.stderr)
     return 1
 
@@ -143,7 +143,7 @@ def _show(args: argparse.Namespace) -> int:
 
     try:
         info = trio.run(run)
-    except AgentkeysError as exc:
+    except DOMAIN_ERRORS as exc:
         return _fail("show", exc)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -165,7 +165,7 @@ def _bundle(args: argparse.Namespace) -> int:
 
     try:
         bundle = trio.run(run)
-    except AgentkeysError as exc:
+    except DOMAIN_ERRORS as exc:
         return _fail("bundle", exc)
     text = bundle.canonical().decode() + "\n"
     if args.out is None:
@@ -188,7 +188,7 @@ def _verify(args: argparse.Namespace) -> int:
             expected_nonce=_nonce(args.nonce),
             require_tpm=args.require_tpm,
         )
-    except AgentkeysError as exc:
+    except DOMAIN_ERRORS as exc:
         return _fail("verify", exc)
     info = {
         "backend": verified.backend.value,
@@ -252,7 +252,7 @@ def _enroll(args: argparse.Namespace) -> int:
         pin = trio.run(tpm_pin) if args.tpm else _software_pin(args.name, args.public_key)
         pins[pin.name] = pin
         save_pins(args.pins, pins)
-    except AgentkeysError as exc:
+    except DOMAIN_ERRORS as exc:
         return _fail("enroll-pin", exc)
     print(f"enrolled {pin.kind.value} pin {pin.name!r} in {args.pins}")
     return 0

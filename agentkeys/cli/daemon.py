@@ -14,7 +14,7 @@ from agentkeys.config import load_config
 from agentkeys.daemon.config import DaemonConfig, ListenSection, default_config_path
 from agentkeys.daemon.envfile import render_env, write_env_file
 from agentkeys.daemon.policy import load_policy
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS, AgentkeysError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         trio.run(run_daemon, config)
-    except AgentkeysError as exc:
+    except DOMAIN_ERRORS as exc:
         print(f"agentkeys daemon: {exc.reason}", file=sys.stderr)
         return 1
     except OSError as exc:

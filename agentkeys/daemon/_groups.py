@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS, DomainError
 
 __all__ = ["raise_domain_error"]
 
 
-def _first_domain_error(group: BaseExceptionGroup[BaseException]) -> AgentkeysError | None:
+def _first_domain_error(group: BaseExceptionGroup[BaseException]) -> DomainError | None:
     for exc in group.exceptions:
-        if isinstance(exc, AgentkeysError):
+        if isinstance(exc, DOMAIN_ERRORS):
             return exc
         if isinstance(exc, BaseExceptionGroup):
             found = _first_domain_error(exc)
@@ -23,7 +23,7 @@ def _first_domain_error(group: BaseExceptionGroup[BaseException]) -> AgentkeysEr
 
 @contextmanager
 def raise_domain_error() -> Iterator[None]:
-    """Re-raise the first :class:`AgentkeysError` inside an exception group, bare.
+    """Re-raise the first domain error (``DOMAIN_ERRORS``) inside an exception group, bare.
 
     Groups holding no domain error (bugs, KeyboardInterrupt) propagate unchanged.
     """

@@ -28,7 +28,7 @@ import trio
 
 from agentkeys.daemon.credentials import Credential
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable, ScopeRevoked
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS, DomainError
 
 __all__ = ["CredentialCache"]
 
@@ -36,7 +36,7 @@ __all__ = ["CredentialCache"]
 @dataclass
 class _Entry:
     credential: Credential | None
-    error: AgentkeysError | None
+    error: DomainError | None
     expires_at: float
     fetched_at: float
 
@@ -48,7 +48,7 @@ class _Flight:
     entry: _Entry | None = None
 
 
-def _copy(error: AgentkeysError) -> AgentkeysError:
+def _copy(error: DomainError) -> DomainError:
     """A fresh copy of ``error`` (one instance raised in many tasks tangles tracebacks)."""
     if isinstance(error, CredentialRefused):
         return CredentialRefused(error.reason, code=error.code)
@@ -93,7 +93,7 @@ class CredentialCache:
         """The cached credential of ``service``, fetching it once on a miss.
 
         Raises:
-            AgentkeysError: the (possibly negative-cached) fetch failure.
+            DomainError: the (possibly negative-cached) fetch failure.
             ScopeRevoked: the entry was wiped while this fetch was in flight.
         """
         now = self._clock()
@@ -135,7 +135,7 @@ class CredentialCache:
         self.fetches += 1
         try:
             credential = await fetch(service)
-        except AgentkeysError as exc:
+        except DOMAIN_ERRORS as exc:
             now = self._clock()
             return _Entry(None, exc, now + self._negative_ttl, now)
         now = self._clock()

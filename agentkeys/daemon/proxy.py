@@ -61,7 +61,8 @@ from agentkeys.daemon.quota import QuotaBook, QuotaKey, QuotaLimits
 from agentkeys.daemon.revocation import RevocationState
 from agentkeys.daemon.session import DeviceSession
 from agentkeys.daemon.usage import UsageScanner
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS, DomainError
+from agentkeys.http1 import Refusal
 from agentkeys.service import METRICS_CONTENT_TYPE, ServiceMetrics
 from attest.caller import CallerIdentity
 from attest.errors import AttestError
@@ -153,14 +154,14 @@ class _Audit:
     body_done: bool = False
 
 
-def _answer_of(exc: AgentkeysError) -> tuple[int, str]:
+def _answer_of(exc: DomainError) -> tuple[int, str]:
     """The status and code the daemon answers ``exc`` with (a refusing peer's own code)."""
     if isinstance(exc, CredentialRefused):
         return exc.answer_status, exc.answer_code
     return exc.status, exc.error
 
 
-def _error_response(exc: AgentkeysError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _error_response(exc: DomainError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     body = json.dumps(exc.to_json(), separators=(",", ":")).encode("utf-8")
     headers = [
         (b"content-type", b"application/json"),
@@ -319,7 +320,7 @@ class ProxyApp:
             await self._forward(
                 scope, receive, send, allowed, upstream_path, headers, has_body, note, key
             )
-        except AgentkeysError as exc:
+        except DOMAIN_ERRORS as exc:
             status, head, body = _error_response(exc)
             code = _answer_of(exc)[1]
             denied = status in (403, 404, 429, 503) or isinstance(exc, AttestError)
@@ -338,7 +339,7 @@ class ProxyApp:
             if not note.audited:
                 self._finish(note, "error", "internal_error", 500)
 
-    def record_refused(self, exc: AttestError) -> None:
+    def record_refused(self, exc: Refusal) -> None:
         """Audit a connection refused before any request (caller not attested, or busy)."""
         self._finish(
             _Audit(method="-", path="-", route="connection"), "deny", exc.error, exc.status

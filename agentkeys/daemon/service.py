@@ -2,7 +2,7 @@
 
 Duties, each a task in the nursery:
 
-* ``listener`` — HTTP/1.1 (``attest.serve_attested``) over the Unix socket (0600 in 0700)
+* ``listener`` — HTTP/1.1 (``agentkeys.http1.serve_attested``) over the Unix socket (0600 in 0700)
   and the optional loopback TCP listener, every connection attested (E1/E2) before a
   byte is read; on stop it closes idle connections and gives in-flight requests and
   streams ``listen.graceful_timeout`` seconds;
@@ -52,14 +52,9 @@ from agentkeys.daemon.proxy import ProxyApp, ProxyLimits
 from agentkeys.daemon.quota import QuotaBook
 from agentkeys.daemon.revocation import RevocationState, changes_nothing
 from agentkeys.daemon.session import DeviceSession, SessionProblem
-from agentkeys.errors import AgentkeysError
-from attest.serve import (
-    CallerAttestor,
-    ServeConfig,
-    create_loopback_listener,
-    create_unix_listener,
-    serve_attested,
-)
+from agentkeys.errors import DOMAIN_ERRORS, AgentkeysError
+from agentkeys.http1 import ServeConfig, serve_attested
+from attest.serve import CallerAttestor, create_loopback_listener, create_unix_listener
 
 __all__ = ["AuditRelay", "Daemon", "DaemonAddress"]
 
@@ -309,7 +304,7 @@ class Daemon:
                 what = "returned"
             except Exception as exc:
                 cause = exc
-                what = exc.reason if isinstance(exc, AgentkeysError) else type(exc).__name__
+                what = exc.reason if isinstance(exc, DOMAIN_ERRORS) else type(exc).__name__
             now = time.monotonic()
             failures.append(now)
             while failures and failures[0] < now - self._failure_window:

@@ -51,7 +51,7 @@ from agentkeys.cli._common import OperatorState, PasskeyRecord, load_operator_st
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.devstack.up import DevUpOptions, StackStatus, run_dev_stack
 from agentkeys.devstack.upstream import REPLY, DemoUpstream, run_upstream
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS, AgentkeysError
 from agentkeys.jwks import b64url_decode
 from agentkeys.migrate import migrate_operator
 from agentkeys.omni import actor_omni_for_wallet, agent_omni, identity_omni
@@ -191,7 +191,7 @@ class Demo:
         try:
             step.detail = await action()
             step.ok = True
-        except AgentkeysError as exc:
+        except DOMAIN_ERRORS as exc:
             step.detail = f"{exc.error}: {exc.reason}"
         step.seconds = time.monotonic() - started
         mark = "ok" if step.ok else "FAILED"

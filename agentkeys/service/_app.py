@@ -12,8 +12,8 @@ without a decision. Per request, in order:
 2. a body, if any, must be ``application/json`` (415) and at most
    ``max_body_bytes`` (413);
 3. the handler gets a :class:`Call` and returns a JSON object or a
-   :class:`Reply`; an :class:`~agentkeys.errors.AgentkeysError` becomes
-   ``{error, reason}`` with its status, anything else a bare 500;
+   :class:`Reply`; a domain error (:data:`~agentkeys.errors.DOMAIN_ERRORS`: agentkeys'
+   or attest's) becomes ``{error, reason}`` with its status, anything else a bare 500;
 4. one :class:`~agentkeys.service.AuditEvent` is recorded, whatever happened.
 
 Every app also serves, with one access rule (public when any route is public, otherwise
@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeVar
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS, AgentkeysError, DomainError
 from agentkeys.pki import Role
 from agentkeys.service._audit import AuditEvent, AuditSink, AuditValue
 from agentkeys.service._json import JsonObject, decode_body, parse_json_object
@@ -361,8 +361,8 @@ class ServiceApp:
                 )
                 result = await route.handler(call)
                 reply = result if isinstance(result, Reply) else Reply.json(result)
-                error: AgentkeysError | None = None
-            except AgentkeysError as exc:
+                error: DomainError | None = None
+            except DOMAIN_ERRORS as exc:
                 error = exc
                 reply = Reply.json(exc.to_json(), status=exc.status)
             except Exception as exc:
@@ -430,7 +430,7 @@ class ServiceApp:
         method: str,
         path: str,
         status: int,
-        error: AgentkeysError | None,
+        error: DomainError | None,
         fields: Mapping[str, AuditValue],
     ) -> None:
         if error is None:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import trio
 
 from agentkeys.config import load_config
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS
 
 _C = TypeVar("_C")
 
@@ -43,7 +43,7 @@ def service_main(
     try:
         config = load_config(config_type, path=args.config)
         trio.run(partial(run, config))
-    except AgentkeysError as exc:
+    except DOMAIN_ERRORS as exc:
         print(f"agentkeys {name}: {exc.error}: {exc.reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

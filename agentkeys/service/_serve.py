@@ -12,11 +12,12 @@ app wrapper that places the peer in ``scope["extensions"]["agentkeys.peer"]``.
 That class is internal to Hypercorn; the version is pinned (0.18.0) and
 tests/service/test_serve.py is the regression test.
 
-Lifespan (Quart-Trio's startup/shutdown and its background nursery) and the
-graceful shutdown follow ``hypercorn/trio/run.py::worker_serve``: on the
-shutdown trigger the listener stops, idle keep-alive connections are closed,
-and in-flight requests get ``graceful_timeout`` seconds (a deadline on the
-handler nursery).
+Lifespan (Quart-Trio's startup/shutdown and its background nursery) follows
+``hypercorn/trio/run.py::worker_serve``; accepting, the bound on open
+connections and the graceful shutdown are the one accept loop of every
+listener (:func:`agentkeys.http1.serve_connections`): on the shutdown trigger
+the listener stops, idle keep-alive connections are closed, and in-flight
+requests get ``graceful_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
 from agentkeys.config import ConfigError
+from agentkeys.http1 import serve_connections
 from agentkeys.pki import CertificateRejected, load_certificate, role_of_certificate
 from agentkeys.pki import server_ssl_context as _server_ssl_context
 from agentkeys.service._app import PEER_SCOPE_KEY, Peer, ServiceApp
@@ -245,19 +247,9 @@ async def serve_http(
             )
         )
 
-    slots = trio.Semaphore(settings.max_connections)
-
-    async def connection(stream: trio.SocketStream) -> None:
-        try:
-            slots.acquire_nowait()
-        except trio.WouldBlock:
-            await refuse(_format_address(stream.socket), "too many connections")
-            await trio.aclose_forcefully(stream)
-            return
-        try:
-            await serve_connection(stream)
-        finally:
-            slots.release()
+    async def refuse_busy(stream: trio.SocketStream) -> None:
+        await refuse(_format_address(stream.socket), "too many connections")
+        await trio.aclose_forcefully(stream)
 
     async def serve_connection(stream: trio.SocketStream) -> None:
         address = _format_address(stream.socket)
@@ -292,40 +284,25 @@ async def serve_http(
             _PeerApp(wrapped, peer), hconfig, context, lifespan_state.copy(), ssl_stream
         ).run()
 
-    async def close_listener() -> None:
-        with trio.CancelScope(shield=True):
-            await listener.aclose()
+    async def drain() -> None:
+        await context.terminated.set()  # Hypercorn's servers close their idle connections
 
     try:
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
-            async with trio.open_nursery() as handler_nursery:
-                try:
-                    async with trio.open_nursery() as accept_nursery:
-                        accept_nursery.start_soon(
-                            partial(
-                                trio.serve_listeners,
-                                connection,
-                                [listener],
-                                handler_nursery=handler_nursery,
-                            )
-                        )
-                        task_status.started(bound)
-                        if shutdown_trigger is None:
-                            await trio.sleep_forever()
-                        else:
-                            await shutdown_trigger()
-                        accept_nursery.cancel_scope.cancel()
-                finally:
-                    # stop accepting at once; idle keep-alive connections close,
-                    # in-flight requests get graceful_timeout seconds
-                    await close_listener()
-                    await context.terminated.set()
-                    handler_nursery.cancel_scope.deadline = (
-                        trio.current_time() + settings.graceful_timeout
-                    )
+            await serve_connections(
+                serve_connection,
+                [listener],
+                max_connections=settings.max_connections,
+                refuse=refuse_busy,
+                drain=drain,
+                graceful_timeout=settings.graceful_timeout,
+                shutdown_trigger=shutdown_trigger,
+                started=partial(task_status.started, bound),
+            )
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
     finally:
-        await close_listener()
+        with trio.CancelScope(shield=True):
+            await listener.aclose()

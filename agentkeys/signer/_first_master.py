@@ -43,7 +43,6 @@ from eth_utils.address import to_checksum_address
 from agentkeys.chain import challenge as ch
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode, b64url_encode
-from agentkeys.k10_signature import verify_k10
 from agentkeys.omni import p256_public_key_from_point
 from agentkeys.signer.errors import (
     FirstMasterRequestInvalid,
@@ -52,6 +51,7 @@ from agentkeys.signer.errors import (
     K11AssertionReplayed,
     SignerError,
 )
+from attest.k10_signature import verify_k10
 
 __all__ = [
     "AssertionLedger",

@@ -24,7 +24,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys._files import write_private
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS
 from agentkeys.signer.errors import KeyStoreError
 
 __all__ = ["KeyStore", "Sealer"]
@@ -131,7 +131,7 @@ class KeyStore:
     async def _unseal(path: Path, sealer: Sealer) -> bytes:
         try:
             secret = await sealer.unseal(_read(path))
-        except AgentkeysError as exc:
+        except DOMAIN_ERRORS as exc:
             raise KeyStoreError(f"cannot unseal {path.name}: {exc.reason}") from exc
         if len(secret) != 32:
             raise KeyStoreError(f"{path.name} does not hold a 32-byte secret")

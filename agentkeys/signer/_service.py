@@ -32,7 +32,7 @@ import trio
 
 from agentkeys.chain.errors import ChainError
 from agentkeys.config import ConfigError
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS
 from agentkeys.jwks import b64url_encode
 from agentkeys.omni import (
     actor_omni_for_wallet,
@@ -338,7 +338,7 @@ class SignerService:
             await trio.sleep(self._poll)
             try:
                 await self.refresh_epoch()
-            except AgentkeysError as exc:
+            except DOMAIN_ERRORS as exc:
                 _log.warning("cannot read the chain's K3 epoch: %s", exc.reason)
 
     # -- handlers ---------------------------------------------------------------
@@ -361,7 +361,7 @@ class SignerService:
                 # the chain may have advanced since the last poll
                 try:
                     await self.refresh_epoch()
-                except AgentkeysError as exc:
+                except DOMAIN_ERRORS as exc:
                     raise EpochUnavailable("cannot read the chain's K3 epoch") from exc
             kek = derive_v2(self._keys, actor, req.epoch, req.purpose, current=self._current)
             return {"version": 2, "epoch": req.epoch, "kek": b64url_encode(kek)}

@@ -19,9 +19,9 @@ from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidCB
 
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_decode
-from agentkeys.k10_signature import verify_k10 as k10_signature_verifies
 from agentkeys.omni import device_key_hash_from_point, p256_public_key_from_point
 from agentkeys.signer.errors import K10SignatureRejected, K11AssertionRejected
+from attest.k10_signature import verify_k10 as k10_signature_verifies
 
 __all__ = ["VerifiedK10", "VerifiedK11", "verify_k10", "verify_k11"]
 

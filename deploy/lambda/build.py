@@ -5,7 +5,9 @@
 
 The zip holds, at its root:
 
-* ``agentkeys/`` from this checkout (Python sources, ``py.typed``; no caches);
+* ``agentkeys/`` and ``attest/`` from this checkout (Python sources, ``py.typed``; no
+  caches): the wheel's two packages, since agentkeys builds on attest (its error root, the
+  K10 point, ``device_key_hash`` and signature rule);
 * the package data as an installed wheel lays it out (pyproject.toml ``package-dir``):
   ``contracts/artifacts`` as ``agentkeys/_contracts/`` (the ABIs ``agentkeys.chain`` loads)
   and ``deploy/aws`` as ``agentkeys/_aws/`` (the policy documents);
@@ -119,7 +121,8 @@ def entries() -> dict[str, Path]:
             continue
         for name, source in _distribution_files(dist):
             found.setdefault(name, source)
-    found.update(_tree(REPO / "agentkeys", "agentkeys"))
+    for package in ("agentkeys", "attest"):
+        found.update(_tree(REPO / package, package))
     for package, directory in (("_contracts", "contracts/artifacts"), ("_aws", "deploy/aws")):
         found.update(_tree(REPO / directory, f"agentkeys/{package}", (".json",)))
         found[f"agentkeys/{package}/__init__.py"] = REPO / directory / "__init__.py"

@@ -11,14 +11,14 @@ def test_exported_names() -> None:
             "AttestError", "AttestationBundle", "AttestationMalformed", "AttestationRefused",
             "Backend", "BackendChoice", "CallerAttestor", "CallerGone", "CallerIdentity",
             "CallerNotLocal", "CallerPin", "CallerUnidentified", "DeviceKey", "DeviceKeyError",
-            "ExeHashCache", "InsecurePath", "KeyNotTrusted", "LifespanFailed", "NonceMismatch",
+            "ExeHashCache", "InsecurePath", "KeyNotTrusted", "NonceMismatch",
             "PcrMismatch", "PinAnswer", "PinKind", "ProcessIdentity", "SealBackend", "Sealer",
-            "ServeConfig", "SignatureInvalid", "SoftwareDeviceKey", "SoftwareSealer", "TpmError",
+            "SignatureInvalid", "SoftwareDeviceKey", "SoftwareSealer", "TpmError",
             "TpmEvidence", "TpmUnavailable", "Transport", "UnsealFailed", "VerifiedBundle",
             "VerifiedPin", "caller_from_scope", "create_loopback_listener",
             "create_unix_listener", "default_key_path",
             "identify_tcp_peer", "identify_unix_peer", "key_hash", "make_bundle",
-            "new_challenge", "open_device_key", "open_sealer", "serve_attested",
+            "new_challenge", "open_device_key", "open_sealer",
             "software_answer", "software_pin", "verify_bundle", "verify_pin_answer",
         ]
     )  # fmt: skip
@@ -35,10 +35,10 @@ def test_importing_attest_does_not_load_tpm2_pytss() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_errors_subclass_the_root() -> None:
-    from agentkeys.errors import AgentkeysError
+def test_errors_subclass_attests_own_root() -> None:
+    from attest.errors import AttestError
 
     for name in attest.__all__:
         value = getattr(attest, name)
         if isinstance(value, type) and issubclass(value, Exception):
-            assert issubclass(value, AgentkeysError), name
+            assert issubclass(value, AttestError), name

@@ -1,7 +1,7 @@
 """E1 and E2 through ``serve_attested``: real client processes on one Unix socket and
 on loopback TCP, a Quart-Trio app reading the attested caller.
 
-The HTTP/1.1 behaviour of the server itself is in test_http1.py.
+The HTTP/1.1 behaviour of the server itself is in tests/http1/test_server.py.
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ import trio
 from quart import request
 from quart_trio import QuartTrio
 
+from agentkeys.http1 import ServeConfig, serve_attested
 from attest.caller import CallerIdentity, Transport
 from attest.errors import CallerUnidentified, InsecurePath
 from attest.serve import (
     CallerAttestor,
-    ServeConfig,
     caller_from_scope,
     create_loopback_listener,
     create_unix_listener,
-    serve_attested,
 )
 
 CLIENT = Path(__file__).with_name("uds_client.py")

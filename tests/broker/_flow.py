@@ -18,8 +18,8 @@ from agentkeys.device_signin import device_signin_message
 from agentkeys.devstack.smtp_sink import SmtpSink, find_link
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_encode
-from agentkeys.k10_signature import k10_sign
 from agentkeys.siwe import SiweMessage
+from attest.k10_signature import k10_sign
 from tests.broker.conftest import Device, Operator, RunningBroker
 
 

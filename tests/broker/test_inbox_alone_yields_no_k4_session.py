@@ -22,9 +22,9 @@ from agentkeys.cli._bootstrap import BrokerRefused, BrokerSignIn
 from agentkeys.devstack.smtp_sink import SmtpSink
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_encode
-from agentkeys.k10_signature import k10_sign
 from agentkeys.omni import actor_omni_for_wallet
 from attest.device_key import SoftwareDeviceKey
+from attest.k10_signature import k10_sign
 from tests.broker._flow import b64d, bearer, email_stage, register_options, siwe_start
 from tests.broker.conftest import ORIGIN, RP_ID, Chain, Device
 from tests.broker.test_relay_first_master import (

@@ -6,8 +6,8 @@ from typing import Any
 
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.signing import k10_digest
-from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import agent_omni, service_hash
+from attest.k10_signature import k10_raw_from_der
 from tests.broker._flow import bearer, j1_for
 from tests.broker.conftest import Chain, Device, Operator, RunningBroker, StartBroker
 from tests.broker.test_cap_mint import add_agent, add_master

@@ -31,11 +31,11 @@ from agentkeys.chain.signing import k10_digest
 from agentkeys.devstack import pick_port
 from agentkeys.devstack.smtp_sink import SmtpSink
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
 from agentkeys.pki import Role
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings, mtls_client
 from agentkeys.signer import KeyStore, OidcSettings, SignerService, SiwePin, StsExchanger
+from attest.k10_signature import k10_raw_from_der
 from attest.seal import SoftwareSealer
 from tests.broker._flow import b64d, bearer, email_stage, enroll, siwe_start
 from tests.broker.conftest import ORIGIN, RP_ID, Chain, Device, new_master

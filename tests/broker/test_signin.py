@@ -16,8 +16,8 @@ from eth_account.signers.local import LocalAccount
 from agentkeys.devstack.smtp_sink import SmtpSink
 from agentkeys.devstack.softauthn import FLAG_UP, SoftAuthenticator
 from agentkeys.jwks import b64url_encode
-from agentkeys.k10_signature import k10_sign
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
+from attest.k10_signature import k10_sign
 from tests.broker._flow import (
     b64d,
     bearer,

@@ -7,6 +7,7 @@ broker or worker are pinned in tests/e2e/test_init.py.
 
 from __future__ import annotations
 
+import argparse
 import secrets
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from agentkeys.cli._common import (
     EXIT_PASSKEY,
     EXIT_REJECTED,
     EXIT_USAGE,
+    run,
 )
 from agentkeys.devstack import pick_port
+from attest.errors import DeviceKeyError
 from tests.cli.operator_env import dev_operator, write_private
 
 
@@ -105,3 +108,21 @@ async def test_every_documented_exit_code(
     code, err = await _run(capsys, "device", "list", *home)
     assert code == EXIT_CHAIN_UNREACHABLE
     assert "dev up" in _line(err)
+
+
+def test_an_attest_error_ends_a_command_with_exit_3_and_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # attest has its own exception root: a device key that cannot be used still ends a
+    # command as documented, raised bare or from inside a nursery
+    async def unusable_key() -> None:
+        raise DeviceKeyError("the K10 file is unreadable")
+
+    async def in_a_nursery() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(unusable_key)
+
+    for command in (unusable_key, in_a_nursery):
+        assert run(argparse.Namespace(), command) == EXIT_NO_STATE
+        said = _line(capsys.readouterr().err)
+        assert said == "agentkeys: the device key (K10) is unusable: the K10 file is unreadable"

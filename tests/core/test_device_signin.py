@@ -15,7 +15,7 @@ from agentkeys.device_signin import (
 )
 from agentkeys.errors import FormatError
 from agentkeys.jwks import b64url_encode
-from agentkeys.k10_signature import P256_N, k10_sign
+from attest.k10_signature import P256_N, k10_sign
 
 DKH = "0d" * 32
 CHALLENGE = bytes(range(32))

@@ -17,16 +17,18 @@ import agentkeys
 import attest
 from agentkeys import binding
 from agentkeys.error_codes import CODES, ErrorCode, status_of
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import AgentkeysError, DomainError
+from attest.errors import AttestError
 
 
-def _every_error_class() -> list[type[AgentkeysError]]:
+def _every_error_class() -> list[type[DomainError]]:
+    """Every class under either root: agentkeys' ``AgentkeysError`` and attest's own."""
     for package in (agentkeys, attest):
         for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if not module.name.endswith("__main__"):
                 importlib.import_module(module.name)
-    seen: list[type[AgentkeysError]] = []
-    todo: list[type[AgentkeysError]] = [AgentkeysError]
+    seen: list[type[DomainError]] = []
+    todo: list[type[DomainError]] = [AgentkeysError, AttestError]
     while todo:
         cls = todo.pop()
         if cls not in seen:

@@ -1,5 +1,5 @@
 """One K10 signature rule: what the chain refuses (r or s out of range, high-S), every Python
-verify path refuses too (agentkeys.k10_signature; contracts/src/DeviceAuth.sol → OpenZeppelin
+verify path refuses too (attest.k10_signature; contracts/src/DeviceAuth.sol → OpenZeppelin
 P256.verify: ``0 < r < n``, ``0 < s <= n // 2``).
 
 Wycheproof-style range of ``s``: 0, 1, n/2, n/2 + 1, n - 1, n, n + 1, 2^256 - 1. For each
@@ -29,14 +29,6 @@ from agentkeys.cap import CapOp
 from agentkeys.chain import challenge as ch
 from agentkeys.errors import PopError
 from agentkeys.jwks import b64url_decode, b64url_encode
-from agentkeys.k10_signature import (
-    P256_HALF_N,
-    P256_N,
-    k10_raw_from_der,
-    k10_rs_acceptable,
-    k10_sign,
-    verify_k10,
-)
 from agentkeys.omni import device_key_hash, p256_point_bytes
 from agentkeys.pop import (
     NonceRegistry,
@@ -50,6 +42,14 @@ from agentkeys.pop import (
 from agentkeys.signer._first_master import verify_first_master_k10
 from agentkeys.signer._verify import verify_k10 as signer_verify_k10
 from agentkeys.signer.errors import K10SignatureRejected
+from attest.k10_signature import (
+    P256_HALF_N,
+    P256_N,
+    k10_raw_from_der,
+    k10_rs_acceptable,
+    k10_sign,
+    verify_k10,
+)
 
 S_VALUES = [
     ("s=0", 0, False),

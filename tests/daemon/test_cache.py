@@ -8,6 +8,7 @@ import trio
 from agentkeys.daemon.cache import CredentialCache
 from agentkeys.daemon.credentials import Credential
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable, ScopeRevoked
+from attest.errors import TpmUnavailable
 
 
 class Clock:
@@ -87,6 +88,23 @@ async def test_negative_cache() -> None:
     clock.now += 6
     source.refuse = False
     assert (await cache.get("openai", source.fetch)).secret == b"sk-openai-2"
+
+
+async def test_a_device_key_failure_is_negative_cached_like_any_refusal() -> None:
+    # attest's errors have their own root; the K10 failing to sign a PoP is still a refusal
+    clock = Clock()
+    calls = 0
+
+    async def no_tpm(service: str) -> Credential:
+        nonlocal calls
+        calls += 1
+        raise TpmUnavailable("no TPM reachable")
+
+    cache = CredentialCache(negative_ttl=5, clock=clock)
+    for _ in range(2):
+        with pytest.raises(TpmUnavailable, match="no TPM reachable"):
+            await cache.get("openai", no_tpm)
+    assert calls == 1
 
 
 async def test_bounded_and_wiped() -> None:

@@ -44,8 +44,8 @@ from agentkeys.cap import (
 )
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.errors import (
-    AgentkeysError,
     CapError,
+    DomainError,
     EnvelopeError,
     InvalidAgentLabel,
     InvalidEncoding,
@@ -62,7 +62,6 @@ from agentkeys.jwks import (
     jwk_thumbprint,
     public_key_from_jwk,
 )
-from agentkeys.k10_signature import k10_sign
 from agentkeys.pop import (
     MintPopClaims,
     NonceRegistry,
@@ -84,6 +83,7 @@ from agentkeys.siwe import (
 )
 from attest.bundle import AttestationBundle, verify_bundle
 from attest.errors import AttestationMalformed, AttestError
+from attest.k10_signature import k10_sign
 from attest.pin import CallerPin, PinAnswer, verify_pin_answer
 from attest.quote import parse_attest
 from attest.tpm_public import parse_tpm_public
@@ -148,7 +148,7 @@ def json_value(data: bytes) -> Any:
         raise NotJson from None
 
 
-def check_error(exc: AgentkeysError) -> None:
+def check_error(exc: DomainError) -> None:
     """A refusal must be answerable: a string reason, a JSON body and an error status."""
     body = exc.to_json()
     if not (
@@ -166,7 +166,7 @@ class Target:
 
     name: str
     run: Callable[[bytes], object]
-    allowed: tuple[type[AgentkeysError], ...]
+    allowed: tuple[type[DomainError], ...]
     seeds: Callable[[], list[bytes]] = field(default=lambda: [])
 
     def check(self, data: bytes) -> None:

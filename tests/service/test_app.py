@@ -12,6 +12,8 @@ import trio
 from agentkeys.pki import Role
 from agentkeys.service import (
     BoundAddress,
+    Call,
+    JsonObject,
     MemoryAudit,
     Peer,
     Route,
@@ -21,6 +23,7 @@ from agentkeys.service import (
     serve_http,
 )
 from agentkeys.service.errors import RouteTableError
+from attest.errors import UnsealFailed
 from tests.service._app_fixture import AUTHORIZATION, ROUTES, make_app, whoami
 
 Served = tuple[httpx.AsyncClient, MemoryAudit]
@@ -93,6 +96,25 @@ async def test_domain_error_maps_to_its_status(served: Served) -> None:
     r = await client.get("/conflict")
     assert r.status_code == 409
     assert r.json() == {"error": "test_conflict", "reason": "already there"}
+
+
+async def test_an_attest_error_keeps_its_code_and_status() -> None:
+    # attest has its own exception root: a route whose sealed secret does not unseal answers
+    # attest's code and status, audited as such, never a bare 500
+    async def unseal(call: Call) -> JsonObject:
+        raise UnsealFailed("the sealed key does not open here")
+
+    audit = MemoryAudit()
+    app = ServiceApp(
+        "t", (Route("unseal", "GET", "/unseal", unseal),), {"unseal": allow(Role.BROKER)},
+        audit=audit,
+    )  # fmt: skip
+    transport = httpx.ASGITransport(app=app.with_peer(Peer(role=Role.BROKER)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        r = await client.get("/unseal")
+    assert r.status_code == 500
+    assert r.json() == {"error": "unseal_failed", "reason": "the sealed key does not open here"}
+    assert (audit.events[-1].status, audit.events[-1].error) == (500, "unseal_failed")
 
 
 async def test_unexpected_exception_is_a_bare_500(served: Served) -> None:

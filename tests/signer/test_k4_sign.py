@@ -29,10 +29,10 @@ from agentkeys.chain.signing import (
     k10_digest,
 )
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.k10_signature import k10_raw_from_der
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
 from agentkeys.signer import KeyStore, OidcSettings, SignerService, StsExchanger
+from attest.k10_signature import k10_raw_from_der
 from attest.seal import SoftwareSealer
 from tests.service.conftest import Pki
 from tests.signer.conftest import Chain, RunningSigner, seed_state

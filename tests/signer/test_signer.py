@@ -22,11 +22,11 @@ from eth_utils.address import to_checksum_address
 
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_decode, b64url_encode
-from agentkeys.k10_signature import P256_N, k10_sign
 from agentkeys.omni import p256_point_bytes
 from agentkeys.signer import KeyStore
 from agentkeys.signer.errors import KeyStoreError
 from agentkeys.wallet import recover_eip191
+from attest.k10_signature import P256_N, k10_sign
 from attest.seal import SoftwareSealer
 from tests.service.conftest import Pki, self_signed_certificate
 from tests.signer.conftest import Chain, RunningSigner, kek_vectors, seed_state, start_signer

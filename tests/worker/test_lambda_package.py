@@ -35,6 +35,7 @@ def test_zip_imports_cleanly_in_a_fresh_venv(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive) as opened:
         names = set(opened.namelist())
         assert "agentkeys/worker/_lambda.py" in names
+        assert "attest/p256.py" in names  # agentkeys builds on attest
         assert "agentkeys/_contracts/SidecarRegistry.json" in names
         assert "agentkeys/_aws/actor-role-policy.json" in names
         assert not any("__pycache__" in n or n.startswith("tests/") for n in names)

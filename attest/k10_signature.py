@@ -13,7 +13,8 @@ broker's enrollment proof and relay checks, the signer's ``/verify/k10-sig`` and
 first-master check, attestation bundles) calls :func:`verify_k10`, so a signature the
 chain refuses is refused everywhere; tests/core/test_k10_signature.py pins the range of
 ``s``. K10 signers produce low-S signatures (:func:`k10_sign`, :func:`k10_raw_from_der`)
-so what they sign passes both.
+so what they sign passes both. The rule lives in attest, which owns the device key; the
+agentkeys side imports it from here.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from agentkeys.errors import InvalidKeyMaterial
+from attest.errors import DeviceKeyError
 
 __all__ = [
     "P256_HALF_N",
@@ -77,10 +78,10 @@ def k10_sign(key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
     """ES256-sign ``message`` with a software K10 key (RFC 6979); low-S ``r ‖ s`` (64 bytes).
 
     Raises:
-        InvalidKeyMaterial: not a P-256 private key.
+        DeviceKeyError: not a P-256 private key.
     """
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise InvalidKeyMaterial("a K10 key is a P-256 private key")
+        raise DeviceKeyError("a K10 key is a P-256 private key")
     der = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
     return k10_raw_from_der(der)
 

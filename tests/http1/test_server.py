@@ -1,4 +1,4 @@
-"""The HTTP/1.1 server behind ``serve_attested`` (attest/_http1.py), over real sockets.
+"""The HTTP/1.1 server behind ``serve_attested`` (agentkeys/http1/_server.py), over real sockets.
 
 Clients are raw sockets (requests written byte for byte, responses parsed with h11 as a
 client), so framing, pipelining, timeouts and refusals are observed as a client sees
@@ -20,15 +20,19 @@ import h11
 import pytest
 import trio
 
+from agentkeys.http1 import (
+    LifespanFailed,
+    Refusal,
+    ServeConfig,
+    TooManyConnections,
+    serve_attested,
+)
 from attest.caller import CallerIdentity
-from attest.errors import AttestError, LifespanFailed, TooManyConnections
 from attest.serve import (
     CallerAttestor,
-    ServeConfig,
     caller_from_scope,
     create_loopback_listener,
     create_unix_listener,
-    serve_attested,
 )
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -125,7 +129,7 @@ class Client:
 @asynccontextmanager
 async def serving(
     handler: App, tmp_path: Path, **settings: Any
-) -> AsyncIterator[tuple[Callable[[], Awaitable[Client]], trio.Event, list[AttestError]]]:
+) -> AsyncIterator[tuple[Callable[[], Awaitable[Client]], trio.Event, list[Refusal]]]:
     """Serve ``handler`` (on a Unix socket, or loopback TCP with ``tcp=True``); yield a
     connect function, the shutdown trigger and the refusals."""
     tcp = settings.pop("tcp", False)
@@ -133,7 +137,7 @@ async def serving(
     sock = create_loopback_listener(0) if tcp else create_unix_listener(path)
     port = sock.getsockname()[1] if tcp else 0
     stop = trio.Event()
-    refused: list[AttestError] = []
+    refused: list[Refusal] = []
     config = ServeConfig(**{"graceful_timeout": 5.0, **settings})
 
     async def connect() -> Client:
@@ -565,7 +569,7 @@ async def test_a_client_that_stops_reading_ends_the_stream(tmp_path: Path) -> No
 async def test_connections_being_attested_count_toward_the_maximum(tmp_path: Path) -> None:
     path = tmp_path / "run" / "s.sock"
     sock = create_unix_listener(path)
-    refused: list[AttestError] = []
+    refused: list[Refusal] = []
 
     class Slow(CallerAttestor):
         def identify_blocking(

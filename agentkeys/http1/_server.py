@@ -1,8 +1,8 @@
 """A lean HTTP/1.1 server for ASGI 3 apps: one task per connection, h11 for the protocol.
 
-:func:`attest.serve.serve_attested` runs :meth:`Http1Server.serve` on every connection
-it has attested. The daemon's request path is this module plus the app, so it does
-per request only what HTTP/1.1 needs:
+:func:`agentkeys.http1.serve_attested` runs :meth:`Http1Server.serve` on every connection
+whose caller it has attested. The daemon's request path is this module plus the app, so
+it does per request only what HTTP/1.1 needs:
 
 * one read loop per connection (no reader task, no per-request task): the request head
   is parsed by h11 from what ``receive_some`` returned; the app runs in the connection's
@@ -23,11 +23,12 @@ request head (``keep_alive_timeout``, from the end of the previous exchange, slo
 included), each body read (``read_timeout``), each write (``send_timeout``, a client that
 stops reading: the app's ``receive()`` then reports the disconnect), requests per
 connection (``max_requests_per_connection``) and open connections (``max_connections``,
-counted from the accept: further ones get a 503 before attestation). Malformed requests,
-and requests framed twice (Content-Length and Transfer-Encoding), get a 400 and the
-connection is closed; the app never sees them. Body pieces that arrived together reach
-the app as one message. The server sends a ``date`` header when the app does not, and
-no ``server`` header. WebSocket upgrades are not offered (HTTP only).
+counted from the accept by :func:`agentkeys.http1.serve_connections`: further ones get a
+503 before attestation). Malformed requests, and requests framed twice (Content-Length
+and Transfer-Encoding), get a 400 and the connection is closed; the app never sees them.
+Body pieces that arrived together reach the app as one message. The server sends a
+``date`` header when the app does not, and no ``server`` header. WebSocket upgrades are
+not offered (HTTP only).
 
 Shutdown (:meth:`Http1Server.drain`): connections waiting for a request are closed at
 once; a request being served completes, and its connection closes after it.
@@ -48,11 +49,11 @@ from urllib.parse import unquote
 import h11
 import trio
 
-from attest.errors import LifespanFailed
+from agentkeys.http1.errors import LifespanFailed
 
 __all__ = ["BUSY_RESPONSE", "Http1Server", "ServeConfig", "lifespan", "serve_refusing"]
 
-_log = logging.getLogger("attest.serve")
+_log = logging.getLogger("agentkeys.http1")
 
 _READ_SIZE = 65536
 _LINGER_SECONDS = 2.0  # after an early answer: how long the rest of a body is discarded
@@ -73,7 +74,7 @@ def _disconnect() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Bounds and timeouts of :func:`attest.serve.serve_attested` (seconds, bytes).
+    """Bounds and timeouts of :func:`agentkeys.http1.serve_attested` (seconds, bytes).
 
     Attributes:
         keep_alive_timeout: how long a connection may take to send a complete request
@@ -149,18 +150,6 @@ class Http1Server:
         self._date = _Date()
         self._idle: set[trio.CancelScope] = set()
         self._draining = False
-        self.open_connections = 0
-
-    def reserve(self) -> bool:
-        """Take a connection slot (at accept); False when ``max_connections`` are taken."""
-        if self.open_connections >= self._config.max_connections:
-            return False
-        self.open_connections += 1
-        return True
-
-    def release(self) -> None:
-        """Give back a slot taken with :meth:`reserve`."""
-        self.open_connections -= 1
 
     def drain(self) -> None:
         """Close idle connections now; the others after their current exchange."""
@@ -172,7 +161,7 @@ class Http1Server:
         """Serve ``stream`` until the client or the server ends it; closes the stream.
 
         Args:
-            stream: an accepted connection, holding a slot from :meth:`reserve`.
+            stream: an accepted connection.
             extensions: merged into each request's ``scope["extensions"]``.
         """
         connection = _Connection(self, stream, extensions)
