@@ -1,0 +1,144 @@
+"""One request to a peer and its answer: a JSON object, or a typed error (agentkeys.clients).
+
+Both peers answer a refusal with ``{error, reason}`` (``AgentkeysError.to_json``) and
+success with a JSON object; :func:`call` turns anything else into
+:mod:`agentkeys.clients.errors`. The members readers (:func:`text`, :func:`integer`, …)
+raise :class:`AnswerMalformed` naming the member, never a ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+import httpx
+
+from agentkeys.clients.errors import AnswerMalformed, PeerRefused, PeerUnreachable
+
+__all__ = ["MAX_ANSWER_BYTES", "Answer", "call", "hex64", "integer", "read_answer", "text"]
+
+MAX_ANSWER_BYTES = 64 * 1024
+"""The default bound of an answer (a larger 200 answer is malformed)."""
+
+_CODE = re.compile(r"[a-z0-9_]{1,64}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class Answer:
+    """A peer's 200 JSON object, with the peer and path it came from (for errors)."""
+
+    def __init__(self, doc: dict[str, object], *, who: str, path: str) -> None:
+        self.doc = doc
+        self.who = who
+        self.path = path
+
+    def malformed(self, what: str) -> AnswerMalformed:
+        """An :class:`AnswerMalformed` saying ``the <who>'s <what>``."""
+        return AnswerMalformed(f"the {self.who}'s {what}", who=self.who, path=self.path)
+
+
+def _refusal(response: httpx.Response, *, who: str, path: str, max_bytes: int) -> PeerRefused:
+    doc: object = None
+    if len(response.content) <= max_bytes:
+        try:
+            doc = json.loads(response.content)
+        except ValueError:
+            doc = None
+    code = doc.get("error") if isinstance(doc, dict) else None
+    reason = doc.get("reason") if isinstance(doc, dict) else None
+    return PeerRefused(
+        who=who,
+        path=path,
+        http_status=response.status_code,
+        code=code if isinstance(code, str) and _CODE.fullmatch(code) else None,
+        peer_reason=reason if isinstance(reason, str) else None,
+    )
+
+
+async def call(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    who: str,
+    content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_bytes: int = MAX_ANSWER_BYTES,
+) -> Answer:
+    """Send one request and return the peer's 200 JSON object.
+
+    Args:
+        client: the peer's client (``base_url`` set; the caller owns it).
+        content: the exact body bytes (a PoP covers them), ``None`` for none.
+        max_bytes: the largest answer read as JSON.
+
+    Raises:
+        PeerUnreachable: transport failure (no answer).
+        PeerRefused, AnswerMalformed: see :func:`read_answer`.
+    """
+    try:
+        response = await client.request(method, path, content=content, headers=headers)
+    except httpx.HTTPError as exc:
+        raise PeerUnreachable(who=who, path=path, transport=type(exc).__name__) from exc
+    return read_answer(response, who=who, path=path, max_bytes=max_bytes)
+
+
+def read_answer(
+    response: httpx.Response, *, who: str, path: str, max_bytes: int = MAX_ANSWER_BYTES
+) -> Answer:
+    """The 200 JSON object of ``response`` (read in full).
+
+    Raises:
+        PeerRefused: any status but 200.
+        AnswerMalformed: a 200 larger than ``max_bytes``, not JSON, or not an object.
+    """
+    if response.status_code != 200:
+        raise _refusal(response, who=who, path=path, max_bytes=max_bytes)
+    answer = Answer({}, who=who, path=path)
+    if len(response.content) > max_bytes:
+        raise answer.malformed("answer is too large")
+    try:
+        doc = json.loads(response.content)
+    except ValueError as exc:
+        raise answer.malformed("answer is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise answer.malformed("answer is not a JSON object")
+    answer.doc = doc
+    return answer
+
+
+def text(answer: Answer, name: str) -> str:
+    """The non-empty printable-ASCII string member ``name``.
+
+    Raises:
+        AnswerMalformed: missing or another type.
+    """
+    value = answer.doc.get(name)
+    if not isinstance(value, str) or not value or not value.isascii() or not value.isprintable():
+        raise answer.malformed(f"answer lacks {name}")
+    return value
+
+
+def hex64(answer: Answer, name: str) -> str:
+    """The member ``name``: 64 lowercase hex digits (an omni or a device_key_hash).
+
+    Raises:
+        AnswerMalformed: missing or another form.
+    """
+    value = answer.doc.get(name)
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise answer.malformed(f"answer lacks {name} (64 hex digits)")
+    return value
+
+
+def integer(answer: Answer, name: str) -> int:
+    """The integer (not boolean) member ``name``.
+
+    Raises:
+        AnswerMalformed: missing or another type.
+    """
+    value = answer.doc.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise answer.malformed(f"answer lacks {name}")
+    return value
