@@ -10,7 +10,7 @@ digest, the op and the exact body bytes, signed by K10) and a JSON body:
 * ``store`` ``{"credential": <base64url>}`` → ``{service, key, envelope_version, …}`` →
   :class:`Stored`;
 * ``list`` ``{}`` → ``{services: [{service, source}]}`` → :class:`Listed`;
-* ``teardown`` ``{}`` → ``{service, deleted}`` → :class:`TornDown`.
+* ``teardown`` ``{}`` → ``{service, deleted: {v2, v1}}`` (counts) → :class:`TornDown`.
 
 A cap of another operation is the worker's to refuse (``cap_operation_mismatch``). Each
 result keeps the worker's whole ``answer`` (without the credential) for display.
@@ -127,9 +127,9 @@ class Listed:
 
 @dataclass(frozen=True)
 class TornDown:
-    """What ``teardown`` deleted (``{"v2": bool, "v1": bool}``)."""
+    """What ``teardown`` deleted: objects per key layout (``{"v2": 1, "v1": 0}``)."""
 
-    deleted: Mapping[str, bool]
+    deleted: Mapping[str, int]
     answer: Mapping[str, object]
 
     @classmethod
@@ -137,11 +137,11 @@ class TornDown:
         """Read ``{deleted: {v2, v1}, …}``.
 
         Raises:
-            AnswerMalformed: ``deleted`` is missing or not an object of booleans.
+            AnswerMalformed: ``deleted`` is missing or not an object of counts.
         """
         deleted = answer.doc.get("deleted")
         if not isinstance(deleted, dict) or not all(
-            isinstance(k, str) and isinstance(v, bool) for k, v in deleted.items()
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in deleted.values()
         ):
             raise answer.malformed("answer lacks deleted")
         return cls(deleted=deleted, answer=answer.doc)

@@ -195,7 +195,8 @@ def test_store_list_and_teardown_answers_are_read() -> None:
     assert Stored.from_answer(_answer({"key": "k", "envelope_version": 4})).envelope_version == 4
     listed = Listed.from_answer(_answer({"services": [{"service": "a", "source": "v1"}]}))
     assert [(s.service, s.source) for s in listed.services] == [("a", "v1")]
-    torn = TornDown.from_answer(_answer({"deleted": {"v2": True, "v1": False}}))
-    assert torn.deleted == {"v2": True, "v1": False}
-    with pytest.raises(AnswerMalformed, match="lacks deleted"):
-        TornDown.from_answer(_answer({"deleted": {"v2": 1}}))
+    torn = TornDown.from_answer(_answer({"deleted": {"v2": 1, "v1": 0}}))
+    assert torn.deleted == {"v2": 1, "v1": 0}
+    for wrong in ({"v2": True}, {"v2": -1}, [1], None):
+        with pytest.raises(AnswerMalformed, match="lacks deleted"):
+            TornDown.from_answer(_answer({"deleted": wrong}))
