@@ -34,13 +34,37 @@ from agentkeys.clients.errors import AnswerMalformed
 from agentkeys.device_signin import DEVICE_CHALLENGE_LENGTH, device_signin_digest
 from agentkeys.errors import AgentkeysError
 from agentkeys.jwks import b64url_encode
-from agentkeys.pop import PopProof, new_mint_pop_claims
+from agentkeys.pop import MintPopClaims, PopProof, new_mint_pop_claims
 from attest.device_key import DeviceKey, key_hash
 
-__all__ = ["BrokerClient", "DeviceChallenge", "DeviceGrant", "MintedCap", "SessionInfo"]
+__all__ = [
+    "BrokerClient",
+    "DeviceChallenge",
+    "DeviceGrant",
+    "MintedCap",
+    "SessionInfo",
+    "mint_path",
+    "mint_request_body",
+]
 
 _WHO = "broker"
 _JSON = {"content-type": "application/json"}
+
+
+def mint_path(op: CapOp) -> str:
+    """The broker's mint route for ``op`` (``/v1/cap/cred-<op>``)."""
+    return f"/v1/cap/cred-{op.value}"
+
+
+def mint_request_body(claims: MintPopClaims, proof: PopProof) -> dict[str, str]:
+    """The cap-mint request body: the claims' identifiers and the K10 ``proof`` over them."""
+    return {
+        "operator_omni": claims.operator_omni,
+        "actor_omni": claims.actor_omni,
+        "service": claims.service,
+        "device_key_hash": claims.device_key_hash,
+        "pop": proof.to_header_value(),
+    }
 
 
 def _optional(answer: Answer, name: str) -> str | None:
@@ -225,14 +249,8 @@ class BrokerClient:
         )
         signature = await device_key.sign(hashlib.sha256(claims.message()).digest())
         proof = PopProof(claims.timestamp, claims.nonce, b64url_encode(signature))
-        body = {
-            "operator_omni": operator_omni,
-            "actor_omni": actor_omni,
-            "service": service,
-            "device_key_hash": dkh,
-            "pop": proof.to_header_value(),
-        }
-        answer = await self._post(f"/v1/cap/cred-{op.value}", body, session=session)
+        body = mint_request_body(claims, proof)
+        answer = await self._post(mint_path(op), body, session=session)
         return MintedCap.from_answer(answer)
 
     async def device_challenge(self, device_key_hash: str) -> DeviceChallenge:

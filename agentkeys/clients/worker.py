@@ -36,9 +36,32 @@ from agentkeys.omni import normalize_hex32
 from agentkeys.pop import PopProof, new_worker_pop_claims
 from attest.device_key import DeviceKey
 
-__all__ = ["Fetched", "Listed", "ListedService", "Stored", "TornDown", "WorkerClient"]
+__all__ = [
+    "Fetched",
+    "Listed",
+    "ListedService",
+    "Stored",
+    "TornDown",
+    "WorkerClient",
+    "worker_path",
+    "worker_request_headers",
+]
 
 _WHO = "worker"
+
+
+def worker_path(op: CapOp) -> str:
+    """The worker's route for ``op`` (``/v1/cred/<op>``)."""
+    return f"/v1/cred/{op.value}"
+
+
+def worker_request_headers(token: str, proof: PopProof) -> dict[str, str]:
+    """The headers of a worker request: the cap ``token`` and the worker ``proof``."""
+    return {
+        "Authorization": "Cap " + token,
+        "Agentkeys-Pop": proof.to_header_value(),
+        "Content-Type": "application/json",
+    }
 
 
 @dataclass(frozen=True)
@@ -179,18 +202,13 @@ class WorkerClient:
         )
         signature = await device_key.sign(hashlib.sha256(claims.message()).digest())
         proof = PopProof(claims.timestamp, claims.nonce, b64url_encode(signature))
-        headers = {
-            "authorization": "Cap " + minted.token,
-            "agentkeys-pop": proof.to_header_value(),
-            "content-type": "application/json",
-        }
         return await call(
             self.http,
             "POST",
-            f"/v1/cred/{op.value}",
+            worker_path(op),
             who=_WHO,
             content=content,
-            headers=headers,
+            headers=worker_request_headers(minted.token, proof),
             max_bytes=self._max,
         )
 
