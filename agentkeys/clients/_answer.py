@@ -1,7 +1,7 @@
 """One request to a peer and its answer: a JSON object, or a typed error (agentkeys.clients).
 
 Both peers answer a refusal with ``{error, reason}`` (``AgentkeysError.to_json``) and
-success with a JSON object; :func:`call` turns anything else into
+success with a JSON object; :class:`PeerClient` turns anything else into
 :mod:`agentkeys.clients.errors`. The members readers (:func:`text`, :func:`integer`, …)
 raise :class:`AnswerMalformed` naming the member, never a ``KeyError``.
 """
@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import httpx
 
 from agentkeys.clients.errors import AnswerMalformed, PeerRefused, PeerUnreachable
 
-__all__ = ["MAX_ANSWER_BYTES", "Answer", "call", "hex64", "integer", "read_answer", "text"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "Answer",
+    "PeerClient",
+    "hex64",
+    "integer",
+    "read_answer",
+    "text",
+]
 
 MAX_ANSWER_BYTES = 64 * 1024
 """The default bound of an answer (a larger 200 answer is malformed)."""
@@ -56,32 +66,48 @@ def _refusal(response: httpx.Response, *, who: str, path: str, max_bytes: int) -
     )
 
 
-async def call(
-    client: httpx.AsyncClient,
-    method: str,
-    path: str,
-    *,
-    who: str,
-    content: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    max_bytes: int = MAX_ANSWER_BYTES,
-) -> Answer:
-    """Send one request and return the peer's 200 JSON object.
+class PeerClient:
+    """What both typed clients share: the peer's httpx client, the clock, the answer bound.
 
     Args:
-        client: the peer's client (``base_url`` set; the caller owns it).
-        content: the exact body bytes (a PoP covers them), ``None`` for none.
-        max_bytes: the largest answer read as JSON.
-
-    Raises:
-        PeerUnreachable: transport failure (no answer).
-        PeerRefused, AnswerMalformed: see :func:`read_answer`.
+        http: client whose ``base_url`` is the peer (the caller owns and closes it).
+        clock: Unix seconds (PoP timestamps).
+        max_answer: the largest answer read as JSON (bytes).
     """
-    try:
-        response = await client.request(method, path, content=content, headers=headers)
-    except httpx.HTTPError as exc:
-        raise PeerUnreachable(who=who, path=path, transport=type(exc).__name__) from exc
-    return read_answer(response, who=who, path=path, max_bytes=max_bytes)
+
+    who: ClassVar[str]
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_answer: int = MAX_ANSWER_BYTES,
+    ) -> None:
+        self.http = http
+        self._clock = clock
+        self._max = max_answer
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """Send one request (``content``: the exact body bytes a PoP covers) and return the
+        peer's 200 JSON object.
+
+        Raises:
+            PeerUnreachable: transport failure (no answer).
+            PeerRefused, AnswerMalformed: see :func:`read_answer`.
+        """
+        try:
+            response = await self.http.request(method, path, content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            raise PeerUnreachable(who=self.who, path=path, transport=type(exc).__name__) from exc
+        return read_answer(response, who=self.who, path=path, max_bytes=self._max)
 
 
 def read_answer(

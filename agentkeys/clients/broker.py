@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-
 from agentkeys.cap import CapOp, SignedCap
-from agentkeys.clients._answer import MAX_ANSWER_BYTES, Answer, call, hex64, integer, text
+from agentkeys.clients._answer import Answer, PeerClient, hex64, integer, text
 from agentkeys.clients.errors import AnswerMalformed
 from agentkeys.device_signin import DEVICE_CHALLENGE_LENGTH, device_signin_digest
 from agentkeys.errors import AgentkeysError
@@ -47,7 +43,6 @@ __all__ = [
     "mint_request_body",
 ]
 
-_WHO = "broker"
 _JSON = {"content-type": "application/json"}
 
 
@@ -191,34 +186,18 @@ class SessionInfo:
         )
 
 
-class BrokerClient:
-    """Typed requests to the broker.
+class BrokerClient(PeerClient):
+    """Typed requests to the broker (``http``, ``clock``, ``max_answer``: see
+    :class:`~agentkeys.clients._answer.PeerClient`)."""
 
-    Args:
-        http: client whose ``base_url`` is the broker (the caller owns and closes it).
-        clock: Unix seconds (PoP timestamps).
-        max_answer: the largest answer read (bytes).
-    """
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float] = time.time,
-        max_answer: int = MAX_ANSWER_BYTES,
-    ) -> None:
-        self.http = http
-        self._clock = clock
-        self._max = max_answer
+    who = "broker"
 
     async def _post(self, path: str, body: dict[str, str], *, session: str | None = None) -> Answer:
         headers = dict(_JSON)
         if session is not None:
             headers["authorization"] = "Bearer " + session
         content = json.dumps(body, separators=(",", ":")).encode()
-        return await call(
-            self.http, "POST", path, who=_WHO, content=content, headers=headers, max_bytes=self._max
-        )
+        return await self._request("POST", path, content=content, headers=headers)
 
     async def mint_cap(
         self,
@@ -298,7 +277,7 @@ class BrokerClient:
         except AgentkeysError as exc:
             raise AnswerMalformed(
                 f"the broker's challenge cannot be signed: {exc.reason}",
-                who=_WHO,
+                who=self.who,
                 path="/v1/auth/device/challenge",
             ) from None
         signature = await device_key.sign(digest)
@@ -312,12 +291,7 @@ class BrokerClient:
         Raises:
             ClientError: see :mod:`agentkeys.clients.errors`.
         """
-        answer = await call(
-            self.http,
-            "GET",
-            "/v1/auth/session",
-            who=_WHO,
-            headers={"authorization": "Bearer " + session},
-            max_bytes=self._max,
+        answer = await self._request(
+            "GET", "/v1/auth/session", headers={"authorization": "Bearer " + session}
         )
         return SessionInfo.from_answer(answer)

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import httpx
-
 from agentkeys.cap import CapOp, cap_digest
-from agentkeys.clients._answer import MAX_ANSWER_BYTES, Answer, call, integer, text
+from agentkeys.clients._answer import Answer, PeerClient, integer, text
 from agentkeys.clients.broker import MintedCap
 from agentkeys.errors import InvalidEncoding
 from agentkeys.jwks import b64url_decode, b64url_encode
@@ -46,8 +43,6 @@ __all__ = [
     "worker_path",
     "worker_request_headers",
 ]
-
-_WHO = "worker"
 
 
 def worker_path(op: CapOp) -> str:
@@ -170,25 +165,11 @@ class TornDown:
         return cls(deleted=deleted, answer=answer.doc)
 
 
-class WorkerClient:
-    """Typed requests to the worker.
+class WorkerClient(PeerClient):
+    """Typed requests to the worker (``http``, ``clock``, ``max_answer``: see
+    :class:`~agentkeys.clients._answer.PeerClient`)."""
 
-    Args:
-        http: client whose ``base_url`` is the worker (the caller owns and closes it).
-        clock: Unix seconds (PoP timestamps).
-        max_answer: the largest answer read (bytes).
-    """
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float] = time.time,
-        max_answer: int = MAX_ANSWER_BYTES,
-    ) -> None:
-        self.http = http
-        self._clock = clock
-        self._max = max_answer
+    who = "worker"
 
     async def _call(
         self, op: CapOp, minted: MintedCap, device_key: DeviceKey, body: dict[str, str]
@@ -202,14 +183,11 @@ class WorkerClient:
         )
         signature = await device_key.sign(hashlib.sha256(claims.message()).digest())
         proof = PopProof(claims.timestamp, claims.nonce, b64url_encode(signature))
-        return await call(
-            self.http,
+        return await self._request(
             "POST",
             worker_path(op),
-            who=_WHO,
             content=content,
             headers=worker_request_headers(minted.token, proof),
-            max_bytes=self._max,
         )
 
     async def fetch(
