@@ -3,11 +3,13 @@
 Both peers answer a refusal with ``{error, reason}`` (``AgentkeysError.to_json``) and
 success with a JSON object; :class:`PeerClient` turns anything else into
 :mod:`agentkeys.clients.errors`. The members readers (:func:`text`, :func:`integer`, …)
-raise :class:`AnswerMalformed` naming the member, never a ``KeyError``.
+raise :class:`AnswerMalformed` naming the member, never a ``KeyError``; :func:`prove` signs
+a PoP with K10 (digests in, signatures out) for both clients.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -17,6 +19,9 @@ from typing import ClassVar
 import httpx
 
 from agentkeys.clients.errors import AnswerMalformed, PeerRefused, PeerUnreachable
+from agentkeys.jwks import b64url_encode
+from agentkeys.pop import MintPopClaims, PopProof, WorkerPopClaims
+from attest.device_key import DeviceKey
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -24,6 +29,7 @@ __all__ = [
     "PeerClient",
     "hex64",
     "integer",
+    "prove",
     "read_answer",
     "text",
 ]
@@ -64,6 +70,12 @@ def _refusal(response: httpx.Response, *, who: str, path: str, max_bytes: int) -
         code=code if isinstance(code, str) and _CODE.fullmatch(code) else None,
         peer_reason=reason if isinstance(reason, str) else None,
     )
+
+
+async def prove(device_key: DeviceKey, claims: MintPopClaims | WorkerPopClaims) -> PopProof:
+    """The PoP of ``claims``: K10 signs the SHA-256 digest of their message (SPEC.md 5)."""
+    signature = await device_key.sign(hashlib.sha256(claims.message()).digest())
+    return PopProof(claims.timestamp, claims.nonce, b64url_encode(signature))
 
 
 class PeerClient:

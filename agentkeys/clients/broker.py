@@ -20,12 +20,11 @@ K10 never leaves its backend: only digests go in, signatures come out. Failures 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 
 from agentkeys.cap import CapOp, SignedCap
-from agentkeys.clients._answer import Answer, PeerClient, hex64, integer, text
+from agentkeys.clients._answer import Answer, PeerClient, hex64, integer, prove, text
 from agentkeys.clients.errors import AnswerMalformed
 from agentkeys.device_signin import DEVICE_CHALLENGE_LENGTH, device_signin_digest
 from agentkeys.errors import AgentkeysError
@@ -226,9 +225,7 @@ class BrokerClient(PeerClient):
             device_key_hash=dkh,
             now=int(self._clock()),
         )
-        signature = await device_key.sign(hashlib.sha256(claims.message()).digest())
-        proof = PopProof(claims.timestamp, claims.nonce, b64url_encode(signature))
-        body = mint_request_body(claims, proof)
+        body = mint_request_body(claims, await prove(device_key, claims))
         answer = await self._post(mint_path(op), body, session=session)
         return MintedCap.from_answer(answer)
 

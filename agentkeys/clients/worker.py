@@ -19,13 +19,12 @@ Failures are :mod:`agentkeys.clients.errors`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agentkeys.cap import CapOp, cap_digest
-from agentkeys.clients._answer import Answer, PeerClient, integer, text
+from agentkeys.clients._answer import Answer, PeerClient, integer, prove, text
 from agentkeys.clients.broker import MintedCap
 from agentkeys.errors import InvalidEncoding
 from agentkeys.jwks import b64url_decode, b64url_encode
@@ -181,8 +180,7 @@ class WorkerClient(PeerClient):
             body=content,
             now=int(self._clock()),
         )
-        signature = await device_key.sign(hashlib.sha256(claims.message()).digest())
-        proof = PopProof(claims.timestamp, claims.nonce, b64url_encode(signature))
+        proof = await prove(device_key, claims)
         return await self._request(
             "POST",
             worker_path(op),
