@@ -40,6 +40,9 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "address_invalid": ErrorCode(
             400, "``dev fund`` was given something that is not a 0x address."
         ),
+        "answer_malformed": ErrorCode(
+            502, "A broker's or worker's 200 answer breaks its wire contract (agentkeys.clients)."
+        ),
         "attest_error": ErrorCode(500, "Branch: anything attest refuses or cannot do."),
         "attestation_key_not_trusted": ErrorCode(
             403,
@@ -151,6 +154,9 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "chain_unavailable": ErrorCode(503, "The chain could not be read: fail closed."),
         "challenge_unknown": ErrorCode(
             401, "No such challenge for this session (never issued, already used or expired)."
+        ),
+        "client_error": ErrorCode(
+            502, "Branch: a broker or worker gave no usable answer to a typed client."
         ),
         "cli_error": ErrorCode(
             400, "Base of the command line's own errors; ``exit_code`` is the process exit status."
@@ -406,6 +412,10 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "passkey_wrong_credential": ErrorCode(
             400, "The assertion comes from another passkey, or its signature does not verify."
         ),
+        "peer_refused": ErrorCode(
+            502, "A broker or worker answered a typed client with a non-200 ``{error, reason}``."
+        ),
+        "peer_unreachable": ErrorCode(503, "A broker or worker did not answer a typed client."),
         "pki_error": ErrorCode(500, "Base of PKI failures."),
         "pki_file_error": ErrorCode(
             500, "A PKI file or directory is missing, unreadable or has unsafe permissions."

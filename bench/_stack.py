@@ -33,6 +33,7 @@ from agentkeys.cap import CapOp, cap_digest, new_cap_payload, sign_cap
 from agentkeys.chain.client import ChainClient, account_from_key
 from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.chain.signing import SoftwareK10Signer
+from agentkeys.clients.worker import worker_path, worker_request_headers
 from agentkeys.jwks import b64url_encode
 from agentkeys.pop import PopProof, new_worker_pop_claims, sign_pop
 from bench._errors import BenchError
@@ -94,6 +95,9 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> str:
 def worker_request(signing: Signing, op: CapOp, *, host: str, service: str, secret: bytes) -> bytes:
     """One raw HTTP/1.1 worker request with a fresh cap and a fresh K10 PoP over its body.
 
+    Raw bytes on purpose: the load generator replays them, so the run measures the worker
+    alone; its headers come from :func:`agentkeys.clients.worker.worker_request_headers`.
+
     ``secret`` is the credential a ``store`` writes (ignored by ``fetch``).
     """
     body = (
@@ -114,10 +118,10 @@ def worker_request(signing: Signing, op: CapOp, *, host: str, service: str, secr
         cap_digest=cap_digest(payload), op=op, body=body, now=int(time.time())
     )
     proof = PopProof(claims.timestamp, claims.nonce, sign_pop(claims, signing.k10))
+    fields = "".join(f"{k}: {v}\r\n" for k, v in worker_request_headers(token, proof).items())
     head = (
-        f"POST /v1/cred/{op.value} HTTP/1.1\r\nHost: {host}\r\n"
-        f"Authorization: Cap {token}\r\nAgentkeys-Pop: {proof.to_header_value()}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"POST {worker_path(op)} HTTP/1.1\r\nHost: {host}\r\n{fields}"
+        f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
 

@@ -56,6 +56,7 @@ from agentkeys.chain.client import ChainClient, account_from_key
 from agentkeys.chain.deploy import Deployment, deploy_all
 from agentkeys.chain.signing import SoftwareK10Signer
 from agentkeys.chain.watcher import ChainWatcher
+from agentkeys.clients.broker import mint_path, mint_request_body
 from agentkeys.devstack import pick_port, start_anvil, start_postgres
 from agentkeys.devstack.smtp_sink import run_smtp_sink
 from agentkeys.pop import PopProof, new_mint_pop_claims, sign_pop
@@ -75,7 +76,7 @@ SCENARIO = "broker mint"
 _RP_ID = "agentkeys.localhost"
 _ORIGIN = "https://agentkeys.localhost"
 _SERVICE = "openai"
-_PATH = "/v1/cap/cred-fetch"
+_PATH = mint_path(CapOp.FETCH)
 _LABELS = {
     "uncached": "POST /v1/cap/cred-fetch, chain reads uncached",
     "cached": "POST /v1/cap/cred-fetch, chain view following",
@@ -97,7 +98,11 @@ class _Operator:
 def mint_request(
     *, host: str, j1: str, operator: str, device_key_hash: str, key: ec.EllipticCurvePrivateKey
 ) -> bytes:
-    """One raw HTTP/1.1 cap-mint request with a fresh K10 PoP (master, own vault)."""
+    """One raw HTTP/1.1 cap-mint request with a fresh K10 PoP (master, own vault).
+
+    Raw bytes on purpose: the load generator replays them, so the run measures the broker
+    alone; its body comes from :func:`agentkeys.clients.broker.mint_request_body`.
+    """
     claims = new_mint_pop_claims(
         op=CapOp.FETCH,
         operator_omni=operator,
@@ -106,16 +111,8 @@ def mint_request(
         device_key_hash=device_key_hash,
         now=int(time.time()),
     )
-    proof = PopProof(claims.timestamp, claims.nonce, sign_pop(claims, key)).to_header_value()
-    body = json.dumps(
-        {
-            "operator_omni": operator,
-            "actor_omni": operator,
-            "service": _SERVICE,
-            "device_key_hash": device_key_hash,
-            "pop": proof,
-        }
-    ).encode("ascii")
+    proof = PopProof(claims.timestamp, claims.nonce, sign_pop(claims, key))
+    body = json.dumps(mint_request_body(claims, proof)).encode("ascii")
     head = (
         f"POST {_PATH} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {j1}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -14,25 +14,22 @@ bounds how long the cache keeps it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
 
-from agentkeys.cap import CapOp, SignedCap, cap_digest
-from agentkeys.daemon._peer import peer_answer
+from agentkeys.cap import CapOp
+from agentkeys.clients import BrokerClient, MintedCap, WorkerClient
+from agentkeys.daemon._peer import peer_errors
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable
 from agentkeys.daemon.session import DeviceSession
-from agentkeys.errors import AgentkeysError
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import normalize_hex32
-from agentkeys.pop import PopProof, new_mint_pop_claims, new_worker_pop_claims
-from attest.device_key import DeviceKey, key_hash
+from attest.device_key import DeviceKey
 
 __all__ = [
     "BrokerWorkerSource",
@@ -89,12 +86,10 @@ class BrokerWorkerSource:
     Raises:
         InvalidIdentifier: ``legacy_identity_omni`` is not 64 hex digits.
 
-    Wire formats: the broker's as implemented in ``agentkeys.broker._service.mint``
-    (request ``CapMintRequest``; answer ``{cap, token, expires_at, scope_source}``) and
-    the worker's as implemented in ``agentkeys.worker._core`` (``POST /v1/cred/fetch``
-    with the body ``{}`` or ``{"legacy_identity_omni": <hex64>}`` (docs/worker.md),
-    ``Authorization: Cap <token>``, ``Agentkeys-Pop: <proof>`` covering the body;
-    answer ``{"credential": <base64url>, ...}``).
+    Wire formats: :class:`agentkeys.clients.BrokerClient` (``mint_cap``) and
+    :class:`agentkeys.clients.WorkerClient` (``fetch``, body ``{}`` or
+    ``{"legacy_identity_omni": <hex64>}``); their errors are translated by
+    :func:`agentkeys.daemon._peer.peer_errors`.
     """
 
     def __init__(
@@ -109,85 +104,42 @@ class BrokerWorkerSource:
         legacy_identity_omni: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._broker = broker
-        self._worker = worker
+        self._broker = BrokerClient(broker, clock=clock)
+        self._worker = WorkerClient(worker, clock=clock)
         self._key = device_key
         self.session = session
         self._operator = operator_omni
         self._actor = actor_omni
-        body: dict[str, str] = {}
-        if legacy_identity_omni is not None:
-            body["legacy_identity_omni"] = normalize_hex32(legacy_identity_omni)
-        self._fetch_body = json.dumps(body, separators=(",", ":")).encode()
-        self._dkh = key_hash(device_key)
-        self._clock = clock
+        self._legacy = (
+            None if legacy_identity_omni is None else normalize_hex32(legacy_identity_omni)
+        )
 
-    def _answer(self, response: httpx.Response, who: str) -> dict[str, object]:
+    @contextmanager
+    def _peer(self) -> Iterator[None]:
+        """:func:`peer_errors`, and the session told of every refusal."""
         try:
-            return peer_answer(response, who)
+            with peer_errors():
+                yield
         except CredentialRefused as exc:
             self.session.refused(exc.code)
             raise
 
-    async def _sign(self, message: bytes) -> str:
-        return b64url_encode(await self._key.sign(hashlib.sha256(message).digest()))
-
-    async def mint(self, service: str) -> tuple[SignedCap, str, int]:
-        """Mint a ``fetch`` cap for ``service``: (cap, token, expires_at)."""
-        claims = new_mint_pop_claims(
-            op=CapOp.FETCH,
-            operator_omni=self._operator,
-            actor_omni=self._actor,
-            service=service,
-            device_key_hash=self._dkh,
-            now=int(self._clock()),
-        )
-        proof = PopProof(claims.timestamp, claims.nonce, await self._sign(claims.message()))
-        body = {
-            "operator_omni": self._operator,
-            "actor_omni": self._actor,
-            "service": service,
-            "device_key_hash": self._dkh,
-            "pop": proof.to_header_value(),
-        }
-        headers = {"authorization": "Bearer " + self.session.token().decode("ascii")}
-        try:
-            response = await self._broker.post("/v1/cap/cred-fetch", json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise CredentialUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
-        doc = self._answer(response, "broker")
-        try:
-            cap = SignedCap.from_wire(doc.get("cap"))
-        except AgentkeysError as exc:
-            raise CredentialUnavailable(f"the broker's cap is malformed: {exc.reason}") from exc
-        token = doc.get("token")
-        if not isinstance(token, str):
-            raise CredentialUnavailable("the broker's answer lacks the cap token")
-        return cap, token, cap.payload.expires_at
+    async def mint(self, service: str) -> MintedCap:
+        """Mint a ``fetch`` cap for ``service``."""
+        session = self.session.token().decode("ascii")
+        with self._peer():
+            return await self._broker.mint_cap(
+                CapOp.FETCH,
+                session=session,
+                device_key=self._key,
+                operator_omni=self._operator,
+                actor_omni=self._actor,
+                service=service,
+            )
 
     async def fetch(self, service: str) -> Credential:
         """Mint a cap and fetch ``service``'s credential from the worker."""
-        cap, token, expires_at = await self.mint(service)
-        body = self._fetch_body
-        claims = new_worker_pop_claims(
-            cap_digest=cap_digest(cap.payload), op=CapOp.FETCH, body=body, now=int(self._clock())
-        )
-        proof = PopProof(claims.timestamp, claims.nonce, await self._sign(claims.message()))
-        headers = {
-            "authorization": "Cap " + token,
-            "agentkeys-pop": proof.to_header_value(),
-            "content-type": "application/json",
-        }
-        try:
-            response = await self._worker.post("/v1/cred/fetch", content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise CredentialUnavailable(f"worker unreachable: {type(exc).__name__}") from exc
-        doc = self._answer(response, "worker")
-        raw = doc.get("credential")
-        if not isinstance(raw, str):
-            raise CredentialUnavailable("the worker's answer lacks the credential")
-        try:
-            secret = b64url_decode(raw)
-        except AgentkeysError as exc:
-            raise CredentialUnavailable("the worker's credential is not base64url") from exc
-        return Credential(secret=secret, expires_at=float(expires_at))
+        minted = await self.mint(service)
+        with self._peer():
+            fetched = await self._worker.fetch(minted, self._key, legacy_identity_omni=self._legacy)
+        return Credential(secret=fetched.credential, expires_at=float(minted.expires_at))

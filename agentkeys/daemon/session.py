@@ -36,11 +36,9 @@ from enum import StrEnum
 import httpx
 import trio
 
-from agentkeys.daemon._peer import peer_answer
+from agentkeys.clients import BrokerClient
+from agentkeys.daemon._peer import peer_errors
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable, SessionUnavailable
-from agentkeys.device_signin import device_signin_digest
-from agentkeys.errors import AgentkeysError
-from agentkeys.jwks import b64url_encode
 from attest.device_key import DeviceKey, key_hash
 
 __all__ = ["DEFAULT_AUDIENCE", "DeviceSession", "SessionProblem"]
@@ -93,7 +91,7 @@ class DeviceSession:
     ) -> None:
         if not 0 < renew_fraction < 1 or not 0 < min_backoff <= max_backoff:
             raise ValueError("renew_fraction within (0, 1), 0 < min_backoff <= max_backoff")
-        self._broker = broker
+        self._broker = BrokerClient(broker, clock=clock)
         self._key = device_key
         self._audience = audience
         self._expected = {"operator_omni": operator_omni, "actor_omni": actor_omni}
@@ -203,52 +201,26 @@ class DeviceSession:
             CredentialRefused: the broker refused (logged with its code and reason).
             CredentialUnavailable: transport failure or a malformed answer.
         """
-        dkh = self.device_key_hash
-        doc = await self._post("/v1/auth/device/challenge", {"device_key_hash": dkh})
-        challenge = doc.get("challenge")
-        if not isinstance(challenge, str):
-            raise CredentialUnavailable("the broker's answer lacks the challenge")
-        try:
-            raw = bytes.fromhex(challenge)
-            digest = device_signin_digest(
-                audience=self._audience, challenge=raw, device_key_hash=dkh
-            )
-        except (ValueError, AgentkeysError):
-            raise CredentialUnavailable("the broker's challenge is malformed") from None
-        signature = b64url_encode(await self._key.sign(digest))
-        doc = await self._post(
-            "/v1/auth/device/session",
-            {"device_key_hash": dkh, "challenge": challenge, "signature": signature},
-        )
-        token, expires_at = doc.get("session"), doc.get("expires_at")
-        if not isinstance(token, str) or not token.isascii() or not token:
-            raise CredentialUnavailable("the broker's answer lacks the session")
-        if isinstance(expires_at, bool) or not isinstance(expires_at, int):
-            raise CredentialUnavailable("the broker's answer lacks expires_at")
+        with peer_errors():
+            grant = await self._broker.sign_in_device(self._key, audience=self._audience)
+        bound = {"operator_omni": grant.operator_omni, "actor_omni": grant.actor_omni}
         for name, expected in self._expected.items():
-            if expected is not None and doc.get(name) != expected:
+            if expected is not None and bound[name] != expected:
                 raise CredentialUnavailable(
-                    f"the device is bound on chain to {name} {str(doc.get(name))[:64]}, "
+                    f"the device is bound on chain to {name} {bound[name]}, "
                     f"not the configured identity.{name} {expected}"
                 )
-        lifetime = min(float(expires_at) - self._clock(), _MAX_LIFETIME)
+        lifetime = min(float(grant.expires_at) - self._clock(), _MAX_LIFETIME)
         if lifetime <= 0:
             raise CredentialUnavailable("the broker's session is already expired (clock skew?)")
         renewed = self._token is not None
-        self._token = token.encode("ascii")
+        self._token = grant.session.encode("ascii")
         self._lifetime = lifetime
         self._valid_until = trio.current_time() + lifetime
         self.sign_ins += 1
         _log.info(
             "device session %s for device %s, valid for %.0f s",
             "renewed" if renewed else "signed in",
-            dkh[:16],
+            self.device_key_hash[:16],
             lifetime,
         )
-
-    async def _post(self, path: str, body: dict[str, str]) -> dict[str, object]:
-        try:
-            response = await self._broker.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise CredentialUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
-        return peer_answer(response, "broker")

@@ -7,17 +7,20 @@ contracts (K10 + K11 signed master mutations), then asking the broker over HTTP.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from agentkeys.cap import CapOp, verify_cap
 from agentkeys.chain import challenge as ch
+from agentkeys.clients import BrokerClient
 from agentkeys.devstack import pick_port
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import JsonWebKeySet as Jwks
 from agentkeys.omni import agent_omni
 from agentkeys.pop import PopProof, new_mint_pop_claims, sign_pop
+from attest.device_key import SoftwareDeviceKey
 from tests.broker._flow import bearer, j1_for
 from tests.broker.conftest import (
     ORIGIN,
@@ -133,29 +136,27 @@ async def _jwks(broker: RunningBroker) -> Jwks:
 
 
 async def test_master_mints_for_its_own_vault(
-    broker: RunningBroker, chain: Chain, operator: Operator
+    broker: RunningBroker, chain: Chain, operator: Operator, tmp_path: Path
 ) -> None:
     j1 = await j1_for(broker, operator)
+    client = BrokerClient(broker.http)
+    key = SoftwareDeviceKey(operator.master.key, tmp_path / "k10.pem")
     for op in CapOp:
-        response = await mint(
-            broker,
-            j1,
-            op,
-            operator=operator.omni,
-            actor=operator.omni,
-            service="openai",
-            device=operator.master,
-        )
-        assert response.status_code == 200, response.text
-        assert response.json()["scope_source"] == "master_self"
+        minted = await client.mint_cap(
+            op, session=j1, device_key=key, operator_omni=operator.omni,
+            actor_omni=operator.omni, service="openai",
+        )  # fmt: skip
+        assert minted.scope_source == "master_self"
+        assert minted.cap.payload.op is op
     keys = await _jwks(broker)
     verified = verify_cap(
-        response.json()["token"],
+        minted.token,
         keys=keys.by_kid,
         expected_aud="agentkeys-worker",
         now=time.time(),
         expected_op=op,
     )
+    assert verified.payload == minted.cap.payload
     assert verified.payload.actor_omni == operator.omni
     assert verified.payload.device_key_hash == operator.master.hash
     assert verified.payload.k3_epoch == await chain.client.current_epoch()

@@ -7,13 +7,16 @@ master mutations); every request goes over HTTP to the real broker.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentkeys.broker._service import MAX_PENDING_DEVICE_CHALLENGES
 from agentkeys.cap import CapOp
+from agentkeys.clients import BrokerClient, PeerRefused
 from agentkeys.omni import agent_omni
+from attest.device_key import SoftwareDeviceKey
 from tests.broker._flow import bearer, challenge_for, j1_for, present, sign_in, signature
 from tests.broker.conftest import Chain, Device, Operator, RunningBroker
 from tests.broker.test_cap_mint import add_agent, add_master, mint, revoke_device, set_scope
@@ -39,35 +42,32 @@ async def agent(chain: Chain, operator: Operator) -> tuple[str, Device]:
 
 
 async def test_a_device_signs_in_and_mints_fetch_caps_for_itself(
-    broker: RunningBroker, operator: Operator, agent: tuple[str, Device]
+    broker: RunningBroker, operator: Operator, agent: tuple[str, Device], tmp_path: Path
 ) -> None:
     actor, device = agent
-    answer = await sign_in(broker, device)
-    assert answer.status_code == 200, answer.text
-    body = answer.json()
-    assert body["stage"] == "device"
-    assert (body["operator_omni"], body["actor_omni"]) == (operator.omni, actor)
-    assert body["device_key_hash"] == device.hash
-    expires_at = body["expires_at"]
-    assert expires_at - broker.clock() <= 900 + 1
-    session = body["session"]
-    info = await broker.http.get("/v1/auth/session", headers=bearer(session))
-    assert info.status_code == 200, info.text
-    assert info.json()["stage"] == "device"
-    assert info.json()["actor_omni"] == actor
-    assert info.json()["device_key_hash"] == device.hash
-    minted = await mint(
-        broker, session, CapOp.FETCH, operator=operator.omni, actor=actor, service="openai",
-        device=device,
+    key = SoftwareDeviceKey(device.key, tmp_path / "k10.pem")
+    client = BrokerClient(broker.http)
+    grant = await client.sign_in_device(key, audience="agentkeys-broker")
+    assert (grant.operator_omni, grant.actor_omni) == (operator.omni, actor)
+    assert grant.device_key_hash == device.hash
+    assert grant.expires_at - broker.clock() <= 900 + 1
+    info = await client.session_info(grant.session)
+    assert (info.stage, info.actor_omni, info.device_key_hash) == ("device", actor, device.hash)
+    minted = await client.mint_cap(
+        CapOp.FETCH, session=grant.session, device_key=key, operator_omni=operator.omni,
+        actor_omni=actor, service="openai",
     )  # fmt: skip
-    assert minted.status_code == 200, minted.text
-    assert minted.json()["scope_source"] == "chain"
+    assert minted.scope_source == "chain"
+    assert (minted.cap.payload.actor_omni, minted.cap.payload.service) == (actor, "openai")
     # the per-actor binding checks still run: a service outside the scope is refused
-    outside = await mint(
-        broker, session, CapOp.FETCH, operator=operator.omni, actor=actor, service="github",
-        device=device,
-    )  # fmt: skip
-    denied(broker, outside, "service_not_in_scope", 403)
+    with pytest.raises(PeerRefused) as outside:
+        await client.mint_cap(
+            CapOp.FETCH, session=grant.session, device_key=key, operator_omni=operator.omni,
+            actor_omni=actor, service="github",
+        )  # fmt: skip
+    assert (outside.value.http_status, outside.value.code) == (403, "service_not_in_scope")
+    assert outside.value.peer_reason
+    assert broker.denials("service_not_in_scope")
 
 
 async def test_a_challenge_is_single_use(broker: RunningBroker, agent: tuple[str, Device]) -> None:

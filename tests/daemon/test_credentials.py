@@ -13,8 +13,10 @@ import pytest
 
 import agentkeys.daemon.credentials as credentials_module
 from agentkeys._files import write_private
+from agentkeys.clients import AnswerMalformed, PeerRefused, PeerUnreachable
 from agentkeys.config import ConfigError, load_config
 from agentkeys.daemon import DaemonConfig
+from agentkeys.daemon._peer import peer_errors
 from agentkeys.daemon.credentials import BrokerWorkerSource
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable, SessionUnavailable
 from agentkeys.daemon.session import DeviceSession, SessionProblem
@@ -110,3 +112,47 @@ def test_legacy_identity_omni_is_validated(tmp_path: Path) -> None:
             session=DeviceSession(broker=http, device_key=key), operator_omni=OPERATOR,
             actor_omni=ACTOR, legacy_identity_omni="not-hex",
         )  # fmt: skip
+
+
+def _refused(status: int, code: str | None, reason: str | None = "why") -> PeerRefused:
+    return PeerRefused(who="worker", path="/v1/cred/fetch", http_status=status, code=code,
+                       peer_reason=reason)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "answer_code", "reason"),
+    [
+        (_refused(404, "credential_not_found"), CredentialRefused, "credential_not_found",
+         "the worker refused: credential_not_found"),
+        (_refused(403, None), CredentialRefused, "credential_refused",
+         "the worker refused: refused"),
+        (_refused(503, "chain_unavailable"), CredentialUnavailable, "credential_unavailable",
+         "the worker answered HTTP 503 (chain_unavailable)"),
+        (_refused(500, None, None), CredentialUnavailable, "credential_unavailable",
+         "the worker answered HTTP 500 (no error code)"),
+        (PeerUnreachable(who="broker", path="/p", transport="ConnectError"),
+         CredentialUnavailable, "credential_unavailable", "broker unreachable: ConnectError"),
+        (AnswerMalformed("the worker's answer lacks source", who="worker", path="/p"),
+         CredentialUnavailable, "credential_unavailable", "the worker's answer lacks source"),
+    ],
+)  # fmt: skip
+def test_client_errors_become_the_daemons(
+    error: Exception, raised: type[CredentialUnavailable], answer_code: str, reason: str
+) -> None:
+    with pytest.raises(CredentialUnavailable) as caught, peer_errors():
+        raise error
+    assert type(caught.value) is raised
+    assert caught.value.reason == reason
+    code = caught.value.answer_code if isinstance(caught.value, CredentialRefused) else None
+    assert (code or caught.value.error) == answer_code
+
+
+def test_a_refusal_is_logged_with_a_printable_bounded_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(CredentialRefused), peer_errors():
+        raise _refused(403, "device_revoked", "revoked\nat block 7" + "x" * 300)
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "agentkeys.daemon"]
+    assert logged == "the worker refused: HTTP 403 device_revoked (revoked?at block 7" + (
+        "x" * 182 + ")"
+    )
