@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agentkeys.errors import AgentkeysError
+from agentkeys.errors import DOMAIN_ERRORS
 from tests.fuzz.targets import TARGETS, NotJson
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
@@ -40,6 +40,6 @@ def _refusal(name: str, data: bytes) -> str | None:
         TARGETS[name].run(data)
     except NotJson:
         pytest.fail("the recorded input no longer reaches the parser")
-    except AgentkeysError as refused:
+    except DOMAIN_ERRORS as refused:
         return refused.error
     return None
