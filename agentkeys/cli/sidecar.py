@@ -781,7 +781,7 @@ def _tcp_lines(url: str) -> list[str]:
         f"  loopback TCP  {url}  (the env file's base URLs: an unmodified SDK reaches it)",
         "                every local user can connect to it: the caller is still attested",
         "                (uid and exe via sock_diag + /proc) and the policy, deny by default,",
-        "                refuses the ones it does not name; on TCP file modes protect nothing",
+        "                refuses the ones it does not name (no file mode guards a TCP port)",
     ]
 
 
@@ -791,11 +791,11 @@ async def _dev_stack(args: argparse.Namespace) -> None:
     # the development stack's own format (and only for this development mode)
     from agentkeys.devstack.up import DAEMON_SETUP_FILE, DevDaemonSetup, read_status
 
+    if args.tcp_port is not None:
+        raise UsageError("--tcp-port is for a sidecar under its own user (--agent-user)")
     state_dir = os.environ.get("AGENTKEYS_DEV_STATE_DIR")
     if not state_dir:
         raise UsageError("--dev-stack: no dev stack (source .agentkeys-state/env.sh first)")
-    if args.tcp_port is not None:
-        raise UsageError("--tcp-port is for a sidecar under its own user (--agent-user)")
     layout = SidecarLayout.for_agent(args.agent, args.daemon_user)
     services = _services(args)
     home = agentkeys_home(args.home)

@@ -185,6 +185,7 @@ def test_the_unit_setup_writes_verifies(tmp_path: Path) -> None:
         (["--dev-stack"], "no dev stack"),
         (["--agent-user", "nobody", "--tcp-port", "0"], "not a TCP port"),
         (["--agent-user", "nobody", "--tcp-port", "http"], "not a TCP port"),
+        (["--dev-stack", "--tcp-port", "8790"], "own user (--agent-user)"),
     ],
 )
 def test_usage_errors_exit_2_before_anything_is_done(

@@ -344,6 +344,10 @@ def test_the_quickstart_runs_as_written_and_the_agent_uid_gets_no_secret(
     assert "hello from the upstream" in call  # the stand-in accepted only the real key
     assert "the agent held: agentkeys-placeholder" in call
     assert secret not in call
+    setup_said = next(o for o in outputs if "sidecar for agent coder set up" in o)
+    assert f"loopback TCP  http://127.0.0.1:{port}" in setup_said
+    assert "the caller is still attested" in setup_said
+    assert "(uid and exe via sock_diag + /proc)" in setup_said
     over_socket = next(o for o in outputs if "over the socket:" in o)
     assert "over the socket: hello from the upstream" in over_socket
     agent_rows = [r for r in _audit_rows() if r["caller_uid"] == pwd.getpwnam(AGENT_USER).pw_uid]
