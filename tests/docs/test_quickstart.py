@@ -413,20 +413,20 @@ def test_the_quickstart_runs_as_written_and_the_agent_uid_gets_no_secret(
     # another local user: no socket, no env file; the loopback port answers, the policy refuses
     subprocess.run(["useradd", "--no-create-home", OTHER_USER], check=True, capture_output=True)
     other_uid = pwd.getpwnam(OTHER_USER).pw_uid
-    for argv in (
+    for attempt in (
         ("cat", "/run/agentkeys-sidecar/coder/env"),
         (str(SYSTEM_PYTHON), "-c", _CONNECT, str(SOCKET)),
     ):
-        tried = _as_agent(*argv, env=agent_env, user=OTHER_USER)
-        assert tried.returncode != 0, (argv, tried.stdout)
-        assert "Permission denied" in tried.stderr, (argv, tried.stderr)
+        tried = _as_agent(*attempt, env=agent_env, user=OTHER_USER)
+        assert tried.returncode != 0, (attempt, tried.stdout)
+        assert "Permission denied" in tried.stderr, (attempt, tried.stderr)
     tried = _as_agent(
         "curl", "-s", "-H", "authorization: Bearer x", "-d", "{}", "-w", "\n%{http_code}",
         f"http://127.0.0.1:{port}/openai/v1/chat/completions", env=agent_env, user=OTHER_USER,
     )  # fmt: skip
-    body, _, status = tried.stdout.rpartition("\n")
-    assert status == "403", tried.stdout
-    refusal = json.loads(body)
+    refused_body, _, http_code = tried.stdout.rpartition("\n")
+    assert http_code == "403", tried.stdout
+    refusal = json.loads(refused_body)
     assert refusal["error"] == "caller_not_allowed"
     assert f"uid {other_uid}, exe '/usr/bin/curl'" in refusal["reason"]
     (row,) = [r for r in _audit_rows() if r["caller_uid"] == other_uid]
