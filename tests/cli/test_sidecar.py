@@ -81,17 +81,22 @@ def test_without_allow_exe_any_program_of_the_uid_only() -> None:
     assert (rule.uid, rule.any_exe) == (1234, True)
 
 
-def test_daemon_config_loads_with_every_path_explicit_and_no_session(tmp_path: Path) -> None:
-    text = daemon_toml(
+def _daemon_toml(*, tcp_port: int | None = None, rpc_url: str | None = None) -> str:
+    return daemon_toml(
         LAYOUT,
         operator_omni="0a" * 32,
         actor_omni="0b" * 32,
         broker_url="http://127.0.0.1:1",
         worker_url="http://127.0.0.1:2",
-        rpc_url="http://127.0.0.1:3",
+        rpc_url=rpc_url,
         confirmations=0,
         legacy_identity_omni=None,
+        tcp_port=tcp_port,
     )
+
+
+def test_daemon_config_loads_with_every_path_explicit_and_no_session(tmp_path: Path) -> None:
+    text = _daemon_toml(rpc_url="http://127.0.0.1:3")
     assert "session" not in text
     path = tmp_path / "daemon.toml"
     path.write_text(text)
@@ -105,26 +110,12 @@ def test_daemon_config_loads_with_every_path_explicit_and_no_session(tmp_path: P
     assert config.chain.deployment == LAYOUT.deployment_path
 
 
-def _daemon_toml(tcp_port: int | None) -> str:
-    return daemon_toml(
-        LAYOUT,
-        operator_omni="0a" * 32,
-        actor_omni="0b" * 32,
-        broker_url="http://127.0.0.1:1",
-        worker_url="http://127.0.0.1:2",
-        rpc_url=None,
-        confirmations=0,
-        legacy_identity_omni=None,
-        tcp_port=tcp_port,
-    )
-
-
 @pytest.mark.parametrize("port", [None, 8790])
 def test_tcp_port_turns_on_the_loopback_listener_only_when_given(
     port: int | None, tmp_path: Path
 ) -> None:
     path = tmp_path / "daemon.toml"
-    path.write_text(_daemon_toml(port))
+    path.write_text(_daemon_toml(tcp_port=port))
     path.chmod(0o600)
     listen = load_config(DaemonConfig, path=path, environ={}).listen
     assert (listen.tcp_port, listen.tcp_host) == (port, "127.0.0.1")
@@ -134,7 +125,7 @@ def test_tcp_port_turns_on_the_loopback_listener_only_when_given(
 def test_a_tcp_port_of_another_sidecars_config_is_found(tmp_path: Path) -> None:
     for agent, port in (("coder", 8790), ("reviewer", 8791)):
         (tmp_path / agent).mkdir()
-        (tmp_path / agent / "daemon.toml").write_text(_daemon_toml(port))
+        (tmp_path / agent / "daemon.toml").write_text(_daemon_toml(tcp_port=port))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "daemon.toml").write_text("[listen\ntcp_port = 8792\n")
     assert tcp_port_owner(8791, "coder", root=tmp_path) == "reviewer"
