@@ -18,7 +18,10 @@ In order (each step reuses what exists, so running it again changes nothing it n
    ``/var/lib/agentkeys-sidecar/<agent>/k10.pem`` (never overwritten) next to the audit log;
 4. the runtime directory ``/run/agentkeys-sidecar/<agent>/`` (0710, socket group) with the
    env file the agent sources (0640: base URLs and placeholders only); the daemon's socket
-   appears there 0660 of the socket group;
+   appears there 0660 of the socket group; with ``--tcp-port`` the daemon also listens on
+   ``127.0.0.1:<port>`` and the env file's base URLs point there, so an unmodified SDK
+   reaches it (any local user can connect to that port: the policy, not a file mode,
+   refuses the ones it does not name; the caller is attested as on the socket);
 5. the systemd unit ``agentkeys-sidecar@<agent>.service`` in ``--unit-dir``, or with
    ``--no-systemd`` the command that starts the daemon by hand.
 
@@ -37,6 +40,7 @@ import pwd
 import shlex
 import shutil
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +81,7 @@ __all__ = [
     "resolve_exe",
     "sidecar_unit",
     "starter_policy",
+    "tcp_port_owner",
 ]
 
 #: routes the starter policy allows per preset (deny by default: edit policy.toml to widen)
@@ -88,6 +93,8 @@ STARTER_ROUTES: dict[str, tuple[str, ...]] = {
 }
 MAX_NAME = 32  # user and group names (shadow-utils)
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
+CONFIG_ROOT = Path("/etc/agentkeys/sidecar")  # one directory per agent's sidecar
+TCP_HOST = "127.0.0.1"  # the loopback listener's address (listen.tcp_host's default)
 CAPABILITIES = ("CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH")  # E1 of another uid's processes
 
 
@@ -122,7 +129,7 @@ class SidecarLayout:
 
     @property
     def config_dir(self) -> Path:
-        return Path("/etc/agentkeys/sidecar") / self.agent
+        return CONFIG_ROOT / self.agent
 
     @property
     def state_dir(self) -> Path:
@@ -243,8 +250,10 @@ def daemon_toml(
     rpc_url: str | None,
     confirmations: int,
     legacy_identity_omni: str | None,
+    tcp_port: int | None = None,
 ) -> str:
-    """The daemon's configuration: every path explicit, no session (it signs in with K10)."""
+    """The daemon's configuration: every path explicit, no session (it signs in with K10);
+    ``tcp_port``: the loopback listener on ``127.0.0.1:<port>`` too (off when None)."""
     identity = [
         f"operator_omni = {_toml_str(operator_omni)}",
         f"actor_omni = {_toml_str(actor_omni)}",
@@ -283,6 +292,11 @@ def daemon_toml(
         "[listen]",
         f"socket = {_toml_str(layout.socket_path)}",
         f"socket_group = {_toml_str(layout.socket_group)}",
+        *(
+            []
+            if tcp_port is None
+            else [f"tcp_host = {_toml_str(TCP_HOST)}", f"tcp_port = {tcp_port}"]
+        ),
         "",
         "[policy]",
         f"path = {_toml_str(layout.policy_path)}",
@@ -294,6 +308,33 @@ def daemon_toml(
         f"path = {_toml_str(layout.env_path)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def tcp_port_owner(port: int, agent: str, *, root: Path = CONFIG_ROOT) -> str | None:
+    """The other agent whose sidecar config (``<root>/<other>/daemon.toml``) already has
+    ``listen.tcp_port = port``, or None. A config that cannot be read or parsed claims no
+    port (the daemon would refuse it anyway)."""
+    for config in sorted(root.glob("*/daemon.toml")):
+        other = config.parent.name
+        if other == agent:
+            continue
+        try:
+            listen = tomllib.loads(config.read_text()).get("listen", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        if isinstance(listen, dict) and listen.get("tcp_port") == port:
+            return other
+    return None
+
+
+def _port_arg(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1..65535)")
+    return port
 
 
 _SANDBOX = """\
@@ -449,6 +490,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="another upstream for a service (e.g. the local stack's stand-in API)",
     )
     setup.add_argument(
+        "--tcp-port",
+        type=_port_arg,
+        metavar="PORT",
+        help=f"also listen on {TCP_HOST}:PORT and point the env file's base URLs there, so an "
+        "unmodified SDK reaches the daemon (callers still attested; other local users are "
+        "refused by the policy); default: the Unix socket only",
+    )
+    setup.add_argument(
         "--daemon-user", metavar="NAME", help="the daemon's user (default agentkeys-<agent>)"
     )
     setup.add_argument(
@@ -587,6 +636,11 @@ class _Plan:
     deployment: Path | None
     rpc_url: str
     confirmations: int
+    tcp_port: int | None
+
+    @property
+    def tcp_url(self) -> str | None:
+        return None if self.tcp_port is None else f"http://{TCP_HOST}:{self.tcp_port}"
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -604,6 +658,13 @@ def _plan(args: argparse.Namespace) -> _Plan:
         raise UsageError("no worker URL: pass --worker-url (or source dev up's env.sh)")
     upstreams = _upstreams(args.upstream, services)
     exes = [resolve_exe(name) for name in args.allow_exe]
+    if args.tcp_port is not None:
+        other = tcp_port_owner(args.tcp_port, layout.agent)
+        if other is not None:
+            raise UsageError(
+                f"--tcp-port {args.tcp_port}: the sidecar of agent {other} already listens "
+                f"there ({CONFIG_ROOT / other / 'daemon.toml'}); pick another port"
+            )
     home = agentkeys_home(args.home)
     state = load_operator_state(home)
     legacy = state.extra.get("legacy_identity_omni")
@@ -623,6 +684,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         deployment=load_config(ChainSettings, path=chain_path).chain.deployment,
         rpc_url=profile.rpc_url,
         confirmations=profile.confirmations,
+        tcp_port=args.tcp_port,
     )
 
 
@@ -649,6 +711,7 @@ def _install(
         rpc_url=plan.rpc_url if plan.deployment is not None else None,
         confirmations=plan.confirmations,
         legacy_identity_omni=plan.legacy_identity_omni,
+        tcp_port=plan.tcp_port,
     )
     write_private(layout.config_path, config, owner=owner)
     policy_action = "kept"
@@ -665,7 +728,7 @@ def _install(
         write_private(layout.policy_path, text, owner=owner)
         policy_action = "written"
     policy = parse_policy(layout.policy_path.read_bytes())
-    env_text = render_env(policy, base_url=None, socket_path=layout.socket_path)
+    env_text = render_env(policy, base_url=plan.tcp_url, socket_path=layout.socket_path)
     write_private(layout.env_path, env_text, owner=owner, group=group.gr_gid)
     agentkeys = _agentkeys_command()
     start = manual_start(layout, agentkeys)
@@ -690,6 +753,7 @@ def _install(
         "key_file": str(layout.key_path),
         "key_action": key_action,
         "socket": str(layout.socket_path),
+        "tcp_url": plan.tcp_url,
         "env_file": str(layout.env_path),
         "unit": unit,
         "start": start,
@@ -704,11 +768,21 @@ def _install(
         f"  K10           {layout.key_path} ({key_action})",
         f"  policy        {layout.policy_path} ({policy_action})",
         *(f"  allow exe     {e.named} → {e.path}" for e in plan.exes),
+        *([] if plan.tcp_url is None else _tcp_lines(plan.tcp_url)),
         *([f"  unit          {unit}"] if unit is not None else []),
         f"start the daemon: {start}",
         f"in the agent's shell: source {layout.env_path}",
     ]
     return answer, lines
+
+
+def _tcp_lines(url: str) -> list[str]:
+    return [
+        f"  loopback TCP  {url}  (the env file's base URLs: an unmodified SDK reaches it)",
+        "                every local user can connect to it: the caller is still attested",
+        "                (uid and exe via sock_diag + /proc) and the policy, deny by default,",
+        "                refuses the ones it does not name (no file mode guards a TCP port)",
+    ]
 
 
 async def _dev_stack(args: argparse.Namespace) -> None:
@@ -717,6 +791,8 @@ async def _dev_stack(args: argparse.Namespace) -> None:
     # the development stack's own format (and only for this development mode)
     from agentkeys.devstack.up import DAEMON_SETUP_FILE, DevDaemonSetup, read_status
 
+    if args.tcp_port is not None:
+        raise UsageError("--tcp-port is for a sidecar under its own user (--agent-user)")
     state_dir = os.environ.get("AGENTKEYS_DEV_STATE_DIR")
     if not state_dir:
         raise UsageError("--dev-stack: no dev stack (source .agentkeys-state/env.sh first)")

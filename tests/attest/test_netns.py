@@ -201,6 +201,59 @@ def test_invisible_process_needs_the_pod_wide_policy(pod: Pod, shared: bool) -> 
             }
 
 
+SYSTEM_PYTHON = Path("/usr/bin/python3.11")
+DAEMON_UID = 65533  # the attesting server's uid: neither root nor the caller's (NOBODY)
+# what `agentkeys sidecar setup` gives its daemon (agentkeys/cli/sidecar.py, CAPABILITIES)
+TWO_CAPS = (
+    "--inh-caps=+sys_ptrace,+dac_read_search",
+    "--ambient-caps=+sys_ptrace,+dac_read_search",
+)
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
+
+
+@pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason="no /usr/bin/python3.11 for another uid")
+@pytest.mark.parametrize(
+    ("caps", "identified"), [((), False), (TWO_CAPS, True)], ids=["no-caps", "two-caps"]
+)
+def test_a_server_of_another_uid_attests_tcp_callers_only_with_its_two_capabilities(
+    pod: Pod, caps: tuple[str, ...], identified: bool
+) -> None:
+    """The sidecar daemon as `sidecar setup` runs it: its own uid, CAP_SYS_PTRACE and
+    CAP_DAC_READ_SEARCH (ambient), attesting a loopback caller of a third uid (E2)."""
+    site = Path(pytest.__file__).resolve().parents[1]  # this checkout's site-packages
+    if not (_reachable_by_others(site) and _reachable_by_others(Path(ROOT))):
+        pytest.skip("the checkout or its site-packages is not reachable by another uid")
+    as_daemon = ("setpriv", f"--reuid={DAEMON_UID}", f"--regid={DAEMON_UID}", "--clear-groups")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}:{site}")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", pod.pod, *as_daemon, *caps, "--", str(SYSTEM_PYTHON), SERVER,
+         "127.0.0.1", "1"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        _client(pod.pod, f"http://127.0.0.1:{port}/", *AS_NOBODY)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    (outcome,) = [json.loads(line) for line in out.splitlines()]
+    if identified:
+        assert outcome["ok"] is True, outcome
+        assert (outcome["uid"], outcome["exe"]) == (NOBODY, os.path.realpath(CURL))
+    else:  # another uid's descriptor table is closed to it: the socket has no visible holder
+        assert outcome == {
+            "ok": False,
+            "error": "caller_unidentified",
+            "reason": "the calling process is not visible from here",
+        }
+
+
 def test_proc_net_tcp_parser() -> None:
     text = (
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "

@@ -19,6 +19,7 @@ from agentkeys.cli.sidecar import (
     resolve_exe,
     sidecar_unit,
     starter_policy,
+    tcp_port_owner,
 )
 from agentkeys.config import load_config
 from agentkeys.daemon.config import DaemonConfig
@@ -80,17 +81,22 @@ def test_without_allow_exe_any_program_of_the_uid_only() -> None:
     assert (rule.uid, rule.any_exe) == (1234, True)
 
 
-def test_daemon_config_loads_with_every_path_explicit_and_no_session(tmp_path: Path) -> None:
-    text = daemon_toml(
+def _daemon_toml(*, tcp_port: int | None = None, rpc_url: str | None = None) -> str:
+    return daemon_toml(
         LAYOUT,
         operator_omni="0a" * 32,
         actor_omni="0b" * 32,
         broker_url="http://127.0.0.1:1",
         worker_url="http://127.0.0.1:2",
-        rpc_url="http://127.0.0.1:3",
+        rpc_url=rpc_url,
         confirmations=0,
         legacy_identity_omni=None,
+        tcp_port=tcp_port,
     )
+
+
+def test_daemon_config_loads_with_every_path_explicit_and_no_session(tmp_path: Path) -> None:
+    text = _daemon_toml(rpc_url="http://127.0.0.1:3")
     assert "session" not in text
     path = tmp_path / "daemon.toml"
     path.write_text(text)
@@ -102,6 +108,31 @@ def test_daemon_config_loads_with_every_path_explicit_and_no_session(tmp_path: P
     assert (config.socket_path, config.env_path) == (LAYOUT.socket_path, LAYOUT.env_path)
     assert (config.policy_path, config.audit_path) == (LAYOUT.policy_path, LAYOUT.audit_path)
     assert config.chain.deployment == LAYOUT.deployment_path
+
+
+@pytest.mark.parametrize("port", [None, 8790])
+def test_tcp_port_turns_on_the_loopback_listener_only_when_given(
+    port: int | None, tmp_path: Path
+) -> None:
+    path = tmp_path / "daemon.toml"
+    path.write_text(_daemon_toml(tcp_port=port))
+    path.chmod(0o600)
+    listen = load_config(DaemonConfig, path=path, environ={}).listen
+    assert (listen.tcp_port, listen.tcp_host) == (port, "127.0.0.1")
+    assert listen.socket == LAYOUT.socket_path  # the socket stays, for clients that use it
+
+
+def test_a_tcp_port_of_another_sidecars_config_is_found(tmp_path: Path) -> None:
+    for agent, port in (("coder", 8790), ("reviewer", 8791)):
+        (tmp_path / agent).mkdir()
+        (tmp_path / agent / "daemon.toml").write_text(_daemon_toml(tcp_port=port))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "daemon.toml").write_text("[listen\ntcp_port = 8792\n")
+    assert tcp_port_owner(8791, "coder", root=tmp_path) == "reviewer"
+    assert tcp_port_owner(8790, "coder", root=tmp_path) is None  # its own: kept on a re-run
+    assert tcp_port_owner(8790, "reviewer", root=tmp_path) == "coder"
+    assert tcp_port_owner(8792, "coder", root=tmp_path) is None
+    assert tcp_port_owner(8793, "coder", root=tmp_path) is None
 
 
 def test_the_shipped_template_unit_is_what_setup_writes() -> None:
@@ -143,6 +174,9 @@ def test_the_unit_setup_writes_verifies(tmp_path: Path) -> None:
         (["--agent-user", "nobody", "--service", "ghe"], "not a preset"),
         (["--agent-user", "nobody", "--upstream", "openai"], "SERVICE=URL"),
         (["--dev-stack"], "no dev stack"),
+        (["--agent-user", "nobody", "--tcp-port", "0"], "not a TCP port"),
+        (["--agent-user", "nobody", "--tcp-port", "http"], "not a TCP port"),
+        (["--dev-stack", "--tcp-port", "8790"], "own user (--agent-user)"),
     ],
 )
 def test_usage_errors_exit_2_before_anything_is_done(

@@ -1,6 +1,7 @@
 """docs/quickstart.md, run as written: its ``sh`` blocks, extracted from the markdown, in order,
 as root, with two real uids (the agent's ``alice`` and the daemon's ``agentkeys-coder``) made
-by the doc's own commands and removed afterwards.
+by the doc's own commands and removed afterwards, and a third (``mallory``, made and removed
+here) whom the daemon's loopback TCP listener must refuse by policy.
 
 ``sh background`` blocks are long-running commands the doc runs in a terminal of their own
 (``dev up``, the daemon): they are started and left running; every other ``sh`` block runs in
@@ -21,6 +22,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -36,6 +38,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "quickstart.md"
 AGENT_USER, DAEMON_USER, SOCKET_GROUP = "alice", "agentkeys-coder", "agentkeys-coder-sock"
+OTHER_USER = "mallory"  # a local user the policy does not name
 SIDECAR_DIRS = (
     Path("/etc/agentkeys/sidecar/coder"),
     Path("/var/lib/agentkeys-sidecar/coder"),
@@ -49,6 +52,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the quickstart's setup step runs as root"),
     pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason="no /usr/bin/python3.11 for the users"),
     pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux setpriv missing"),
+    pytest.mark.skipif(not Path("/usr/bin/curl").exists(), reason="no /usr/bin/curl"),
 ]
 
 
@@ -64,6 +68,23 @@ def doc_blocks(path: Path = DOC) -> list[Block]:
     return [Block(kind == "sh background", text) for kind, text in found]
 
 
+def doc_tcp_port(blocks: list[Block]) -> int:
+    """The ``--tcp-port`` of the doc's ``sidecar setup`` block."""
+    setup = next(b.text for b in blocks if "sidecar setup" in b.text)
+    found = re.search(r"--tcp-port (\d+)", setup)
+    assert found is not None, "the quickstart's setup turns the loopback listener on"
+    return int(found.group(1))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _exists(kind: str, name: str) -> bool:
     try:
         (pwd.getpwnam if kind == "user" else grp.getgrnam)(name)
@@ -75,7 +96,8 @@ def _exists(kind: str, name: str) -> bool:
 def _remove_sidecar() -> None:
     subprocess.run(["userdel", "--remove", AGENT_USER], capture_output=True, check=False)
     subprocess.run(["userdel", DAEMON_USER], capture_output=True, check=False)
-    for group in (SOCKET_GROUP, DAEMON_USER, AGENT_USER):
+    subprocess.run(["userdel", OTHER_USER], capture_output=True, check=False)
+    for group in (SOCKET_GROUP, DAEMON_USER, AGENT_USER, OTHER_USER):
         subprocess.run(["groupdel", group], capture_output=True, check=False)
     for directory in SIDECAR_DIRS:
         shutil.rmtree(directory, ignore_errors=True)
@@ -181,6 +203,11 @@ def _ready() -> bool:
             return False
 
 
+def _audit_rows() -> list[dict[str, object]]:
+    path = Path("/var/lib/agentkeys-sidecar/coder/audit.log")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _readyz() -> tuple[int, str]:
     transport = httpx.HTTPTransport(uds=str(SOCKET))
     with httpx.Client(transport=transport, base_url="http://agentkeys.localhost") as client:
@@ -192,11 +219,10 @@ _CALLER = """
 import json, os, sys, time
 import httpx
 end = time.monotonic() + float(sys.argv[1])
-transport = httpx.HTTPTransport(uds=os.environ["AGENTKEYS_PROXY_SOCKET"])
-with httpx.Client(transport=transport, base_url=os.environ["OPENAI_BASE_URL"]) as client:
+with httpx.Client(base_url=os.environ["OPENAI_BASE_URL"], trust_env=False) as client:
     while True:
         answer = client.post("/chat/completions", json={"model": "m", "messages": []})
-        ready = client.get("http://agentkeys.localhost/readyz")
+        ready = client.get(os.environ["AGENTKEYS_PROXY_URL"] + "/readyz")
         print(json.dumps([answer.status_code, ready.status_code]), flush=True)
         if time.monotonic() >= end:
             break
@@ -205,7 +231,8 @@ with httpx.Client(transport=transport, base_url=os.environ["OPENAI_BASE_URL"]) a
 
 
 def _agent_calls(*, seconds: float, env: dict[str, str]) -> list[tuple[int, int]]:
-    """(call status, /readyz status) of the agent's calls, made as alice for ``seconds``."""
+    """(call status, /readyz status) of the agent's calls, made as alice for ``seconds``
+    over the loopback TCP listener (the env file's base URLs)."""
     done = subprocess.run(
         ["runuser", "-u", AGENT_USER, "--", "sh", "-c",
          ". /run/agentkeys-sidecar/coder/env && exec python3 -c \"$0\" \"$1\"",
@@ -217,24 +244,32 @@ def _agent_calls(*, seconds: float, env: dict[str, str]) -> list[tuple[int, int]
     return [(int(call), int(ready)) for call, ready in pairs]
 
 
-def _as_agent(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``argv`` run as alice (``agentkeys`` by its absolute path: runuser resets PATH)."""
+_CONNECT = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
+
+
+def _as_agent(
+    *argv: str, env: dict[str, str], user: str = AGENT_USER
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` run as ``user`` (``agentkeys`` by its absolute path: runuser resets PATH)."""
     if argv[0] == "agentkeys":
         found = shutil.which("agentkeys", path=env["PATH"])
         assert found is not None
         argv = (found, *argv[1:])
     return subprocess.run(
-        ["runuser", "-u", AGENT_USER, "--", *argv], env=env, capture_output=True, text=True,
+        ["runuser", "-u", user, "--", *argv], env=env, capture_output=True, text=True,
         timeout=60, check=False, cwd="/",
     )  # fmt: skip
 
 
 @pytest.fixture
 def quickstart() -> Iterator[Session]:
-    if any(_exists("user", n) for n in (AGENT_USER, DAEMON_USER)) or any(
+    if any(_exists("user", n) for n in (AGENT_USER, DAEMON_USER, OTHER_USER)) or any(
         d.exists() for d in SIDECAR_DIRS
     ):
-        pytest.skip("alice / agentkeys-coder or the coder sidecar already exist on this host")
+        pytest.skip("alice / agentkeys-coder / mallory or the coder sidecar already exist")
+    port = doc_tcp_port(doc_blocks())
+    if not _port_free(port):
+        pytest.skip(f"127.0.0.1:{port} (the quickstart's --tcp-port) is in use on this host")
     top = Path(tempfile.mkdtemp(prefix="ak-quickstart-", dir="/tmp"))
     top.chmod(0o755)
     work = top / "work"
@@ -300,10 +335,24 @@ def test_the_quickstart_runs_as_written_and_the_agent_uid_gets_no_secret(
     real_key = re.search(r"^AGENTKEYS_DEV_OPENAI_KEY=(.+)$", exports, re.M)
     assert real_key is not None
     secret = real_key.group(1)
+    port = doc_tcp_port(blocks)
+    sdk_block = next(b.text for b in blocks if "the agent held:" in b.text)
+    assert "openai.OpenAI()" in sdk_block  # the unmodified SDK: everything from the env file
+    assert "http_client" not in sdk_block
+    assert "base_url" not in sdk_block
     call = next(o for o in outputs if "the agent held:" in o)
     assert "hello from the upstream" in call  # the stand-in accepted only the real key
     assert "the agent held: agentkeys-placeholder" in call
     assert secret not in call
+    setup_said = next(o for o in outputs if "sidecar for agent coder set up" in o)
+    assert f"loopback TCP  http://127.0.0.1:{port}" in setup_said
+    assert "the caller is still attested" in setup_said
+    assert "(uid and exe via sock_diag + /proc)" in setup_said
+    over_socket = next(o for o in outputs if "over the socket:" in o)
+    assert "over the socket: hello from the upstream" in over_socket
+    agent_rows = [r for r in _audit_rows() if r["caller_uid"] == pwd.getpwnam(AGENT_USER).pw_uid]
+    assert [r["decision"] for r in agent_rows] == ["allow", "allow"]  # TCP, then the socket
+    assert {r["caller_exe"] for r in agent_rows} == {str(SYSTEM_PYTHON)}
 
     # running the setup again reuses everything and never touches the K10
     key_before = Path("/var/lib/agentkeys-sidecar/coder/k10.pem").read_bytes()
@@ -319,6 +368,7 @@ def test_the_quickstart_runs_as_written_and_the_agent_uid_gets_no_secret(
     env_file = _as_agent("cat", "/run/agentkeys-sidecar/coder/env", env=agent_env)
     assert env_file.returncode == 0
     assert "OPENAI_API_KEY=agentkeys-placeholder" in env_file.stdout
+    assert f"OPENAI_BASE_URL=http://127.0.0.1:{port}/openai/v1" in env_file.stdout
     assert secret not in env_file.stdout
     for private in (
         "/var/lib/agentkeys-sidecar/coder/k10.pem",
@@ -360,6 +410,34 @@ def test_the_quickstart_runs_as_written_and_the_agent_uid_gets_no_secret(
         assert st.st_uid == daemon_uid, path
         assert st.st_mode & 0o077 == 0, path
 
+    # another local user: no socket, no env file; the loopback port answers, the policy refuses
+    subprocess.run(["useradd", "--no-create-home", OTHER_USER], check=True, capture_output=True)
+    other_uid = pwd.getpwnam(OTHER_USER).pw_uid
+    for attempt in (
+        ("cat", "/run/agentkeys-sidecar/coder/env"),
+        (str(SYSTEM_PYTHON), "-c", _CONNECT, str(SOCKET)),
+    ):
+        tried = _as_agent(*attempt, env=agent_env, user=OTHER_USER)
+        assert tried.returncode != 0, (attempt, tried.stdout)
+        assert "Permission denied" in tried.stderr, (attempt, tried.stderr)
+    tried = _as_agent(
+        "curl", "-s", "-H", "authorization: Bearer x", "-d", "{}", "-w", "\n%{http_code}",
+        f"http://127.0.0.1:{port}/openai/v1/chat/completions", env=agent_env, user=OTHER_USER,
+    )  # fmt: skip
+    refused_body, _, http_code = tried.stdout.rpartition("\n")
+    assert http_code == "403", tried.stdout
+    refusal = json.loads(refused_body)
+    assert refusal["error"] == "caller_not_allowed"
+    assert f"uid {other_uid}, exe '/usr/bin/curl'" in refusal["reason"]
+    (row,) = [r for r in _audit_rows() if r["caller_uid"] == other_uid]
+    assert (row["decision"], row["reason"], row["caller_exe"], row["status"]) == (
+        "deny",
+        "caller_not_allowed",
+        "/usr/bin/curl",
+        403,
+    )
+    assert row["path"] == "/openai/v1/chat/completions"
+
     # the daemon's own session: renewed by itself across several lifetimes, never lapsing
     renewals_before = (logs / "daemon.log").read_text().count("device session renewed")
     calls = _agent_calls(seconds=LIFETIME * 3.5, env=agent_env)
@@ -378,7 +456,8 @@ def test_the_quickstart_runs_as_written_and_the_agent_uid_gets_no_secret(
     stopped_after = time.monotonic() - revoked_at
     status, body = _readyz()
     sys.stderr.write(
-        f"quickstart: {len(calls)} calls over {LIFETIME * 3.5:.1f} s, all 200, /readyz 200, "
+        f"quickstart: {len(calls)} calls as {AGENT_USER} over 127.0.0.1:{port} in "
+        f"{LIFETIME * 3.5:.1f} s, all 200, /readyz 200, "
         f"{renewals - renewals_before} renewals; not ready {stopped_after:.1f} s after revoke\n"
     )
     assert status == 503
