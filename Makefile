@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # passkey-page browser test, postgresql for the broker's shared state store (replica tests),
 # nginx as the peer baseline of `make bench`.
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config iproute2 curl gcc chromium \
-	postgresql nginx
+	postgresql nginx python3.11 python3.11-venv
 
 .PHONY: setup system-deps test lint typecheck pytest demo bench fuzz soak contracts clean
 
