@@ -68,11 +68,13 @@ async def following(
 async def _synced(view: CachedChainView, chain: Chain) -> None:
     head = await chain.client.block_number()
     with trio.fail_after(30):
+        # applied through ``head``, by a poll that read the head it reached (lag 0): from then
+        # on the cache is trusted
         while True:
-            if view.synced_through is not None and view.synced_through >= head:
+            synced = view.synced_through
+            if synced is not None and synced >= head and view.head_lag() == 0:
                 break
             await trio.sleep(0.01)
-    await trio.sleep(0.05)  # one more poll: the watcher saw this head
 
 
 async def test_a_hit_does_not_ask_the_node(
