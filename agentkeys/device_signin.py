@@ -12,7 +12,7 @@ where ``audience`` is the broker's session audience (``[site] session_audience``
 ``agentkeys-broker``), so that a signature for one broker is useless at another. The
 signature is ES256 over SHA-256 of that message (a TPM signs the digest), sent as
 base64url (no padding) of the low-S ``r ‖ s`` (the K10 signature rule of
-:mod:`agentkeys.k10_signature`), to ``POST /v1/auth/device/session``.
+:mod:`attest.k10_signature`), to ``POST /v1/auth/device/session``.
 """
 
 from __future__ import annotations
