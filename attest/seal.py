@@ -107,7 +107,12 @@ class SoftwareSealer:
             if not create:
                 raise DeviceKeyError(f"no sealing key at {path}") from None
             key = secrets.token_bytes(32)
-            write_private_file(path, key)
+            try:
+                write_private_file(path, key)
+            except FileExistsError:
+                # Another process created it between our read and our write: use theirs,
+                # so that processes started together share one key.
+                key = read_private_file(path)
         if len(key) != 32:
             raise DeviceKeyError(f"{path} is not a 32-byte sealing key")
         return cls(key)

@@ -24,6 +24,7 @@ from attest import (
     key_hash,
     open_device_key,
 )
+from attest import seal as seal_module
 from attest._sig import rs_to_der
 
 HAS_TPM = Path("/dev/tpmrm0").exists()
@@ -149,3 +150,23 @@ async def test_software_sealer(tmp_path: Path) -> None:
     os.chmod(path, 0o644)
     with pytest.raises(InsecurePath):
         SoftwareSealer.open(path)
+
+
+async def test_software_sealers_started_together_share_one_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "seal" / "seal.key"
+    first: list[SoftwareSealer] = []
+    real_token_bytes = seal_module.secrets.token_bytes
+
+    def other_process_wins(n: int) -> bytes:
+        # The other process reads "missing" too, and writes its key first.
+        if not first:
+            monkeypatch.setattr(seal_module.secrets, "token_bytes", real_token_bytes)
+            first.append(SoftwareSealer.open(path))
+        return real_token_bytes(n)
+
+    monkeypatch.setattr(seal_module.secrets, "token_bytes", other_process_wins)
+    late = SoftwareSealer.open(path)
+    blob = await first[0].seal(b"k3 epoch secret")
+    assert await late.unseal(blob) == b"k3 epoch secret"
