@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from agentkeys.broker import J0, ROUTES, SESSION_REQUIREMENTS
-from agentkeys.broker._email_signin import EmailStarted, EmailStartRequest
+from agentkeys.broker._email_signin import EmailSignIn, EmailStarted, EmailStartRequest
 from agentkeys.broker._shell import check_handler
 from agentkeys.cap import CapOp
 from agentkeys.pop import PopProof, new_mint_pop_claims, sign_pop
@@ -76,10 +76,13 @@ def test_each_route_declares_the_body_its_handler_decodes() -> None:
     """ROUTES is read by the OpenAPI document and by the shell, which gives each core method
     the body decoded into the declared type: a handler whose ``request`` (or answer, or
     session) annotation names another type than its declaration fails the check the broker
-    runs at start-up, and a swapped declaration is caught the same way."""
+    runs at start-up (here: cap_fetch served by a method that decodes an email request),
+    and a declaration naming another request or answer is caught the same way."""
     for route in ROUTES:
         check_handler(route)
     mint = next(route for route in ROUTES if route.name == "cap_fetch")
+    with pytest.raises(RouteTableError):
+        check_handler(dataclasses.replace(mint, handler=EmailSignIn.start))
     with pytest.raises(RouteTableError):
         check_handler(dataclasses.replace(mint, request=EmailStartRequest))
     with pytest.raises(RouteTableError):
