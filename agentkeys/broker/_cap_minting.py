@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agentkeys.broker._chainview import CachedChainView
-from agentkeys.broker._keys import BrokerKeys
+from agentkeys.broker._keys import BrokerKeys, PublishedKeys
 from agentkeys.broker._mint import ScopeSource, check_binding, decide_scope
 from agentkeys.broker._sessions import DEVICE, Session
 from agentkeys.broker._store import MintRecord, StateStore
@@ -31,7 +31,6 @@ from agentkeys.cap import CapOp, new_cap_payload, sign_cap
 from agentkeys.errors import AgentkeysError, FormatError, PopError, PopStale
 from agentkeys.omni import normalize_hex32, normalize_service, p256_public_key_from_point
 from agentkeys.pop import POP_MINT_PREFIX, MintPopClaims, NonceRegistry, PopProof, verify_mint_pop
-from agentkeys.service import JsonObject
 from agentkeys.service._audit import AuditValue
 from agentkeys.service.errors import WrongType
 
@@ -100,9 +99,9 @@ class CapMinting:
         """A ``teardown`` cap (see :meth:`mint`)."""
         return await self.mint(request, session, CapOp.TEARDOWN, audit)
 
-    async def jwks(self) -> JsonObject:
+    async def jwks(self) -> PublishedKeys:
         """K1's published keys (the worker verifies caps with them)."""
-        return dict(self._keys.cap.published.to_dict())
+        return PublishedKeys(keys=self._keys.cap.published.to_dict()["keys"])
 
     async def mint(
         self,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from agentkeys.broker import _passkey as pk
 from agentkeys.broker._chainview import CachedChainView
 from agentkeys.broker._devices import chain_master_device
-from agentkeys.broker._keys import BrokerKeys
+from agentkeys.broker._keys import BrokerKeys, PublishedKeys
 from agentkeys.broker._oidc import discovery_document, mint_oidc_token
 from agentkeys.broker._sessions import Session
 from agentkeys.broker._store import StateStore
@@ -85,7 +85,7 @@ class OidcMinting:
         """The discovery document of this issuer."""
         return discovery_document(self._site.public_url)
 
-    async def jwks(self) -> JsonObject:
+    async def jwks(self) -> PublishedKeys:
         """K2's public keys, then the signer's (a failed fetch keeps the last ones)."""
         keys = [dict(k) for k in self._keys.oidc.published.to_dict()["keys"]]
         if self._extra_jwks is not None and self._clock() - self._extra_fetched > _EXTRA_KEYS_TTL:
@@ -96,7 +96,7 @@ class OidcMinting:
                 log.warning("cannot fetch the signer's OIDC keys: %s", exc.reason)
         known = {k["kid"] for k in keys}
         keys += [k for k in self._extra_cache if k.get("kid") not in known]
-        return {"keys": keys}
+        return PublishedKeys(keys=keys)
 
     async def challenge(self, session: Session) -> OidcChallenge:
         """A single-use nonce for the K11 assertion :meth:`mint` needs once the operator has

@@ -48,6 +48,7 @@ from agentkeys.broker._enrolment import (
     RegisterVerifyRequest,
 )
 from agentkeys.broker._health import Health, HealthReport
+from agentkeys.broker._keys import PublishedKeys
 from agentkeys.broker._oidc_minting import MintOidcRequest, OidcChallenge, OidcMinting, OidcToken
 from agentkeys.broker._relay_requests import (
     AgentRegistered,
@@ -93,7 +94,7 @@ class BrokerRoute:
             parameter (a string, empty when absent).
         request: the body it decodes (published in ``/openapi.json``); ``None``: none.
         response: the dataclass it answers with (its schema published); ``None``: a JSON
-            object of no fixed shape (a JWKS, the discovery document).
+            object of no fixed shape (the discovery document, the session's claims).
         accepted: a second answer, sent with 202 Accepted (``email_poll``'s pending).
         body_optional: an empty body is the request with its defaults.
     """
@@ -178,13 +179,19 @@ ROUTES: tuple[BrokerRoute, ...] = (
         "cap_teardown", "POST", "/v1/cap/cred-teardown", (J1,),
         CapMinting.teardown, CapMintRequest, CapMinted,
     ),
-    BrokerRoute("cap_jwks", "GET", "/v1/cap/jwks.json", PUBLIC_ROUTE, CapMinting.jwks),
+    BrokerRoute(
+        "cap_jwks", "GET", "/v1/cap/jwks.json", PUBLIC_ROUTE,
+        CapMinting.jwks, response=PublishedKeys,
+    ),
     # -- OIDC issuer
     BrokerRoute(
         "oidc_configuration", "GET", "/.well-known/openid-configuration", PUBLIC_ROUTE,
         OidcMinting.configuration,
     ),
-    BrokerRoute("oidc_jwks", "GET", "/.well-known/jwks.json", PUBLIC_ROUTE, OidcMinting.jwks),
+    BrokerRoute(
+        "oidc_jwks", "GET", "/.well-known/jwks.json", PUBLIC_ROUTE,
+        OidcMinting.jwks, response=PublishedKeys,
+    ),
     BrokerRoute(
         "mint_oidc_challenge", "POST", "/v1/mint-oidc-jwt/challenge", (J1,),
         OidcMinting.challenge, response=OidcChallenge,

@@ -38,6 +38,8 @@ MAIN_ROUTES = {
     ("mint_oidc_jwt", 200),
     ("session_revoke", 200),
     ("health", 200),
+    ("cap_jwks", 200),
+    ("oidc_jwks", 200),
 }
 
 
@@ -68,7 +70,8 @@ async def test_the_main_routes_answer_their_declared_types(
     assert minted.status_code == 200, minted.text
     revoked = await broker.http.post("/v1/auth/session/revoke", headers=bearer(j1))
     assert revoked.status_code == 200, revoked.text
-    assert (await broker.http.get("/v1/health")).status_code == 200
+    for path in ("/v1/health", "/v1/cap/jwks.json", "/.well-known/jwks.json"):
+        assert (await broker.http.get(path)).status_code == 200, path
     assert not MAIN_ROUTES - broker.answers.seen
 
 
