@@ -10,14 +10,9 @@ from agentkeys.broker._keys import BrokerKeys, KeyRing
 from agentkeys.broker._mint import MintDecision, ScopeSource, check_binding, decide_scope
 from agentkeys.broker._oidc import discovery_document, mint_oidc_token
 from agentkeys.broker._relay import Relay
+from agentkeys.broker._routes import ROUTES, SESSION_REQUIREMENTS, BrokerRoute
 from agentkeys.broker._run import SignerK4Client, run_broker
-from agentkeys.broker._service import (
-    ROUTES,
-    SESSION_REQUIREMENTS,
-    BrokerRoute,
-    BrokerService,
-    K4Signer,
-)
+from agentkeys.broker._service import BrokerService
 from agentkeys.broker._sessions import J0, J1, Session, SessionIssuer
 from agentkeys.broker._store import (
     EmailRequest,
@@ -30,6 +25,7 @@ from agentkeys.broker._store import (
 )
 from agentkeys.broker._store_postgres import PostgresStateStore
 from agentkeys.broker._store_sqlite import SqliteStateStore
+from agentkeys.broker._wallet_signin import K4Signer
 from agentkeys.broker.config import (
     BrokerConfig,
     CapSettings,

@@ -48,13 +48,20 @@ from agentkeys.errors import DOMAIN_ERRORS, InvalidKeyMaterial
 from agentkeys.jwks import JsonWebKeySet, jwk_thumbprint
 from attest.seal import Sealer, SoftwareSealer
 
-__all__ = ["PURPOSES", "BrokerKeys", "KeyRing", "KeySeal", "SharedKeySet"]
+__all__ = ["PURPOSES", "BrokerKeys", "KeyRing", "KeySeal", "PublishedKeys", "SharedKeySet"]
 
 log = logging.getLogger("agentkeys.broker.keys")
 
 PURPOSES = ("cap", "oidc", "session")
 _SEAL_PREFIX = b"agentkeys.broker-key.v1\x00"
 _SKEW = 60
+
+
+@dataclass(frozen=True)
+class PublishedKeys:
+    """A public key set as the broker answers it (RFC 7517 JWKS): ``{keys: [JWK, ...]}``."""
+
+    keys: list[dict[str, str]]  # each with its RFC 7638 kid
 
 
 @dataclass(frozen=True)

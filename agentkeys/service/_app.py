@@ -186,8 +186,9 @@ Handler = Callable[[Call], Awaitable[JsonObject | Reply]]
 class Route:
     """A route: ``name`` is its key in the authorization table and in audit rows.
 
-    ``request`` is the dataclass the handler decodes its body into (``call.decode``); it
-    only documents the route (its schema in ``GET /openapi.json``).
+    ``request`` is the dataclass the handler decodes its body into (``call.decode``) and
+    ``responses`` the dataclass it answers with per status (200: its JSON object); both
+    only document the route (their schemas in ``GET /openapi.json``).
     """
 
     name: str
@@ -195,6 +196,7 @@ class Route:
     path: str
     handler: Handler
     request: type[Any] | None = None
+    responses: Mapping[int, type[Any]] = field(default_factory=dict)
 
 
 def _dumps(obj: Any) -> bytes:

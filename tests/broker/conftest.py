@@ -40,6 +40,7 @@ from agentkeys.devstack.smtp_sink import SmtpSink, run_smtp_sink
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.service import BoundAddress, MemoryAudit
+from tests.broker._answers import AnswerCheck
 from tests.services import ORIGIN as ORIGIN
 from tests.services import RP_ID as RP_ID
 from tests.services import build_broker, chainless_client
@@ -185,6 +186,7 @@ class RunningBroker:
     http: httpx.AsyncClient
     state_dir: Path
     view: CachedChainView
+    answers: AnswerCheck
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -260,9 +262,15 @@ async def start_broker(
                     done.set()
 
         bound: BoundAddress = await nursery.start(run)
-        http = httpx.AsyncClient(base_url=bound.url, trust_env=False, timeout=30)
+        answers = AnswerCheck()
+        http = httpx.AsyncClient(
+            base_url=bound.url,
+            trust_env=False,
+            timeout=30,
+            event_hooks={"response": [answers]},
+        )
         clients.append(http)
-        return RunningBroker(service, bound, audit, clock, http, state_dir, view)
+        return RunningBroker(service, bound, audit, clock, http, state_dir, view, answers)
 
     yield start
     for scope, done in running:

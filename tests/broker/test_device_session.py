@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentkeys.broker._service import MAX_PENDING_DEVICE_CHALLENGES
+from agentkeys.broker._device_signin import MAX_PENDING_DEVICE_CHALLENGES
 from agentkeys.cap import CapOp
 from agentkeys.clients import BrokerClient, PeerRefused
 from agentkeys.omni import agent_omni

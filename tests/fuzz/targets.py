@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys import envelope, omni
 from agentkeys.broker import _passkey as passkey
-from agentkeys.broker import _service as broker_service
+from agentkeys.broker import _routes as broker_routes
 from agentkeys.broker.errors import (
     K10ProofRejected,
     PasskeyAssertionRejected,
@@ -489,7 +489,7 @@ def _assertion_seeds() -> list[bytes]:
 # -- the service base's request decoding (every broker request dataclass) ----------------------
 
 BROKER_REQUESTS: dict[str, type[Any]] = {
-    route.name: route.request for route in broker_service.ROUTES if route.request is not None
+    route.name: route.request for route in broker_routes.ROUTES if route.request is not None
 }
 """Request dataclass of each broker route that takes a body (from its one declaration)."""
 
