@@ -226,7 +226,7 @@ def load_config(
 def validate_document(
     validator: TypeAdapter[T], data: Mapping[str, Any], *, env_hint: bool = False
 ) -> T:
-    """``data`` (a parsed TOML document) validated strictly (:data:`FILE_CONFIG`).
+    """``data`` (a parsed TOML or JSON document) validated strictly (:data:`FILE_CONFIG`).
 
     The document is validated as the JSON it would be, so that a string is a path, an
     enum member or a tuple's item exactly as it would be in a request body.
