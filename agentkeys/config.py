@@ -9,11 +9,16 @@ section ``signer`` the variable is ``AGENTKEYS_SIGNER_PORT``. The overlay
 happens here and only here; code that needs a setting receives the built
 object explicitly.
 
-Supported option types: ``str``, ``int``, ``float``, ``bool``,
-``pathlib.Path``, ``tuple[str, ...]`` (comma-separated in the environment), a
-``StrEnum``, ``Literal[...]`` of strings, and any of these ``| None``.
-Relative paths in a file are resolved against the file's directory, in the
-environment against the working directory.
+Validation is pydantic v2's, strict (:data:`FILE_CONFIG`): an unknown section or option
+is refused, and so is a value of the wrong type (``bool`` is not an ``int``); duplicate
+keys are refused by ``tomllib``. An environment value is a string converted the way
+pydantic's lax mode converts strings (``8`` for an int, ``yes``/``no`` for a bool), a
+tuple comma-separated, an empty value unsetting an optional option. Option types: ``str``,
+``int``, ``float``, ``bool``, ``pathlib.Path``, ``tuple[str, ...]``, a ``StrEnum``,
+``Literal[...]`` of strings, and any of these ``| None``. Relative paths in a file are
+resolved against the file's directory, in the environment against the working directory.
+Every refusal names the file and the option (``[section]`` or ``section.option``) or the
+variable.
 
 Files others can write are refused (:func:`check_not_writable_by_others`);
 secret files must not be readable by others either (:func:`check_private_file`).
@@ -22,30 +27,43 @@ secret files must not be readable by others either (:func:`check_private_file`).
 from __future__ import annotations
 
 import dataclasses
-import enum
+import functools
+import json
 import os
 import stat
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from agentkeys.errors import AgentkeysError
 
 __all__ = [
+    "FILE_CONFIG",
     "ConfigError",
     "InsecureFileError",
     "check_not_writable_by_others",
     "check_private_file",
     "env_names",
     "load_config",
+    "validate_document",
 ]
 
 ENV_PREFIX = "AGENTKEYS_"
 
 T = TypeVar("T")
+
+FILE_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+"""The validation every configuration and policy file gets (pydantic v2 strict mode):
+unknown sections and options refused, each value exactly of its declared type (``bool``
+is not an ``int``, ``1.0`` is not an ``int``, a number is not a string), numbers finite."""
+
+_UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+_MISSING = frozenset({"missing", "missing_argument", "missing_keyword_only_argument"})
 
 
 class ConfigError(AgentkeysError):
@@ -100,8 +118,19 @@ def check_private_file(path: Path) -> None:
         raise InsecureFileError(f"{path} is accessible by group or others (chmod 600)")
 
 
-def _section_types(cls: type[Any]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _fields(cls: type[Any], trail: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every field of ``cls`` and of its sections, a section before its own fields: the
+    field's path of names and its declared type (a section's is a dataclass)."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        tp = hints[field.name]
+        yield (*trail, field.name), tp
+        if _is_section(tp):
+            yield from _fields(tp, (*trail, field.name))
 
 
 def env_names(cls: type[Any]) -> dict[str, tuple[str, ...]]:
@@ -111,28 +140,37 @@ def env_names(cls: type[Any]) -> dict[str, tuple[str, ...]]:
         ConfigError: two options map to the same variable name.
     """
     names: dict[str, tuple[str, ...]] = {}
-
-    def walk(section: type[Any], trail: tuple[str, ...]) -> None:
-        hints = _section_types(section)
-        for field in dataclasses.fields(section):
-            tp = hints[field.name]
-            path = (*trail, field.name)
-            if _is_section(tp):
-                walk(tp, path)
-                continue
-            if len(path) < 2:
-                raise ConfigError(f"option {field.name!r} of {cls.__name__} is outside a section")
-            name = ENV_PREFIX + "_".join(path).upper()
-            if name in names:
-                raise ConfigError(f"two options map to {name}")
-            names[name] = path
-
-    walk(cls, ())
+    for path, tp in _fields(cls):
+        if _is_section(tp):
+            continue
+        if len(path) < 2:
+            raise ConfigError(f"option {path[0]!r} of {cls.__name__} is outside a section")
+        name = _env_name(path)
+        if name in names:
+            raise ConfigError(f"two options map to {name}")
+        names[name] = path
     return names
 
 
-def _is_section(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+def _env_name(path: tuple[str, ...]) -> str:
+    return ENV_PREFIX + "_".join(path).upper()
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
+    """The validator of configuration ``cls`` (built once): :data:`FILE_CONFIG` on every
+    section."""
+    found = _ADAPTERS.get(cls)
+    if found is None:
+        if not _is_section(cls):
+            raise TypeError(f"{cls!r} is not a dataclass")
+        sections = [cls, *(tp for _, tp in _fields(cls) if _is_section(tp))]
+        for section in sections:
+            section.__pydantic_config__ = FILE_CONFIG
+        found = _ADAPTERS[cls] = TypeAdapter(cls)
+    return found
 
 
 def load_config(
@@ -156,6 +194,7 @@ def load_config(
         InsecureFileError: the file is writable by others.
     """
     env = os.environ if environ is None else environ
+    validator: TypeAdapter[T] = _adapter(cls)
     data: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
@@ -166,50 +205,67 @@ def load_config(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
         base = path.parent.absolute()
-    overlay: dict[tuple[str, ...], str] = {
-        trail: env[name] for name, trail in env_names(cls).items() if name in env
-    }
-    return _build(cls, data, (), base, overlay)
-
-
-def _build(
-    section: type[T],
-    data: Mapping[str, Any],
-    trail: tuple[str, ...],
-    base: Path,
-    overlay: Mapping[tuple[str, ...], str],
-) -> T:
-    where = ".".join(trail) or "top level"
-    hints = _section_types(section)
-    known = {f.name for f in dataclasses.fields(section)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown option(s) in [{where}]: {', '.join(unknown)}")
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(section):  # type: ignore[arg-type]
-        tp = hints[field.name]
-        path = (*trail, field.name)
-        label = ".".join(path)
+    where = f"{path}: " if path is not None else ""
+    names = {trail: name for name, trail in env_names(cls).items()}
+    for trail, tp in _fields(cls):
+        table, key = _table(data, trail[:-1]), trail[-1]
+        if table is None:
+            continue  # within a section that is not a table: refused below
         if _is_section(tp):
-            sub = data.get(field.name, {})
-            if not isinstance(sub, dict):
-                raise ConfigError(f"{label} must be a table")
-            values[field.name] = _build(tp, sub, path, base, overlay)
-            continue
-        if path in overlay:
-            values[field.name] = _from_env(tp, overlay[path], label)
-        elif field.name in data:
-            values[field.name] = _from_toml(tp, data[field.name], label, base)
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            name = ENV_PREFIX + "_".join(path).upper()
-            raise ConfigError(f"{label} is required (set it in the file or {name})")
+            table.setdefault(key, {})  # an absent section is an empty one
+        elif names[trail] in env:
+            table[key] = _from_env(tp, env[names[trail]], names[trail])
+        elif key in table:
+            table[key] = _from_file(tp, table[key], where + ".".join(trail), base)
     try:
-        return section(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid [{where}]: {exc}") from exc
+        return validate_document(validator, data, env_hint=True)
+    except ConfigError as exc:  # also a section's own check (its __post_init__)
+        raise type(exc)(where + exc.reason) from None
+
+
+def validate_document(
+    validator: TypeAdapter[T], data: Mapping[str, Any], *, env_hint: bool = False
+) -> T:
+    """``data`` (a parsed TOML or JSON document) validated strictly (:data:`FILE_CONFIG`).
+
+    The document is validated as the JSON it would be, so that a string is a path, an
+    enum member or a tuple's item exactly as it would be in a request body.
+
+    Args:
+        validator: the adapter of a dataclass that carries :data:`FILE_CONFIG`.
+        data: the document.
+        env_hint: a missing option's reason names its environment variable.
+
+    Raises:
+        ConfigError: the first problem, naming the option (``section.option``) or the
+            section (``[section]``) whose unknown options it lists.
+    """
+    try:
+        document = json.dumps(data, allow_nan=False, default=_not_an_option_value)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    except ValueError:
+        raise ConfigError("nan and inf are no option's value") from None
+    try:
+        return validator.validate_json(document)
+    except ValidationError as exc:
+        raise ConfigError(_refusal(exc, env_hint=env_hint)) from None
+
+
+def _table(data: dict[str, Any], trail: tuple[str, ...]) -> dict[str, Any] | None:
+    for name in trail:
+        data = data.get(name, {})
+        if not isinstance(data, dict):
+            return None
+    return data
+
+
+def _not_an_option_value(value: object) -> Any:
+    raise TypeError(f"a TOML {type(value).__name__} is no option's value")
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``T`` of ``T | None`` (and True), else ``tp`` itself (and False)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
@@ -217,78 +273,67 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _from_toml(tp: Any, value: Any, label: str, base: Path) -> Any:
-    inner, optional = _unwrap_optional(tp)
-    if value is None and optional:
-        return None
-    if inner is Path:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{label} must be a non-empty path string")
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else base / p
-    if typing.get_origin(inner) is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{label} must be a list of strings")
-        return tuple(value)
-    return _check_scalar(inner, value, label)
+def _from_file(tp: Any, value: Any, label: str, base: Path) -> Any:
+    """A file's value, a relative path resolved against the file's directory."""
+    if _unwrap_optional(tp)[0] is not Path or not isinstance(value, str):
+        return value  # validated as it is
+    if not value:
+        raise ConfigError(f"{label} must be a non-empty path string")
+    resolved = Path(value).expanduser()
+    return str(resolved if resolved.is_absolute() else base / resolved)
 
 
-def _from_env(tp: Any, raw: str, label: str) -> Any:
+def _from_env(tp: Any, raw: str, name: str) -> Any:
+    """An environment variable's value as the JSON value of option type ``tp``.
+
+    Strings convert as pydantic's lax mode does (``8`` for an int, ``yes``/``no`` for a
+    bool); a tuple is comma-separated; an empty value unsets an optional option; a
+    relative path is resolved against the working directory.
+    """
     inner, optional = _unwrap_optional(tp)
     if optional and raw == "":
         return None
     if inner is Path:
         if not raw:
-            raise ConfigError(f"{label} must be a non-empty path")
-        return Path(raw).expanduser().absolute()
+            raise ConfigError(f"{name} must be a non-empty path")
+        return str(Path(raw).expanduser().absolute())
+    value: Any = raw
     if typing.get_origin(inner) is tuple:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if inner is bool:
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{label} must be true or false")
-    if inner is int:
-        try:
-            return int(raw.strip(), 10)
-        except ValueError as exc:
-            raise ConfigError(f"{label} must be an integer") from exc
-    if inner is float:
-        try:
-            return float(raw.strip())
-        except ValueError as exc:
-            raise ConfigError(f"{label} must be a number") from exc
-    return _check_scalar(inner, raw, label)
+        value = [part.strip() for part in raw.split(",") if part.strip()]
+    lax = _lax_adapter(inner)
+    try:
+        return lax.dump_python(lax.validate_python(value), mode="json")
+    except ValidationError as exc:
+        raise ConfigError(f"{name}: {exc.errors()[0]['msg']}") from None
 
 
-def _check_scalar(tp: Any, value: Any, label: str) -> Any:
-    if typing.get_origin(tp) is typing.Literal:
-        if value not in typing.get_args(tp):
-            allowed = ", ".join(map(str, typing.get_args(tp)))
-            raise ConfigError(f"{label} must be one of: {allowed}")
-        return value
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError as exc:
-            allowed = ", ".join(str(m.value) for m in tp)
-            raise ConfigError(f"{label} must be one of: {allowed}") from exc
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{label} must be true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{label} must be an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{label} must be a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{label} must be a string")
-        return value
-    raise ConfigError(f"{label} has an unsupported option type {tp!r}")
+@functools.cache
+def _lax_adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+def _label(loc: tuple[int | str, ...]) -> str:
+    label = ""
+    for part in loc:
+        label += f"[{part}]" if isinstance(part, int) else (f".{part}" if label else str(part))
+    return label
+
+
+def _refusal(exc: ValidationError, *, env_hint: bool) -> str:
+    """The reason for the first problem: the unknown options of a section first."""
+    errors = exc.errors(include_url=False, include_input=False)
+    unknown = [e["loc"] for e in errors if e["type"] in _UNKNOWN]
+    if unknown:
+        section = unknown[0][:-1]
+        names = sorted(str(loc[-1]) for loc in unknown if loc[:-1] == section)
+        return f"unknown option(s) in [{_label(section) or 'top level'}]: {', '.join(names)}"
+    first = errors[0]
+    label = _label(first["loc"]) or "the value"
+    if first["type"] in _MISSING and env_hint:
+        name = _env_name(tuple(map(str, first["loc"])))
+        return f"{label} is required (set it in the file or {name})"
+    if first["type"] in _MISSING:
+        return f"{label} is required"
+    if first["type"] in ("dataclass_type", "dataclass_exact_type"):
+        return f"{label} must be a table"
+    return f"{label}: {first['msg']}"

@@ -7,14 +7,18 @@ They install as the package data ``agentkeys._contracts`` (pyproject.toml), so t
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+from pydantic import TypeAdapter, with_config
+
 from agentkeys.chain._abi import ContractAbi
 from agentkeys.chain.errors import ChainConfigError
+from agentkeys.config import FILE_CONFIG, validate_document
+from agentkeys.errors import AgentkeysError
+from agentkeys.strict_json import StrictJsonError, loads_object
 
 __all__ = ["ARTIFACT_DIR", "CONTRACT_NAMES", "Artifact", "load_artifact"]
 
@@ -23,6 +27,21 @@ ARTIFACT_DIR: Traversable = resources.files("agentkeys._contracts")
 
 #: The contracts a deployment consists of, in deployment order.
 CONTRACT_NAMES = ("SidecarRegistry", "ScopeContract", "K3EpochCounter")
+
+
+@with_config(FILE_CONFIG)
+@dataclass(frozen=True)
+class _ArtifactFile:
+    """What contracts/build.py writes (strict: no other member; the file's member names)."""
+
+    contractName: str
+    abi: list[dict[str, object]]
+    bytecode: str
+    deployedBytecode: str
+    compiler: dict[str, object]
+
+
+_ARTIFACT = TypeAdapter(_ArtifactFile)
 
 
 @dataclass(frozen=True)
@@ -47,14 +66,19 @@ def load_artifact(name: str) -> Artifact:
     path = ARTIFACT_DIR / f"{name}.json"
     try:
         raw = path.read_bytes()
-        data = json.loads(raw)
-        return Artifact(
-            name=name,
-            abi=ContractAbi(data["abi"]),
-            bytecode=bytes.fromhex(data["bytecode"].removeprefix("0x")),
-            sha256=hashlib.sha256(raw).hexdigest(),
-        )
     except FileNotFoundError:
         raise ChainConfigError(f"artifact {name} not built (run make contracts)") from None
+    try:
+        data = validate_document(_ARTIFACT, loads_object(raw, what="the artifact"))
+        if data.contractName != name:
+            raise ChainConfigError(f"it holds {data.contractName[:64]!r}")
+        return Artifact(
+            name=name,
+            abi=ContractAbi(data.abi),
+            bytecode=bytes.fromhex(data.bytecode.removeprefix("0x")),
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+    except (StrictJsonError, AgentkeysError) as exc:
+        raise ChainConfigError(f"artifact {name} is malformed: {exc.reason}") from None
     except (ValueError, KeyError, TypeError):
         raise ChainConfigError(f"artifact {name} is malformed") from None

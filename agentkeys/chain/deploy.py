@@ -19,14 +19,41 @@ from typing import Any
 from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
+from pydantic import TypeAdapter, with_config
 
 from agentkeys.chain.artifacts import load_artifact
 from agentkeys.chain.client import ChainClient, ContractAddresses
 from agentkeys.chain.errors import ChainConfigError, TransactionFailed
+from agentkeys.config import FILE_CONFIG, ConfigError, validate_document
+from agentkeys.strict_json import StrictJsonError, loads_object
 
 __all__ = ["DEPLOYMENT_RECORD_VERSION", "Deployment", "deploy_all", "read_deployment_record"]
 
 DEPLOYMENT_RECORD_VERSION = 1
+
+
+@with_config(FILE_CONFIG)
+@dataclass(frozen=True)
+class _Contracts:
+    SidecarRegistry: str
+    ScopeContract: str
+    K3EpochCounter: str
+
+
+@with_config(FILE_CONFIG)
+@dataclass(frozen=True)
+class _Record:
+    """The record's JSON shape (what :meth:`Deployment.to_json` writes)."""
+
+    version: int
+    chain_id: int
+    contracts: _Contracts
+    block_number: int
+    deployer: str
+    artifact_sha256: dict[str, str]
+
+
+_RECORD = TypeAdapter(_Record)
 
 
 @dataclass(frozen=True)
@@ -56,28 +83,29 @@ class Deployment:
 
     @classmethod
     def from_json(cls, data: Any) -> Deployment:
-        """Parse a record.
+        """Parse a record (strictly: no unknown member, every value of its exact type).
 
         Raises:
-            ChainConfigError: wrong version or missing/malformed fields.
+            ChainConfigError: wrong version or missing/unknown/malformed fields.
         """
+        if isinstance(data, Mapping) and data.get("version") != DEPLOYMENT_RECORD_VERSION:
+            raise ChainConfigError("unsupported deployment record version")
         try:
-            if data["version"] != DEPLOYMENT_RECORD_VERSION:
-                raise ChainConfigError("unsupported deployment record version")
-            contracts = data["contracts"]
-            return cls(
-                chain_id=int(data["chain_id"]),
-                addresses=ContractAddresses(
-                    registry=contracts["SidecarRegistry"],
-                    scope=contracts["ScopeContract"],
-                    epoch_counter=contracts["K3EpochCounter"],
-                ),
-                block_number=int(data["block_number"]),
-                deployer=str(data["deployer"]),
-                artifact_sha256={str(k): str(v) for k, v in data["artifact_sha256"].items()},
-            )
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise ChainConfigError("deployment record is malformed") from None
+            record = validate_document(_RECORD, data)
+        except ConfigError as exc:
+            raise ChainConfigError(f"deployment record is malformed: {exc.reason}") from None
+        contracts = record.contracts
+        return cls(
+            chain_id=record.chain_id,
+            addresses=ContractAddresses(
+                registry=contracts.SidecarRegistry,
+                scope=contracts.ScopeContract,
+                epoch_counter=contracts.K3EpochCounter,
+            ),
+            block_number=record.block_number,
+            deployer=record.deployer,
+            artifact_sha256=record.artifact_sha256,
+        )
 
     def write(self, path: Path) -> None:
         """Write the record atomically (0644; it holds no secret)."""
@@ -101,10 +129,13 @@ def read_deployment_record(path: Path) -> Deployment:
         ChainConfigError: unreadable or malformed.
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = path.read_bytes()
+    except OSError:
         raise ChainConfigError(f"cannot read deployment record {path}") from None
-    return Deployment.from_json(data)
+    try:
+        return Deployment.from_json(loads_object(text, what="the record"))
+    except (StrictJsonError, ChainConfigError) as exc:
+        raise ChainConfigError(f"deployment record {path}: {exc.reason}") from None
 
 
 async def _deploy_one(

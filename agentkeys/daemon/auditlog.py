@@ -33,6 +33,7 @@ from pathlib import Path
 import rfc8785
 
 from agentkeys.daemon.errors import AuditChainBroken, AuditLogError
+from agentkeys.strict_json import StrictJsonError, loads_object
 
 __all__ = [
     "GENESIS",
@@ -137,12 +138,9 @@ class VerifiedLog:
 
 def _parse_line(line: bytes, number: int) -> dict[str, object]:
     try:
-        row = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        raise AuditChainBroken("not a JSON object", row=number) from exc
-    if not isinstance(row, dict):
-        raise AuditChainBroken("not a JSON object", row=number)
-    return row
+        return loads_object(line, what="the row")  # a duplicate member is a forgery's seam
+    except StrictJsonError as exc:
+        raise AuditChainBroken(exc.reason, row=number) from None
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -242,12 +240,12 @@ class AuditLog:
             if last is None:
                 self._seq, self._head = 0, GENESIS
             else:
-                row = json.loads(last)
-                seq = row.get("seq") if isinstance(row, dict) else None
+                row = loads_object(last, what="the last row")
+                seq = row.get("seq")
                 if not isinstance(seq, int) or row.get("hash") != row_hash(row):
                     raise AuditLogError("the audit log's last row is damaged; verify it")
                 self._seq, self._head = seq, row["hash"]
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # StrictJsonError is a ValueError
             os.close(self._fd)
             raise AuditLogError("the audit log's last row is damaged; verify it") from exc
         except BaseException:

@@ -29,6 +29,11 @@ explicitly. ``pod_wide = true`` (and nothing else) matches E2 callers accepted a
 process in this pod". The first matching entry wins. Allowlist patterns are ``METHOD PATH``
 where a path segment ``*`` matches one segment, ``*`` inside a segment any characters but
 ``/``, and a final ``**`` any rest (one or more segments).
+
+The document is validated strictly (pydantic, :data:`agentkeys.config.FILE_CONFIG`): an
+unknown table or option, a value of the wrong type (``per_minute = true``, ``uid = 1.0``), a
+negative quota and a duplicate key are refused, the reason naming the entry and the option
+(``caller[0].uid``, ``[service.openai]``).
 """
 
 from __future__ import annotations
@@ -42,10 +47,17 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from agentkeys.config import ConfigError, check_not_writable_by_others
+from pydantic import Field, TypeAdapter, with_config
+
+from agentkeys.config import (
+    FILE_CONFIG,
+    ConfigError,
+    check_not_writable_by_others,
+    validate_document,
+)
 from agentkeys.daemon.errors import (
     CallerNotAllowed,
     PolicyInvalid,
@@ -296,35 +308,68 @@ class Policy:
 
 
 # --- parsing ------------------------------------------------------------------------------
+# The document's shape (tables, option names, types, non-negative quotas) is pydantic's,
+# strict (agentkeys.config.FILE_CONFIG); what a value means (URLs, header names, route
+# patterns, presets, service names) is checked below, in the order of the file.
+
+_NonNegativeInt = Annotated[int, Field(ge=0)]
+_NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
-def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    value = table.pop(key, None)
-    if value is None:
-        return None
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise PolicyInvalid(f"{where}.{key} has the wrong type")
-    if not isinstance(value, kind):
-        raise PolicyInvalid(f"{where}.{key} has the wrong type")
-    return value
+@with_config(FILE_CONFIG)
+@dataclass(frozen=True)
+class _PriceEntry:
+    prompt: _NonNegativeFloat
+    completion: _NonNegativeFloat
 
 
-def _no_extra(table: Mapping[str, Any], where: str) -> None:
-    if table:
-        raise PolicyInvalid(f"unknown option(s) in {where}: {', '.join(sorted(table))}")
+@with_config(FILE_CONFIG)
+@dataclass(frozen=True)
+class _ServiceEntry:
+    preset: str | None = None
+    upstream: str | None = None
+    inject_header: str | None = None
+    inject_format: str | None = None
+    allow: tuple[str, ...] = ()
+    per_minute: _NonNegativeInt = 0
+    per_hour: _NonNegativeInt = 0
+    daily_usd: _NonNegativeFloat = 0.0
+    prices: dict[str, _PriceEntry] = field(default_factory=dict)
+    env_prefix: str | None = None
+    sdk_base_path: str | None = None
 
 
-def _service_name(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise PolicyInvalid(f"{where}: service names are strings")
+@with_config(FILE_CONFIG)
+@dataclass(frozen=True)
+class _CallerEntry:
+    name: str | None = None
+    uid: _NonNegativeInt | None = None
+    exe: str | None = None
+    exe_sha256: str | None = None
+    any_exe: bool = False
+    pod_wide: bool = False
+    services: tuple[str, ...] = ()
+
+
+@with_config(FILE_CONFIG)
+@dataclass(frozen=True)
+class _PolicyDocument:
+    service: dict[str, _ServiceEntry] = field(default_factory=dict)
+    caller: tuple[_CallerEntry, ...] = ()
+
+
+_DOCUMENT = TypeAdapter(_PolicyDocument)
+
+
+def _service_name(value: str, where: str) -> str:
     try:
         return normalize_service(value)
     except FormatError as exc:
         raise PolicyInvalid(f"{where}: {exc.reason}") from exc
 
 
-def _parse_upstream(value: object, where: str) -> str:
-    if not isinstance(value, str):
+def _parse_upstream(value: str | None, where: str) -> str:
+    if value is None:
         raise PolicyInvalid(f"{where}.upstream is required")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -334,79 +379,42 @@ def _parse_upstream(value: object, where: str) -> str:
     return value.rstrip("/")
 
 
-def _parse_price(value: object, where: str) -> Price:
-    if not isinstance(value, dict):
-        raise PolicyInvalid(f"{where} must be a table {{prompt, completion}}")
-    table = dict(value)
-    prompt = _take(table, "prompt", (int, float), where)
-    completion = _take(table, "completion", (int, float), where)
-    _no_extra(table, where)
-    if prompt is None or completion is None or prompt < 0 or completion < 0:
-        raise PolicyInvalid(f"{where} needs non-negative prompt and completion prices")
-    return Price(prompt=float(prompt), completion=float(completion))
-
-
-def _nonneg_int(value: int | None, where: str) -> int:
-    if value is None:
-        return 0
-    if value < 0:
-        raise PolicyInvalid(f"{where} must not be negative")
-    return value
-
-
-def _parse_service(name: str, raw: object) -> ServicePolicy:
+def _parse_service(name: str, entry: _ServiceEntry) -> ServicePolicy:
     where = f"service.{name}"
-    if not isinstance(raw, dict):
-        raise PolicyInvalid(f"{where} must be a table")
-    table = dict(raw)
-    preset_name = _take(table, "preset", str, where)
-    if preset_name is not None and preset_name not in PRESETS:
-        raise PolicyInvalid(f"{where}.preset: no preset {preset_name!r} ({', '.join(PRESETS)})")
-    preset = PRESETS.get(preset_name or name)
-    upstream = _parse_upstream(
-        table.pop("upstream", None) or (preset.upstream if preset else None), where
-    )
+    if entry.preset is not None and entry.preset not in PRESETS:
+        raise PolicyInvalid(f"{where}.preset: no preset {entry.preset!r} ({', '.join(PRESETS)})")
+    preset = PRESETS.get(entry.preset or name)
+    upstream = _parse_upstream(entry.upstream or (preset.upstream if preset else None), where)
     default = preset or _NO_PRESET
-    header = _take(table, "inject_header", str, where) or default.inject_header
+    header = entry.inject_header or default.inject_header
     if not _HEADER_NAME.fullmatch(header):
         raise PolicyInvalid(f"{where}.inject_header is not a valid header name")
-    fmt = _take(table, "inject_format", str, where) or default.inject_format
+    fmt = entry.inject_format or default.inject_format
     if fmt.count("{key}") != 1 or any(c in fmt for c in "\r\n\x00"):
         raise PolicyInvalid(f"{where}.inject_format must contain {{key}} exactly once")
-    allow_raw = _take(table, "allow", list, where)
-    if not allow_raw:
+    if not entry.allow:
         raise PolicyInvalid(f"{where}.allow must list at least one 'METHOD /path'")
-    if not all(isinstance(a, str) for a in allow_raw):
-        raise PolicyInvalid(f"{where}.allow entries are strings")
-    allow = tuple(RoutePattern.parse(a) for a in allow_raw)
-    per_minute = _nonneg_int(_take(table, "per_minute", int, where), f"{where}.per_minute")
-    per_hour = _nonneg_int(_take(table, "per_hour", int, where), f"{where}.per_hour")
-    daily = _take(table, "daily_usd", (int, float), where)
-    daily_usd = float(daily) if daily is not None else 0.0
-    if daily_usd < 0:
-        raise PolicyInvalid(f"{where}.daily_usd must not be negative")
-    prices_raw = _take(table, "prices", dict, where) or {}
-    prices = {str(k): _parse_price(v, f"{where}.prices.{k}") for k, v in prices_raw.items()}
-    if daily_usd > 0 and "default" not in prices:
+    allow = tuple(RoutePattern.parse(a) for a in entry.allow)
+    prices = {k: Price(prompt=v.prompt, completion=v.completion) for k, v in entry.prices.items()}
+    if entry.daily_usd > 0 and "default" not in prices:
         raise PolicyInvalid(f"{where}: daily_usd needs a prices.default entry (fail closed)")
-    env_prefix = _take(table, "env_prefix", str, where) or default.env_prefix
+    env_prefix = entry.env_prefix or default.env_prefix
     if env_prefix is not None and not _ENV_PREFIX.fullmatch(env_prefix):
         raise PolicyInvalid(f"{where}.env_prefix must match {_ENV_PREFIX.pattern}")
-    base_path = _take(table, "sdk_base_path", str, where)
+    base_path = entry.sdk_base_path
     if base_path is None and preset is not None:
         base_path = preset.sdk_base_path
     if base_path is not None and base_path and not base_path.startswith("/"):
         raise PolicyInvalid(f"{where}.sdk_base_path must start with /")
-    _no_extra(table, where)
     return ServicePolicy(
         name=name,
         upstream=upstream,
         inject_header=header,
         inject_format=fmt,
         allow=allow,
-        per_minute=per_minute,
-        per_hour=per_hour,
-        daily_usd=daily_usd,
+        per_minute=entry.per_minute,
+        per_hour=entry.per_hour,
+        daily_usd=entry.daily_usd,
         prices=prices,
         env_prefix=env_prefix,
         sdk_base_path=base_path,
@@ -414,30 +422,23 @@ def _parse_service(name: str, raw: object) -> ServicePolicy:
     )
 
 
-def _parse_caller(index: int, raw: object, services: Mapping[str, ServicePolicy]) -> CallerRule:
+def _parse_caller(
+    index: int, entry: _CallerEntry, services: Mapping[str, ServicePolicy]
+) -> CallerRule:
     where = f"caller[{index}]"
-    if not isinstance(raw, dict):
-        raise PolicyInvalid(f"{where} must be a table")
-    table = dict(raw)
-    name = _take(table, "name", str, where) or f"caller-{index}"
+    name = entry.name or f"caller-{index}"
     if not _CALLER_NAME.fullmatch(name):
         raise PolicyInvalid(f"{where}.name must match {_CALLER_NAME.pattern}")
-    uid = _take(table, "uid", int, where)
-    exe = _take(table, "exe", str, where)
-    exe_sha256 = _take(table, "exe_sha256", str, where)
-    any_exe = bool(_take(table, "any_exe", bool, where))
-    pod_wide = bool(_take(table, "pod_wide", bool, where))
-    svc_raw = _take(table, "services", list, where) or []
-    _no_extra(table, where)
-    names = frozenset(_service_name(s, f"{where}.services") for s in svc_raw)
+    names = frozenset(_service_name(s, f"{where}.services") for s in entry.services)
     unknown = sorted(names - set(services))
     if unknown:
         raise PolicyInvalid(f"{where}.services names unknown services: {', '.join(unknown)}")
-    if pod_wide:
-        if uid is not None or exe is not None or exe_sha256 is not None or any_exe:
+    uid, exe, exe_sha256 = entry.uid, entry.exe, entry.exe_sha256
+    if entry.pod_wide:
+        if uid is not None or exe is not None or exe_sha256 is not None or entry.any_exe:
             raise PolicyInvalid(f"{where}: pod_wide entries name no uid or executable")
         return CallerRule(name=name, services=names, pod_wide=True)
-    if uid is None or uid < 0:
+    if uid is None:
         raise PolicyInvalid(f"{where}.uid is required")
     if exe is not None:
         if not exe.startswith("/"):
@@ -449,10 +450,10 @@ def _parse_caller(index: int, raw: object, services: Mapping[str, ServicePolicy]
         exe_sha256 = exe_sha256.lower()
         if not _SHA256.fullmatch(exe_sha256):
             raise PolicyInvalid(f"{where}.exe_sha256 must be 64 hex digits")
-    if exe is None and exe_sha256 is None and not any_exe:
+    if exe is None and exe_sha256 is None and not entry.any_exe:
         raise PolicyInvalid(f"{where} needs exe or exe_sha256 (or an explicit any_exe = true)")
     return CallerRule(
-        name=name, services=names, uid=uid, exe=exe, exe_sha256=exe_sha256, any_exe=any_exe
+        name=name, services=names, uid=uid, exe=exe, exe_sha256=exe_sha256, any_exe=entry.any_exe
     )
 
 
@@ -468,18 +469,17 @@ def parse_policy(text: bytes) -> Policy:
         data = tomllib.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PolicyInvalid(f"policy is not valid TOML: {exc}") from exc
-    services_raw = data.pop("service", {})
-    callers_raw = data.pop("caller", [])
-    _no_extra(data, "the policy's top level")
-    if not isinstance(services_raw, dict) or not isinstance(callers_raw, list):
-        raise PolicyInvalid("[service.<name>] tables and [[caller]] entries expected")
+    try:
+        document = validate_document(_DOCUMENT, data)
+    except ConfigError as exc:
+        raise PolicyInvalid(exc.reason) from None
     services: dict[str, ServicePolicy] = {}
-    for raw_name, raw in services_raw.items():
+    for raw_name, entry in document.service.items():
         name = _service_name(raw_name, "service")
         if name in services or name != raw_name:
             raise PolicyInvalid(f"service {raw_name!r}: write names lowercase, once")
-        services[name] = _parse_service(name, raw)
-    callers = tuple(_parse_caller(i, raw, services) for i, raw in enumerate(callers_raw))
+        services[name] = _parse_service(name, entry)
+    callers = tuple(_parse_caller(i, raw, services) for i, raw in enumerate(document.caller))
     seen: set[str] = set()
     for rule in callers:
         if rule.name in seen:
@@ -492,7 +492,7 @@ def load_policy(path: Path) -> Policy:
     """Read and parse the policy at ``path`` (refused if others can write it).
 
     Raises:
-        PolicyInvalid: unreadable, unsafe or malformed.
+        PolicyInvalid: unreadable, unsafe or malformed (the reason names the file).
     """
     try:
         check_not_writable_by_others(path)
@@ -501,7 +501,10 @@ def load_policy(path: Path) -> Policy:
         raise PolicyInvalid(exc.reason) from exc
     except OSError as exc:
         raise PolicyInvalid(f"cannot read the policy {path}: {exc.strerror}") from exc
-    return parse_policy(text)
+    try:
+        return parse_policy(text)
+    except PolicyInvalid as exc:
+        raise PolicyInvalid(f"{path}: {exc.reason}") from None
 
 
 def services_of(policy: Policy) -> Sequence[ServicePolicy]:

@@ -2,9 +2,9 @@
 
 Two steps, each violation a 400 ``{error, reason}``:
 
-1. :func:`parse_json_object` (ours: what pydantic's parser does not refuse): the body is
-   UTF-8 JSON whose top level is an object; no duplicate keys, no NaN/Infinity, nesting at
-   most 32 levels (``malformed_json``);
+1. :func:`parse_json_object` (:mod:`agentkeys.strict_json`, what pydantic's parser does
+   not refuse): the body is UTF-8 JSON whose top level is an object; no duplicate keys, no
+   NaN/Infinity, nesting at most 32 levels (``malformed_json``);
 2. pydantic validates the same bytes into the request dataclass, strictly (the one schema
    layer: :data:`WIRE_CONFIG`): every field without a default is present
    (``missing_field``), no unknown member is present, at any depth (``unknown_field``), and
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from agentkeys.service.errors import MalformedJson, MissingField, UnknownField, WrongType
+from agentkeys.strict_json import StrictJsonError, loads_object
 
 __all__ = ["WIRE_CONFIG", "JsonObject", "adapter", "decode", "decode_body", "parse_json_object"]
 
@@ -37,37 +38,12 @@ JsonObject = dict[str, Any]
 
 T = TypeVar("T")
 
-_MAX_DEPTH = 32
-
 WIRE_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 """The validation every request body gets (pydantic v2 strict mode, unknown members refused)."""
 
 _UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
 _MISSING = frozenset({"missing", "missing_argument", "missing_keyword_only_argument"})
 _SIMPLE = (str, int, float, bool, object)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise MalformedJson(f"duplicate key {key[:64]!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise MalformedJson(f"{name} is not allowed in JSON")
-
-
-def _depth(value: Any, level: int = 0) -> int:
-    if level > _MAX_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level)
-    return level
 
 
 def parse_json_object(body: bytes) -> JsonObject:
@@ -78,17 +54,9 @@ def parse_json_object(body: bytes) -> JsonObject:
             nested deeper than 32 levels, or the top level is not an object.
     """
     try:
-        text = body.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except MalformedJson:
-        raise
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedJson("body is not well-formed UTF-8 JSON") from exc
-    if not isinstance(value, dict):
-        raise MalformedJson("body must be a JSON object")
-    if _depth(value) > _MAX_DEPTH:
-        raise MalformedJson("JSON nesting is too deep")
-    return value
+        return loads_object(body, what="body")
+    except StrictJsonError as exc:
+        raise MalformedJson(exc.reason) from None
 
 
 def _check_type(tp: Any, seen: set[type[Any]]) -> None:

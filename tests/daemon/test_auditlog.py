@@ -107,6 +107,33 @@ def test_edited_row_is_named(tmp_path: Path) -> None:
     assert "row 3" in info.value.reason
 
 
+def test_a_row_with_a_duplicate_member_is_refused(tmp_path: Path) -> None:
+    # last-wins would verify a row whose first "decision" says something else to other readers
+    path = tmp_path / "log"
+    _write(path, 3)
+    lines = path.read_bytes().splitlines()
+    lines[1] = b'{"decision":"allow",' + lines[1][1:]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(AuditChainBroken) as info:
+        verify_log(path)
+    assert info.value.row == 2
+    assert "duplicate key 'decision'" in info.value.reason
+    lines[1] = b"[]"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(AuditChainBroken, match="must be a JSON object"):
+        verify_log(path)
+
+
+def test_a_last_row_with_a_duplicate_member_is_never_continued(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    _write(path, 2)
+    lines = path.read_bytes().splitlines()
+    lines[-1] = b'{"seq":7,' + lines[-1][1:]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(AuditLogError, match="last row is damaged"):
+        AuditLog(path)
+
+
 def test_rehashed_edit_breaks_the_next_link(tmp_path: Path) -> None:
     path = tmp_path / "log"
     _write(path, 5)

@@ -154,3 +154,73 @@ def test_policy_file_writable_by_others_is_refused(tmp_path: Path) -> None:
     os.chmod(path, 0o666)  # noqa: S103 (the unsafe case)
     with pytest.raises(PolicyInvalid):
         load_policy(path)
+
+
+_SERVICE = b"[service.x]\nupstream = 'https://h'\nallow = ['GET /']\n"
+_CALLER = b"[[caller]]\nuid = 1\nany_exe = true\nservices = ['x']\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (_SERVICE + b"surprise = 1\n", "unknown option(s) in [service.x]: surprise"),
+        (
+            _SERVICE + b"[service.x.prices]\ndefault = { prompt = 1, cost = 2, completion = 1 }\n",
+            "unknown option(s) in [service.x.prices.default]: cost",
+        ),
+        (_SERVICE + _CALLER + b"shell = true\n", "unknown option(s) in [caller[0]]: shell"),
+        (_SERVICE + b"[limits]\n", "unknown option(s) in [top level]: limits"),
+        (_SERVICE + b"per_minute = true\n", "service.x.per_minute:"),  # bool is not int
+        (_SERVICE + b"per_hour = 1.0\n", "service.x.per_hour:"),
+        (_SERVICE + b"per_minute = -1\n", "service.x.per_minute:"),
+        (_SERVICE + b"daily_usd = '5'\n", "service.x.daily_usd:"),
+        (_SERVICE + b"inject_header = 7\n", "service.x.inject_header:"),
+        (b"[service.x]\nupstream = 'https://h'\nallow = 'GET /'\n", "service.x.allow:"),
+        (b"[service.x]\nupstream = 'https://h'\nallow = ['GET /', 1]\n", "service.x.allow[1]:"),
+        (
+            _SERVICE + b"[service.x.prices]\ndefault = { prompt = 1.0 }\n",
+            "service.x.prices.default.completion is required",
+        ),
+        (_SERVICE + b"[[caller]]\nuid = true\nany_exe = true\n", "caller[0].uid:"),
+        (_SERVICE + b"[[caller]]\nuid = 1\nany_exe = 1\n", "caller[0].any_exe:"),
+        (_SERVICE + b"[[caller]]\nuid = -1\nany_exe = true\n", "caller[0].uid:"),
+        (
+            _SERVICE + b"[[caller]]\nuid = 1\nany_exe = true\nservices = 'x'\n",
+            "caller[0].services:",
+        ),
+        (_SERVICE + b"[caller]\nuid = 1\n", "caller:"),
+        (_SERVICE + b"[service.y]\nupstream = 1979-05-27\n", "a TOML date is no option's value"),
+    ],
+)
+def test_a_malformed_policy_names_the_entry_and_the_option(text: bytes, reason: str) -> None:
+    with pytest.raises(PolicyInvalid) as caught:
+        parse_policy(text)
+    assert caught.value.reason.startswith(reason)
+
+
+def test_a_duplicate_policy_key_is_refused() -> None:
+    with pytest.raises(PolicyInvalid, match="not valid TOML"):
+        parse_policy(_SERVICE + b"[service.x]\nallow = ['GET /a']\n")
+    with pytest.raises(PolicyInvalid, match="not valid TOML"):
+        parse_policy(_SERVICE + b"per_minute = 1\nper_minute = 2\n")
+
+
+def test_a_policy_takes_integers_for_prices_and_keeps_its_types() -> None:
+    policy = parse_policy(
+        _SERVICE + b"daily_usd = 2\nper_hour = 7\n[service.x.prices]\n"
+        b"default = { prompt = 1, completion = 2.5 }\n" + _CALLER
+    )
+    service = policy.services["x"]
+    assert (service.daily_usd, service.per_hour, service.per_minute) == (2.0, 7, 0)
+    assert service.prices["default"].cost(1_000_000, 0) == 1.0
+    assert policy.callers[0].uid == 1
+    assert policy.callers[0].services == frozenset({"x"})
+
+
+def test_a_policy_file_refusal_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_bytes(POLICY + b"[[caller]]\nuid = true\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(PolicyInvalid) as caught:
+        load_policy(path)
+    assert caught.value.reason.startswith(f"{path}: caller[3].uid: ")

@@ -128,3 +128,70 @@ def test_env_names_are_section_option() -> None:
     names = env_names(AppConfig)
     assert names["AGENTKEYS_SERVER_MAX_BODY_BYTES"] == ("server", "max_body_bytes")
     assert names["AGENTKEYS_EXTRA_STATE_DIR"] == ("extra", "state_dir")
+
+
+@pytest.mark.parametrize(
+    ("toml", "reason"),
+    [
+        ('[extra]\nname = "n"\nbogus = 1\nzz = 2\n', "unknown option(s) in [extra]: bogus, zz"),
+        ('[extra]\nname = "n"\n[bogus]\n', "unknown option(s) in [top level]: bogus"),
+        ('[extra]\nname = "n"\n[server]\nport = true\n', "server.port:"),  # bool is not int
+        ('[extra]\nname = "n"\n[server]\nport = 4431.0\n', "server.port:"),
+        ('[extra]\nname = "n"\nratio = "0.5"\n', "extra.ratio:"),
+        ('[extra]\nname = "n"\nhosts = ["a", 1]\n', "extra.hosts[1]:"),
+        ('[extra]\nname = "n"\nstate_dir = ""\n', "extra.state_dir must be a non-empty path"),
+        ("extra = 5\n", "extra must be a table"),
+        ("[extra]\nname = 1979-05-27\n", "a TOML date is no option's value"),
+        ('[extra]\nname = "n"\nratio = nan\n', "nan and inf are no option's value"),
+        ("[server]\n", "extra.name is required (set it in the file or AGENTKEYS_EXTRA_NAME)"),
+        ('[extra]\nname = "n"\n[server]\nhost = "0.0.0.0"\n', "host '0.0.0.0' is not a loopback"),
+    ],
+)
+def test_a_file_refusal_names_the_file_and_the_option(
+    tmp_path: Path, toml: str, reason: str
+) -> None:
+    path = _write(tmp_path / "c.toml", toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(AppConfig, path=path, environ={})
+    assert caught.value.reason.startswith(f"{path}: {reason}")
+
+
+def test_a_duplicate_key_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.toml", '[extra]\nname = "n"\nname = "m"\n')
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(AppConfig, path=path, environ={})
+
+
+def test_environment_values_are_typed_and_named_in_refusals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "AGENTKEYS_EXTRA_NAME": "n",
+        "AGENTKEYS_SERVER_PORT": "4431",
+        "AGENTKEYS_EXTRA_ENABLED": "off",
+        "AGENTKEYS_EXTRA_MODE": "b",
+        "AGENTKEYS_EXTRA_STATE_DIR": "state",
+    }
+    cfg = load_config(AppConfig, environ=env)
+    assert cfg.server.port == 4431
+    assert cfg.extra.enabled is False
+    assert cfg.extra.mode is Mode.B
+    assert cfg.extra.state_dir == tmp_path / "state"  # relative to the working directory
+    assert load_config(AppConfig, environ={**env, "AGENTKEYS_EXTRA_STATE_DIR": ""}).extra == (
+        Extra(name="n", mode=Mode.B)
+    )
+    for name, value in [
+        ("AGENTKEYS_SERVER_PORT", "true"),
+        ("AGENTKEYS_SERVER_PORT", "4431x"),
+        ("AGENTKEYS_EXTRA_RATIO", "half"),
+        ("AGENTKEYS_EXTRA_LEVEL", "mid"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{name}: "):
+            load_config(AppConfig, environ={**env, name: value})
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.toml", '[extra]\nname = "n"\nratio = 0.25\n[server]\nport = 1\n')
+    cfg = load_config(AppConfig, path=path, environ={"AGENTKEYS_SERVER_PORT": "2"})
+    assert (cfg.server.port, cfg.extra.ratio) == (2, 0.25)
