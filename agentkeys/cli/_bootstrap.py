@@ -46,17 +46,17 @@ from agentkeys.broker._passkey import enrollment_approval_challenge
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, Receipt
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.signing import k10_digest
-from agentkeys.cli._common import (
+from agentkeys.cli._errors import (
     EXIT_FAILED,
     EXIT_NO_STATE,
     EXIT_PASSKEY,
     EXIT_REJECTED,
     EXIT_USAGE,
     CliError,
-    DeviceK10Signer,
-    PasskeyRecord,
-    one_line,
 )
+from agentkeys.cli._operator_session import DeviceK10Signer
+from agentkeys.cli._operator_state import PasskeyRecord
+from agentkeys.cli._output import one_line
 from agentkeys.config import check_private_file
 from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import actor_omni_for_wallet

@@ -16,7 +16,8 @@ import httpx
 
 from agentkeys.cap import CapOp
 from agentkeys.cli._bootstrap import BrokerUnreachable
-from agentkeys.cli._common import EXIT_REJECTED, CliError, one_line
+from agentkeys.cli._errors import EXIT_REJECTED, CliError
+from agentkeys.cli._output import one_line
 from agentkeys.clients import (
     AnswerMalformed,
     BrokerClient,

@@ -34,20 +34,11 @@ from agentkeys.cli._bootstrap import (
     load_session,
     write_session,
 )
-from agentkeys.cli._common import (
-    OperatorState,
-    Rejected,
-    add_output_options,
-    add_session_options,
-    agentkeys_home,
-    assertion_json,
-    emit,
-    load_operator_state,
-    load_wallet,
-    passkey_for,
-    run,
-    wallet_given,
-)
+from agentkeys.cli._errors import Rejected
+from agentkeys.cli._operator_session import add_session_options, assertion_json, passkey_for
+from agentkeys.cli._operator_state import OperatorState, agentkeys_home, load_operator_state
+from agentkeys.cli._output import add_output_options, emit, run
+from agentkeys.cli._secrets import load_wallet, wallet_given
 from agentkeys.cli.init import add_maildir_option, email_stage
 from agentkeys.jwks import b64url_decode
 from agentkeys.passkey_page import PagePasskey

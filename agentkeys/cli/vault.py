@@ -34,20 +34,17 @@ from typing import Any
 import httpx
 
 from agentkeys.cli._bootstrap import UsageError, load_session
-from agentkeys.cli._common import (
+from agentkeys.cli._errors import Rejected
+from agentkeys.cli._names import known_names, remember_names
+from agentkeys.cli._operator_session import _dev_passkey, open_session
+from agentkeys.cli._operator_state import (
     STATE_FILE,
     OperatorState,
-    Rejected,
-    _dev_passkey,
-    add_output_options,
     agentkeys_home,
-    emit,
     load_operator_state,
-    open_session,
-    read_secret,
-    run,
 )
-from agentkeys.cli._names import known_names, remember_names
+from agentkeys.cli._output import add_output_options, emit, run
+from agentkeys.cli._secrets import read_secret
 from agentkeys.cli._sidecar import LIST_SERVICE, SidecarVault
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,

@@ -47,7 +47,7 @@ from agentkeys.cli._bootstrap import (
     email_sign_in,
     write_session,
 )
-from agentkeys.cli._common import OperatorState, PasskeyRecord, load_operator_state
+from agentkeys.cli._operator_state import OperatorState, PasskeyRecord, load_operator_state
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.devstack.up import DevUpOptions, StackStatus, run_dev_stack
 from agentkeys.devstack.upstream import REPLY, DemoUpstream, run_upstream
