@@ -9,10 +9,21 @@ Errors of the command line (the CLI's own leaves; everything else is translated 
         ├── OperatorStateInvalid the state file is unreadable or malformed             → 3
         ├── SecretUnavailable    a secret file/prompt/stdin gave nothing usable        → 1
         ├── WalletMismatch       the wallet is not the operator's master wallet        → 1
-        └── Rejected             the request conflicts with the chain's state          → 6
-                                 (scope already present, unknown agent, revoked device)
+        ├── Rejected             the request conflicts with the chain's state          → 6
+        │                        (scope already present, unknown agent, revoked device)
+        ├── UsageError           a missing or inconsistent option                      → 2
+        ├── NoSession            no usable broker session in the home                  → 3
+        ├── BrokerUnreachable    the broker did not answer                             → 1
+        ├── WorkerUnreachable    the worker did not answer                             → 1
+        └── PeerCodeError        a peer refused (its own code, as ``--json`` error)
+            ├── BrokerRefused    the broker refused a sign-in step                     → 1
+            │   ├── BrokerSessionRefused  the broker refused the home's session        → 3
+            │   └── RelayRefused the broker's relay refused a master mutation          → 6
+            │       └── RelayPasskeyRefused  … refused the passkey assertion           → 4
+            └── SidecarRefused   the broker or worker refused a vault operation        → 6
 
-Messages never hold secret material.
+:func:`peer_failure` is the one translation of a typed client's failure
+(:mod:`agentkeys.clients.errors`) into this tree. Messages never hold secret material.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from agentkeys.chain import (
     RpcUnavailable,
     TransactionFailed,
 )
+from agentkeys.clients.errors import ClientError, PeerRefused, PeerUnreachable
 from agentkeys.config import ConfigError
 from agentkeys.errors import AgentkeysError, DomainError, FormatError
 from agentkeys.passkey_page import PasskeyPageError, PasskeyWrongCredential
@@ -41,14 +53,26 @@ __all__ = [
     "EXIT_PASSKEY",
     "EXIT_REJECTED",
     "EXIT_USAGE",
+    "SESSION_REFUSALS",
+    "BrokerRefused",
+    "BrokerSessionRefused",
+    "BrokerUnreachable",
     "CliError",
     "NoOperatorState",
+    "NoSession",
     "OperatorStateInvalid",
+    "PeerCodeError",
     "Rejected",
+    "RelayPasskeyRefused",
+    "RelayRefused",
     "SecretUnavailable",
+    "SidecarRefused",
+    "UsageError",
     "WalletMismatch",
+    "WorkerUnreachable",
     "describe_error",
     "exit_code_for",
+    "peer_failure",
 ]
 
 
@@ -103,6 +127,119 @@ class Rejected(CliError):
     error = "rejected"
     status = 409
     exit_code = EXIT_REJECTED
+
+
+class UsageError(CliError):
+    """A missing or inconsistent option (exit 2)."""
+
+    error = "usage_error"
+    exit_code = EXIT_USAGE
+
+
+class NoSession(CliError):
+    """No usable broker session in the agentkeys home."""
+
+    error = "no_session"
+    exit_code = EXIT_NO_STATE
+
+
+class BrokerUnreachable(CliError):
+    """The broker did not answer."""
+
+    error = "broker_unreachable"
+    status = 503  # the one status of this code (agentkeys.error_codes)
+    exit_code = EXIT_FAILED
+
+
+class WorkerUnreachable(CliError):
+    """The worker did not answer (exit 1, as an unreachable broker)."""
+
+    error = "worker_unreachable"
+    status = 503  # the one status of this code (agentkeys.error_codes)
+
+
+class PeerCodeError(CliError):
+    """Branch: a refusal by a peer whose own error ``code`` (also in the reason) ``--json``
+    prints as ``error``."""
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class BrokerRefused(PeerCodeError):
+    """The broker answered with an error (its ``error`` code is in the reason)."""
+
+    error = "broker_refused"
+    exit_code = EXIT_FAILED
+
+
+class BrokerSessionRefused(BrokerRefused):
+    """The broker refused the home's session (expired, revoked or invalid there)."""
+
+    error = "broker_session_refused"
+    status = 401  # the one status of this code (agentkeys.error_codes)
+    exit_code = EXIT_NO_STATE
+
+
+SESSION_REFUSALS = frozenset({"session_expired", "session_invalid", "session_revoked"})
+"""The broker's codes for a session it will not accept (docs/api.md)."""
+
+
+class RelayRefused(BrokerRefused):
+    """The broker's relay refused a master mutation (exit 6: the chain's state does not allow
+    it, e.g. not this operator's session, a device that may not approve, a bad K10)."""
+
+    error = "relay_refused"
+    status = 403  # the one status of this code (agentkeys.error_codes)
+    exit_code = EXIT_REJECTED
+
+
+class RelayPasskeyRefused(RelayRefused):
+    """The broker's relay refused the passkey assertion (not a fresh one over the change)."""
+
+    error = "relay_passkey_refused"
+    exit_code = EXIT_PASSKEY
+
+
+class SidecarRefused(PeerCodeError):
+    """The broker or the worker refused a vault operation (their code, as ``--json`` error)."""
+
+    error = "sidecar_refused"
+    exit_code = EXIT_REJECTED
+
+
+def peer_failure(exc: ClientError, *, url: object, vault: bool = False) -> CliError:
+    """What a typed client's failure means on the command line.
+
+    Args:
+        url: the base URL of the peer that failed (named in the message).
+        vault: a vault operation (``--credential-backend sidecar``): any refusal is
+            :class:`SidecarRefused` (exit 6); else a sign-in or relay step, refused by
+            :class:`BrokerSessionRefused` (the session), :class:`RelayRefused` /
+            :class:`RelayPasskeyRefused` (a relay route's 401/403) or
+            :class:`BrokerRefused`.
+    """
+    if isinstance(exc, PeerUnreachable):
+        unreachable = WorkerUnreachable if exc.who == "worker" else BrokerUnreachable
+        return unreachable(
+            f"the {exc.who} at {url} is unreachable ({exc.transport}); "
+            f"start it (`agentkeys dev up`) or pass --{exc.who}-url"
+        )
+    refused = SidecarRefused if vault else BrokerRefused
+    if not isinstance(exc, PeerRefused):
+        return refused(exc.reason)
+    detail = f"{exc.code}: {exc.peer_reason}" if exc.code else f"HTTP {exc.http_status}"
+    said = f"the {exc.who} refused {exc.path} ({' '.join(detail.split())})"
+    if vault:
+        return SidecarRefused(said, code=exc.code)
+    if exc.code in SESSION_REFUSALS:
+        advice = "; sign in again: `agentkeys session renew`"
+        return BrokerSessionRefused(said + advice, code=exc.code)
+    if exc.path.startswith("/v1/relay/") and exc.http_status in (401, 403):
+        relay = RelayPasskeyRefused if exc.code == "relay_k11_invalid" else RelayRefused
+        return relay(said, code=exc.code)
+    return BrokerRefused(said, code=exc.code)
 
 
 # What to do, per revert of our contracts (docs/contracts.md, "Errors").

@@ -25,11 +25,10 @@ from agentkeys.cli._bootstrap import (
     MASTER_WALLET,
     OWN_WALLET,
     BrokerSignIn,
-    NoSession,
     SessionRecord,
     load_session,
 )
-from agentkeys.cli._errors import CliError, SecretUnavailable
+from agentkeys.cli._errors import CliError, NoSession, SecretUnavailable
 from agentkeys.cli._operator_session import OperatorSession
 from agentkeys.cli._secrets import load_wallet, wallet_given
 

@@ -50,17 +50,15 @@ from agentkeys.cli._bootstrap import (
     K4_WALLET,
     MASTER_WALLET,
     OWN_WALLET,
-    BrokerRefused,
     BrokerSignIn,
     SessionRecord,
-    UsageError,
     find_magic_link,
     maildir_names,
     register_master,
     register_master_via_relay,
     write_session,
 )
-from agentkeys.cli._errors import Rejected
+from agentkeys.cli._errors import BrokerRefused, Rejected, UsageError
 from agentkeys.cli._operator_session import DeviceK10Signer
 from agentkeys.cli._operator_state import (
     CHAIN_FILE,

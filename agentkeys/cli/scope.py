@@ -16,8 +16,7 @@ from collections.abc import Sequence
 
 from agentkeys.chain import ScopeEntry
 from agentkeys.cli._arguments import service_arg
-from agentkeys.cli._bootstrap import UsageError
-from agentkeys.cli._errors import Rejected
+from agentkeys.cli._errors import Rejected, UsageError
 from agentkeys.cli._names import known_names, remember_names
 from agentkeys.cli._operator_session import OperatorSession, add_session_options, open_session
 from agentkeys.cli._output import add_output_options, emit, run
