@@ -41,7 +41,7 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
             400, "``dev fund`` was given something that is not a 0x address."
         ),
         "answer_malformed": ErrorCode(
-            502, "A broker's or worker's 200 answer breaks its wire contract (agentkeys.clients)."
+            502, "A peer's 200 answer breaks its wire contract (agentkeys.clients)."
         ),
         "attest_error": ErrorCode(500, "Branch: anything attest refuses or cannot do."),
         "attestation_key_not_trusted": ErrorCode(
@@ -155,9 +155,7 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
         "challenge_unknown": ErrorCode(
             401, "No such challenge for this session (never issued, already used or expired)."
         ),
-        "client_error": ErrorCode(
-            502, "Branch: a broker or worker gave no usable answer to a typed client."
-        ),
+        "client_error": ErrorCode(502, "Branch: a peer gave no usable answer to a typed client."),
         "cli_error": ErrorCode(
             400, "Base of the command line's own errors; ``exit_code`` is the process exit status."
         ),
@@ -413,9 +411,14 @@ CODES: Mapping[str, ErrorCode] = MappingProxyType(
             400, "The assertion comes from another passkey, or its signature does not verify."
         ),
         "peer_refused": ErrorCode(
-            502, "A broker or worker answered a typed client with a non-200 ``{error, reason}``."
+            502, "A peer answered a typed client with a non-200 ``{error, reason}``."
         ),
-        "peer_unreachable": ErrorCode(503, "A broker or worker did not answer a typed client."),
+        "peer_unreachable": ErrorCode(
+            503, "A broker, worker or signer did not answer a typed client."
+        ),
+        "peer_untrusted": ErrorCode(
+            502, "A mutual-TLS peer of a typed client failed the handshake or its role check."
+        ),
         "pki_error": ErrorCode(500, "Base of PKI failures."),
         "pki_file_error": ErrorCode(
             500, "A PKI file or directory is missing, unreadable or has unsafe permissions."

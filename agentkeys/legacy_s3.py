@@ -30,16 +30,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-import httpx
 import trio
 
+from agentkeys.clients.broker import BrokerClient
+from agentkeys.clients.errors import ClientError, PeerRefused, PeerUnreachable
+from agentkeys.clients.signer import AwsCredentials, SignerClient
 from agentkeys.envelope import EnvelopeVersion, open_envelope, parse_header, seal_v1, seal_v2_legacy
-from agentkeys.errors import AgentkeysError, EnvelopeError, FormatError
-from agentkeys.jwks import b64url_decode
+from agentkeys.errors import AgentkeysError, EnvelopeError
 from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
 from agentkeys.signer import StsCredentials
 from agentkeys.worker._s3 import ObjectStore
-from agentkeys.worker._signer import AwsCredentials, SignerClient
+from agentkeys.worker._signer import signer_failures
 from agentkeys.worker.errors import CredentialNotFound, StoredEnvelopeInvalid
 from agentkeys.worker.layout import service_of_key, v1_key, v1_prefix, v2_key, v2_prefix
 
@@ -119,7 +120,7 @@ class BrokerOidcCredentials:
     data, before the upgrade) get a token.
 
     Args:
-        broker: client whose ``base_url`` is the broker (caller owns it).
+        broker: the broker's client.
         session_token: the J1 session (sent as ``Authorization: Bearer``; never logged).
         sts: the STS exchanger.
         device_key_hash: the master device whose passkey asserts.
@@ -128,7 +129,7 @@ class BrokerOidcCredentials:
 
     def __init__(
         self,
-        broker: httpx.AsyncClient,
+        broker: BrokerClient,
         session_token: str,
         sts: WebIdentityExchange,
         *,
@@ -141,51 +142,31 @@ class BrokerOidcCredentials:
         self._device = device_key_hash
         self._assert = assert_
 
-    async def _post(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        try:
-            response = await self._broker.post(
-                path,
-                headers={"authorization": f"Bearer {self._session}"},
-                json=dict(body) if body is not None else None,
-            )
-        except httpx.HTTPError as exc:
-            raise LegacyTokenRefused(f"broker unreachable ({type(exc).__name__})") from None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if response.status_code != 200 or not isinstance(answer, dict):
-            code = answer.get("error") if isinstance(answer, dict) else None
-            detail = code if isinstance(code, str) else f"HTTP {response.status_code}"
-            raise LegacyTokenRefused(f"broker refused {path} ({detail[:64]})")
-        return answer
-
-    async def _k11(self) -> dict[str, Any] | None:
+    async def _approval(self) -> dict[str, Any] | None:
         """The assertion body, when a passkey was given and the broker needs one."""
         if self._assert is None or self._device is None:
             return None
-        start = await self._post("/v1/mint-oidc-jwt/challenge")
-        if start.get("required") is not True:
+        start = await self._broker.oidc_challenge(self._session)
+        if not start.required or start.challenge is None:
             return None
-        options = start.get("webauthn")
-        text = options.get("challenge") if isinstance(options, dict) else None
-        if not isinstance(text, str):
-            raise LegacyTokenRefused("broker answered the OIDC challenge without a challenge")
-        try:
-            challenge = b64url_decode(text)
-        except FormatError:
-            raise LegacyTokenRefused("broker's OIDC challenge is not base64url") from None
         return {
-            "challenge_id": start.get("challenge_id"),
+            "challenge_id": start.challenge_id,
             "device_key_hash": self._device,
-            "assertion": dict(await self._assert(challenge)),
+            "assertion": dict(await self._assert(start.challenge)),
         }
 
     async def credentials(self) -> AwsCredentials:
-        body = await self._post("/v1/mint-oidc-jwt", await self._k11())
-        token = body.get("token")
-        if not isinstance(token, str) or not token:
-            raise LegacyTokenRefused("broker answered /v1/mint-oidc-jwt without a token")
+        try:
+            token = await self._broker.mint_oidc_token(
+                self._session, approval=await self._approval()
+            )
+        except PeerUnreachable as exc:
+            raise LegacyTokenRefused(f"broker unreachable ({exc.transport})") from None
+        except PeerRefused as exc:
+            detail = exc.code or f"HTTP {exc.http_status}"
+            raise LegacyTokenRefused(f"broker refused {exc.path} ({detail})") from None
+        except ClientError as exc:
+            raise LegacyTokenRefused(exc.reason) from None
         creds = await self._sts.exchange(token, session_name=f"agentkeys-legacy-{int(time.time())}")
         return AwsCredentials(
             access_key_id=creds.access_key_id,
@@ -207,7 +188,8 @@ class SignerStsCredentials:
         self._wallet = normalize_wallet(wallet)
 
     async def credentials(self) -> AwsCredentials:
-        return await self._signer.sts_credentials(self._actor, self._wallet)
+        with signer_failures():
+            return await self._signer.sts_credentials(self._actor, self._wallet)
 
 
 class LegacyS3Backend:
@@ -282,7 +264,8 @@ class LegacyS3Backend:
     async def store(self, service: str, plaintext: bytes) -> str:
         """Encrypt as 0x01 / 0x02 with the v1 KEK and write; returns the key."""
         name = self._check_scope(service)
-        kek = await self._signer.v1_kek(self.identity_omni, self.wallet, name)
+        with signer_failures():
+            kek = await self._signer.v1_kek(self.identity_omni, self.wallet, name)
         if self.envelope_version is EnvelopeChoice.V1:
             envelope = seal_v1(plaintext, kek=kek, wallet=self.wallet, service=name)
         else:
@@ -306,7 +289,8 @@ class LegacyS3Backend:
             header = parse_header(data)
             if header.version is EnvelopeVersion.V2:
                 raise StoredEnvelopeInvalid(f"{key} holds 0x04: read it through the worker")
-            kek = await self._signer.v1_kek(self.identity_omni, self.wallet, name)
+            with signer_failures():
+                kek = await self._signer.v1_kek(self.identity_omni, self.wallet, name)
             return open_envelope(
                 data, kek=kek, service=name, wallet=self.wallet, actor_omni=self.actor_omni
             )

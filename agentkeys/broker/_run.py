@@ -4,14 +4,14 @@ Wires: the state store (SQLite under ``state.dir``, or PostgreSQL) and the keys 
 under ``state.dir``, or the shared key set in the store, refreshed by a task beside the
 service), SMTP, the chain client and
 watcher (JSON-RPC over httpx) into the cached chain view, the relay wallet when relay mode is
-enabled, and, when ``[signer]`` is configured, a mutual-TLS client to the signer (K4 SIWE for
+enabled, and, when ``[signer]`` is configured, the signer's client over mutual TLS (K4 SIWE for
 email identities; the signer's OIDC key in the published JWKS).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
 from functools import partial
 from typing import Any
 
@@ -31,6 +31,8 @@ from agentkeys.broker.errors import K4ApprovalRefused, SignerFailed, SignerUnava
 from agentkeys.chain.client import ChainClient, account_from_key
 from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.chain.watcher import ChainWatcher
+from agentkeys.clients.errors import ClientError, PeerRefused, PeerUnreachable, PeerUntrusted
+from agentkeys.clients.signer import SignerClient
 from agentkeys.config import check_private_file
 from agentkeys.pki import Role
 from agentkeys.service import AuditSink, BoundAddress, JsonLinesAudit, MemoryAudit, mtls_client
@@ -39,40 +41,27 @@ __all__ = ["SignerK4Client", "open_keys", "open_state_store", "run_broker"]
 
 
 class SignerK4Client:
-    """The signer's K4 and JWKS routes over an mTLS ``httpx.AsyncClient`` (caller owns it)."""
+    """The broker's :class:`~agentkeys.broker.K4Signer` (K4) and OIDC JWKS, from the signer.
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self._http = http
+    Calls go through ``signer`` (:class:`agentkeys.clients.SignerClient`, mTLS, role
+    ``broker``); :func:`_signer_failures` says what a failure means to the broker: not
+    reached or not trusted is :class:`SignerUnavailable` (503), any other failure
+    :class:`SignerFailed` (502), and a 4xx refusal of K4's first-master approval
+    :class:`K4ApprovalRefused` (403).
+    """
 
-    async def _post(self, path: str, body: Mapping[str, object]) -> dict[str, Any]:
-        try:
-            response = await self._http.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise SignerUnavailable(f"the signer is unreachable ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise SignerFailed(f"the signer answered {response.status_code}")
-        data = response.json()
-        if not isinstance(data, dict):
-            raise SignerFailed("the signer answered a non-object")
-        return data
+    def __init__(self, signer: SignerClient) -> None:
+        self._signer = signer
 
     async def k4_address(self, identity_omni: str) -> str:
         """See :class:`agentkeys.broker.K4Signer`."""
-        data = await self._post("/k4/address", {"identity_omni": identity_omni})
-        wallet = data.get("wallet")
-        if not isinstance(wallet, str):
-            raise SignerFailed("the signer answered no wallet")
-        return wallet
+        with _signer_failures():
+            return await self._signer.k4_address(identity_omni)
 
     async def k4_siwe_sign(self, identity_omni: str, message: str) -> str:
         """See :class:`agentkeys.broker.K4Signer`."""
-        data = await self._post(
-            "/k4/siwe-sign", {"identity_omni": identity_omni, "message": message}
-        )
-        signature = data.get("signature")
-        if not isinstance(signature, str):
-            raise SignerFailed("the signer answered no signature")
-        return signature
+        with _signer_failures():
+            return await self._signer.k4_siwe_sign(identity_omni, message)
 
     async def k4_register_first_master(
         self,
@@ -88,44 +77,35 @@ class SignerK4Client:
             SignerFailed: 5xx or a malformed answer; SignerUnavailable (a SignerFailed) when
                 the signer is not reached.
         """
-        body = {
-            "identity_omni": identity_omni,
-            "device": dict(device),
-            "k10_signature": k10_signature,
-            "assertion": dict(assertion),
-        }
-        try:
-            response = await self._http.post("/k4/register-first-master", json=body)
-        except httpx.HTTPError as exc:
-            raise SignerUnavailable(f"the signer is unreachable ({type(exc).__name__})") from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise SignerFailed(f"the signer answered {response.status_code}, not JSON")
-        if 400 <= response.status_code < 500:
-            code = str(data.get("error", "refused"))[:64]
-            raise K4ApprovalRefused(f"the signer refused K4's approval ({code})")
-        if response.status_code != 200:
-            raise SignerFailed(f"the signer answered {response.status_code}")
-        for name in ("wallet", "challenge", "signature"):
-            if not isinstance(data.get(name), str):
-                raise SignerFailed(f"the signer's approval lacks {name}")
-        return data
+        with _signer_failures(approval=True):
+            return await self._signer.k4_register_first_master(
+                identity_omni, device, k10_signature, assertion
+            )
 
     async def oidc_keys(self) -> list[dict[str, str]]:
         """The signer's OIDC token-signing keys (public JWKs)."""
-        try:
-            response = await self._http.get("/oidc/jwks")
-        except httpx.HTTPError as exc:
-            raise SignerUnavailable(f"the signer is unreachable ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise SignerFailed(f"the signer answered {response.status_code}")
-        keys = response.json().get("keys")
-        if not isinstance(keys, list):
-            raise SignerFailed("the signer's JWKS has no keys")
-        return [{str(k): str(v) for k, v in key.items()} for key in keys if isinstance(key, dict)]
+        with _signer_failures():
+            return await self._signer.oidc_keys()
+
+
+@contextmanager
+def _signer_failures(*, approval: bool = False) -> Iterator[None]:
+    """Re-raise a signer client's failure as the broker's error (see :class:`SignerK4Client`);
+    ``approval``: a 4xx ``{error, reason}`` is the signer refusing K4's approval."""
+    try:
+        yield
+    except PeerUnreachable as exc:
+        raise SignerUnavailable(f"the signer is unreachable ({exc.transport})") from None
+    except PeerUntrusted as exc:  # a TLS failure: as unreachable, as the broker always had it
+        raise SignerUnavailable(f"the signer is unreachable ({exc.failure})") from None
+    except PeerRefused as exc:
+        refused = exc.code is not None or exc.peer_reason is not None
+        if approval and 400 <= exc.http_status < 500 and refused:
+            code = exc.code or "refused"
+            raise K4ApprovalRefused(f"the signer refused K4's approval ({code})") from None
+        raise SignerFailed(f"the signer answered {exc.http_status}") from None
+    except ClientError as exc:
+        raise SignerFailed(exc.reason) from None
 
 
 async def open_state_store(config: BrokerConfig) -> SqlStateStore:
@@ -213,7 +193,7 @@ async def run_broker(
                     expected_role=Role.SIGNER,
                 )
             )
-            signer = SignerK4Client(signer_http)
+            signer = SignerK4Client(SignerClient(signer_http))
         service = BrokerService(
             settings=config.broker,
             site=config.site,

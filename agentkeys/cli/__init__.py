@@ -25,7 +25,7 @@ from agentkeys import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-EXIT_USAGE = 2  # agentkeys.cli._common.EXIT_USAGE (not imported: it pulls in the chain)
+EXIT_USAGE = 2  # agentkeys.cli._errors.EXIT_USAGE (not imported: it pulls in the chain)
 
 #: top-level command → (module under agentkeys.cli, the help line its parser shows)
 COMMANDS: Mapping[str, tuple[str, str]] = MappingProxyType(

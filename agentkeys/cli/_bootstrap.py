@@ -29,7 +29,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,17 +47,10 @@ from agentkeys.broker._passkey import enrollment_approval_challenge
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, Receipt
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.signing import k10_digest
-from agentkeys.cli._common import (
-    EXIT_FAILED,
-    EXIT_NO_STATE,
-    EXIT_PASSKEY,
-    EXIT_REJECTED,
-    EXIT_USAGE,
-    CliError,
-    DeviceK10Signer,
-    PasskeyRecord,
-    one_line,
-)
+from agentkeys.cli._errors import BrokerRefused, NoSession, peer_failure
+from agentkeys.cli._operator_session import DeviceK10Signer
+from agentkeys.cli._operator_state import PasskeyRecord
+from agentkeys.clients import BrokerClient, ClientError, SessionInfo
 from agentkeys.config import check_private_file
 from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import actor_omni_for_wallet
@@ -70,17 +64,9 @@ __all__ = [
     "MASTER_WALLET",
     "OWN_WALLET",
     "SESSION_FILE",
-    "SESSION_REFUSALS",
     "SESSION_TOKEN_FILE",
-    "BrokerRefused",
-    "BrokerSessionRefused",
     "BrokerSignIn",
-    "BrokerUnreachable",
-    "NoSession",
-    "RelayPasskeyRefused",
-    "RelayRefused",
     "SessionRecord",
-    "UsageError",
     "email_sign_in",
     "find_magic_link",
     "load_session",
@@ -102,67 +88,6 @@ ALL_MASTER_ROLES = 7  # CAP_MINT | RECOVERY | SCOPE_MGMT
 MAX_ANSWER = 256 * 1024
 
 
-class BrokerUnreachable(CliError):
-    """The broker did not answer."""
-
-    error = "broker_unreachable"
-    status = 503  # the one status of this code (agentkeys.error_codes)
-    exit_code = EXIT_FAILED
-
-
-class BrokerRefused(CliError):
-    """The broker answered with an error (its ``error`` code is in the reason)."""
-
-    error = "broker_refused"
-    exit_code = EXIT_FAILED
-
-    def __init__(self, reason: str, *, code: str | None = None) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-class BrokerSessionRefused(BrokerRefused):
-    """The broker refused the home's session (expired, revoked or invalid there)."""
-
-    error = "broker_session_refused"
-    status = 401  # the one status of this code (agentkeys.error_codes)
-    exit_code = EXIT_NO_STATE
-
-
-SESSION_REFUSALS = frozenset({"session_expired", "session_invalid", "session_revoked"})
-"""The broker's codes for a session it will not accept (docs/api.md)."""
-
-
-class RelayRefused(BrokerRefused):
-    """The broker's relay refused a master mutation (exit 6: the chain's state does not allow
-    it, e.g. not this operator's session, a device that may not approve, a bad K10)."""
-
-    error = "relay_refused"
-    status = 403  # the one status of this code (agentkeys.error_codes)
-    exit_code = EXIT_REJECTED
-
-
-class RelayPasskeyRefused(RelayRefused):
-    """The broker's relay refused the passkey assertion (not a fresh one over the change)."""
-
-    error = "relay_passkey_refused"
-    exit_code = EXIT_PASSKEY
-
-
-class UsageError(CliError):
-    """A missing or inconsistent option (exit 2)."""
-
-    error = "usage_error"
-    exit_code = EXIT_USAGE
-
-
-class NoSession(CliError):
-    """No usable broker session in the agentkeys home."""
-
-    error = "no_session"
-    exit_code = EXIT_NO_STATE
-
-
 def _b64d(text: object) -> bytes:
     if not isinstance(text, str):
         raise BrokerRefused("the broker's answer lacks a base64url field")
@@ -170,89 +95,41 @@ def _b64d(text: object) -> bytes:
 
 
 class BrokerSignIn:
-    """The sign-in endpoints of one broker.
+    """The operator's sign-in ceremonies with one broker, over its typed client.
 
     Args:
         http: a client whose ``base_url`` is the broker (the caller owns it).
+
+    Every failure is the command line's (:func:`agentkeys.cli._errors.peer_failure`):
+    BrokerUnreachable (no answer), BrokerSessionRefused (the session expired, revoked or
+    invalid), RelayRefused / RelayPasskeyRefused (a relay route refused the mutation),
+    BrokerRefused (any other refusal or a malformed answer).
     """
 
     def __init__(self, http: httpx.AsyncClient) -> None:
-        self._http = http
+        self.broker = BrokerClient(http, max_answer=MAX_ANSWER)
 
-    async def _call(
-        self,
-        path: str,
-        body: Mapping[str, Any] | None,
-        *,
-        session: str | None = None,
-        accept: tuple[int, ...] = (200,),
-    ) -> tuple[int, dict[str, Any]]:
-        """POST ``body`` to ``path`` (GET when ``body`` is ``None``) → (status, JSON answer).
-
-        Raises:
-            BrokerUnreachable: no answer.
-            BrokerSessionRefused: the broker refused the session (expired, revoked, invalid).
-            RelayRefused / RelayPasskeyRefused: a relay route refused the mutation.
-            BrokerRefused: any other refusal.
-        """
-        headers = {"authorization": f"Bearer {session}"} if session else {}
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
         try:
-            if body is None:
-                response = await self._http.get(path, headers=headers)
-            else:
-                response = await self._http.post(path, json=dict(body), headers=headers)
-        except httpx.HTTPError as exc:
-            raise BrokerUnreachable(
-                f"the broker at {self._http.base_url} is unreachable ({type(exc).__name__}); "
-                "start it (`agentkeys dev up`) or pass --broker-url"
-            ) from None
-        try:
-            doc = json.loads(response.content[:MAX_ANSWER])
-        except ValueError:
-            doc = None
-        if response.status_code not in accept or not isinstance(doc, dict):
-            code = doc.get("error") if isinstance(doc, dict) else None
-            reason = doc.get("reason") if isinstance(doc, dict) else None
-            detail = f"{code}: {reason}" if code else f"HTTP {response.status_code}"
-            peer = code if isinstance(code, str) else None
-            refused = BrokerRefused
-            advice = ""
-            if peer in SESSION_REFUSALS:
-                refused = BrokerSessionRefused
-                advice = "; sign in again: `agentkeys session renew`"
-            elif path.startswith("/v1/relay/") and response.status_code in (401, 403):
-                refused = RelayPasskeyRefused if peer == "relay_k11_invalid" else RelayRefused
-            raise refused(f"the broker refused {path} ({one_line(detail)}){advice}", code=peer)
-        return response.status_code, doc
+            yield
+        except ClientError as exc:
+            raise peer_failure(exc, url=self.broker.http.base_url) from None
 
     async def start_email(self, address: str) -> str:
         """Stage 1: ask for a magic link; returns the request handle to poll."""
-        _, doc = await self._call("/v1/auth/email/start", {"email": address})
-        handle = doc.get("request")
-        if not isinstance(handle, str):
-            raise BrokerRefused("the broker's email answer lacks the request handle")
-        return handle
+        with self._errors():
+            return await self.broker.email_start(address)
 
     async def follow_link(self, link: str) -> None:
         """Follow the magic link (what a click in the mail does)."""
-        try:
-            response = await self._http.get(link)
-        except httpx.HTTPError as exc:
-            raise BrokerUnreachable(f"the magic link did not load ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise BrokerRefused(f"the magic link was refused (HTTP {response.status_code})")
+        with self._errors():
+            await self.broker.follow_magic_link(link)
 
     async def poll_email(self, handle: str) -> str | None:
         """The J0 session once the link was followed, else None (still pending)."""
-        status, doc = await self._call(
-            "/v1/auth/email/poll", {"request": handle}, accept=(200, 202)
-        )
-        if status == 202:
-            return None
-        session = doc.get("session")
-        if not isinstance(session, str):
-            raise BrokerRefused("the broker's poll answer lacks the session")
-        return session
+        with self._errors():
+            return await self.broker.email_poll(handle)
 
     async def enroll(
         self,
@@ -280,12 +157,9 @@ class BrokerSignIn:
                 passkey and ``approve`` is missing or not one of them.
         """
         point = DeviceK10Signer(device_key).public_point
-        _, options = await self._call(
-            "/v1/auth/passkey/register/options", {"k10_public_key": point.hex()}, session=j0
-        )
-        creation = options.get("options")
-        if not isinstance(creation, dict):
-            raise BrokerRefused("the broker's passkey options are malformed")
+        with self._errors():
+            options = await self.broker.passkey_options(j0, point)
+        creation = options["options"]
         challenge = _b64d(creation.get("challenge"))
         approval = options.get("approval")
         if isinstance(approval, dict) and approve is not None and on_approval is not None:
@@ -304,8 +178,8 @@ class BrokerSignIn:
             body["approval"] = dict(
                 await approve(enrollment_approval_challenge(challenge, new_id), allow)
             )
-        _, doc = await self._call("/v1/auth/passkey/register/verify", body, session=j0)
-        return doc
+        with self._errors():
+            return await self.broker.passkey_verify(j0, body)
 
     async def siwe(
         self,
@@ -315,7 +189,8 @@ class BrokerSignIn:
     ) -> dict[str, Any]:
         """Stage 3: SIWE with the operator's own wallet and a passkey assertion → J1 answer
         ``{session, actor_omni, wallet, expires_at}``."""
-        _, start = await self._call("/v1/auth/siwe/start", {"wallet": wallet.address}, session=j0)
+        with self._errors():
+            start = await self.broker.siwe_start(j0, wallet.address)
         text = start.get("message")
         if not isinstance(text, str):
             text = SiweMessage(
@@ -329,72 +204,48 @@ class BrokerSignIn:
                 expiration_time=start["expiration_time"],
             ).to_text()
         signed = Account.sign_message(encode_defunct(text=text), private_key=wallet.key)
-        webauthn = start.get("webauthn")
-        if not isinstance(webauthn, dict):
-            raise BrokerRefused("the broker's SIWE answer lacks the passkey options")
-        assertion = await assert_(webauthn)
-        _, doc = await self._call(
-            "/v1/auth/siwe/verify",
-            {
-                "challenge_id": start.get("challenge_id"),
-                "message": text,
-                "signature": "0x" + bytes(signed.signature).hex(),
-                "assertion": dict(assertion),
-            },
-            session=j0,
-        )
-        if not isinstance(doc.get("session"), str):
-            raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
-        return doc
+        assertion = await assert_(start["webauthn"])
+        body = {
+            "challenge_id": start.get("challenge_id"),
+            "message": text,
+            "signature": "0x" + bytes(signed.signature).hex(),
+            "assertion": dict(assertion),
+        }
+        with self._errors():
+            return await self.broker.siwe_verify(j0, body, k4=False)
 
     async def siwe_k4(
         self, j0: str, assert_: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
     ) -> dict[str, Any]:
         """Stage 3 for an email identity (the legacy design): the broker has the signer sign
         the SIWE message with the identity's K4 wallet after the passkey assertion."""
-        _, start = await self._call("/v1/auth/siwe/start", {}, session=j0)
-        webauthn = start.get("webauthn")
-        if not isinstance(webauthn, dict):
-            raise BrokerRefused("the broker's SIWE answer lacks the passkey options")
-        assertion = await assert_(webauthn)
-        _, doc = await self._call(
-            "/v1/auth/siwe/k4",
-            {"challenge_id": start.get("challenge_id"), "assertion": dict(assertion)},
-            session=j0,
-        )
-        if not isinstance(doc.get("session"), str):
-            raise BrokerRefused("the broker's SIWE answer lacks the J1 session")
-        return doc
+        with self._errors():
+            start = await self.broker.siwe_start(j0, None)
+        assertion = await assert_(start["webauthn"])
+        body = {"challenge_id": start.get("challenge_id"), "assertion": dict(assertion)}
+        with self._errors():
+            return await self.broker.siwe_verify(j0, body, k4=True)
 
-    async def session_info(self, token: str) -> dict[str, Any]:
-        """``GET /v1/auth/session`` → ``{stage, subject, wallet, identity_omni, expires_at}``.
+    async def session_info(self, token: str) -> SessionInfo:
+        """What the broker says of the session ``token`` (``GET /v1/auth/session``).
 
         Raises:
             BrokerSessionRefused: expired, revoked or invalid at the broker (its code).
         """
-        _, doc = await self._call("/v1/auth/session", None, session=token)
-        return doc
+        with self._errors():
+            return await self.broker.session_info(token)
 
     async def session_revoke(self, token: str) -> None:
-        """``POST /v1/auth/session/revoke``: the broker refuses the session from now on."""
-        await self._call("/v1/auth/session/revoke", {}, session=token)
+        """The broker refuses the session from now on."""
+        with self._errors():
+            await self.broker.revoke_session(token)
 
     async def relay(self, j1: str, route: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """A master mutation sent by the broker's relay (``route``: ``scope``, ``agent`` or
-        ``device-revoke``) → at least ``{tx_hash, block_number}``; the broker and the
-        contract verify K10 + K11 (SPEC 6, 7)."""
-        _, doc = await self._call(f"/v1/relay/{route}", body, session=j1)
-        if not isinstance(doc.get("tx_hash"), str):
-            raise BrokerRefused("the broker's relay answer lacks the transaction")
-        return doc
-
-    async def relay_first_master(self, j1: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """First-master registration of an email operator through the broker's relay →
-        ``{tx_hash, block_number, operator_omni, wallet, device_key_hash}``."""
-        _, doc = await self._call("/v1/relay/first-master", body, session=j1)
-        if not isinstance(doc.get("tx_hash"), str):
-            raise BrokerRefused("the broker's relay answer lacks the transaction")
-        return doc
+        """A master mutation sent by the broker's relay (``route``: ``scope``, ``agent``,
+        ``device-revoke`` or ``first-master``) → at least ``{tx_hash, block_number}``; the
+        broker and the contract verify K10 + K11 (SPEC 6, 7)."""
+        with self._errors():
+            return await self.broker.relay(j1, route, body)
 
 
 async def email_sign_in(
@@ -528,7 +379,7 @@ async def register_master_via_relay(
         "k10_signature": k10_raw_from_der(der).hex(),
         "assertion": dict(assertion),
     }
-    return await signin.relay_first_master(j1, body)
+    return await signin.relay(j1, "first-master", body)
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,12 @@ from agentkeys.cli._bootstrap import (
     MASTER_WALLET,
     OWN_WALLET,
     BrokerSignIn,
-    NoSession,
     SessionRecord,
     load_session,
 )
-from agentkeys.cli._common import (
-    CliError,
-    OperatorSession,
-    SecretUnavailable,
-    load_wallet,
-    wallet_given,
-)
+from agentkeys.cli._errors import CliError, NoSession, SecretUnavailable
+from agentkeys.cli._operator_session import OperatorSession
+from agentkeys.cli._secrets import load_wallet, wallet_given
 
 __all__ = ["Sender", "send", "sender_for"]
 

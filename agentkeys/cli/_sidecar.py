@@ -15,41 +15,14 @@ from typing import Any
 import httpx
 
 from agentkeys.cap import CapOp
-from agentkeys.cli._bootstrap import BrokerUnreachable
-from agentkeys.cli._common import EXIT_REJECTED, CliError, one_line
-from agentkeys.clients import (
-    AnswerMalformed,
-    BrokerClient,
-    MintedCap,
-    PeerRefused,
-    PeerUnreachable,
-    WorkerClient,
-)
+from agentkeys.cli._errors import peer_failure
+from agentkeys.clients import BrokerClient, ClientError, MintedCap, WorkerClient
 from attest.device_key import DeviceKey
 
-__all__ = ["LIST_SERVICE", "SidecarRefused", "SidecarVault", "WorkerUnreachable"]
+__all__ = ["LIST_SERVICE", "SidecarVault"]
 
 LIST_SERVICE = "all"  # a cap names one service; ``list`` caps of a master's own vault use this
 MAX_ANSWER = 256 * 1024
-
-
-class SidecarRefused(CliError):
-    """The broker or the worker refused; ``code`` is their error code (also in the reason),
-    which ``--json`` prints as ``error``."""
-
-    error = "sidecar_refused"
-    exit_code = EXIT_REJECTED
-
-    def __init__(self, reason: str, *, code: str | None = None) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-class WorkerUnreachable(CliError):
-    """The worker did not answer (exit 1, as an unreachable broker)."""
-
-    error = "worker_unreachable"
-    status = 503  # the one status of this code (agentkeys.error_codes)
 
 
 class SidecarVault:
@@ -84,22 +57,9 @@ class SidecarVault:
         """The clients' errors as the command line's (exit codes, ``--json`` codes)."""
         try:
             yield
-        except PeerUnreachable as exc:
-            if exc.who == "broker":
-                raise BrokerUnreachable(
-                    f"the broker is unreachable ({exc.transport}); start it (`agentkeys dev up`)"
-                ) from None
-            raise WorkerUnreachable(
-                f"the worker at {self._worker.http.base_url} is unreachable ({exc.transport}); "
-                "start it (`agentkeys dev up`) or pass --worker-url"
-            ) from None
-        except PeerRefused as exc:
-            detail = f"{exc.code}: {exc.peer_reason}" if exc.code else f"HTTP {exc.http_status}"
-            raise SidecarRefused(
-                f"the {exc.who} refused {exc.path} ({one_line(detail)})", code=exc.code
-            ) from None
-        except AnswerMalformed as exc:
-            raise SidecarRefused(exc.reason) from None
+        except ClientError as exc:
+            peer = self._worker if exc.who == "worker" else self._broker
+            raise peer_failure(exc, url=peer.http.base_url, vault=True) from None
 
     async def _mint(self, op: CapOp, service: str) -> MintedCap:
         with self._errors():

@@ -14,18 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentkeys.chain import ROLE_CAP_MINT, DeviceEntry, NewAgent
-from agentkeys.cli._common import (
+from agentkeys.cli._arguments import label_arg
+from agentkeys.cli._errors import Rejected
+from agentkeys.cli._names import known_names
+from agentkeys.cli._operator_session import (
     DeviceK10Signer,
     OperatorSession,
-    Rejected,
-    add_output_options,
     add_session_options,
-    emit,
-    label_arg,
     open_session,
-    run,
 )
-from agentkeys.cli._names import known_names
+from agentkeys.cli._output import add_output_options, emit, run
 from agentkeys.cli._relay import send, sender_for
 from agentkeys.cli.device import revoke_device
 from agentkeys.errors import FormatError

@@ -17,14 +17,9 @@ import trio
 
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.deploy import deploy_all
-from agentkeys.cli._common import (
-    Rejected,
-    add_output_options,
-    add_wallet_options,
-    emit,
-    load_wallet,
-    run,
-)
+from agentkeys.cli._errors import Rejected
+from agentkeys.cli._output import add_output_options, emit, run
+from agentkeys.cli._secrets import add_wallet_options, load_wallet
 
 __all__ = ["register"]
 

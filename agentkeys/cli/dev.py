@@ -18,17 +18,15 @@ import trio
 from eth_utils.address import is_address, to_checksum_address
 
 from agentkeys.chain._rpc import JsonRpc
-from agentkeys.cli._common import (
+from agentkeys.cli._errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NO_STATE,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
-    add_output_options,
-    emit,
-    run,
 )
+from agentkeys.cli._output import add_output_options, emit, run
 from agentkeys.devstack.up import (
     DEFAULT_STATE_DIR,
     DevUpOptions,

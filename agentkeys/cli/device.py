@@ -16,15 +16,9 @@ from __future__ import annotations
 import argparse
 
 from agentkeys.chain import DeviceEntry, Tier
-from agentkeys.cli._common import (
-    OperatorSession,
-    Rejected,
-    add_output_options,
-    add_session_options,
-    emit,
-    open_session,
-    run,
-)
+from agentkeys.cli._errors import Rejected
+from agentkeys.cli._operator_session import OperatorSession, add_session_options, open_session
+from agentkeys.cli._output import add_output_options, emit, run
 from agentkeys.cli._relay import Sender, send, sender_for
 from agentkeys.cli.init import register_device_command
 from agentkeys.errors import InvalidIdentifier

@@ -50,31 +50,25 @@ from agentkeys.cli._bootstrap import (
     K4_WALLET,
     MASTER_WALLET,
     OWN_WALLET,
-    BrokerRefused,
     BrokerSignIn,
     SessionRecord,
-    UsageError,
     find_magic_link,
     maildir_names,
     register_master,
     register_master_via_relay,
     write_session,
 )
-from agentkeys.cli._common import (
+from agentkeys.cli._errors import BrokerRefused, Rejected, UsageError
+from agentkeys.cli._operator_session import DeviceK10Signer
+from agentkeys.cli._operator_state import (
     CHAIN_FILE,
     STATE_FILE,
-    DeviceK10Signer,
     OperatorState,
     PasskeyRecord,
-    Rejected,
-    add_output_options,
-    add_wallet_options,
     agentkeys_home,
-    emit,
-    load_wallet,
-    run,
-    wallet_given,
 )
+from agentkeys.cli._output import add_output_options, emit, run
+from agentkeys.cli._secrets import add_wallet_options, load_wallet, wallet_given
 from agentkeys.jwks import b64url_decode
 from agentkeys.omni import actor_omni_for_wallet, identity_omni, normalize_hex32
 from agentkeys.passkey_page import (

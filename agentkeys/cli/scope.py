@@ -15,18 +15,11 @@ import argparse
 from collections.abc import Sequence
 
 from agentkeys.chain import ScopeEntry
-from agentkeys.cli._bootstrap import UsageError
-from agentkeys.cli._common import (
-    OperatorSession,
-    Rejected,
-    add_output_options,
-    add_session_options,
-    emit,
-    open_session,
-    run,
-    service_arg,
-)
+from agentkeys.cli._arguments import service_arg
+from agentkeys.cli._errors import Rejected, UsageError
 from agentkeys.cli._names import known_names, remember_names
+from agentkeys.cli._operator_session import OperatorSession, add_session_options, open_session
+from agentkeys.cli._output import add_output_options, emit, run
 from agentkeys.cli._relay import send, sender_for
 from agentkeys.errors import InvalidIdentifier
 from agentkeys.omni import agent_omni, normalize_hex32, normalize_service, service_hash

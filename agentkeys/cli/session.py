@@ -26,29 +26,18 @@ from agentkeys.cli._bootstrap import (
     K4_WALLET,
     MASTER_WALLET,
     OWN_WALLET,
-    BrokerSessionRefused,
     BrokerSignIn,
-    NoSession,
     SessionRecord,
-    UsageError,
     load_session,
     write_session,
 )
-from agentkeys.cli._common import (
-    OperatorState,
-    Rejected,
-    add_output_options,
-    add_session_options,
-    agentkeys_home,
-    assertion_json,
-    emit,
-    load_operator_state,
-    load_wallet,
-    passkey_for,
-    run,
-    wallet_given,
-)
+from agentkeys.cli._errors import BrokerSessionRefused, NoSession, Rejected, UsageError
+from agentkeys.cli._operator_session import add_session_options, assertion_json, passkey_for
+from agentkeys.cli._operator_state import OperatorState, agentkeys_home, load_operator_state
+from agentkeys.cli._output import add_output_options, emit, run
+from agentkeys.cli._secrets import load_wallet, wallet_given
 from agentkeys.cli.init import add_maildir_option, email_stage
+from agentkeys.clients import SessionInfo
 from agentkeys.jwks import b64url_decode
 from agentkeys.passkey_page import PagePasskey
 
@@ -109,15 +98,21 @@ def _left(seconds: int) -> str:
 
 
 def _data(
-    state: OperatorState, record: SessionRecord, status: str, info: Mapping[str, Any]
+    state: OperatorState,
+    record: SessionRecord,
+    status: str,
+    info: SessionInfo | None = None,
+    *,
+    stage: object = None,
 ) -> dict[str, object]:
-    expires_at = int(info.get("expires_at", record.expires_at))
+    """What ``session`` shows: the broker's view (``info``) over the home's record."""
+    expires_at = record.expires_at if info is None else info.expires_at
     kind = state.extra.get(MASTER_WALLET)
     return {
         "status": status,
-        "stage": info.get("stage"),
-        "actor_omni": str(info.get("subject", record.actor_omni)),
-        "wallet": str(info.get("wallet") or record.wallet),
+        "stage": stage if info is None else info.stage,
+        "actor_omni": record.actor_omni if info is None else info.subject,
+        "wallet": (info.wallet if info is not None else None) or record.wallet,
         "email": state.extra.get(EMAIL),
         "signs_in_with": {K4_WALLET: "email", OWN_WALLET: "wallet"}.get(str(kind)),
         "expires_at": expires_at,
@@ -146,7 +141,7 @@ def _status(args: argparse.Namespace) -> int:
         home = agentkeys_home(args.home)
         state = load_operator_state(home)
         record = load_session(home, allow_expired=True)
-        info: Mapping[str, Any] = {}
+        info: SessionInfo | None = None
         status = "valid"
         refusal: BrokerSessionRefused | None = None
         async with httpx.AsyncClient(base_url=record.broker_url, trust_env=False) as http:
@@ -213,7 +208,7 @@ def _renew(args: argparse.Namespace) -> int:
                     f"{state.operator_omni}; nothing was replaced"
                 )
         record = write_session(home, answer, broker_url)
-        data = _data(state, record, "valid", {"stage": answer.get("stage")})
+        data = _data(state, record, "valid", stage=answer.get("stage"))
         emit(args, data, ["session renewed", *_lines(data)])
 
     return run(args, command)
@@ -226,7 +221,7 @@ def _revoke(args: argparse.Namespace) -> int:
         record = load_session(home, allow_expired=True)
         async with httpx.AsyncClient(base_url=record.broker_url, trust_env=False) as http:
             await BrokerSignIn(http).session_revoke(record.token)
-        data = _data(state, record, "revoked", {})
+        data = _data(state, record, "revoked")
         emit(args, data, ["session revoked (sign in again: `agentkeys session renew`)"])
 
     return run(args, command)

@@ -49,20 +49,12 @@ import trio
 
 from agentkeys._files import write_private, write_public
 from agentkeys.chain.profiles import ChainSettings, load_chain_profile
-from agentkeys.cli._bootstrap import UsageError, load_session
-from agentkeys.cli._common import (
-    CHAIN_FILE,
-    CliError,
-    Rejected,
-    add_output_options,
-    add_session_options,
-    agentkeys_home,
-    emit,
-    label_arg,
-    load_operator_state,
-    run,
-    service_arg,
-)
+from agentkeys.cli._arguments import label_arg, service_arg
+from agentkeys.cli._bootstrap import load_session
+from agentkeys.cli._errors import CliError, Rejected, UsageError
+from agentkeys.cli._operator_session import add_session_options
+from agentkeys.cli._operator_state import CHAIN_FILE, agentkeys_home, load_operator_state
+from agentkeys.cli._output import add_output_options, emit, run
 from agentkeys.cli.agent import AgentDevice, ensure_agent_device
 from agentkeys.config import load_config
 from agentkeys.daemon.config import SOCKET_NAME

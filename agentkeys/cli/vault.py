@@ -33,22 +33,20 @@ from typing import Any
 
 import httpx
 
-from agentkeys.cli._bootstrap import UsageError, load_session
-from agentkeys.cli._common import (
+from agentkeys.cli._bootstrap import load_session
+from agentkeys.cli._errors import Rejected, UsageError
+from agentkeys.cli._names import known_names, remember_names
+from agentkeys.cli._operator_session import _dev_passkey, open_session
+from agentkeys.cli._operator_state import (
     STATE_FILE,
     OperatorState,
-    Rejected,
-    _dev_passkey,
-    add_output_options,
     agentkeys_home,
-    emit,
     load_operator_state,
-    open_session,
-    read_secret,
-    run,
 )
-from agentkeys.cli._names import known_names, remember_names
+from agentkeys.cli._output import add_output_options, emit, run
+from agentkeys.cli._secrets import read_secret
 from agentkeys.cli._sidecar import LIST_SERVICE, SidecarVault
+from agentkeys.clients import BrokerClient, SignerClient
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,
     Assert,
@@ -60,7 +58,6 @@ from agentkeys.omni import actor_omni_for_wallet, agent_omni, identity_omni, nor
 from agentkeys.pki import Role
 from agentkeys.service import mtls_client
 from agentkeys.signer import StsExchanger
-from agentkeys.worker._signer import SignerClient
 from attest.device_key import open_device_key
 
 __all__ = ["register"]
@@ -301,7 +298,7 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
                 wallet=session.wallet,
                 actor_omni=actor_omni_for_wallet(session.wallet),
                 source=BrokerOidcCredentials(
-                    broker,
+                    BrokerClient(broker),
                     session.token,
                     StsExchanger(
                         endpoint=args.s3_endpoint,

@@ -13,7 +13,9 @@ from pathlib import Path
 from eth_account import Account
 
 from agentkeys._files import write_private
-from agentkeys.cli._common import Rejected, add_output_options, emit, read_secret, run
+from agentkeys.cli._errors import Rejected
+from agentkeys.cli._output import add_output_options, emit, run
+from agentkeys.cli._secrets import read_secret
 
 __all__ = ["register"]
 

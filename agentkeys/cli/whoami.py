@@ -12,16 +12,11 @@ import argparse
 import time
 
 from agentkeys.chain import Tier
-from agentkeys.cli._bootstrap import NoSession, load_session
-from agentkeys.cli._common import (
-    add_output_options,
-    add_session_options,
-    agentkeys_home,
-    emit,
-    load_operator_state,
-    open_session,
-    run,
-)
+from agentkeys.cli._bootstrap import load_session
+from agentkeys.cli._errors import NoSession
+from agentkeys.cli._operator_session import add_session_options, open_session
+from agentkeys.cli._operator_state import agentkeys_home, load_operator_state
+from agentkeys.cli._output import add_output_options, emit, run
 
 __all__ = ["register"]
 

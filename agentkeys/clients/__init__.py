@@ -1,11 +1,12 @@
 """Typed async clients of agentkeys' own services, over an injected ``httpx.AsyncClient``.
 
 * :class:`BrokerClient` (:mod:`agentkeys.clients.broker`): cap minting with a K10 PoP,
-  device sign-in, session info;
+  device sign-in, session info, the legacy backend's web-identity token;
 * :class:`WorkerClient` (:mod:`agentkeys.clients.worker`): fetch / store / list / teardown
-  presenting a cap with the worker PoP.
+  presenting a cap with the worker PoP;
+* :class:`SignerClient` (:mod:`agentkeys.clients.signer`, over mutual TLS): KEKs and S3
+  credentials for the worker, K4 and the OIDC JWKS for the broker.
 
-(The signer already has its typed client, ``agentkeys.worker._signer.SignerClient``.)
 Every failure is one of :mod:`agentkeys.clients.errors`; the caller owns the httpx clients.
 """
 
@@ -14,9 +15,17 @@ from agentkeys.clients.broker import (
     DeviceChallenge,
     DeviceGrant,
     MintedCap,
+    OidcChallenge,
     SessionInfo,
 )
-from agentkeys.clients.errors import AnswerMalformed, ClientError, PeerRefused, PeerUnreachable
+from agentkeys.clients.errors import (
+    AnswerMalformed,
+    ClientError,
+    PeerRefused,
+    PeerUnreachable,
+    PeerUntrusted,
+)
+from agentkeys.clients.signer import AwsCredentials, SignerClient
 from agentkeys.clients.worker import (
     Fetched,
     Listed,
@@ -28,6 +37,7 @@ from agentkeys.clients.worker import (
 
 __all__ = [
     "AnswerMalformed",
+    "AwsCredentials",
     "BrokerClient",
     "ClientError",
     "DeviceChallenge",
@@ -36,9 +46,12 @@ __all__ = [
     "Listed",
     "ListedService",
     "MintedCap",
+    "OidcChallenge",
     "PeerRefused",
     "PeerUnreachable",
+    "PeerUntrusted",
     "SessionInfo",
+    "SignerClient",
     "Stored",
     "TornDown",
     "WorkerClient",

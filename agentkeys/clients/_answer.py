@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
@@ -31,6 +31,7 @@ __all__ = [
     "integer",
     "prove",
     "read_answer",
+    "refusal",
     "text",
 ]
 
@@ -41,20 +42,28 @@ _CODE = re.compile(r"[a-z0-9_]{1,64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class Answer:
-    """A peer's 200 JSON object, with the peer and path it came from (for errors)."""
+_OK = frozenset({200})
 
-    def __init__(self, doc: dict[str, object], *, who: str, path: str) -> None:
+
+class Answer:
+    """A peer's JSON object (``status``: 200 or another status the caller accepts), with
+    the peer and path it came from (for errors)."""
+
+    def __init__(self, doc: dict[str, Any], *, who: str, path: str, status: int = 200) -> None:
         self.doc = doc
         self.who = who
         self.path = path
+        self.status = status
 
     def malformed(self, what: str) -> AnswerMalformed:
         """An :class:`AnswerMalformed` saying ``the <who>'s <what>``."""
         return AnswerMalformed(f"the {self.who}'s {what}", who=self.who, path=self.path)
 
 
-def _refusal(response: httpx.Response, *, who: str, path: str, max_bytes: int) -> PeerRefused:
+def refusal(
+    response: httpx.Response, *, who: str, path: str, max_bytes: int = MAX_ANSWER_BYTES
+) -> PeerRefused:
+    """The :class:`PeerRefused` of a non-200 ``response`` (its ``{error, reason}`` when sent)."""
     doc: object = None
     if len(response.content) <= max_bytes:
         try:
@@ -100,6 +109,24 @@ class PeerClient:
         self._clock = clock
         self._max = max_answer
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request (``content``: the exact body bytes a PoP covers); the answer.
+
+        Raises:
+            PeerUnreachable: transport failure (no answer).
+        """
+        try:
+            return await self.http.request(method, path, content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            raise PeerUnreachable(who=self.who, path=path, transport=type(exc).__name__) from exc
+
     async def _request(
         self,
         method: str,
@@ -107,33 +134,36 @@ class PeerClient:
         *,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        accept: frozenset[int] = _OK,
     ) -> Answer:
-        """Send one request (``content``: the exact body bytes a PoP covers) and return the
-        peer's 200 JSON object.
+        """Send one request (see :meth:`_send`) and return the peer's JSON object.
 
         Raises:
             PeerUnreachable: transport failure (no answer).
             PeerRefused, AnswerMalformed: see :func:`read_answer`.
         """
-        try:
-            response = await self.http.request(method, path, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            raise PeerUnreachable(who=self.who, path=path, transport=type(exc).__name__) from exc
-        return read_answer(response, who=self.who, path=path, max_bytes=self._max)
+        response = await self._send(method, path, content=content, headers=headers)
+        return read_answer(response, who=self.who, path=path, max_bytes=self._max, accept=accept)
 
 
 def read_answer(
-    response: httpx.Response, *, who: str, path: str, max_bytes: int = MAX_ANSWER_BYTES
+    response: httpx.Response,
+    *,
+    who: str,
+    path: str,
+    max_bytes: int = MAX_ANSWER_BYTES,
+    accept: frozenset[int] = _OK,
 ) -> Answer:
-    """The 200 JSON object of ``response`` (read in full).
+    """The JSON object of ``response`` (read in full), whose status is one of ``accept``.
 
     Raises:
-        PeerRefused: any status but 200.
-        AnswerMalformed: a 200 larger than ``max_bytes``, not JSON, or not an object.
+        PeerRefused: any other status.
+        AnswerMalformed: an accepted answer larger than ``max_bytes``, not JSON, or not an
+            object.
     """
-    if response.status_code != 200:
-        raise _refusal(response, who=who, path=path, max_bytes=max_bytes)
-    answer = Answer({}, who=who, path=path)
+    if response.status_code not in accept:
+        raise refusal(response, who=who, path=path, max_bytes=max_bytes)
+    answer = Answer({}, who=who, path=path, status=response.status_code)
     if len(response.content) > max_bytes:
         raise answer.malformed("answer is too large")
     try:

@@ -3,10 +3,12 @@
 AgentkeysError
 └── ClientError                 502  client_error             the peer gave no usable answer
     ├── PeerUnreachable         503  peer_unreachable         no answer (transport failure)
+    ├── PeerUntrusted           502  peer_untrusted           TLS failed, or not the expected role
     ├── PeerRefused             502  peer_refused             a non-200 answer, ``{error, reason}``
     └── AnswerMalformed         502  answer_malformed         a 200 that breaks the wire contract
 
-Every error names the peer (``who``: ``"broker"`` or ``"worker"``) and the ``path`` asked.
+Every error names the peer (``who``: ``"broker"``, ``"worker"`` or ``"signer"``) and the
+``path`` asked.
 :class:`PeerRefused` carries the peer's HTTP status, its ``error`` code (when it is a plain
 snake_case word) and its ``reason``; the caller decides what a refusal means to it (the
 daemon: a 401/403/404 is a refusal, anything else an outage; the CLI: its exit code).
@@ -20,11 +22,11 @@ from typing import ClassVar
 
 from agentkeys.errors import AgentkeysError
 
-__all__ = ["AnswerMalformed", "ClientError", "PeerRefused", "PeerUnreachable"]
+__all__ = ["AnswerMalformed", "ClientError", "PeerRefused", "PeerUnreachable", "PeerUntrusted"]
 
 
 class ClientError(AgentkeysError):
-    """Branch: a peer (broker or worker) gave no usable answer to ``path``."""
+    """Branch: a peer (broker, worker or signer) gave no usable answer to ``path``."""
 
     error: ClassVar[str] = "client_error"
     status: ClassVar[int] = 502
@@ -44,6 +46,17 @@ class PeerUnreachable(ClientError):
     def __init__(self, *, who: str, path: str, transport: str) -> None:
         super().__init__(f"the {who} is unreachable ({transport})", who=who, path=path)
         self.transport = transport
+
+
+class PeerUntrusted(ClientError):
+    """A mutual-TLS peer failed the handshake (an alert, a certificate that does not verify)
+    or is not the role expected; ``failure`` names the error (never its text)."""
+
+    error: ClassVar[str] = "peer_untrusted"
+
+    def __init__(self, *, who: str, path: str, failure: str) -> None:
+        super().__init__(f"the {who} is not trusted ({failure})", who=who, path=path)
+        self.failure = failure
 
 
 class PeerRefused(ClientError):

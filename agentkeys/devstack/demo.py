@@ -42,12 +42,8 @@ from eth_account.signers.local import LocalAccount
 
 from agentkeys._files import write_private
 from agentkeys.chain import ChainClient, account_from_key, read_deployment_record
-from agentkeys.cli._bootstrap import (
-    BrokerSignIn,
-    email_sign_in,
-    write_session,
-)
-from agentkeys.cli._common import OperatorState, PasskeyRecord, load_operator_state
+from agentkeys.cli._bootstrap import BrokerSignIn, email_sign_in, write_session
+from agentkeys.cli._operator_state import OperatorState, PasskeyRecord, load_operator_state
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.devstack.up import DevUpOptions, StackStatus, run_dev_stack
 from agentkeys.devstack.upstream import REPLY, DemoUpstream, run_upstream

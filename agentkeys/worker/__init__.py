@@ -26,7 +26,6 @@ from agentkeys.worker._ports import (
 from agentkeys.worker._run import open_worker_core, run_worker
 from agentkeys.worker._s3 import ObjectStore
 from agentkeys.worker._service import AUTHORIZATION, ROUTES, WorkerService
-from agentkeys.worker._signer import AwsCredentials, SignerClient
 from agentkeys.worker._vault import (
     Fetched,
     MigrationAction,
@@ -43,7 +42,6 @@ __all__ = [
     "MAX_CREDENTIAL_BYTES",
     "POP_HEADER",
     "ROUTES",
-    "AwsCredentials",
     "CapKeySource",
     "CapKeysUnavailable",
     "ChainFacts",
@@ -54,7 +52,6 @@ __all__ = [
     "MigrationReport",
     "ObjectStore",
     "Opened",
-    "SignerClient",
     "Source",
     "StaticCapKeys",
     "StorageSettings",

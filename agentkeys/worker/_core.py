@@ -44,6 +44,7 @@ import trio
 
 from agentkeys.cap import CapOp, VerifiedCap, parse_cap_token, verify_cap
 from agentkeys.chain.errors import ChainError
+from agentkeys.clients.signer import AwsCredentials, SignerClient
 from agentkeys.errors import FormatError, InvalidEncoding, PopNonceReused
 from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import normalize_hex32, p256_public_key_from_point
@@ -59,7 +60,7 @@ from agentkeys.service import JsonObject, decode_body
 from agentkeys.worker._checks import ChainFacts, check_chain, require_device
 from agentkeys.worker._ports import CapKeySource, ChainReader
 from agentkeys.worker._s3 import ObjectStore
-from agentkeys.worker._signer import AwsCredentials, SignerClient
+from agentkeys.worker._signer import signer_failures
 from agentkeys.worker._vault import Vault
 from agentkeys.worker.errors import (
     CapMissing,
@@ -293,7 +294,8 @@ class WorkerCore:
                 if store is not None:
                     return store
                 async with self._exchanges:
-                    credentials = await self._signer.sts_credentials(actor_omni, wallet)
+                    with signer_failures():
+                        credentials = await self._signer.sts_credentials(actor_omni, wallet)
                     store = await ObjectStore.open(
                         endpoint=self._storage.endpoint,
                         region=self._storage.region,

@@ -16,6 +16,7 @@ import trio
 
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.deploy import read_deployment_record
+from agentkeys.clients.signer import SignerClient
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.pki import Role
 from agentkeys.pop import NonceRegistry
@@ -29,7 +30,6 @@ from agentkeys.worker._ports import (
     jwks_http_client,
 )
 from agentkeys.worker._service import WorkerService
-from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.config import WorkerConfig
 
 __all__ = ["open_worker_core", "run_worker"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from agentkeys.worker._signer import AwsCredentials
+from agentkeys.clients.signer import AwsCredentials
 from agentkeys.worker.errors import StorageDenied, StorageFailed, StorageUnavailable
 
 if TYPE_CHECKING:

@@ -26,10 +26,11 @@ import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 
+from agentkeys.clients.signer import SignerClient
 from agentkeys.envelope import EnvelopeVersion, open_envelope, parse_header, seal_v4
 from agentkeys.errors import EnvelopeError
 from agentkeys.worker._s3 import ObjectStore
-from agentkeys.worker._signer import SignerClient
+from agentkeys.worker._signer import signer_failures
 from agentkeys.worker.errors import (
     CredentialNotFound,
     LegacyIdentityRequired,
@@ -174,14 +175,16 @@ class Vault:
             raise StoredEnvelopeInvalid(f"envelope at {key} is invalid ({exc.error})") from None
         if header.version is EnvelopeVersion.V2:
             assert header.epoch is not None
-            kek = await self._signer.v2_kek(aad_actor, header.epoch, "decrypt")
+            with signer_failures():
+                kek = await self._signer.v2_kek(aad_actor, header.epoch, "decrypt")
         else:
             if self._identity is None:
                 raise LegacyIdentityRequired(
                     f"envelope at {key} is 0x{header.version:02x} (v1 KEK): the request must "
                     "name legacy_identity_omni, the identity behind the master wallet"
                 )
-            kek = await self._signer.v1_kek(self._identity, self.wallet, service)
+            with signer_failures():
+                kek = await self._signer.v1_kek(self._identity, self.wallet, service)
         try:
             plaintext = open_envelope(
                 data, kek=kek, service=service, wallet=self.wallet, actor_omni=aad_actor
@@ -192,7 +195,8 @@ class Vault:
 
     async def seal(self, plaintext: bytes, service: str) -> bytes:
         """A fresh 0x04 envelope for this actor under the current epoch."""
-        kek = await self._signer.v2_kek(self.actor_omni, self.current_epoch, "encrypt")
+        with signer_failures():
+            kek = await self._signer.v2_kek(self.actor_omni, self.current_epoch, "encrypt")
         return seal_v4(
             plaintext, kek=kek, actor_omni=self.actor_omni, service=service,
             epoch=self.current_epoch,

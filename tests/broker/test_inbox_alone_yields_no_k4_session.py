@@ -18,7 +18,8 @@ import trio
 
 from agentkeys.broker import _passkey as pk
 from agentkeys.chain.signing import MasterAuthority
-from agentkeys.cli._bootstrap import BrokerRefused, BrokerSignIn
+from agentkeys.cli._bootstrap import BrokerSignIn
+from agentkeys.cli._errors import BrokerRefused
 from agentkeys.devstack.smtp_sink import SmtpSink
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.jwks import b64url_encode

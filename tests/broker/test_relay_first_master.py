@@ -28,6 +28,7 @@ from agentkeys.broker._store_sqlite import SqliteStateStore
 from agentkeys.chain import challenge as ch
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.signing import k10_digest
+from agentkeys.clients import SignerClient
 from agentkeys.devstack import pick_port
 from agentkeys.devstack.smtp_sink import SmtpSink
 from agentkeys.devstack.softauthn import SoftAuthenticator
@@ -106,7 +107,8 @@ async def _stack(
         client = ChainClient(rpc_http, chain.anvil.rpc_url, chain.deployment.addresses)
         service = build_broker(
             port=port, keys=keys, store=store, smtp=smtp, chain=CachedChainView(client),
-            chain_id=chain.deployment.chain_id, audit=audit, k4=SignerK4Client(signer_http),
+            chain_id=chain.deployment.chain_id, audit=audit,
+            k4=SignerK4Client(SignerClient(signer_http)),
             relay=Relay(client, chain.accounts[4]) if relay else None,
         )  # fmt: skip
         with trio.CancelScope() as scope:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agentkeys.cli._common import EXIT_OK, EXIT_PASSKEY, PasskeyRecord
+from agentkeys.cli._errors import EXIT_OK, EXIT_PASSKEY
+from agentkeys.cli._operator_state import PasskeyRecord
 from agentkeys.omni import agent_omni
 from agentkeys.passkey_page import (
     PagePasskey,

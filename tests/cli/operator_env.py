@@ -23,7 +23,8 @@ from eth_account.signers.local import LocalAccount
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, account_from_key, deploy_all
 from agentkeys.chain import challenge as ch
 from agentkeys.cli import agent, device, scope, whoami
-from agentkeys.cli._common import DeviceK10Signer, OperatorState, PasskeyRecord
+from agentkeys.cli._operator_session import DeviceK10Signer
+from agentkeys.cli._operator_state import OperatorState, PasskeyRecord
 from agentkeys.devstack import Anvil, start_anvil
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import actor_omni_for_wallet, device_key_hash_from_point

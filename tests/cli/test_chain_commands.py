@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentkeys.cli._common import (
+from agentkeys.cli._errors import (
     EXIT_CHAIN_UNREACHABLE,
     EXIT_FAILED,
     EXIT_NO_STATE,

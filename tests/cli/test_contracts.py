@@ -14,7 +14,7 @@ from agentkeys._files import write_private
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.cli import main
-from agentkeys.cli._common import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
+from agentkeys.cli._errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
 from agentkeys.devstack import Anvil
 
 

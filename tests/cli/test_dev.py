@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import trio
 
-from agentkeys.cli._common import EXIT_NO_STATE
+from agentkeys.cli._errors import EXIT_NO_STATE
 from agentkeys.service import mtls_client
 
 CLI = [sys.executable, "-m", "agentkeys.cli", "dev"]

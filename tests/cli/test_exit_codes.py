@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from agentkeys.cli import main
-from agentkeys.cli._common import (
+from agentkeys.cli._errors import (
     EXIT_CHAIN_UNREACHABLE,
     EXIT_FAILED,
     EXIT_NO_STATE,
@@ -23,8 +23,8 @@ from agentkeys.cli._common import (
     EXIT_PASSKEY,
     EXIT_REJECTED,
     EXIT_USAGE,
-    run,
 )
+from agentkeys.cli._output import run
 from agentkeys.devstack import pick_port
 from attest.errors import DeviceKeyError
 from tests.cli.operator_env import dev_operator, write_private

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentkeys.cli import main
-from agentkeys.cli._bootstrap import UsageError
+from agentkeys.cli._errors import UsageError
 from agentkeys.cli.sidecar import (
     SidecarLayout,
     daemon_toml,

@@ -14,7 +14,14 @@ import pytest
 
 from agentkeys.cli import COMMANDS, build_parser, main
 
-HEAVY = ("agentkeys.chain", "eth_account", "web3", "boto3", "agentkeys.cli._common")
+HEAVY = (
+    "agentkeys.chain",
+    "eth_account",
+    "web3",
+    "boto3",
+    "agentkeys.cli._errors",
+    "agentkeys.cli._operator_session",
+)
 
 
 def _imported(*argv: str) -> set[str]:

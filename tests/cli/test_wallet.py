@@ -10,7 +10,7 @@ import trio
 from eth_account import Account
 
 from agentkeys.cli import main
-from agentkeys.cli._common import EXIT_FAILED, EXIT_NO_STATE, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
+from agentkeys.cli._errors import EXIT_FAILED, EXIT_NO_STATE, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from tests.cli.operator_env import dev_operator, write_private
 
 

@@ -15,12 +15,14 @@ import pytest
 import agentkeys.clients
 from agentkeys.clients import (
     AnswerMalformed,
+    AwsCredentials,
     BrokerClient,
     DeviceChallenge,
     DeviceGrant,
     Fetched,
     Listed,
     MintedCap,
+    OidcChallenge,
     PeerRefused,
     PeerUnreachable,
     SessionInfo,
@@ -32,15 +34,14 @@ from agentkeys.clients._answer import Answer, read_answer
 HEX = "ab" * 32
 
 
-def _answer(doc: object, status: int = 200) -> Answer:
-    return read_answer(
-        httpx.Response(status, content=json.dumps(doc).encode()), who="broker", path="/p"
-    )
+def _answer(doc: object, status: int = 200, who: str = "broker") -> Answer:
+    return read_answer(httpx.Response(status, content=json.dumps(doc).encode()), who=who, path="/p")
 
 
 def test_the_exported_names_are_pinned() -> None:
     assert sorted(agentkeys.clients.__all__) == [
         "AnswerMalformed",
+        "AwsCredentials",
         "BrokerClient",
         "ClientError",
         "DeviceChallenge",
@@ -49,9 +50,12 @@ def test_the_exported_names_are_pinned() -> None:
         "Listed",
         "ListedService",
         "MintedCap",
+        "OidcChallenge",
         "PeerRefused",
         "PeerUnreachable",
+        "PeerUntrusted",
         "SessionInfo",
+        "SignerClient",
         "Stored",
         "TornDown",
         "WorkerClient",
@@ -200,3 +204,46 @@ def test_store_list_and_teardown_answers_are_read() -> None:
     for wrong in ({"v2": True}, {"v2": -1}, [1], None):
         with pytest.raises(AnswerMalformed, match="lacks deleted"):
             TornDown.from_answer(_answer({"deleted": wrong}))
+
+
+def test_an_accepted_status_is_an_answer_and_keeps_its_status() -> None:
+    pending = read_answer(
+        httpx.Response(202, content=b'{"status": "pending"}'),
+        who="broker", path="/v1/auth/email/poll", accept=frozenset({200, 202}),
+    )  # fmt: skip
+    assert (pending.status, pending.doc) == (202, {"status": "pending"})
+    with pytest.raises(PeerRefused):
+        _answer({"status": "pending"}, 202)
+
+
+def test_an_oidc_challenge_is_read_only_when_required() -> None:
+    assert OidcChallenge.from_answer(_answer({"required": False})) == OidcChallenge(False)
+    doc = {"required": True, "challenge_id": "c1", "webauthn": {"challenge": "AAEC"}}
+    read = OidcChallenge.from_answer(_answer(doc))
+    assert (read.challenge_id, read.challenge) == ("c1", b"\0\1\2")
+    for wrong, why in (({"webauthn": None}, "passkey options"),
+                       ({"webauthn": {"challenge": "AA=="}}, "not base64url"),
+                       ({"challenge_id": 1}, "lacks challenge_id")):  # fmt: skip
+        with pytest.raises(AnswerMalformed, match=why):
+            OidcChallenge.from_answer(_answer({**doc, **wrong}))
+
+
+CREDENTIALS = {
+    "access_key_id": "AK",
+    "secret_access_key": "secret-1",
+    "session_token": "token-1",
+    "expiration": "2030-01-01T00:00:00",
+}
+
+
+def test_signer_credentials_are_read_in_utc_and_their_secrets_not_printed() -> None:
+    creds = AwsCredentials.from_answer(_answer({"credentials": CREDENTIALS}, who="signer"))
+    assert creds.expiration.tzinfo is not None
+    assert "secret-1" not in repr(creds)
+    assert "token-1" not in repr(creds)
+    for wrong, why in (({"expiration": "soon"}, "ISO 8601"),
+                       ({"session_token": ""}, "lacks session_token")):  # fmt: skip
+        with pytest.raises(AnswerMalformed, match=why):
+            AwsCredentials.from_answer(_answer({"credentials": {**CREDENTIALS, **wrong}}))
+    with pytest.raises(AnswerMalformed, match=r"^the signer's answer lacks credentials$"):
+        AwsCredentials.from_answer(_answer({"credentials": None}, who="signer"))

@@ -35,6 +35,7 @@ import trio
 from agentkeys._files import write_private
 from agentkeys.broker import CapSettings
 from agentkeys.chain.deploy import read_deployment_record
+from agentkeys.clients.signer import SignerClient
 from agentkeys.daemon import BrokerWorkerSource, Daemon, DaemonAddress, HttpBrokerProbe
 from agentkeys.daemon.config import (
     AuditSection,
@@ -52,7 +53,6 @@ from agentkeys.devstack.smtp_sink import run_smtp_sink
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
 from agentkeys.worker import StaticCapKeys, StorageSettings, WorkerCore, WorkerService
-from agentkeys.worker._signer import SignerClient
 from attest.device_key import SoftwareDeviceKey
 from bench._stack import key_pem
 from tests.daemon.upstream import REAL_KEY, Upstream, running

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from agentkeys.chain import ChainClient, account_from_key, load_chain_profile
-from agentkeys.cli._common import EXIT_OK, EXIT_USAGE
+from agentkeys.cli._errors import EXIT_OK, EXIT_USAGE
 from agentkeys.omni import actor_omni_for_wallet, identity_omni
 from agentkeys.wallet import derive_k4_private_key
 from tests.e2e.conftest import Cli, DevStack

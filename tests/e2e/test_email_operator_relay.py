@@ -16,14 +16,9 @@ import httpx
 from agentkeys.chain import ChainClient, DeviceEntry, MasterAuthority, load_chain_profile
 from agentkeys.chain import challenge as ch
 from agentkeys.cli._bootstrap import load_session
-from agentkeys.cli._common import (
-    EXIT_OK,
-    EXIT_REJECTED,
-    DeviceK10Signer,
-    RecordingAuthority,
-    _dev_passkey,
-    load_operator_state,
-)
+from agentkeys.cli._errors import EXIT_OK, EXIT_REJECTED
+from agentkeys.cli._operator_session import DeviceK10Signer, RecordingAuthority, _dev_passkey
+from agentkeys.cli._operator_state import load_operator_state
 from agentkeys.omni import agent_omni, device_key_hash_from_point, service_hash
 from attest.device_key import SoftwareDeviceKey
 from tests.e2e.conftest import Cli, DevStack

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from agentkeys.chain import account_from_key
-from agentkeys.cli._common import (
+from agentkeys.cli._errors import (
     EXIT_CHAIN_UNREACHABLE,
     EXIT_NO_STATE,
     EXIT_OK,

@@ -14,7 +14,7 @@ import trio
 
 from agentkeys.chain import account_from_key
 from agentkeys.cli import build_parser
-from agentkeys.cli._common import EXIT_OK
+from agentkeys.cli._errors import EXIT_OK
 from tests.browser.cdp import Browser, chromium_available, start_chromium
 from tests.browser.test_passkey_page_chromium import page_details
 from tests.e2e.conftest import DevStack

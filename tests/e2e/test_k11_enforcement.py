@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.chain import ContractReverted, MasterAuthority
-from agentkeys.cli._common import EXIT_OK, EXIT_PASSKEY, DeviceK10Signer
+from agentkeys.cli._errors import EXIT_OK, EXIT_PASSKEY
+from agentkeys.cli._operator_session import DeviceK10Signer
 from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.omni import agent_omni
 from attest.device_key import SoftwareDeviceKey

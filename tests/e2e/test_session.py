@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from agentkeys.chain import account_from_key
-from agentkeys.cli._common import EXIT_NO_STATE, EXIT_OK, EXIT_REJECTED
+from agentkeys.cli._errors import EXIT_NO_STATE, EXIT_OK, EXIT_REJECTED
 from agentkeys.omni import actor_omni_for_wallet
 from tests.e2e.conftest import Cli, DevStack
 

@@ -34,6 +34,7 @@ from agentkeys.cap import CapOp, CapPayload, cap_digest, new_cap_payload, sign_c
 from agentkeys.chain.challenge import NewAgent, NewMaster
 from agentkeys.chain.client import account_from_key
 from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
+from agentkeys.clients.signer import SignerClient
 from agentkeys.devstack import (
     SeaweedFS,
     start_seaweedfs,
@@ -57,7 +58,6 @@ from agentkeys.service import (
 from agentkeys.wallet import derive_k4_private_key
 from agentkeys.worker import StaticCapKeys, StorageSettings, WorkerCore, WorkerService
 from agentkeys.worker import _lambda as worker_lambda
-from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import StorageDenied
 from tests.service.conftest import Pki
 from tests.services import (

@@ -20,13 +20,14 @@ import pytest
 import trio
 
 import agentkeys.worker.errors as worker_errors
+from agentkeys.clients.signer import SignerClient
 from agentkeys.config import load_config
 from agentkeys.errors import BindingDenied
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.service import MemoryAudit, ServerSettings, mtls_client
 from agentkeys.worker import WorkerConfig, WorkerService, open_worker_core
 from agentkeys.worker import _lambda as worker_lambda
-from agentkeys.worker._signer import SignerClient
+from agentkeys.worker._signer import signer_failures
 from agentkeys.worker.errors import (
     SignerFailed,
     SignerUnavailable,
@@ -198,5 +199,5 @@ async def test_signer_client_not_reached_is_unavailable(
             key=pki.key("worker"), timeout=0.5,
         )  # fmt: skip
         async with http:
-            with pytest.raises(SignerUnavailable, match="signer unreachable"):
+            with pytest.raises(SignerUnavailable, match="signer unreachable"), signer_failures():
                 await SignerClient(http).v2_kek(OMNI, 1, "decrypt")

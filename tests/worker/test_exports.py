@@ -9,9 +9,9 @@ def test_exported_names() -> None:
     assert sorted(agentkeys.worker.__all__) == sorted(
         [
             "AUTHORIZATION", "CAP_HEADER", "MAX_CREDENTIAL_BYTES", "POP_HEADER", "ROUTES",
-            "AwsCredentials", "CapKeySource", "CapKeysUnavailable", "ChainFacts", "ChainReader",
+            "CapKeySource", "CapKeysUnavailable", "ChainFacts", "ChainReader",
             "FetchedCapKeys", "Fetched", "MigrationAction", "MigrationReport", "ObjectStore",
-            "Opened", "SignerClient", "Source", "StaticCapKeys", "StorageSettings", "Vault",
+            "Opened", "Source", "StaticCapKeys", "StorageSettings", "Vault",
             "WorkerConfig", "WorkerCore", "WorkerService", "check_chain", "handle_event",
             "lambda_handler", "open_worker_core", "require_device", "run_worker",
         ]

@@ -17,6 +17,7 @@ from agentkeys.broker import J1
 from agentkeys.chain import account_from_key
 from agentkeys.chain.client import ChainClient
 from agentkeys.chain.deploy import read_deployment_record
+from agentkeys.clients import BrokerClient, SignerClient
 from agentkeys.devstack import DEV_ROLE_NAME, SeaweedFS, start_seaweedfs
 from agentkeys.devstack.deployed_iam import deployed_iam_config
 from agentkeys.legacy_s3 import (
@@ -28,7 +29,6 @@ from agentkeys.legacy_s3 import (
     LegacyTokenRefused,
 )
 from agentkeys.signer import StsExchanger
-from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import CredentialNotFound
 from agentkeys.worker.layout import v1_key, v2_key
 from attest.seal import SoftwareSealer
@@ -68,7 +68,7 @@ class LegacyStack:
             return dict(operator.passkey.get(challenge).to_json())
 
         source = BrokerOidcCredentials(
-            self.broker.http, session, self.sts,
+            BrokerClient(self.broker.http), session, self.sts,
             device_key_hash=operator.master.device_key_hash if passkey else None,
             assert_=assert_ if passkey else None,
         )  # fmt: skip

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from agentkeys.clients.signer import SignerClient
 from agentkeys.jwks import b64url_decode
 from agentkeys.legacy_s3 import EnvelopeChoice
-from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import StorageDenied
 from agentkeys.worker.layout import v1_key, v2_key
 from tests.service.conftest import Pki

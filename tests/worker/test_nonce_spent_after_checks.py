@@ -12,10 +12,10 @@ import pytest
 import trio
 
 from agentkeys.cap import CapOp
+from agentkeys.clients.signer import SignerClient
 from agentkeys.errors import AgentkeysError, PopNonceRegistryFull, PopNonceReused
 from agentkeys.pop import NonceRegistry
 from agentkeys.worker import StorageSettings, WorkerCore
-from agentkeys.worker._signer import SignerClient
 from tests.stack_fixtures import TEST_BUCKET
 from tests.worker.conftest import AUDIENCE, Device, Stack, add_agent, revoke
 

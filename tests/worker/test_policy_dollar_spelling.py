@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import trio
 
+from agentkeys.clients.signer import SignerClient
 from agentkeys.devstack import IamPolicy, s3_client, start_seaweedfs
 from agentkeys.devstack.deployed_iam import deployed_iam_config, seaweed_identity_policy
 from agentkeys.devstack.iam import DEV_ACTOR_POLICY_NAME
-from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import StorageDenied
 from agentkeys.worker.iam import (
     DOCUMENTS,

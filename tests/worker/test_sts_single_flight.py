@@ -10,9 +10,9 @@ from collections import Counter
 
 import trio
 
+from agentkeys.clients.signer import AwsCredentials, SignerClient
 from agentkeys.worker import StorageSettings, WorkerCore
 from agentkeys.worker._s3 import ObjectStore
-from agentkeys.worker._signer import AwsCredentials, SignerClient
 from tests.stack_fixtures import TEST_BUCKET
 from tests.worker.conftest import AUDIENCE, Stack, add_agent
 
