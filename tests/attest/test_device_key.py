@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -24,7 +25,6 @@ from attest import (
     key_hash,
     open_device_key,
 )
-from attest import seal as seal_module
 from attest._sig import rs_to_der
 
 HAS_TPM = Path("/dev/tpmrm0").exists()
@@ -157,16 +157,16 @@ async def test_software_sealers_started_together_share_one_key(
 ) -> None:
     path = tmp_path / "seal" / "seal.key"
     first: list[SoftwareSealer] = []
-    real_token_bytes = seal_module.secrets.token_bytes
+    real_token_bytes = secrets.token_bytes
 
     def other_process_wins(n: int) -> bytes:
         # The other process reads "missing" too, and writes its key first.
         if not first:
-            monkeypatch.setattr(seal_module.secrets, "token_bytes", real_token_bytes)
+            monkeypatch.setattr(secrets, "token_bytes", real_token_bytes)
             first.append(SoftwareSealer.open(path))
         return real_token_bytes(n)
 
-    monkeypatch.setattr(seal_module.secrets, "token_bytes", other_process_wins)
+    monkeypatch.setattr(secrets, "token_bytes", other_process_wins)
     late = SoftwareSealer.open(path)
     blob = await first[0].seal(b"k3 epoch secret")
     assert await late.unseal(blob) == b"k3 epoch secret"
