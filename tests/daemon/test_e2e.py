@@ -48,12 +48,14 @@ from agentkeys.daemon.config import (
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable
 from agentkeys.daemon.run import run_daemon
 from agentkeys.devstack import Swtpm
+from agentkeys.devstack.upstream import DemoUpstream
 from agentkeys.omni import agent_omni, identity_omni
 from agentkeys.worker.layout import v1_key, v2_key
 from attest import Backend, open_device_key
 from attest.device_key import DeviceKey
 from tests.daemon.conftest import (
     DAEMON_MAIN,
+    REAL_KEY,
     RealParts,
     make_config,
     open_real_parts,
@@ -62,7 +64,6 @@ from tests.daemon.conftest import (
     wait_until,
     write_daemon_toml,
 )
-from tests.daemon.upstream import REAL_KEY, Upstream
 from tests.service.conftest import Pki
 from tests.signer.conftest import Chain
 from tests.worker.conftest import revoke, write_legacy
@@ -73,7 +74,7 @@ LEGACY = {"openai": REAL_KEY.encode(), "github": b"ghp_legacy_token"}
 async def test_real_stack_end_to_end(
     nursery: trio.Nursery,
     tmp_path: Path,
-    upstream: Upstream,
+    upstream: DemoUpstream,
     pki: Pki,
     chain: Chain,
     swtpm: Swtpm,
@@ -92,7 +93,7 @@ async def test_real_stack_end_to_end(
 
 
 async def v1_credential_is_served_and_copied_to_v2(
-    tmp_path: Path, upstream: Upstream, real: RealParts
+    tmp_path: Path, upstream: DemoUpstream, real: RealParts
 ) -> None:
     """The daemon as the operator's master on its own vault, written as 0x01 (SPEC 9)."""
     ws, op = real.ws, real.ws.operator
@@ -139,7 +140,7 @@ async def v1_credential_is_served_and_copied_to_v2(
             response = await client.get("/openai/v1/models")
         inner.cancel_scope.cancel()
     assert response.status_code == 200, response.text
-    assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"
     copy = await ws.admin_get(new)
     assert copy is not None
     assert copy[0] == 4  # the lazy copy, under the current K3 epoch
@@ -188,7 +189,7 @@ async def the_source_fetches_in_scope_only(real: RealParts, source: BrokerWorker
 
 
 async def the_daemon_over_the_real_path(
-    tmp_path: Path, upstream: Upstream, real: RealParts
+    tmp_path: Path, upstream: DemoUpstream, real: RealParts
 ) -> None:
     ws = real.ws
     base = make_config(tmp_path, real.broker.url)
@@ -220,7 +221,7 @@ async def the_daemon_over_the_real_path(
                 headers={"authorization": "Bearer agentkeys-placeholder"},
             )
             assert ok.status_code == 200, ok.text
-            assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+            assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"
             # outside the chain scope (["openai"]) although the local policy allows it: the
             # broker refuses the cap, or the daemon already knows the scope from the ScopeSet
             # event its watcher read: either way the code says it was never granted
@@ -241,7 +242,7 @@ async def the_daemon_over_the_real_path(
 
 
 async def daemon_process_serves_and_stops_on_sigterm(
-    tmp_path: Path, upstream: Upstream, real: RealParts
+    tmp_path: Path, upstream: DemoUpstream, real: RealParts
 ) -> None:
     config = write_daemon_toml(
         tmp_path, real.broker.url, worker_url=real.worker_url,
@@ -264,7 +265,7 @@ async def daemon_process_serves_and_stops_on_sigterm(
                 await trio.sleep(0.05)
             response = await client.get("/openai/v1/models")
         assert response.status_code == 200
-        assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+        assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"
         # K10 stays a 0600 software key (no TPM configured here)
         key = tmp_path / "device" / "k10.pem"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -302,7 +303,7 @@ class _TpmK10:
 
 
 async def k10_is_created_in_the_tpm_at_first_start(
-    tmp_path: Path, upstream: Upstream, real: RealParts, swtpm: Swtpm
+    tmp_path: Path, upstream: DemoUpstream, real: RealParts, swtpm: Swtpm
 ) -> None:
     """run_daemon with device.backend = tpm (swtpm): K10 lives in the TPM, none on disk."""
     ws = real.ws
@@ -349,4 +350,4 @@ async def k10_is_created_in_the_tpm_at_first_start(
             assert (await client.get("/openai/v1/models")).status_code == 200
         nursery.cancel_scope.cancel()
     assert not (tmp_path / "device").exists()
-    assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"
