@@ -26,18 +26,15 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
 
 from agentkeys.errors import InvalidEncoding, InvalidKeyMaterial, SignatureMalformed
 from agentkeys.omni import p256_point_bytes
+from attest import k10_signature
+from attest.errors import AttestationMalformed
 
 __all__ = [
     "MAX_JWKS_BYTES",
     "MAX_JWKS_KEYS",
-    "P256_ORDER",
     "JsonWebKeySet",
     "b64url_decode",
     "b64url_encode",
@@ -51,7 +48,6 @@ __all__ = [
     "raw_rs_to_der",
 ]
 
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 MAX_JWKS_KEYS = 16
 MAX_JWKS_BYTES = 64 * 1024
 _B64URL = re.compile(r"[A-Za-z0-9_-]*", re.ASCII)
@@ -87,33 +83,31 @@ def b64url_decode(text: str) -> bytes:
 
 
 def der_to_raw_rs(der: bytes) -> bytes:
-    """Convert a DER ECDSA P-256 signature to the 64-byte r ‖ s form.
+    """Convert a DER ECDSA P-256 signature to the 64-byte r ‖ s form (``s`` as given).
+
+    :func:`attest.k10_signature.der_to_raw_rs`, raising agentkeys' error.
 
     Raises:
         SignatureMalformed: not DER, or r / s outside 1..n-1.
     """
     try:
-        r, s = decode_dss_signature(der)
-    except ValueError:
-        raise SignatureMalformed("not a DER ECDSA signature") from None
-    if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
-        raise SignatureMalformed("ECDSA r or s out of range")
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return k10_signature.der_to_raw_rs(der)
+    except AttestationMalformed as exc:
+        raise SignatureMalformed(exc.reason) from None
 
 
 def raw_rs_to_der(raw: bytes) -> bytes:
-    """Convert a 64-byte r ‖ s P-256 signature to DER.
+    """Convert a 64-byte r ‖ s P-256 signature to DER (``s`` as given).
+
+    :func:`attest.k10_signature.raw_rs_to_der`, raising agentkeys' error.
 
     Raises:
         SignatureMalformed: not 64 bytes, or r / s outside 1..n-1.
     """
-    if not isinstance(raw, bytes) or len(raw) != 64:
-        raise SignatureMalformed("ES256 signature must be 64 bytes r || s")
-    r = int.from_bytes(raw[:32], "big")
-    s = int.from_bytes(raw[32:], "big")
-    if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
-        raise SignatureMalformed("ECDSA r or s out of range")
-    return encode_dss_signature(r, s)
+    try:
+        return k10_signature.raw_rs_to_der(raw)
+    except AttestationMalformed as exc:
+        raise SignatureMalformed(exc.reason) from None
 
 
 def _require_p256_private(key: ec.EllipticCurvePrivateKey) -> None:

@@ -50,7 +50,7 @@ EXPORTS = {
         "device_signin_message", "verify_device_signin",
     },
     "agentkeys.jwks": {
-        "MAX_JWKS_BYTES", "MAX_JWKS_KEYS", "P256_ORDER", "JsonWebKeySet", "b64url_decode",
+        "MAX_JWKS_BYTES", "MAX_JWKS_KEYS", "JsonWebKeySet", "b64url_decode",
         "b64url_encode", "der_to_raw_rs", "es256_jws", "es256_sign", "es256_verify",
         "jwk_from_public_key", "jwk_thumbprint", "public_key_from_jwk", "raw_rs_to_der",
     },
