@@ -257,6 +257,22 @@ async def wait_until(predicate: Any, *, limit: float = 20.0) -> None:
             await trio.sleep(0.02)
 
 
+async def wait_ready(client: httpx.AsyncClient, *, limit: float = 20.0) -> None:
+    """Poll the daemon's ``/readyz`` until it answers 200 (a hang guard, not a timer).
+
+    Fails naming the last answer when it is still not ready after ``limit`` seconds.
+    """
+    last = "no answer"
+    with trio.move_on_after(limit):
+        while True:
+            answer = await client.get("/readyz")
+            if answer.status_code == 200:
+                return
+            last = f"{answer.status_code} {answer.text}"
+            await trio.sleep(0.05)
+    pytest.fail(f"/readyz not ready after {limit} s: {last}")
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[DemoUpstream]:
     app = DemoUpstream(key=REAL_KEY)

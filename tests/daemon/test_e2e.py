@@ -61,6 +61,7 @@ from tests.daemon.conftest import (
     open_real_parts,
     policy_text,
     signed_in,
+    wait_ready,
     wait_until,
     write_daemon_toml,
 )
@@ -133,10 +134,7 @@ async def v1_credential_is_served_and_copied_to_v2(
         address: DaemonAddress = await inner.start(run_daemon, config)
         transport = httpx.AsyncHTTPTransport(uds=address.socket_path)
         async with httpx.AsyncClient(transport=transport, base_url="http://d") as client:
-            for _ in range(200):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await trio.sleep(0.05)
+            await wait_ready(client)
             response = await client.get("/openai/v1/models")
         inner.cancel_scope.cancel()
     assert response.status_code == 200, response.text
@@ -211,10 +209,7 @@ async def the_daemon_over_the_real_path(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://d", timeout=30
         ) as client:
-            for _ in range(400):  # until the first heartbeat succeeded
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await trio.sleep(0.05)
+            await wait_ready(client)  # until the first heartbeat succeeded
             ok = await client.post(
                 "/openai/v1/chat/completions",
                 json={"model": "m", "messages": []},
@@ -231,11 +226,12 @@ async def the_daemon_over_the_real_path(
             # revoked on chain: the watcher's event wipes the cached credential and the next
             # request is refused by the daemon itself, well before the cache TTL
             await revoke(ws.chain, ws.operator, real.device)
-            for _ in range(600):
-                refused = await client.post("/openai/v1/chat/completions", json={"model": "m"})
-                if refused.status_code != 200:
-                    break
-                await trio.sleep(0.05)
+            with trio.move_on_after(30):  # a hang guard: the assertions below say what failed
+                while True:
+                    refused = await client.post("/openai/v1/chat/completions", json={"model": "m"})
+                    if refused.status_code != 200:
+                        break
+                    await trio.sleep(0.05)
         inner.cancel_scope.cancel()
     assert refused.status_code == 403
     assert refused.json()["error"] == "scope_revoked"
@@ -259,10 +255,7 @@ async def daemon_process_serves_and_stops_on_sigterm(
         await wait_until(sock.exists)
         transport = httpx.AsyncHTTPTransport(uds=str(sock))
         async with httpx.AsyncClient(transport=transport, base_url="http://d") as client:
-            for _ in range(200):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await trio.sleep(0.05)
+            await wait_ready(client)
             response = await client.get("/openai/v1/models")
         assert response.status_code == 200
         assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"
@@ -342,10 +335,7 @@ async def k10_is_created_in_the_tpm_at_first_start(
         assert stored.status == 200, stored.body
         transport = httpx.AsyncHTTPTransport(uds=address.socket_path)
         async with httpx.AsyncClient(transport=transport, base_url="http://d") as client:
-            for _ in range(200):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await trio.sleep(0.05)
+            await wait_ready(client)
             # minted with a TPM-signed PoP, fetched with a TPM-signed worker PoP
             assert (await client.get("/openai/v1/models")).status_code == 200
         nursery.cancel_scope.cancel()

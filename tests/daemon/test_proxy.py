@@ -432,13 +432,25 @@ async def graceful_shutdown_finishes_a_stream(stack: Stack) -> None:
         chunks = response.aiter_raw()
         await chunks.__anext__()
         stack.daemon.stop()
-        await trio.sleep(0.1)
+        await refuses_new_connections(stack)  # the drain began with this stream in flight
         stack.upstream.gate.set()
         rest = b"".join([c async for c in chunks])
     assert rest.endswith(b"data: [DONE]\n\n")
     with pytest.raises(httpx.TransportError):
         async with stack.client() as client:
             await client.get("/healthz")
+
+
+async def refuses_new_connections(stack: Stack) -> None:
+    """Poll until the daemon's socket refuses a connection (a hang guard, not a timer)."""
+    with trio.fail_after(10):
+        while True:
+            try:
+                stream = await trio.open_unix_socket(stack.address.socket_path)
+            except OSError:
+                return
+            await stream.aclose()
+            await trio.sleep(0.02)
 
 
 def test_curl_is_where_the_tests_expect_it() -> None:
