@@ -33,9 +33,9 @@ from typing import Any, ClassVar, Protocol
 import httpx
 import trio
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.envelope import EnvelopeVersion, open_envelope, parse_header, seal_v1, seal_v2_legacy
 from agentkeys.errors import AgentkeysError, EnvelopeError, FormatError
-from agentkeys.jwks import b64url_decode
 from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
 from agentkeys.signer import StsCredentials
 from agentkeys.worker._s3 import ObjectStore

@@ -15,9 +15,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.broker.errors import SessionInvalid
 from agentkeys.errors import FormatError
-from agentkeys.jwks import b64url_decode, es256_verify
+from agentkeys.es256 import es256_verify
 
 __all__ = ["MAX_JWT_CHARS", "decode_jwt"]
 

@@ -31,6 +31,7 @@ import cbor2
 import trio
 from eth_utils.address import to_checksum_address
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.binding import check_device, require_device
 from agentkeys.broker import _passkey as pk
 from agentkeys.broker._chainview import CachedChainView
@@ -78,7 +79,6 @@ from agentkeys.errors import (
     PopError,
     PopStale,
 )
-from agentkeys.jwks import b64url_encode
 from agentkeys.omni import (
     IdentityType,
     actor_omni_for_wallet,

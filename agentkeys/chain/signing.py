@@ -25,7 +25,7 @@ from eth_abi.abi import encode as abi_encode
 
 from agentkeys.chain.errors import AbiError
 from agentkeys.errors import InvalidKeyMaterial, SignatureMalformed
-from agentkeys.jwks import der_to_raw_rs
+from agentkeys.es256 import der_to_raw_rs
 from agentkeys.omni import device_key_hash_from_point
 from attest import k10_signature
 

@@ -46,6 +46,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from agentkeys._files import write_private
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.chain import (
     ChainClient,
     ChainConfigError,
@@ -63,7 +64,6 @@ from agentkeys.chain import (
 from agentkeys.chain.events import decode_log
 from agentkeys.config import ConfigError, check_private_file
 from agentkeys.errors import DOMAIN_ERRORS, AgentkeysError, DomainError, FormatError
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import (
     agent_omni,
     device_key_hash_from_point,

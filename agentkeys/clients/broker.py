@@ -23,12 +23,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.cap import CapOp, SignedCap
 from agentkeys.clients._answer import Answer, PeerClient, hex64, integer, prove, text
 from agentkeys.clients.errors import AnswerMalformed
 from agentkeys.device_signin import DEVICE_CHALLENGE_LENGTH, device_signin_digest
 from agentkeys.errors import AgentkeysError
-from agentkeys.jwks import b64url_encode
 from agentkeys.pop import MintPopClaims, PopProof, new_mint_pop_claims
 from attest.device_key import DeviceKey, key_hash
 

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import httpx
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.errors import AgentkeysError, InvalidEncoding
-from agentkeys.jwks import b64url_decode
 from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
 from agentkeys.worker.errors import SignerFailed, SignerUnavailable
 

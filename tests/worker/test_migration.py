@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from agentkeys.jwks import b64url_decode
+from agentkeys.b64url import b64url_decode
 from agentkeys.legacy_s3 import EnvelopeChoice
 from agentkeys.worker._signer import SignerClient
 from agentkeys.worker.errors import StorageDenied
