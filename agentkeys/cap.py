@@ -37,6 +37,7 @@ from enum import StrEnum
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.errors import (
     CapAudienceMismatch,
     CapExpired,
@@ -50,7 +51,7 @@ from agentkeys.errors import (
     InvalidEncoding,
     SignatureMalformed,
 )
-from agentkeys.jwks import b64url_decode, b64url_encode, es256_sign, es256_verify
+from agentkeys.es256 import es256_sign, es256_verify
 from agentkeys.omni import normalize_hex32, normalize_service
 
 __all__ = [

@@ -22,8 +22,8 @@ import re
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.errors import FormatError
-from agentkeys.jwks import b64url_decode
 from agentkeys.omni import hex32_to_bytes
 from attest.k10_signature import verify_k10
 

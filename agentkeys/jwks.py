@@ -1,20 +1,15 @@
-"""ES256 (ECDSA P-256 + SHA-256) helpers: base64url, raw r ‖ s signatures, JWK and JWKS.
+"""P-256 public keys as JWK (RFC 7517) and key sets as JWKS: the broker's K1 and K2 keys.
 
-Used for the broker's cap-signing keys K1 and OIDC keys K2 (published as JWKS, SPEC
-section 2) and for K10 proofs of possession. Signatures on our wire are always the raw
-64-byte r ‖ s form (JOSE style), base64url without padding; this module converts to and
-from the DER form cryptography speaks.
-
-``kid`` values we generate are RFC 7638 thumbprints (base64url sha256 over the canonical
-``{"crv","kty","x","y"}`` JSON). Parsing is strict: only ``kty`` EC, ``crv`` P-256, ``alg``
-ES256 and ``use`` sig (when present), no private member ``d``, points on the curve,
-unique ``kid``s, bounded sizes.
+The broker publishes its cap-signing keys K1 and OIDC keys K2 as a JWKS (SPEC section 2);
+the worker and the signer consume it. ``kid`` values we generate are RFC 7638 thumbprints
+(base64url sha256 over the canonical ``{"crv","kty","x","y"}`` JSON). Parsing is strict:
+only ``kty`` EC, ``crv`` P-256, ``alg`` ES256 and ``use`` sig (when present), no private
+member ``d``, points on the curve, unique ``kid``s, bounded sizes. base64url is
+``agentkeys.b64url``'s; ES256 signatures are ``agentkeys.es256``'s.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -23,149 +18,25 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
 
-from agentkeys.errors import InvalidEncoding, InvalidKeyMaterial, SignatureMalformed
+from agentkeys.b64url import b64url_decode, b64url_encode
+from agentkeys.errors import InvalidEncoding, InvalidKeyMaterial
 from agentkeys.omni import p256_point_bytes
 
 __all__ = [
     "MAX_JWKS_BYTES",
     "MAX_JWKS_KEYS",
-    "P256_ORDER",
     "JsonWebKeySet",
-    "b64url_decode",
-    "b64url_encode",
-    "der_to_raw_rs",
-    "es256_jws",
-    "es256_sign",
-    "es256_verify",
     "jwk_from_public_key",
     "jwk_thumbprint",
     "public_key_from_jwk",
-    "raw_rs_to_der",
 ]
 
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 MAX_JWKS_KEYS = 16
 MAX_JWKS_BYTES = 64 * 1024
-_B64URL = re.compile(r"[A-Za-z0-9_-]*", re.ASCII)
 _KID = re.compile(r"[A-Za-z0-9._~-]{1,128}", re.ASCII)
 _JWK_MEMBERS = frozenset({"kty", "crv", "x", "y", "kid", "alg", "use", "key_ops"})
-
-
-def b64url_encode(data: bytes) -> str:
-    """base64url of ``data`` without ``=`` padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Strictly decode unpadded base64url.
-
-    Refuses padding, characters outside ``[A-Za-z0-9_-]``, impossible lengths and
-    non-canonical encodings (non-zero unused bits), so one byte string has one text form.
-
-    Raises:
-        InvalidEncoding: anything but canonical unpadded base64url.
-    """
-    if not isinstance(text, str) or _B64URL.fullmatch(text) is None:
-        raise InvalidEncoding("expected unpadded base64url ([A-Za-z0-9_-], no '=')")
-    if len(text) % 4 == 1:
-        raise InvalidEncoding("impossible base64url length")
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidEncoding("invalid base64url") from None
-    if b64url_encode(data) != text:
-        raise InvalidEncoding("non-canonical base64url (unused bits set)")
-    return data
-
-
-def der_to_raw_rs(der: bytes) -> bytes:
-    """Convert a DER ECDSA P-256 signature to the 64-byte r ‖ s form.
-
-    Raises:
-        SignatureMalformed: not DER, or r / s outside 1..n-1.
-    """
-    try:
-        r, s = decode_dss_signature(der)
-    except ValueError:
-        raise SignatureMalformed("not a DER ECDSA signature") from None
-    if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
-        raise SignatureMalformed("ECDSA r or s out of range")
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def raw_rs_to_der(raw: bytes) -> bytes:
-    """Convert a 64-byte r ‖ s P-256 signature to DER.
-
-    Raises:
-        SignatureMalformed: not 64 bytes, or r / s outside 1..n-1.
-    """
-    if not isinstance(raw, bytes) or len(raw) != 64:
-        raise SignatureMalformed("ES256 signature must be 64 bytes r || s")
-    r = int.from_bytes(raw[:32], "big")
-    s = int.from_bytes(raw[32:], "big")
-    if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
-        raise SignatureMalformed("ECDSA r or s out of range")
-    return encode_dss_signature(r, s)
-
-
-def _require_p256_private(key: ec.EllipticCurvePrivateKey) -> None:
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise InvalidKeyMaterial("expected a P-256 private key")
-
-
-def es256_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    """ES256-sign ``data`` deterministically (RFC 6979); returns raw r ‖ s (64 bytes).
-
-    Raises:
-        InvalidKeyMaterial: not a P-256 private key.
-    """
-    _require_p256_private(key)
-    der = key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
-    return der_to_raw_rs(der)
-
-
-def es256_jws(claims: Mapping[str, object], key: ec.EllipticCurvePrivateKey, kid: str) -> str:
-    """A compact JWS ``header.claims.signature`` signing ``claims`` with ``key`` under ``kid``.
-
-    The header is ``{"alg": "ES256", "kid", "typ": "JWT"}``; header and claims are compact
-    JSON with sorted members, each base64url without padding, and the signature is the raw
-    r ‖ s over the ASCII ``header.claims`` (the broker's sessions and every OIDC token).
-
-    Raises:
-        InvalidKeyMaterial: not a P-256 private key.
-    """
-    header = {"alg": "ES256", "kid": kid, "typ": "JWT"}
-    signing_input = b64url_encode(_compact(header)) + "." + b64url_encode(_compact(claims))
-    signature = es256_sign(key, signing_input.encode("ascii"))
-    return signing_input + "." + b64url_encode(signature)
-
-
-def _compact(obj: Mapping[str, object]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode("utf-8")
-
-
-def es256_verify(public_key: ec.EllipticCurvePublicKey, data: bytes, raw_rs: bytes) -> bool:
-    """Whether ``raw_rs`` (64 bytes r ‖ s) is a valid ES256 signature over ``data``.
-
-    Raises:
-        InvalidKeyMaterial: not a P-256 public key.
-        SignatureMalformed: not 64 bytes or r / s out of range.
-    """
-    p256_point_bytes(public_key)  # type and curve check
-    der = raw_rs_to_der(raw_rs)
-    try:
-        public_key.verify(der, data, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
 
 
 def jwk_thumbprint(public_key: ec.EllipticCurvePublicKey) -> str:

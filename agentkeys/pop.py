@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.cap import CapOp
 from agentkeys.errors import (
     FormatError,
@@ -58,7 +59,7 @@ from agentkeys.errors import (
     PopTimestampInFuture,
     SignatureMalformed,
 )
-from agentkeys.jwks import b64url_decode, b64url_encode, raw_rs_to_der
+from agentkeys.es256 import raw_rs_to_der
 from agentkeys.omni import device_key_hash, normalize_hex32, normalize_service
 from attest.k10_signature import k10_sign, verify_k10
 

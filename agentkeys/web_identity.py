@@ -1,8 +1,8 @@
 """The OIDC web-identity token exchanged at STS, and the session tags it carries (SPEC 7, 9.3).
 
 Both issuers mint it here: the broker (``/v1/mint-oidc-jwt``, K2) and the signer (STS for the
-worker, its OIDC key). A compact JWS (``agentkeys.jwks.es256_jws``: ES256, ``kid`` = RFC 7638
-thumbprint of the signing key) with claims::
+worker, its OIDC key). A compact JWS (``agentkeys.es256.es256_jws``: ES256, ``kid`` = RFC
+7638 thumbprint of the signing key) with claims::
 
     iss, aud, sub (= actor_omni), iat, nbf (= iat - 5), exp, jti,
     agentkeys_actor_omni, agentkeys_user_wallet (when the actor has a wallet),
@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys.errors import UnsafeTagValue
-from agentkeys.jwks import es256_jws
+from agentkeys.es256 import es256_jws
 
 __all__ = [
     "ACTOR_TAG",

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from attest._files import read_private_file, write_private_file
-from attest._sig import der_to_rs
 from attest.errors import DeviceKeyError, TpmUnavailable
+from attest.k10_signature import k10_raw_from_der
 from attest.p256 import device_key_hash
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class SoftwareDeviceKey:
 
     async def sign(self, digest: bytes) -> bytes:
         _check_digest(digest)
-        return der_to_rs(self._key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256()))))
+        return k10_raw_from_der(self._key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256()))))
 
     async def tpm_evidence(self, nonce: bytes) -> TpmEvidence | None:
         return None

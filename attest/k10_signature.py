@@ -1,4 +1,4 @@
-"""The K10 signature rule: an ES256 signature the chain accepts, and only such (SPEC section 6).
+"""The K10 signature rule, and the one home of P-256 signature forms (SPEC section 6).
 
 A K10 signature is ECDSA P-256 / SHA-256 as 64 bytes ``r ‖ s`` (big-endian, 32 bytes each).
 The chain verifies it in ``DeviceAuth.verifyK10`` through OpenZeppelin's ``P256.verify``,
@@ -15,6 +15,11 @@ chain refuses is refused everywhere; tests/core/test_k10_signature.py pins the r
 ``s``. K10 signers produce low-S signatures (:func:`k10_sign`, :func:`k10_raw_from_der`)
 so what they sign passes both. The rule lives in attest, which owns the device key; the
 agentkeys side imports it from here.
+
+The conversions between the DER form cryptography speaks and the raw 64-byte ``r ‖ s`` of
+every signature on our wire (:func:`der_to_raw_rs`, :func:`raw_rs_to_der`) and the low-S
+normalisation (:func:`low_s`) are defined here once, for attest's TPM, pin and quote
+signatures and for agentkeys' ES256 helpers (which raise their own error).
 """
 
 from __future__ import annotations
@@ -28,15 +33,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from attest.errors import DeviceKeyError
+from attest.errors import AttestationMalformed, DeviceKeyError
 
 __all__ = [
     "P256_HALF_N",
     "P256_N",
+    "der_to_raw_rs",
     "k10_raw_from_der",
     "k10_rs_acceptable",
     "k10_sign",
     "low_s",
+    "raw_rs_to_der",
     "verify_k10",
 ]
 
@@ -45,6 +52,36 @@ P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 P256_HALF_N = P256_N // 2
 """The largest ``s`` the chain accepts (OpenZeppelin ``P256.HALF_N``)."""
+
+
+def der_to_raw_rs(der: bytes) -> bytes:
+    """The 64-byte ``r ‖ s`` of a DER ECDSA P-256 signature, ``s`` as given (not normalised).
+
+    Raises:
+        AttestationMalformed: not DER, or ``r`` / ``s`` outside 1..n-1.
+    """
+    try:
+        r, s = decode_dss_signature(der)
+    except ValueError:
+        raise AttestationMalformed("not a DER ECDSA signature") from None
+    if not (0 < r < P256_N and 0 < s < P256_N):
+        raise AttestationMalformed("ECDSA r or s out of range")
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def raw_rs_to_der(raw_rs: bytes) -> bytes:
+    """The DER form of a 64-byte ``r ‖ s`` P-256 signature (``s`` as given).
+
+    Raises:
+        AttestationMalformed: not 64 bytes, or ``r`` / ``s`` outside 1..n-1.
+    """
+    if not isinstance(raw_rs, bytes) or len(raw_rs) != 64:
+        raise AttestationMalformed("ES256 signature must be 64 bytes r || s")
+    r = int.from_bytes(raw_rs[:32], "big")
+    s = int.from_bytes(raw_rs[32:], "big")
+    if not (0 < r < P256_N and 0 < s < P256_N):
+        raise AttestationMalformed("ECDSA r or s out of range")
+    return encode_dss_signature(r, s)
 
 
 def k10_rs_acceptable(raw_rs: bytes) -> bool:
@@ -106,8 +143,7 @@ def verify_k10(
         raise TypeError("verify_k10 takes exactly one of message and digest")
     if not k10_rs_acceptable(raw_rs):
         return False
-    r, s = int.from_bytes(raw_rs[:32], "big"), int.from_bytes(raw_rs[32:], "big")
-    der = encode_dss_signature(r, s)
+    der = raw_rs_to_der(raw_rs)
     try:
         if message is not None:
             public_key.verify(der, message, ec.ECDSA(hashes.SHA256()))

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest._files import read_private_file, write_private_file
 from attest._json import get_hex, get_pcrs, get_str, loads_object
-from attest._sig import der_to_rs, verify_digest
 from attest.errors import AttestationMalformed, SignatureInvalid
+from attest.k10_signature import k10_raw_from_der, verify_k10
 from attest.p256 import point_bytes, public_key_from_point
 from attest.quote import normalise_pcrs, verify_quote
 from attest.tpm_public import parse_tpm_public
@@ -209,7 +209,7 @@ def software_answer(private_key: ec.EllipticCurvePrivateKey, challenge: bytes) -
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
     der = private_key.sign(software_answer_digest(challenge), ec.ECDSA(Prehashed(hashes.SHA256())))
-    return PinAnswer(kind=PinKind.P256_KEY, signature=der_to_rs(der))
+    return PinAnswer(kind=PinKind.P256_KEY, signature=k10_raw_from_der(der))
 
 
 def verify_pin_answer(pin: CallerPin, answer: PinAnswer, *, expected_nonce: bytes) -> VerifiedPin:
@@ -234,8 +234,8 @@ def verify_pin_answer(pin: CallerPin, answer: PinAnswer, *, expected_nonce: byte
             expected_pcrs=pin.pcrs,
             expected_pcr_digest=pin.pcr_digest,
         )
-    elif not verify_digest(
-        _p256(pin.key), answer.signature, software_answer_digest(expected_nonce)
+    elif not verify_k10(
+        _p256(pin.key), answer.signature, digest=software_answer_digest(expected_nonce)
     ):
         raise SignatureInvalid("the answer is not signed by the pinned key for this challenge")
     return VerifiedPin(name=pin.name, kind=pin.kind)

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from attest._reader import Reader
-from attest._sig import verify_message
 from attest.errors import (
     AttestationMalformed,
     KeyNotTrusted,
@@ -22,6 +21,7 @@ from attest.errors import (
     PcrMismatch,
     SignatureInvalid,
 )
+from attest.k10_signature import verify_k10
 from attest.tpm_public import ALG_SHA256, ATTESTATION_KEY, TpmPublic
 
 TPM_GENERATED = 0xFF544347
@@ -134,7 +134,7 @@ def parse_attest(data: bytes) -> Attest:
 def _check_signed(ak: TpmPublic, attest: bytes, signature: bytes) -> Attest:
     if not ak.has(ATTESTATION_KEY):
         raise KeyNotTrusted("the attestation key is not a restricted TPM-resident signing key")
-    if not verify_message(ak.public_key(), signature, attest):
+    if not verify_k10(ak.public_key(), signature, message=attest):
         raise SignatureInvalid("the TPM attestation is not signed by the expected key")
     return parse_attest(attest)
 

@@ -29,12 +29,12 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.cap import CapOp, cap_digest, new_cap_payload, sign_cap
 from agentkeys.chain.client import ChainClient, account_from_key
 from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.chain.signing import SoftwareK10Signer
 from agentkeys.clients.worker import worker_path, worker_request_headers
-from agentkeys.jwks import b64url_encode
 from agentkeys.pop import PopProof, new_worker_pop_claims, sign_pop
 from bench._errors import BenchError
 from bench.chain import register_operator

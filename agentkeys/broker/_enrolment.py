@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.broker import _passkey as pk
 from agentkeys.broker._devices import k10_point_from_hex, verify_enrolled_assertion
 from agentkeys.broker._sessions import Session
@@ -24,7 +25,6 @@ from agentkeys.broker.errors import (
     PasskeyApprovalRequired,
     PasskeyRegistrationRejected,
 )
-from agentkeys.jwks import b64url_encode
 from agentkeys.omni import device_key_hash_from_point
 from agentkeys.service._audit import AuditValue
 

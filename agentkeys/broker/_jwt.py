@@ -1,4 +1,4 @@
-"""Compact JWS (ES256) decoding for the broker's sessions (encoding: ``jwks.es256_jws``).
+"""Compact JWS (ES256) decoding for the broker's sessions (encoding: ``es256.es256_jws``).
 
 ``header.claims.signature``: base64url (no padding) of the JSON header ``{"alg": "ES256",
 "kid", "typ": "JWT"}``, of the JSON claims, and of the raw 64-byte r ‖ s signature over the
@@ -15,9 +15,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.broker.errors import SessionInvalid
 from agentkeys.errors import FormatError
-from agentkeys.jwks import b64url_decode, es256_verify
+from agentkeys.es256 import es256_verify
 
 __all__ = ["MAX_JWT_CHARS", "decode_jwt"]
 

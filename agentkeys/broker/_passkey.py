@@ -48,6 +48,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.broker.errors import (
     K10ProofRejected,
     PasskeyAssertionRejected,
@@ -55,7 +56,6 @@ from agentkeys.broker.errors import (
     PasskeySignCountReplayed,
 )
 from agentkeys.errors import FormatError
-from agentkeys.jwks import b64url_decode
 from agentkeys.omni import p256_public_key_from_point
 from attest.k10_signature import verify_k10
 

@@ -32,6 +32,7 @@ import trio
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.broker import _passkey as pk
 from agentkeys.broker.errors import (
     ChainUnavailable,
@@ -46,7 +47,7 @@ from agentkeys.chain.client import ChainClient, Receipt, SignedMutation, Tier
 from agentkeys.chain.errors import ChainError, ContractReverted
 from agentkeys.chain.signing import encode_k10_sig, encode_k11_assertion
 from agentkeys.errors import AgentkeysError, FormatError
-from agentkeys.jwks import b64url_decode, raw_rs_to_der
+from agentkeys.es256 import raw_rs_to_der
 from agentkeys.omni import (
     actor_omni_for_wallet,
     device_key_hash_from_point,

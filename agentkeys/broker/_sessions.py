@@ -40,7 +40,7 @@ from agentkeys.broker.errors import (
     SessionRevoked,
     SessionStageMismatch,
 )
-from agentkeys.jwks import es256_jws
+from agentkeys.es256 import es256_jws
 
 __all__ = ["DEVICE", "J0", "J1", "Session", "SessionIssuer", "bearer_token"]
 

@@ -8,7 +8,7 @@
   WebAuthnAuth, flat), s normalised to the low half.
 
 ECDSA signatures whose s is in the high half are rewritten to (r, n - s): equally valid, and
-the only form the contracts accept (malleability).
+the only form the contracts accept (malleability; the rule is attest.k10_signature's).
 """
 
 from __future__ import annotations
@@ -20,28 +20,25 @@ from typing import Protocol
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from eth_abi.abi import encode as abi_encode
 
 from agentkeys.chain.errors import AbiError
 from agentkeys.errors import InvalidKeyMaterial, SignatureMalformed
+from agentkeys.es256 import der_to_raw_rs
 from agentkeys.omni import device_key_hash_from_point
+from attest import k10_signature
 
 __all__ = [
-    "P256_N",
     "K10Signer",
     "MasterAuthority",
     "PasskeyAuthenticator",
     "SoftwareK10Signer",
     "WebAuthnAssertion",
-    "der_to_low_s",
     "encode_k10_sig",
     "encode_k11_assertion",
     "k10_digest",
 ]
-
-#: Order of the P-256 group.
-P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 class K10Signer(Protocol):
@@ -133,25 +130,19 @@ def k10_digest(challenge: bytes) -> bytes:
     return hashlib.sha256(challenge).digest()
 
 
-def der_to_low_s(der: bytes) -> tuple[int, int]:
-    """(r, s) of a DER ECDSA signature, with s in the low half.
+def _low_s_rs(der: bytes) -> bytes:
+    """``r ‖ s`` of a DER ECDSA signature, with s in the low half.
 
     Raises:
         SignatureMalformed: not DER, or r/s out of range.
     """
-    try:
-        r, s = decode_dss_signature(der)
-    except ValueError:
-        raise SignatureMalformed("ECDSA signature is not DER") from None
-    if not (0 < r < P256_N and 0 < s < P256_N):
-        raise SignatureMalformed("ECDSA signature out of range")
-    return r, (P256_N - s if s > P256_N // 2 else s)
+    raw = der_to_raw_rs(der)
+    return k10_signature.low_s(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
 
 
 def encode_k10_sig(der: bytes, device_key_hash: bytes | None = None) -> bytes:
     """``device_key_hash ‖ r ‖ s`` (96 bytes), or ``r ‖ s`` (64 bytes) without a device."""
-    r, s = der_to_low_s(der)
-    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    raw = _low_s_rs(der)
     if device_key_hash is None:
         return raw
     if len(device_key_hash) != 32:
@@ -172,13 +163,7 @@ def encode_k11_assertion(assertion: WebAuthnAssertion, *, low_s: bool = True) ->
         SignatureMalformed: the signature is not DER.
         AbiError: clientDataJSON lacks the type or challenge member.
     """
-    if low_s:
-        r, s = der_to_low_s(assertion.signature)
-    else:
-        try:
-            r, s = decode_dss_signature(assertion.signature)
-        except ValueError:
-            raise SignatureMalformed("ECDSA signature is not DER") from None
+    rs = (_low_s_rs if low_s else der_to_raw_rs)(assertion.signature)
     client_data = assertion.client_data_json
     type_index = client_data.find(_TYPE_MARK)
     challenge_index = client_data.find(_CHALLENGE_MARK)
@@ -190,8 +175,8 @@ def encode_k11_assertion(assertion: WebAuthnAssertion, *, low_s: bool = True) ->
         return abi_encode(
             ["bytes32", "bytes32", "uint256", "uint256", "bytes", "string"],
             [
-                r.to_bytes(32, "big"),
-                s.to_bytes(32, "big"),
+                rs[:32],
+                rs[32:],
                 challenge_index,
                 type_index,
                 assertion.authenticator_data,

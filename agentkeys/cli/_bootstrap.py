@@ -43,6 +43,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
 from agentkeys._files import write_private
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.broker._passkey import enrollment_approval_challenge
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, Receipt
 from agentkeys.chain import challenge as ch
@@ -52,7 +53,6 @@ from agentkeys.cli._operator_session import DeviceK10Signer
 from agentkeys.cli._operator_state import PasskeyRecord
 from agentkeys.clients import BrokerClient, ClientError, SessionInfo
 from agentkeys.config import check_private_file
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.siwe import SiweMessage
 from attest.device_key import DeviceKey

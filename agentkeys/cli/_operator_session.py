@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.chain import (
     ChainClient,
     ChainConfigError,
@@ -43,7 +44,6 @@ from agentkeys.cli._operator_state import (
 )
 from agentkeys.cli._secrets import add_wallet_options
 from agentkeys.config import check_private_file
-from agentkeys.jwks import b64url_encode
 from agentkeys.omni import device_key_hash_from_point, hex32_to_bytes, normalize_hex32
 from agentkeys.passkey_page import PagePasskey, browser_opener
 from attest.device_key import DeviceKey, open_device_key

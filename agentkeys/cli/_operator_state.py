@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from agentkeys._files import write_private
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.cli._errors import NoOperatorState, OperatorStateInvalid
 from agentkeys.config import check_private_file
 from agentkeys.errors import AgentkeysError
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import normalize_hex32, normalize_wallet
 from agentkeys.passkey_page import DEFAULT_RP_ID
 from attest.device_key import BackendChoice

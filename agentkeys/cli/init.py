@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account.signers.local import LocalAccount
 
 from agentkeys._files import write_private
+from agentkeys.b64url import b64url_decode
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, load_chain_profile
 from agentkeys.chain.errors import ChainConfigError
 from agentkeys.cli._bootstrap import (
@@ -69,7 +70,6 @@ from agentkeys.cli._operator_state import (
 )
 from agentkeys.cli._output import add_output_options, emit, run
 from agentkeys.cli._secrets import add_wallet_options, load_wallet, wallet_given
-from agentkeys.jwks import b64url_decode
 from agentkeys.omni import actor_omni_for_wallet, identity_omni, normalize_hex32
 from agentkeys.passkey_page import (
     DEFAULT_TIMEOUT,

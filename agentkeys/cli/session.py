@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.cli._bootstrap import (
     EMAIL,
     K4_WALLET,
@@ -38,7 +39,6 @@ from agentkeys.cli._output import add_output_options, emit, run
 from agentkeys.cli._secrets import load_wallet, wallet_given
 from agentkeys.cli.init import add_maildir_option, email_stage
 from agentkeys.clients import SessionInfo
-from agentkeys.jwks import b64url_decode
 from agentkeys.passkey_page import PagePasskey
 
 __all__ = ["register"]

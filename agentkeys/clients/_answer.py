@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import httpx
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.clients.errors import AnswerMalformed, PeerRefused, PeerUnreachable
-from agentkeys.jwks import b64url_encode
 from agentkeys.pop import MintPopClaims, PopProof, WorkerPopClaims
 from attest.device_key import DeviceKey
 

@@ -36,12 +36,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.cap import CapOp, SignedCap
 from agentkeys.clients._answer import Answer, PeerClient, hex64, integer, prove, refusal, text
 from agentkeys.clients.errors import AnswerMalformed
 from agentkeys.device_signin import DEVICE_CHALLENGE_LENGTH, device_signin_digest
 from agentkeys.errors import AgentkeysError, FormatError
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.pop import MintPopClaims, PopProof, new_mint_pop_claims
 from attest.device_key import DeviceKey, key_hash
 

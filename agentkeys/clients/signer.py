@@ -34,10 +34,10 @@ from typing import Literal
 
 import httpx
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.clients._answer import Answer, PeerClient, text
 from agentkeys.clients.errors import ClientError, PeerUnreachable, PeerUntrusted
 from agentkeys.errors import AgentkeysError, InvalidEncoding
-from agentkeys.jwks import b64url_decode
 from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
 
 __all__ = ["SIGNER_MAX_ANSWER", "AwsCredentials", "SignerClient"]

@@ -23,11 +23,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.cap import CapOp, cap_digest
 from agentkeys.clients._answer import Answer, PeerClient, integer, prove, text
 from agentkeys.clients.broker import MintedCap
 from agentkeys.errors import InvalidEncoding
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import normalize_hex32
 from agentkeys.pop import PopProof, new_worker_pop_claims
 from attest.device_key import DeviceKey

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account.signers.local import LocalAccount
 
 from agentkeys._files import write_private
+from agentkeys.b64url import b64url_decode
 from agentkeys.chain import ChainClient, account_from_key, read_deployment_record
 from agentkeys.cli._bootstrap import BrokerSignIn, email_sign_in, write_session
 from agentkeys.cli._operator_state import OperatorState, PasskeyRecord, load_operator_state
@@ -48,7 +49,6 @@ from agentkeys.devstack.softauthn import SoftAuthenticator
 from agentkeys.devstack.up import DevUpOptions, StackStatus, run_dev_stack
 from agentkeys.devstack.upstream import REPLY, DemoUpstream, run_upstream
 from agentkeys.errors import DOMAIN_ERRORS, AgentkeysError
-from agentkeys.jwks import b64url_decode
 from agentkeys.migrate import migrate_operator
 from agentkeys.omni import actor_omni_for_wallet, agent_omni, identity_omni
 from attest.device_key import SoftwareDeviceKey

@@ -20,8 +20,8 @@ import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.errors import InvalidKeyMaterial
-from agentkeys.jwks import b64url_encode
 
 __all__ = [
     "FLAG_AT",

@@ -24,8 +24,8 @@ from webauthn.helpers.decode_credential_public_key import (
 )
 from webauthn.helpers.exceptions import WebAuthnException
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.errors import InvalidEncoding
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.passkey_page.errors import PasskeyResponseInvalid, PasskeyWrongCredential
 
 __all__ = [

@@ -40,9 +40,9 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.address import to_checksum_address
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.chain import challenge as ch
 from agentkeys.errors import AgentkeysError
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import p256_public_key_from_point
 from agentkeys.signer.errors import (
     FirstMasterRequestInvalid,

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agentkeys._files import write_private
 from agentkeys.errors import DOMAIN_ERRORS
 from agentkeys.signer.errors import KeyStoreError
+from attest.k10_signature import P256_N
 
 __all__ = ["KeyStore", "Sealer"]
 
@@ -33,7 +34,6 @@ _K3_NAME = re.compile(r"k3-(0|[1-9][0-9]{0,9})\.sealed", re.ASCII)
 _MASTER = "master.sealed"
 _OIDC = "oidc.sealed"
 _MAX_EPOCH = 2**32 - 1
-_P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 class Sealer(Protocol):
@@ -205,5 +205,5 @@ class KeyStore:
 def _new_p256_scalar() -> bytes:
     while True:
         candidate = secrets.token_bytes(32)
-        if 0 < int.from_bytes(candidate, "big") < _P256_N:
+        if 0 < int.from_bytes(candidate, "big") < P256_N:
             return candidate

@@ -30,10 +30,10 @@ from typing import Literal, Protocol
 
 import trio
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.chain.errors import ChainError
 from agentkeys.config import ConfigError
 from agentkeys.errors import DOMAIN_ERRORS
-from agentkeys.jwks import b64url_encode
 from agentkeys.omni import (
     actor_omni_for_wallet,
     device_key_hash_from_point,

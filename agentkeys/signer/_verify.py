@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from webauthn import verify_authentication_response
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidCBORData
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.errors import AgentkeysError
-from agentkeys.jwks import b64url_decode
 from agentkeys.omni import device_key_hash_from_point, p256_public_key_from_point
 from agentkeys.signer.errors import K10SignatureRejected, K11AssertionRejected
 from attest.k10_signature import verify_k10 as k10_signature_verifies

@@ -42,11 +42,11 @@ from typing import Any
 import httpx
 import trio
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.cap import CapOp, VerifiedCap, parse_cap_token, verify_cap
 from agentkeys.chain.errors import ChainError
 from agentkeys.clients.signer import AwsCredentials, SignerClient
 from agentkeys.errors import FormatError, InvalidEncoding, PopNonceReused
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import normalize_hex32, p256_public_key_from_point
 from agentkeys.pop import (
     NonceRegistry,

@@ -57,7 +57,6 @@ from tpm2_pytss.types import (
     TPMU_HA,
 )
 
-from attest._sig import rs_to_bytes
 from attest.bundle import TpmEvidence
 from attest.device_key import Backend
 from attest.errors import (
@@ -67,6 +66,7 @@ from attest.errors import (
     TpmUnavailable,
     UnsealFailed,
 )
+from attest.k10_signature import low_s
 from attest.pin import CallerPin, PinAnswer, PinKind
 from attest.quote import normalise_pcrs, pcr_digest
 from attest.seal import TAG_TPM, SealBackend, check_secret, header, split_blob
@@ -108,7 +108,7 @@ def _no_scheme() -> Any:
 
 def _ecdsa_rs(signature: Any) -> bytes:
     ecdsa = signature.signature.ecdsa
-    return rs_to_bytes(
+    return low_s(
         int.from_bytes(bytes(ecdsa.signatureR), "big"),
         int.from_bytes(bytes(ecdsa.signatureS), "big"),
     )

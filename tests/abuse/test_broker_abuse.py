@@ -9,6 +9,7 @@ client dribbling its headers (bounded by the broker's keep-alive timeout).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -249,8 +250,16 @@ async def test_oversized_bodies_are_refused_before_the_handler(broker: RunningBr
     assert (await broker.http.get("/v1/health")).status_code == 200
 
 
-async def _dribble(url: str, *, payload: bytes, interval: float, limit: float) -> tuple[int, bool]:
-    """Send ``payload`` one byte per ``interval``; return (bytes sent, closed by server)."""
+async def _dribble(
+    url: str,
+    *,
+    payload: bytes,
+    interval: float,
+    limit: float,
+    first_sent: Callable[[], object] = lambda: None,
+) -> tuple[int, bool]:
+    """Send ``payload`` one byte per ``interval`` (``first_sent()`` after the first); return
+    (bytes sent, closed by server)."""
     host, port = url.removeprefix("http://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     sent = 0
@@ -260,6 +269,8 @@ async def _dribble(url: str, *, payload: bytes, interval: float, limit: float) -
             for byte in payload:
                 await stream.send_all(bytes([byte]))
                 sent += 1
+                if sent == 1:
+                    first_sent()
                 with trio.move_on_after(interval):
                     data = await stream.receive_some(4096)
                     if not data or data.startswith(b"HTTP/1.1 4"):
@@ -287,6 +298,7 @@ async def test_slow_loris_many_connections_do_not_starve_the_broker(
     broker: RunningBroker,
 ) -> None:
     results: list[bool] = []
+    opened_send, opened = trio.open_memory_channel[None](20)
 
     async def slow() -> None:
         _, closed = await _dribble(
@@ -294,13 +306,15 @@ async def test_slow_loris_many_connections_do_not_starve_the_broker(
             payload=b"GET /v1/health HTTP/1.1\r\nHost:" + b"x" * 300,
             interval=0.1,
             limit=20,
+            first_sent=lambda: opened_send.send_nowait(None),
         )
         results.append(closed)
 
     async with trio.open_nursery() as nursery:
         for _ in range(20):
             nursery.start_soon(slow)
-        await trio.sleep(0.5)
+        for _ in range(20):  # every slow client is connected and mid-request
+            await opened.receive()
         assert (await broker.http.get("/v1/health")).status_code == 200
     assert results == [True] * 20
 

@@ -46,7 +46,8 @@ def test_request_body_of_nested_brackets_is_a_400_not_a_crash() -> None:
 
 def test_jwks_bundles_pins_and_cap_tokens_of_nested_brackets_are_refused() -> None:
     out = _survives(
-        "from agentkeys.jwks import JsonWebKeySet, b64url_encode\n"
+        "from agentkeys.b64url import b64url_encode\n"
+        "from agentkeys.jwks import JsonWebKeySet\n"
         "from agentkeys.cap import parse_cap_token\n"
         "from attest.bundle import AttestationBundle\n"
         "from attest.pin import CallerPin\n"

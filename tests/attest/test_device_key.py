@@ -25,7 +25,7 @@ from attest import (
     key_hash,
     open_device_key,
 )
-from attest._sig import rs_to_der
+from attest.k10_signature import raw_rs_to_der
 
 HAS_TPM = Path("/dev/tpmrm0").exists()
 
@@ -43,7 +43,7 @@ async def test_created_0600_in_0700_and_reloaded(tmp_path: Path) -> None:
     assert key_hash(again) == key_hash(key)
     digest = hashlib.sha256(b"m").digest()
     rs = await again.sign(digest)
-    key.public_key.verify(rs_to_der(rs), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    key.public_key.verify(raw_rs_to_der(rs), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
     with pytest.raises(DeviceKeyError):
         await key.sign(b"not a digest")
 

@@ -29,8 +29,8 @@ from attest import (
     open_sealer,
     verify_bundle,
 )
-from attest._sig import P256_N, rs_to_der
 from attest.errors import DeviceKeyError
+from attest.k10_signature import P256_N, raw_rs_to_der
 from attest.seal import SealBackend
 from attest.tpm import Tpm, TpmDeviceKey, TpmSealer
 from attest.tpm._esapi import _create_primary
@@ -39,7 +39,7 @@ DEAD_TCTI = "swtpm:host=127.0.0.1,port=1"
 
 
 def _verify(public: ec.EllipticCurvePublicKey, rs: bytes, digest: bytes) -> None:
-    public.verify(rs_to_der(rs), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    public.verify(raw_rs_to_der(rs), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
 
 
 async def test_k10_signs_in_tpm_and_verifies_with_cryptography(swtpm: Swtpm) -> None:

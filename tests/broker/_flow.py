@@ -13,11 +13,11 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.broker import J1
 from agentkeys.device_signin import device_signin_message
 from agentkeys.devstack.smtp_sink import SmtpSink, find_link
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.jwks import b64url_encode
 from agentkeys.siwe import SiweMessage
 from attest.k10_signature import k10_sign
 from tests.broker.conftest import Device, Operator, RunningBroker

@@ -438,13 +438,7 @@ async def test_scope_revoked_on_chain_is_refused_at_the_next_mint(
     device = await add_agent(chain, operator, "bot")
     await set_scope(chain, operator, agent, ["openai"])
     j1 = await j1_for(broker, operator)
-    with trio.fail_after(30):
-        while True:
-            head = await chain.client.block_number()
-            synced = broker.view.synced_through
-            if synced is not None and synced >= head:
-                break
-            await trio.sleep(0.02)
+    await _wait_synced(broker, chain)
     for _ in range(2):  # the second mint is served from the cache
         ok = await mint(
             broker,

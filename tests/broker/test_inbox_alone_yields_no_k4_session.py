@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import trio
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.broker import _passkey as pk
 from agentkeys.chain.signing import MasterAuthority
 from agentkeys.cli._bootstrap import BrokerSignIn
 from agentkeys.cli._errors import BrokerRefused
 from agentkeys.devstack.smtp_sink import SmtpSink
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.jwks import b64url_encode
 from agentkeys.omni import actor_omni_for_wallet
 from attest.device_key import SoftwareDeviceKey
 from attest.k10_signature import k10_sign

@@ -20,6 +20,7 @@ import trio
 from botocore.exceptions import ClientError
 from eth_account import Account
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.broker import J1
 from agentkeys.devstack import (
     ACTOR_TAG,
@@ -35,7 +36,7 @@ from agentkeys.devstack import (
     s3_client,
     start_seaweedfs,
 )
-from agentkeys.jwks import JsonWebKeySet, b64url_decode
+from agentkeys.jwks import JsonWebKeySet
 from agentkeys.omni import actor_omni_for_wallet
 from tests.broker._flow import bearer
 from tests.broker.conftest import Chain, RunningBroker, StartBroker

@@ -13,9 +13,9 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.devstack.smtp_sink import SmtpSink
 from agentkeys.devstack.softauthn import FLAG_UP, SoftAuthenticator
-from agentkeys.jwks import b64url_encode
 from agentkeys.omni import IdentityType, actor_omni_for_wallet, identity_omni
 from attest.k10_signature import k10_sign
 from tests.broker._flow import (

@@ -16,9 +16,10 @@ from eth_account.signers.local import LocalAccount
 from agentkeys.chain.challenge import NewAgent
 from agentkeys.chain.client import ChainClient, SignedMutation
 from agentkeys.chain.errors import ContractReverted
-from agentkeys.chain.signing import P256_N, MasterAuthority, SoftwareK10Signer
+from agentkeys.chain.signing import MasterAuthority, SoftwareK10Signer
 from agentkeys.devstack.softauthn import SoftAssertion, SoftAuthenticator
 from agentkeys.omni import agent_omni
+from attest.k10_signature import P256_N
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from agentkeys.chain.artifacts import load_artifact
-from agentkeys.chain.signing import P256_N
+from attest.k10_signature import P256_N
 from tests.chain.conftest import Chain
 
 N = P256_N

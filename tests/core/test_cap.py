@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentkeys import cap
+from agentkeys.b64url import b64url_encode
 from agentkeys.cap import CapOp, CapPayload
 from agentkeys.errors import (
     CapError,
@@ -22,7 +23,7 @@ from agentkeys.errors import (
     CapNotYetValid,
     InvalidKeyMaterial,
 )
-from agentkeys.jwks import JsonWebKeySet, b64url_encode
+from agentkeys.jwks import JsonWebKeySet
 from tests.core._vectors import error_class, ids, load
 
 VECTORS = load("cap.json")

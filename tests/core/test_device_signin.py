@@ -7,6 +7,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.device_signin import (
     DEVICE_SIGNIN_PREFIX,
     device_signin_digest,
@@ -14,7 +15,6 @@ from agentkeys.device_signin import (
     verify_device_signin,
 )
 from agentkeys.errors import FormatError
-from agentkeys.jwks import b64url_encode
 from attest.k10_signature import P256_N, k10_sign
 
 DKH = "0d" * 32

@@ -49,10 +49,13 @@ EXPORTS = {
         "DEVICE_CHALLENGE_LENGTH", "DEVICE_SIGNIN_PREFIX", "device_signin_digest",
         "device_signin_message", "verify_device_signin",
     },
+    "agentkeys.b64url": {"b64url_decode", "b64url_encode"},
+    "agentkeys.es256": {
+        "der_to_raw_rs", "es256_jws", "es256_sign", "es256_verify", "raw_rs_to_der",
+    },
     "agentkeys.jwks": {
-        "MAX_JWKS_BYTES", "MAX_JWKS_KEYS", "P256_ORDER", "JsonWebKeySet", "b64url_decode",
-        "b64url_encode", "der_to_raw_rs", "es256_jws", "es256_sign", "es256_verify",
-        "jwk_from_public_key", "jwk_thumbprint", "public_key_from_jwk", "raw_rs_to_der",
+        "MAX_JWKS_BYTES", "MAX_JWKS_KEYS", "JsonWebKeySet", "jwk_from_public_key",
+        "jwk_thumbprint", "public_key_from_jwk",
     },
 }  # fmt: skip
 

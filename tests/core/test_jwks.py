@@ -1,4 +1,4 @@
-"""ES256 / JWK / JWKS helpers against tests/vectors/jwks.json."""
+"""JWK and JWKS (agentkeys.jwks) against tests/vectors/jwks.json."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from agentkeys import jwks
-from agentkeys.errors import InvalidEncoding, InvalidKeyMaterial, SignatureMalformed
+from agentkeys.errors import InvalidEncoding, InvalidKeyMaterial
 from agentkeys.omni import p256_public_key_from_point
 from tests.core._vectors import load
 
@@ -34,51 +31,6 @@ def test_jwks_serialisation() -> None:
     assert dict(parsed.by_kid) == {JWK["kid"]: PUBLIC}
     with pytest.raises(TypeError):
         parsed.by_kid["x"] = PUBLIC  # type: ignore[index]
-
-
-@pytest.mark.parametrize("vector", VECTORS["signatures"])
-def test_signature_forms(vector: dict[str, Any]) -> None:
-    raw = bytes.fromhex(vector["raw_hex"])
-    der = bytes.fromhex(vector["der_hex"])
-    message = bytes.fromhex(vector["message_hex"])
-    assert jwks.der_to_raw_rs(der) == raw
-    assert jwks.raw_rs_to_der(raw) == der
-    assert jwks.es256_verify(PUBLIC, message, raw)
-    assert not jwks.es256_verify(PUBLIC, message + b"!", raw)
-
-
-def test_es256_sign_is_deterministic_and_verifies() -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    first = jwks.es256_sign(key, b"m")
-    assert first == jwks.es256_sign(key, b"m")
-    assert len(first) == 64
-    assert jwks.es256_verify(key.public_key(), b"m", first)
-
-
-def test_raw_signature_range_checks() -> None:
-    with pytest.raises(SignatureMalformed):
-        jwks.raw_rs_to_der(bytes(64))
-    with pytest.raises(SignatureMalformed):
-        jwks.raw_rs_to_der(b"\xff" * 64)
-    with pytest.raises(SignatureMalformed):
-        jwks.raw_rs_to_der(bytes(63) + b"\x01")
-    with pytest.raises(SignatureMalformed):
-        jwks.der_to_raw_rs(b"\x30\x00junk")
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["AA==", "AA=", "A+", "A/", "A", "AB", "A A", "Zg\n", "ü"],
-)
-def test_b64url_decode_is_strict(text: str) -> None:
-    with pytest.raises(InvalidEncoding):
-        jwks.b64url_decode(text)
-
-
-def test_b64url_known_values() -> None:
-    assert jwks.b64url_encode(b"\xfb\xff") == "-_8"
-    assert jwks.b64url_decode("-_8") == b"\xfb\xff"
-    assert jwks.b64url_decode("") == b""
 
 
 def _mutated(**changes: Any) -> dict[str, Any]:
@@ -146,19 +98,3 @@ def test_foreign_kid_is_kept() -> None:
     key_set = jwks.JsonWebKeySet.from_json(json.dumps({"keys": [_mutated(kid="k1")]}).encode())
     assert list(key_set.by_kid) == ["k1"]
     assert key_set.to_dict()["keys"][0]["kid"] == "k1"
-
-
-@settings(deadline=None)
-@given(st.binary(max_size=100))
-def test_b64url_round_trip(data: bytes) -> None:
-    assert jwks.b64url_decode(jwks.b64url_encode(data)) == data
-
-
-@settings(deadline=None)
-@given(st.text(max_size=40))
-def test_b64url_decode_only_raises_invalid_encoding(text: str) -> None:
-    try:
-        data = jwks.b64url_decode(text)
-    except InvalidEncoding:
-        return
-    assert jwks.b64url_encode(data) == text

@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.broker import _passkey as pk
 from agentkeys.broker.errors import K10ProofRejected, PasskeyRegistrationRejected
 from agentkeys.cap import CapOp
 from agentkeys.chain import challenge as ch
 from agentkeys.errors import PopError
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import device_key_hash, p256_point_bytes
 from agentkeys.pop import (
     NonceRegistry,

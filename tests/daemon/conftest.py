@@ -1,6 +1,7 @@
 """Daemon fixtures: a real upstream HTTP server, the real broker, worker, signer, chain, S3.
 
-* ``upstream``: tests/daemon/upstream.py on a real 127.0.0.1 port, checking the real key.
+* ``upstream``: the devstack's stand-in OpenAI API on a real 127.0.0.1 port, checking
+  ``REAL_KEY``.
 * :class:`Broker` (tests/services.py's ``RestartableBroker``): the real broker (real keys,
   SQLite store, SMTP sink) on a fixed free port, so a test can stop it and start it again
   at the same address.
@@ -50,12 +51,12 @@ from agentkeys.daemon.config import (
 )
 from agentkeys.daemon.session import DeviceSession
 from agentkeys.devstack.smtp_sink import run_smtp_sink
+from agentkeys.devstack.upstream import DemoUpstream, run_upstream
 from agentkeys.jwks import JsonWebKeySet
 from agentkeys.service import BoundAddress, MemoryAudit, ServerSettings
 from agentkeys.worker import StaticCapKeys, StorageSettings, WorkerCore, WorkerService
 from attest.device_key import SoftwareDeviceKey
 from bench._stack import key_pem
-from tests.daemon.upstream import REAL_KEY, Upstream, running
 from tests.service.conftest import Pki
 from tests.services import Chain, RestartableBroker, chain, pki
 from tests.stack_fixtures import TEST_BUCKET
@@ -65,6 +66,7 @@ from tests.worker.conftest import Stack as WorkerStack
 SHARED_FIXTURES = (chain, pki)  # tests/services.py's fixtures, registered here
 POLICY_SERVICES = ("openai", "minutely", "hourly", "budget")
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing listens
+REAL_KEY = "sk-real-upstream-key-0123456789abcdef"  # the key the upstream accepts
 
 OPERATOR = "0a" * 32
 ACTOR = "0b" * 32
@@ -101,7 +103,7 @@ allow = ["POST /v1/chat/completions"]
 daily_usd = 0.003
 
 [service.budget.prices]
-default = {{ prompt = 1.0, completion = 2.0 }}
+default = {{ prompt = 100.0, completion = 160.0 }}
 """
 
 
@@ -223,7 +225,7 @@ async def open_real_parts(
 class Stack:
     daemon: Daemon
     address: DaemonAddress
-    upstream: Upstream
+    upstream: DemoUpstream
     broker: Broker
     config: DaemonConfig
     events: trio.MemorySendChannel[Any]
@@ -255,11 +257,26 @@ async def wait_until(predicate: Any, *, limit: float = 20.0) -> None:
             await trio.sleep(0.02)
 
 
+async def wait_ready(client: httpx.AsyncClient, *, limit: float = 20.0) -> None:
+    """Poll the daemon's ``/readyz`` until it answers 200 (a hang guard, not a timer).
+
+    Fails naming the last answer when it is still not ready after ``limit`` seconds.
+    """
+    last = "no answer"
+    with trio.move_on_after(limit):
+        while True:
+            answer = await client.get("/readyz")
+            if answer.status_code == 200:
+                return
+            last = f"{answer.status_code} {answer.text}"
+            await trio.sleep(0.05)
+    pytest.fail(f"/readyz not ready after {limit} s: {last}")
+
+
 @pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    app = Upstream()
-    async with running(app) as url:
-        app.url = url
+async def upstream() -> AsyncIterator[DemoUpstream]:
+    app = DemoUpstream(key=REAL_KEY)
+    async with run_upstream(app):
         yield app
 
 
@@ -343,7 +360,7 @@ async def serving(
 
 @pytest.fixture
 async def gate(
-    nursery: trio.Nursery, tmp_path: Path, upstream: Upstream, broker: Broker
+    nursery: trio.Nursery, tmp_path: Path, upstream: DemoUpstream, broker: Broker
 ) -> AsyncIterator[Stack]:
     """The daemon with its real source; the broker refuses every mint, no worker is reached."""
     async with open_gate(nursery, tmp_path, upstream, broker) as stack:
@@ -354,7 +371,7 @@ async def gate(
 async def open_gate(
     nursery: trio.Nursery,
     tmp_path: Path,
-    upstream: Upstream,
+    upstream: DemoUpstream,
     broker: Broker,
     *,
     max_connections: int = 1024,
@@ -398,7 +415,7 @@ async def open_gate(
 async def open_daemon(
     nursery: trio.Nursery,
     tmp: Path,
-    upstream: Upstream,
+    upstream: DemoUpstream,
     real: RealParts,
     *,
     unreachable_after: float = 60.0,
@@ -423,7 +440,7 @@ async def open_daemon(
 
 @pytest.fixture
 async def stack(
-    nursery: trio.Nursery, tmp_path: Path, upstream: Upstream, pki: Pki, chain: Chain
+    nursery: trio.Nursery, tmp_path: Path, upstream: DemoUpstream, pki: Pki, chain: Chain
 ) -> AsyncIterator[Stack]:
     """The daemon over the whole real stack: every credential is minted and fetched.
 

@@ -20,12 +20,12 @@ from agentkeys.chain.deploy import read_deployment_record
 from agentkeys.chain.watcher import ChainWatcher
 from agentkeys.daemon.config import IdentitySection
 from agentkeys.daemon.credentials import Credential
+from agentkeys.devstack.upstream import DemoUpstream
 from agentkeys.omni import agent_omni, service_hash
 from tests.broker.conftest import Chain as OperatorChain
 from tests.broker.conftest import Operator, register_operator
 from tests.broker.test_cap_mint import add_agent, revoke_scope, set_scope
-from tests.daemon.conftest import Broker, Stack, open_gate, wait_until
-from tests.daemon.upstream import REAL_KEY, Upstream
+from tests.daemon.conftest import REAL_KEY, Broker, Stack, open_gate, wait_until
 from tests.metrics_scrape import scrape, value
 from tests.services import Chain
 
@@ -48,7 +48,7 @@ def _watcher(chain: Chain, start_block: int, **options: Any) -> ChainWatcher:
 
 
 async def test_the_head_lag_on_metrics_follows_real_blocks(
-    nursery: trio.Nursery, tmp_path: Any, upstream: Upstream, broker: Broker, chain: Chain
+    nursery: trio.Nursery, tmp_path: Any, upstream: DemoUpstream, broker: Broker, chain: Chain
 ) -> None:
     # driven by the test, two blocks per poll, so that a lag can be seen between polls
     watcher = _watcher(chain, await _next_block(chain), batch_blocks=2)
@@ -71,7 +71,7 @@ async def test_the_head_lag_on_metrics_follows_real_blocks(
 async def _following(
     nursery: trio.Nursery,
     tmp_path: Any,
-    upstream: Upstream,
+    upstream: DemoUpstream,
     broker: Broker,
     chain: Chain,
     operator: Operator,
@@ -123,7 +123,7 @@ async def _reorg(chain: Chain, snapshot: Any, blocks: int = 3) -> None:
 
 
 async def test_a_reorg_drops_what_rolled_back_events_allowed_and_a_re_seen_revocation_evicts(
-    nursery: trio.Nursery, tmp_path: Any, upstream: Upstream, broker: Broker, chain: Chain
+    nursery: trio.Nursery, tmp_path: Any, upstream: DemoUpstream, broker: Broker, chain: Chain
 ) -> None:
     on_chain = _operator_chain(chain)
     operator = await register_operator(on_chain, on_chain.accounts[1])

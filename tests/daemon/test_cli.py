@@ -19,8 +19,7 @@ from agentkeys.cli import daemon as daemon_cli
 from agentkeys.config import load_config
 from agentkeys.daemon import DaemonAddress, DaemonConfig
 from agentkeys.daemon.run import run_daemon
-from tests.daemon.conftest import Broker, policy_text, write_daemon_toml
-from tests.daemon.upstream import REAL_KEY
+from tests.daemon.conftest import REAL_KEY, Broker, policy_text, write_daemon_toml
 
 
 async def test_k10_is_created_at_first_start_as_a_0600_software_key(

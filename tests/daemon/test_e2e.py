@@ -48,21 +48,23 @@ from agentkeys.daemon.config import (
 from agentkeys.daemon.errors import CredentialRefused, CredentialUnavailable
 from agentkeys.daemon.run import run_daemon
 from agentkeys.devstack import Swtpm
+from agentkeys.devstack.upstream import DemoUpstream
 from agentkeys.omni import agent_omni, identity_omni
 from agentkeys.worker.layout import v1_key, v2_key
 from attest import Backend, open_device_key
 from attest.device_key import DeviceKey
 from tests.daemon.conftest import (
     DAEMON_MAIN,
+    REAL_KEY,
     RealParts,
     make_config,
     open_real_parts,
     policy_text,
     signed_in,
+    wait_ready,
     wait_until,
     write_daemon_toml,
 )
-from tests.daemon.upstream import REAL_KEY, Upstream
 from tests.service.conftest import Pki
 from tests.signer.conftest import Chain
 from tests.worker.conftest import revoke, write_legacy
@@ -73,7 +75,7 @@ LEGACY = {"openai": REAL_KEY.encode(), "github": b"ghp_legacy_token"}
 async def test_real_stack_end_to_end(
     nursery: trio.Nursery,
     tmp_path: Path,
-    upstream: Upstream,
+    upstream: DemoUpstream,
     pki: Pki,
     chain: Chain,
     swtpm: Swtpm,
@@ -92,7 +94,7 @@ async def test_real_stack_end_to_end(
 
 
 async def v1_credential_is_served_and_copied_to_v2(
-    tmp_path: Path, upstream: Upstream, real: RealParts
+    tmp_path: Path, upstream: DemoUpstream, real: RealParts
 ) -> None:
     """The daemon as the operator's master on its own vault, written as 0x01 (SPEC 9)."""
     ws, op = real.ws, real.ws.operator
@@ -132,14 +134,11 @@ async def v1_credential_is_served_and_copied_to_v2(
         address: DaemonAddress = await inner.start(run_daemon, config)
         transport = httpx.AsyncHTTPTransport(uds=address.socket_path)
         async with httpx.AsyncClient(transport=transport, base_url="http://d") as client:
-            for _ in range(200):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await trio.sleep(0.05)
+            await wait_ready(client)
             response = await client.get("/openai/v1/models")
         inner.cancel_scope.cancel()
     assert response.status_code == 200, response.text
-    assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"
     copy = await ws.admin_get(new)
     assert copy is not None
     assert copy[0] == 4  # the lazy copy, under the current K3 epoch
@@ -188,7 +187,7 @@ async def the_source_fetches_in_scope_only(real: RealParts, source: BrokerWorker
 
 
 async def the_daemon_over_the_real_path(
-    tmp_path: Path, upstream: Upstream, real: RealParts
+    tmp_path: Path, upstream: DemoUpstream, real: RealParts
 ) -> None:
     ws = real.ws
     base = make_config(tmp_path, real.broker.url)
@@ -210,17 +209,14 @@ async def the_daemon_over_the_real_path(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://d", timeout=30
         ) as client:
-            for _ in range(400):  # until the first heartbeat succeeded
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await trio.sleep(0.05)
+            await wait_ready(client)  # until the first heartbeat succeeded
             ok = await client.post(
                 "/openai/v1/chat/completions",
                 json={"model": "m", "messages": []},
                 headers={"authorization": "Bearer agentkeys-placeholder"},
             )
             assert ok.status_code == 200, ok.text
-            assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+            assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"
             # outside the chain scope (["openai"]) although the local policy allows it: the
             # broker refuses the cap, or the daemon already knows the scope from the ScopeSet
             # event its watcher read: either way the code says it was never granted
@@ -230,18 +226,19 @@ async def the_daemon_over_the_real_path(
             # revoked on chain: the watcher's event wipes the cached credential and the next
             # request is refused by the daemon itself, well before the cache TTL
             await revoke(ws.chain, ws.operator, real.device)
-            for _ in range(600):
-                refused = await client.post("/openai/v1/chat/completions", json={"model": "m"})
-                if refused.status_code != 200:
-                    break
-                await trio.sleep(0.05)
+            with trio.move_on_after(30):  # a hang guard: the assertions below say what failed
+                while True:
+                    refused = await client.post("/openai/v1/chat/completions", json={"model": "m"})
+                    if refused.status_code != 200:
+                        break
+                    await trio.sleep(0.05)
         inner.cancel_scope.cancel()
     assert refused.status_code == 403
     assert refused.json()["error"] == "scope_revoked"
 
 
 async def daemon_process_serves_and_stops_on_sigterm(
-    tmp_path: Path, upstream: Upstream, real: RealParts
+    tmp_path: Path, upstream: DemoUpstream, real: RealParts
 ) -> None:
     config = write_daemon_toml(
         tmp_path, real.broker.url, worker_url=real.worker_url,
@@ -258,13 +255,10 @@ async def daemon_process_serves_and_stops_on_sigterm(
         await wait_until(sock.exists)
         transport = httpx.AsyncHTTPTransport(uds=str(sock))
         async with httpx.AsyncClient(transport=transport, base_url="http://d") as client:
-            for _ in range(200):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await trio.sleep(0.05)
+            await wait_ready(client)
             response = await client.get("/openai/v1/models")
         assert response.status_code == 200
-        assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+        assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"
         # K10 stays a 0600 software key (no TPM configured here)
         key = tmp_path / "device" / "k10.pem"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -302,7 +296,7 @@ class _TpmK10:
 
 
 async def k10_is_created_in_the_tpm_at_first_start(
-    tmp_path: Path, upstream: Upstream, real: RealParts, swtpm: Swtpm
+    tmp_path: Path, upstream: DemoUpstream, real: RealParts, swtpm: Swtpm
 ) -> None:
     """run_daemon with device.backend = tpm (swtpm): K10 lives in the TPM, none on disk."""
     ws = real.ws
@@ -341,12 +335,9 @@ async def k10_is_created_in_the_tpm_at_first_start(
         assert stored.status == 200, stored.body
         transport = httpx.AsyncHTTPTransport(uds=address.socket_path)
         async with httpx.AsyncClient(transport=transport, base_url="http://d") as client:
-            for _ in range(200):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await trio.sleep(0.05)
+            await wait_ready(client)
             # minted with a TPM-signed PoP, fetched with a TPM-signed worker PoP
             assert (await client.get("/openai/v1/models")).status_code == 200
         nursery.cancel_scope.cancel()
     assert not (tmp_path / "device").exists()
-    assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {REAL_KEY}"

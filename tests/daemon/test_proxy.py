@@ -33,8 +33,10 @@ from agentkeys.chain.events import (
 )
 from agentkeys.cli import audit as audit_cli
 from agentkeys.daemon.auditlog import verify_log
+from agentkeys.devstack.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REPLY, DemoUpstream
 from agentkeys.omni import service_hash
 from tests.daemon.conftest import (
+    REAL_KEY,
     SELF_EXE,
     Broker,
     Stack,
@@ -43,7 +45,6 @@ from tests.daemon.conftest import (
     policy_text,
     wait_until,
 )
-from tests.daemon.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REAL_KEY, Upstream
 from tests.metrics_scrape import grew, parse, scrape, value
 
 CLIENT = Path(__file__).with_name("sdk_client.py")
@@ -108,12 +109,12 @@ async def openai_sdk_via_env_file(stack: Stack, caplog: pytest.LogCaptureFixture
     out, err = result.stdout.decode(), result.stderr.decode()
     assert result.returncode == 0, err
     report = json.loads(out)
-    assert report["chat"] == "hello there"
-    assert report["stream"] == "hello"
+    assert report["chat"] == REPLY
+    assert report["stream"] == REPLY
     assert report["stream_usage"] == COMPLETION_TOKENS
     assert report["env"]["OPENAI_API_KEY"] == "agentkeys-placeholder"
     # the upstream saw the real key on both calls; the client never did
-    assert [r["headers"]["authorization"] for r in stack.upstream.requests] == [
+    assert [r.headers["authorization"] for r in stack.upstream.requests] == [
         f"Bearer {REAL_KEY}"
     ] * 2
     assert REAL_KEY not in out + err
@@ -130,12 +131,12 @@ async def chat_injects_the_real_key_and_audits(stack: Stack) -> None:
     async with stack.client() as client:
         response = await client.post("/openai/v1/chat/completions", json=CHAT, headers=PLACEHOLDER)
     assert response.status_code == 200
-    assert response.json()["choices"][0]["message"]["content"] == "hello there"
+    assert response.json()["choices"][0]["message"]["content"] == REPLY
     seen = stack.upstream.requests[-1]
-    assert seen["headers"]["authorization"] == f"Bearer {REAL_KEY}"
-    assert "x-api-key" not in seen["headers"]
-    assert seen["path"] == "/v1/chat/completions"
-    assert json.loads(seen["body"]) == CHAT
+    assert seen.headers["authorization"] == f"Bearer {REAL_KEY}"
+    assert "x-api-key" not in seen.headers
+    assert seen.path == "/v1/chat/completions"
+    assert json.loads(seen.body) == CHAT
     assert REAL_KEY not in response.text
     assert all(REAL_KEY not in v for v in response.headers.values())
     row = stack.audit_rows()[-1]
@@ -163,7 +164,7 @@ async def stream_arrives_incrementally(stack: Stack) -> None:
         chunks = response.aiter_raw()
         first = await chunks.__anext__()
         # the upstream holds the rest until we saw the first chunk through the daemon
-        assert b'"content": "hel"' in first
+        assert b'"content": "hello"' in first
         stack.upstream.gate.set()
         rest = b"".join([c async for c in chunks])
     assert rest.endswith(b"data: [DONE]\n\n")
@@ -202,7 +203,7 @@ async def test_other_executable_is_refused_and_audited(gate: Stack) -> None:
     refusal = json.loads(body)
     assert refusal["error"] == "caller_not_allowed"
     assert f"uid {os.getuid()}, exe '/usr/bin/curl'" in refusal["reason"]
-    assert stack.upstream.requests == []
+    assert not stack.upstream.requests
     row = stack.audit_rows()[-1]
     assert (row["decision"], row["reason"], row["caller_exe"]) == (
         "deny",
@@ -284,7 +285,7 @@ async def test_outside_the_allowlist(
     got_status, doc = await raw_request(stack, method, path)
     assert got_status == status
     assert doc["error"] == error
-    assert stack.upstream.requests == []
+    assert not stack.upstream.requests
     row = stack.audit_rows()[-1]
     assert row["reason"] == error
     assert row["decision"] == ("error" if status == 400 else "deny")
@@ -299,7 +300,7 @@ async def quotas(stack: Stack) -> None:
             assert refused.status_code == 429
             assert refused.json()["error"] == "quota_exceeded"
             assert int(refused.headers["retry-after"]) >= 1
-        # dollars: each call costs (1000 * 1 + 500 * 2) / 1e6 = 0.002 of a 0.003 budget
+        # dollars: each call costs (12 * 100 + 5 * 160) / 1e6 = 0.002 of a 0.003 budget
         for _ in range(2):
             ok = await client.post("/budget/v1/chat/completions", json=CHAT)
             assert ok.status_code == 200
@@ -338,7 +339,7 @@ async def body_limit_and_header_validation(stack: Stack) -> None:
             assert streamed.status_code == 413
         except httpx.TransportError:
             pass
-    assert all(len(r["body"]) < 256 * 1024 for r in stack.upstream.requests)
+    assert all(len(r.body) < 256 * 1024 for r in stack.upstream.requests)
     await wait_until(lambda: len(stack.audit_rows()) == before + 2)
     reasons = [r["reason"] for r in stack.audit_rows()[before:]]
     assert reasons == ["request_too_large", "request_too_large"], reasons
@@ -431,13 +432,25 @@ async def graceful_shutdown_finishes_a_stream(stack: Stack) -> None:
         chunks = response.aiter_raw()
         await chunks.__anext__()
         stack.daemon.stop()
-        await trio.sleep(0.1)
+        await refuses_new_connections(stack)  # the drain began with this stream in flight
         stack.upstream.gate.set()
         rest = b"".join([c async for c in chunks])
     assert rest.endswith(b"data: [DONE]\n\n")
     with pytest.raises(httpx.TransportError):
         async with stack.client() as client:
             await client.get("/healthz")
+
+
+async def refuses_new_connections(stack: Stack) -> None:
+    """Poll until the daemon's socket refuses a connection (a hang guard, not a timer)."""
+    with trio.fail_after(10):
+        while True:
+            try:
+                stream = await trio.open_unix_socket(stack.address.socket_path)
+            except OSError:
+                return
+            await stream.aclose()
+            await trio.sleep(0.02)
 
 
 def test_curl_is_where_the_tests_expect_it() -> None:
@@ -482,7 +495,7 @@ async def test_an_unattestable_connection_is_refused_and_audited(gate: Stack) ->
 
 
 async def test_connections_beyond_the_maximum_are_refused_and_audited(
-    nursery: trio.Nursery, tmp_path: Path, upstream: Upstream, broker: Broker
+    nursery: trio.Nursery, tmp_path: Path, upstream: DemoUpstream, broker: Broker
 ) -> None:
     async with (
         open_gate(nursery, tmp_path, upstream, broker, max_connections=1) as stack,

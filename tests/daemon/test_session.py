@@ -26,9 +26,9 @@ import pytest
 import trio
 
 from agentkeys.daemon.session import DeviceSession, SessionProblem
+from agentkeys.devstack.upstream import DemoUpstream
 from attest.device_key import SoftwareDeviceKey
-from tests.daemon.conftest import Stack, open_daemon, open_real_parts, wait_until
-from tests.daemon.upstream import REAL_KEY, Upstream
+from tests.daemon.conftest import REAL_KEY, Stack, open_daemon, open_real_parts, wait_until
 from tests.service.conftest import Pki
 from tests.services import Chain
 from tests.worker.conftest import revoke
@@ -39,7 +39,7 @@ LIFETIME = 3
 async def test_the_daemon_keeps_its_own_session(
     nursery: trio.Nursery,
     tmp_path: Path,
-    upstream: Upstream,
+    upstream: DemoUpstream,
     pki: Pki,
     chain: Chain,
     caplog: pytest.LogCaptureFixture,

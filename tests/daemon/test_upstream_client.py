@@ -187,18 +187,22 @@ async def test_an_unfinished_response_closes_its_connection() -> None:
 
 
 async def test_a_connection_the_server_closed_is_not_reused() -> None:
+    closed = trio.Event()
+
     async def once(stream: trio.abc.Stream, server: Server) -> None:
         conn: list[bytes] = []
         server.connections.append(conn)
         await read_request(stream, server, conn)
         await stream.send_all(response(b"{}"))
         # the server ends the keep-alive connection right after answering
+        await stream.aclose()
+        closed.set()
 
     async with serving(once) as (port, server):
         pool = UpstreamPool()
         url = f"http://127.0.0.1:{port}/x"
         assert await body_of(pool, url) == b"{}"
-        await trio.sleep(0.05)  # let the FIN arrive
+        await closed.wait()  # the FIN is on its way over loopback
         assert await body_of(pool, url) == b"{}"
         await pool.aclose()
     assert len(server.connections) == 2
@@ -272,8 +276,11 @@ async def test_failures_map_to_upstream_errors() -> None:
         await read_request(stream, server, [])
         await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
 
+    arrived_send, arrived = trio.open_memory_channel[None](8)
+
     async def stall(stream: trio.abc.Stream, server: Server) -> None:
         await read_request(stream, server, [])
+        arrived_send.send_nowait(None)
         await server.gate.wait()
 
     async with serving(broken) as (port, _):
@@ -285,6 +292,7 @@ async def test_failures_map_to_upstream_errors() -> None:
         pool = UpstreamPool(timeouts=UpstreamTimeouts(read=0.2))
         with pytest.raises(UpstreamTimeout):
             await body_of(pool, f"http://127.0.0.1:{port}/")
+        await arrived.receive()
         # one slot, taken: the next request times out waiting for the pool
         narrow = UpstreamPool(max_connections=1, timeouts=UpstreamTimeouts(pool=0.2, read=5))
         origin = parse_origin(f"http://127.0.0.1:{port}")
@@ -297,7 +305,7 @@ async def test_failures_map_to_upstream_errors() -> None:
                         pass
 
             nursery.start_soon(hold)
-            await trio.sleep(0.1)
+            await arrived.receive()  # the held request reached the server: the slot is taken
             with pytest.raises(UpstreamTimeout):
                 await body_of(narrow, f"http://127.0.0.1:{port}/")
             server.gate.set()

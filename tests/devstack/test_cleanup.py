@@ -89,8 +89,9 @@ async def test_cancellation_during_startup_stops_it(launcher: Launcher, tmp_path
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
-        while started_sessions() == before:  # noqa: ASYNC110 - no event for "spawned"
-            await trio.sleep(0.001)
+        with trio.fail_after(20):  # a hang guard, not a timer
+            while started_sessions() == before:  # noqa: ASYNC110 - no event for "spawned"
+                await trio.sleep(0.001)
         nursery.cancel_scope.cancel()
     (session,) = started_sessions() - before
     assert_stopped(session)

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.chain import account_from_key
 from agentkeys.cli._bootstrap import BrokerSignIn, email_sign_in, write_session
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.jwks import b64url_decode
 from agentkeys.migrate import migrate_operator
 from agentkeys.omni import actor_omni_for_wallet, identity_omni
 from agentkeys.wallet import derive_k4_private_key

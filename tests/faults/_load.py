@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.cap import CapOp
 from agentkeys.devstack import s3_client
-from agentkeys.jwks import b64url_decode
 from tests.faults._stack import BUCKET, UPSTREAM_PATH, ProcessStack
 
 # codes that say nothing about what failed

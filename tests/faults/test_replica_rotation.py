@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import trio
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.broker.config import KeySettings
 from agentkeys.cap import CapOp, cap_digest, parse_cap_token
 from agentkeys.devstack import Postgres
-from agentkeys.jwks import b64url_decode
 from agentkeys.pop import PopProof, new_worker_pop_claims, sign_pop
 from bench._replicas import issue_j1
 from bench.broker import mint_request

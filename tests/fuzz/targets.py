@@ -25,6 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentkeys import envelope, omni
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.broker import _passkey as passkey
 from agentkeys.broker import _routes as broker_routes
 from agentkeys.broker.errors import (
@@ -54,14 +55,7 @@ from agentkeys.errors import (
     InvalidServiceName,
     PopError,
 )
-from agentkeys.jwks import (
-    JsonWebKeySet,
-    b64url_decode,
-    b64url_encode,
-    jwk_from_public_key,
-    jwk_thumbprint,
-    public_key_from_jwk,
-)
+from agentkeys.jwks import JsonWebKeySet, jwk_from_public_key, jwk_thumbprint, public_key_from_jwk
 from agentkeys.pop import (
     MintPopClaims,
     NonceRegistry,

@@ -23,6 +23,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from agentkeys import envelope
+from agentkeys.b64url import b64url_encode
 from agentkeys.broker.errors import PasskeyAssertionRejected, PasskeyRegistrationRejected
 from agentkeys.cap import CapOp, CapPayload, canonical_bytes, parse_cap_token, verify_cap
 from agentkeys.errors import (
@@ -39,7 +40,7 @@ from agentkeys.errors import (
     PopSignatureInvalid,
     PopStale,
 )
-from agentkeys.jwks import JsonWebKeySet, b64url_encode, jwk_from_public_key, public_key_from_jwk
+from agentkeys.jwks import JsonWebKeySet, jwk_from_public_key, public_key_from_jwk
 from agentkeys.pop import NonceRegistry, PopProof, new_mint_pop_claims, sign_pop, verify_mint_pop
 from agentkeys.service import decode
 from agentkeys.service.errors import BadRequest

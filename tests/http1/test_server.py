@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-import time
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -570,12 +570,14 @@ async def test_connections_being_attested_count_toward_the_maximum(tmp_path: Pat
     path = tmp_path / "run" / "s.sock"
     sock = create_unix_listener(path)
     refused: list[Refusal] = []
+    attesting, attested = threading.Event(), threading.Event()
 
     class Slow(CallerAttestor):
         def identify_blocking(
             self, sock: socket.socket, accepted_at: int, accepted_ns: int | None = None
         ) -> CallerIdentity:
-            time.sleep(0.5)  # in the attestor's worker thread
+            attesting.set()
+            attested.wait(GUARD)  # in the attestor's worker thread, until the test lets it go
             return super().identify_blocking(sock, accepted_at, accepted_ns)
 
     async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -594,9 +596,10 @@ async def test_connections_being_attested_count_toward_the_maximum(tmp_path: Pat
                 )
             )
             first = Client(await trio.open_unix_socket(str(path)))
-            await trio.sleep(0.1)  # accepted, and still being attested
+            assert await trio.to_thread.run_sync(attesting.wait, GUARD)  # still being attested
             second = Client(await trio.open_unix_socket(str(path)))
             assert (await second.raw_until_close()).startswith(b"HTTP/1.1 503 ")
+            attested.set()
             await first.write(get())
             assert (await first.response())[0].status_code == 200
             nursery.cancel_scope.cancel()

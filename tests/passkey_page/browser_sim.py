@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.jwks import b64url_decode
 
 
 def origin_of(url: str) -> str:

@@ -20,8 +20,8 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_utils.address import to_checksum_address
 
+from agentkeys.b64url import b64url_decode, b64url_encode
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.jwks import b64url_decode, b64url_encode
 from agentkeys.omni import p256_point_bytes
 from agentkeys.signer import KeyStore
 from agentkeys.signer.errors import KeyStoreError

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.devstack import Swtpm, start_swtpm
-from agentkeys.jwks import b64url_decode
 from agentkeys.signer import KeyStore
 from agentkeys.signer.errors import KeyStoreError
 from attest.seal import open_sealer

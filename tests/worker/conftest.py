@@ -30,6 +30,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account.signers.local import LocalAccount
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.cap import CapOp, CapPayload, cap_digest, new_cap_payload, sign_cap
 from agentkeys.chain.challenge import NewAgent, NewMaster
 from agentkeys.chain.client import account_from_key
@@ -41,7 +42,7 @@ from agentkeys.devstack import (
 )
 from agentkeys.devstack.deployed_iam import deployed_iam_config
 from agentkeys.devstack.softauthn import SoftAuthenticator
-from agentkeys.jwks import JsonWebKeySet, b64url_encode
+from agentkeys.jwks import JsonWebKeySet
 from agentkeys.legacy_s3 import (
     DEPRECATION_MESSAGE,
     EnvelopeChoice,

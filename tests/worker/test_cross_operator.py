@@ -12,9 +12,9 @@ import dataclasses
 
 import pytest
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.cap import CapOp, CapPayload
 from agentkeys.chain.client import DeviceEntry, ScopeEntry, Tier
-from agentkeys.jwks import b64url_decode
 from agentkeys.omni import actor_omni_for_wallet, agent_omni, service_hash
 from agentkeys.worker import ChainFacts, check_chain
 from agentkeys.worker.errors import ActorNotAgentOfOperator

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.clients.signer import SignerClient
-from agentkeys.jwks import b64url_decode
 from agentkeys.legacy_s3 import EnvelopeChoice
 from agentkeys.worker.errors import StorageDenied
 from agentkeys.worker.layout import v1_key, v2_key

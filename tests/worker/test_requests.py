@@ -9,8 +9,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_decode
 from agentkeys.cap import cap_digest
-from agentkeys.jwks import b64url_decode
 from agentkeys.pop import PopProof, new_worker_pop_claims, sign_pop
 from agentkeys.worker.layout import v2_key
 from tests.worker.conftest import Stack, add_agent, revoke
