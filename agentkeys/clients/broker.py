@@ -1,7 +1,8 @@
-"""The broker's client: cap minting with a K10 PoP, device sign-in, session info.
+"""The broker's client: cap minting with a K10 PoP, device and operator sign-in, sessions,
+the relay.
 
-Wire formats (docs/broker.md, SPEC.md sections 5 and 8), as the broker implements them in
-``agentkeys.broker._service``:
+Wire formats (docs/broker.md, SPEC.md sections 5 and 8), as the broker declares them in
+``agentkeys.broker._routes`` (each route's request and answer type):
 
 * ``POST /v1/cap/cred-<op>`` (``Authorization: Bearer <session>``) with
   ``{operator_omni, actor_omni, service, device_key_hash, pop}``, ``pop`` the
