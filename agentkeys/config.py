@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import stat
 import tomllib
 import types
@@ -286,13 +287,23 @@ def _from_file(tp: Any, value: Any, label: str, base: Path) -> Any:
 def _from_env(tp: Any, raw: str, name: str) -> Any:
     """An environment variable's value as the JSON value of option type ``tp``.
 
-    Strings convert as pydantic's lax mode does (``8`` for an int, ``yes``/``no`` for a
-    bool); a tuple is comma-separated; an empty value unsets an optional option; a
-    relative path is resolved against the working directory.
+    An int is decimal digits only (not ``8.0``); a bool is one of ``1 true yes on`` or
+    ``0 false no off`` (any case); other strings convert as pydantic's lax mode does; a
+    tuple is comma-separated; an empty value unsets an optional option; a relative path
+    is resolved against the working directory.
     """
     inner, optional = _unwrap_optional(tp)
     if optional and raw == "":
         return None
+    if inner is bool:
+        word = raw.strip().lower()
+        if word in _ENV_TRUE or word in _ENV_FALSE:
+            return word in _ENV_TRUE
+        raise ConfigError(f"{name}: must be one of 1/true/yes/on or 0/false/no/off")
+    if inner is int:
+        if _ENV_INT.fullmatch(raw.strip()) is None:
+            raise ConfigError(f"{name}: must be a whole number in decimal digits")
+        return int(raw)
     if inner is Path:
         if not raw:
             raise ConfigError(f"{name} must be a non-empty path")
@@ -305,6 +316,11 @@ def _from_env(tp: Any, raw: str, name: str) -> Any:
         return lax.dump_python(lax.validate_python(value), mode="json")
     except ValidationError as exc:
         raise ConfigError(f"{name}: {exc.errors()[0]['msg']}") from None
+
+
+_ENV_TRUE = frozenset({"1", "true", "yes", "on"})
+_ENV_FALSE = frozenset({"0", "false", "no", "off"})
+_ENV_INT = re.compile(r"[+-]?[0-9]+")
 
 
 @functools.cache

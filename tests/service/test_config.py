@@ -184,6 +184,9 @@ def test_environment_values_are_typed_and_named_in_refusals(
     for name, value in [
         ("AGENTKEYS_SERVER_PORT", "true"),
         ("AGENTKEYS_SERVER_PORT", "4431x"),
+        ("AGENTKEYS_SERVER_PORT", "4431.0"),  # not rounded, not truncated
+        ("AGENTKEYS_EXTRA_ENABLED", "t"),  # only the spelled-out words and 1/0
+        ("AGENTKEYS_EXTRA_ENABLED", "2"),
         ("AGENTKEYS_EXTRA_RATIO", "half"),
         ("AGENTKEYS_EXTRA_LEVEL", "mid"),
     ]:
