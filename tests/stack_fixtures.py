@@ -58,7 +58,7 @@ class ProcessInfo:
 
 def _read_proc(pid: int) -> ProcessInfo | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")  # comm: any bytes
     except OSError:
         return None
     # "pid (comm) state ppid pgrp session ..." - comm may contain spaces or ')'.

@@ -76,7 +76,7 @@ def group_members(pgid: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
+            stat = Path(f"/proc/{entry}/stat").read_text(errors="replace")  # comm: any bytes
         except OSError:
             continue
         # "pid (comm) state ppid pgrp ...": comm may contain spaces and ')'.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -17,6 +19,7 @@ from agentkeys.devstack import (
     start_swtpm,
     started_sessions,
 )
+from agentkeys.devstack._process import group_members
 from tests.stack_fixtures import leftover_processes, live_processes
 
 Launcher = Callable[[Path], AbstractAsyncContextManager[Any]]
@@ -113,3 +116,15 @@ async def test_keyboard_interrupt_stops_it(tmp_path: Path) -> None:
 
 def test_no_component_process_is_left_from_earlier_tests() -> None:
     assert leftover_processes() == []
+
+
+def test_a_process_whose_name_is_not_utf8_does_not_break_the_group_scan(tmp_path: Path) -> None:
+    """Any process on the machine may have a non-UTF-8 name; the scan reads past it."""
+    link = os.path.join(os.fsencode(tmp_path), b"\xffsleeper")
+    os.symlink(b"/bin/sleep", link)
+    child = subprocess.Popen([link, "30"], start_new_session=True)
+    try:
+        assert group_members(child.pid) == [child.pid]
+    finally:
+        child.kill()
+        child.wait()

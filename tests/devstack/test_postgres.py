@@ -24,7 +24,7 @@ def _cmdlines(session: int) -> list[str]:
         if not entry.isdigit():
             continue
         try:
-            stat_text = Path(f"/proc/{entry}/stat").read_text()
+            stat_text = Path(f"/proc/{entry}/stat").read_text(errors="replace")
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
