@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import trio
 
-from bench._errors import LoadgenError
+from bench._errors import BenchError, LoadgenError
 
 __all__ = ["LoadResult", "LoadgenError", "build_loadgen", "run_loadgen", "write_requests"]
 
@@ -197,3 +198,21 @@ def write_requests(path: Path, requests: Sequence[bytes]) -> None:
         for request in requests:
             handle.write(b"%d\n" % len(request))
             handle.write(request)
+
+
+async def send_one(url: str, request: bytes) -> None:
+    """Send one pre-built request with httpx; fail with the answer if it is refused.
+
+    Raises:
+        BenchError: the server did not answer 200.
+    """
+    head, body = request.split(b"\r\n\r\n", 1)
+    lines = head.decode("ascii").split("\r\n")
+    path = lines[0].split(" ")[1]
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    headers.pop("Content-Length", None)
+    headers.pop("Host", None)
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        response = await http.post(url + path, content=body, headers=headers)
+    if response.status_code != 200:
+        raise BenchError(f"{url}{path} refused the benchmark request: {response.text[:300]}")

@@ -44,7 +44,6 @@ __all__ = [
     "Signing",
     "key_pem",
     "running_dev_stack",
-    "send_one",
     "worker_request",
 ]
 
@@ -124,24 +123,6 @@ def worker_request(signing: Signing, op: CapOp, *, host: str, service: str, secr
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
-
-
-async def send_one(url: str, request: bytes) -> None:
-    """Send one pre-built request with httpx; fail with the answer if it is refused.
-
-    Raises:
-        BenchError: the server did not answer 200.
-    """
-    head, body = request.split(b"\r\n\r\n", 1)
-    lines = head.decode("ascii").split("\r\n")
-    path = lines[0].split(" ")[1]
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    headers.pop("Content-Length", None)
-    headers.pop("Host", None)
-    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-        response = await http.post(url + path, content=body, headers=headers)
-    if response.status_code != 200:
-        raise BenchError(f"{url}{path} refused the benchmark request: {response.text[:300]}")
 
 
 async def _operator(

@@ -62,8 +62,7 @@ from agentkeys.devstack.smtp_sink import run_smtp_sink
 from agentkeys.pop import PopProof, new_mint_pop_claims, sign_pop
 from agentkeys.service import MemoryAudit, ServerSettings
 from bench._children import cpu_seconds
-from bench._errors import BenchError
-from bench._loadgen import LoadResult, build_loadgen, run_loadgen, write_requests
+from bench._loadgen import LoadResult, build_loadgen, run_loadgen, send_one, write_requests
 from bench._model import Figures, Row
 from bench._profile import Profile
 from bench._replicas import issue_j1, replica_configs, running_replicas
@@ -216,20 +215,6 @@ def _row(
     )
 
 
-async def _check_one_mint(host: str, port: int, request: bytes) -> None:
-    """Fail fast, with the broker's reason, if a mint built like the run's is refused."""
-    head, body = request.split(b"\r\n\r\n", 1)
-    headers = dict(
-        line.split(": ", 1) for line in head.decode("ascii").split("\r\n")[1:] if ": " in line
-    )
-    headers.pop("Content-Length", None)
-    url = f"http://{host}:{port}{_PATH}"
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-        response = await http.post(url, content=body, headers=headers)
-    if response.status_code != 200:
-        raise BenchError(f"the broker refused the benchmark mint: {response.text[:300]}")
-
-
 def _requests(operator: _Operator, *, host: str, j1: str, count: int) -> list[bytes]:
     return [
         mint_request(
@@ -299,8 +284,8 @@ async def _in_process_rows(
                 extra={"wallet": env.wallet},
             )
             host = f"{broker.host}:{broker.port}"
-            await _check_one_mint(
-                broker.host, broker.port, _requests(env.operator, host=host, j1=j1, count=1)[0]
+            await send_one(  # fail fast, with the broker's reason, if a mint is refused
+                f"http://{host}", _requests(env.operator, host=host, j1=j1, count=1)[0]
             )
             for conns in profile.mint_clients:
                 requests_path = private / f"requests-{case}-{conns}"
@@ -352,7 +337,7 @@ async def _replica_rows(
                     request = _requests(
                         env.operator, host=f"127.0.0.1:{child.port}", j1=j1, count=1
                     )
-                    await _check_one_mint("127.0.0.1", child.port, request[0])
+                    await send_one(f"http://127.0.0.1:{child.port}", request[0])
                 await trio.sleep(2 * _POLL)  # the first mint's misses are cached by now
                 for conns in profile.mint_clients:
                     per_replica = [conns // count + (i < conns % count) for i in range(count)]

@@ -81,12 +81,12 @@ from bench._litellm import (
     litellm_installed,
     start_litellm,
 )
-from bench._loadgen import LoadResult, build_loadgen, run_loadgen, write_requests
+from bench._loadgen import LoadResult, build_loadgen, run_loadgen, send_one, write_requests
 from bench._micro import measure_interleaved
 from bench._model import Figures, Row, not_yet
 from bench._profile import Profile
 from bench._servers import raw_handler
-from bench._stack import key_pem, running_dev_stack, send_one, worker_request
+from bench._stack import key_pem, running_dev_stack, worker_request
 from bench.http import combine, failure_note
 
 __all__ = ["CACHE_SIZES", "POLICY_SIZES", "run", "sidecar_policy"]

@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 from agentkeys.cap import CapOp
-from bench._loadgen import LoadResult, build_loadgen, run_loadgen, write_requests
+from bench._loadgen import LoadResult, build_loadgen, run_loadgen, send_one, write_requests
 from bench._model import Figures, Row, not_yet
 from bench._profile import Profile
-from bench._stack import running_dev_stack, send_one, worker_request
+from bench._stack import running_dev_stack, worker_request
 from bench.http import failure_note
 
 __all__ = ["run"]
