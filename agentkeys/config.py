@@ -9,11 +9,12 @@ section ``signer`` the variable is ``AGENTKEYS_SIGNER_PORT``. The overlay
 happens here and only here; code that needs a setting receives the built
 object explicitly.
 
-Validation is pydantic v2's, strict (:data:`FILE_CONFIG`): an unknown section or option
+Validation is pydantic v2's, strict (:data:`STRICT`): an unknown section or option
 is refused, and so is a value of the wrong type (``bool`` is not an ``int``); duplicate
-keys are refused by ``tomllib``. An environment value is a string converted the way
-pydantic's lax mode converts strings (``8`` for an int, ``yes``/``no`` for a bool), a
-tuple comma-separated, an empty value unsetting an optional option. Option types: ``str``,
+keys are refused by ``tomllib``. An environment value is a string: an int is decimal
+digits, a bool one of ``1 true yes on`` / ``0 false no off``, other types convert the way
+pydantic's lax mode converts strings, a tuple is comma-separated, an empty value unsets an
+optional option. Option types: ``str``,
 ``int``, ``float``, ``bool``, ``pathlib.Path``, ``tuple[str, ...]``, a ``StrEnum``,
 ``Literal[...]`` of strings, and any of these ``| None``. Relative paths in a file are
 resolved against the file's directory, in the environment against the working directory.
@@ -39,12 +40,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from agentkeys.errors import AgentkeysError
+from agentkeys.strict_schema import MISSING_MEMBER, STRICT, UNKNOWN_MEMBER, location
 
 __all__ = [
-    "FILE_CONFIG",
     "ConfigError",
     "InsecureFileError",
     "check_not_writable_by_others",
@@ -57,14 +58,6 @@ __all__ = [
 ENV_PREFIX = "AGENTKEYS_"
 
 T = TypeVar("T")
-
-FILE_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
-"""The validation every configuration and policy file gets (pydantic v2 strict mode):
-unknown sections and options refused, each value exactly of its declared type (``bool``
-is not an ``int``, ``1.0`` is not an ``int``, a number is not a string), numbers finite."""
-
-_UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
-_MISSING = frozenset({"missing", "missing_argument", "missing_keyword_only_argument"})
 
 
 class ConfigError(AgentkeysError):
@@ -161,7 +154,7 @@ _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
 
 
 def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
-    """The validator of configuration ``cls`` (built once): :data:`FILE_CONFIG` on every
+    """The validator of configuration ``cls`` (built once): :data:`STRICT` on every
     section."""
     found = _ADAPTERS.get(cls)
     if found is None:
@@ -169,7 +162,7 @@ def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
             raise TypeError(f"{cls!r} is not a dataclass")
         sections = [cls, *(tp for _, tp in _fields(cls) if _is_section(tp))]
         for section in sections:
-            section.__pydantic_config__ = FILE_CONFIG
+            section.__pydantic_config__ = STRICT
         found = _ADAPTERS[cls] = TypeAdapter(cls)
     return found
 
@@ -227,13 +220,13 @@ def load_config(
 def validate_document(
     validator: TypeAdapter[T], data: Mapping[str, Any], *, env_hint: bool = False
 ) -> T:
-    """``data`` (a parsed TOML or JSON document) validated strictly (:data:`FILE_CONFIG`).
+    """``data`` (a parsed TOML or JSON document) validated strictly (:data:`STRICT`).
 
     The document is validated as the JSON it would be, so that a string is a path, an
     enum member or a tuple's item exactly as it would be in a request body.
 
     Args:
-        validator: the adapter of a dataclass that carries :data:`FILE_CONFIG`.
+        validator: the adapter of a dataclass that carries :data:`STRICT`.
         data: the document.
         env_hint: a missing option's reason names its environment variable.
 
@@ -328,27 +321,20 @@ def _lax_adapter(tp: Any) -> TypeAdapter[Any]:
     return TypeAdapter(tp)
 
 
-def _label(loc: tuple[int | str, ...]) -> str:
-    label = ""
-    for part in loc:
-        label += f"[{part}]" if isinstance(part, int) else (f".{part}" if label else str(part))
-    return label
-
-
 def _refusal(exc: ValidationError, *, env_hint: bool) -> str:
     """The reason for the first problem: the unknown options of a section first."""
     errors = exc.errors(include_url=False, include_input=False)
-    unknown = [e["loc"] for e in errors if e["type"] in _UNKNOWN]
+    unknown = [e["loc"] for e in errors if e["type"] in UNKNOWN_MEMBER]
     if unknown:
         section = unknown[0][:-1]
         names = sorted(str(loc[-1]) for loc in unknown if loc[:-1] == section)
-        return f"unknown option(s) in [{_label(section) or 'top level'}]: {', '.join(names)}"
+        return f"unknown option(s) in [{location(section) or 'top level'}]: {', '.join(names)}"
     first = errors[0]
-    label = _label(first["loc"]) or "the value"
-    if first["type"] in _MISSING and env_hint:
+    label = location(first["loc"]) or "the value"
+    if first["type"] in MISSING_MEMBER and env_hint:
         name = _env_name(tuple(map(str, first["loc"])))
         return f"{label} is required (set it in the file or {name})"
-    if first["type"] in _MISSING:
+    if first["type"] in MISSING_MEMBER:
         return f"{label} is required"
     if first["type"] in ("dataclass_type", "dataclass_exact_type"):
         return f"{label} must be a table"

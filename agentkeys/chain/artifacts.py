@@ -16,9 +16,10 @@ from pydantic import TypeAdapter, with_config
 
 from agentkeys.chain._abi import ContractAbi
 from agentkeys.chain.errors import ChainConfigError
-from agentkeys.config import FILE_CONFIG, validate_document
+from agentkeys.config import validate_document
 from agentkeys.errors import AgentkeysError
 from agentkeys.strict_json import StrictJsonError, loads_object
+from agentkeys.strict_schema import STRICT
 
 __all__ = ["ARTIFACT_DIR", "CONTRACT_NAMES", "Artifact", "load_artifact"]
 
@@ -29,7 +30,7 @@ ARTIFACT_DIR: Traversable = resources.files("agentkeys._contracts")
 CONTRACT_NAMES = ("SidecarRegistry", "ScopeContract", "K3EpochCounter")
 
 
-@with_config(FILE_CONFIG)
+@with_config(STRICT)
 @dataclass(frozen=True)
 class _ArtifactFile:
     """What contracts/build.py writes (strict: no other member; the file's member names)."""

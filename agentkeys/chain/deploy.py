@@ -24,15 +24,16 @@ from pydantic import TypeAdapter, with_config
 from agentkeys.chain.artifacts import load_artifact
 from agentkeys.chain.client import ChainClient, ContractAddresses
 from agentkeys.chain.errors import ChainConfigError, TransactionFailed
-from agentkeys.config import FILE_CONFIG, ConfigError, validate_document
+from agentkeys.config import ConfigError, validate_document
 from agentkeys.strict_json import StrictJsonError, loads_object
+from agentkeys.strict_schema import STRICT
 
 __all__ = ["DEPLOYMENT_RECORD_VERSION", "Deployment", "deploy_all", "read_deployment_record"]
 
 DEPLOYMENT_RECORD_VERSION = 1
 
 
-@with_config(FILE_CONFIG)
+@with_config(STRICT)
 @dataclass(frozen=True)
 class _Contracts:
     SidecarRegistry: str
@@ -40,7 +41,7 @@ class _Contracts:
     K3EpochCounter: str
 
 
-@with_config(FILE_CONFIG)
+@with_config(STRICT)
 @dataclass(frozen=True)
 class _Record:
     """The record's JSON shape (what :meth:`Deployment.to_json` writes)."""

@@ -30,7 +30,7 @@ process in this pod". The first matching entry wins. Allowlist patterns are ``ME
 where a path segment ``*`` matches one segment, ``*`` inside a segment any characters but
 ``/``, and a final ``**`` any rest (one or more segments).
 
-The document is validated strictly (pydantic, :data:`agentkeys.config.FILE_CONFIG`): an
+The document is validated strictly (pydantic, :data:`agentkeys.strict_schema.STRICT`): an
 unknown table or option, a value of the wrong type (``per_minute = true``, ``uid = 1.0``), a
 negative quota and a duplicate key are refused, the reason naming the entry and the option
 (``caller[0].uid``, ``[service.openai]``).
@@ -53,7 +53,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, TypeAdapter, with_config
 
 from agentkeys.config import (
-    FILE_CONFIG,
     ConfigError,
     check_not_writable_by_others,
     validate_document,
@@ -68,6 +67,7 @@ from agentkeys.daemon.errors import (
 from agentkeys.daemon.presets import PRESETS, Preset
 from agentkeys.errors import FormatError
 from agentkeys.omni import normalize_service
+from agentkeys.strict_schema import STRICT
 from attest.caller import CallerIdentity
 
 __all__ = [
@@ -309,21 +309,21 @@ class Policy:
 
 # --- parsing ------------------------------------------------------------------------------
 # The document's shape (tables, option names, types, non-negative quotas) is pydantic's,
-# strict (agentkeys.config.FILE_CONFIG); what a value means (URLs, header names, route
+# strict (agentkeys.strict_schema.STRICT); what a value means (URLs, header names, route
 # patterns, presets, service names) is checked below, in the order of the file.
 
 _NonNegativeInt = Annotated[int, Field(ge=0)]
 _NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
-@with_config(FILE_CONFIG)
+@with_config(STRICT)
 @dataclass(frozen=True)
 class _PriceEntry:
     prompt: _NonNegativeFloat
     completion: _NonNegativeFloat
 
 
-@with_config(FILE_CONFIG)
+@with_config(STRICT)
 @dataclass(frozen=True)
 class _ServiceEntry:
     preset: str | None = None
@@ -339,7 +339,7 @@ class _ServiceEntry:
     sdk_base_path: str | None = None
 
 
-@with_config(FILE_CONFIG)
+@with_config(STRICT)
 @dataclass(frozen=True)
 class _CallerEntry:
     name: str | None = None
@@ -351,7 +351,7 @@ class _CallerEntry:
     services: tuple[str, ...] = ()
 
 
-@with_config(FILE_CONFIG)
+@with_config(STRICT)
 @dataclass(frozen=True)
 class _PolicyDocument:
     service: dict[str, _ServiceEntry] = field(default_factory=dict)

@@ -6,7 +6,7 @@ Two steps, each violation a 400 ``{error, reason}``:
    not refuse): the body is UTF-8 JSON whose top level is an object; no duplicate keys, no
    NaN/Infinity, nesting at most 32 levels (``malformed_json``);
 2. pydantic validates the same bytes into the request dataclass, strictly (the one schema
-   layer: :data:`WIRE_CONFIG`): every field without a default is present
+   layer: :data:`agentkeys.strict_schema.STRICT`): every field without a default is present
    (``missing_field``), no unknown member is present, at any depth (``unknown_field``), and
    each value has exactly the declared type (``wrong_type``): ``bool`` is not an ``int``,
    ``1.0`` is not an ``int``, a number is not a string, numbers are finite.
@@ -27,22 +27,18 @@ import types
 import typing
 from typing import Any, TypeVar
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from agentkeys.service.errors import MalformedJson, MissingField, UnknownField, WrongType
 from agentkeys.strict_json import StrictJsonError, loads_object
+from agentkeys.strict_schema import MISSING_MEMBER, STRICT, UNKNOWN_MEMBER, location
 
-__all__ = ["WIRE_CONFIG", "JsonObject", "adapter", "decode", "decode_body", "parse_json_object"]
+__all__ = ["JsonObject", "adapter", "decode", "decode_body", "parse_json_object"]
 
 JsonObject = dict[str, Any]
 
 T = TypeVar("T")
 
-WIRE_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
-"""The validation every request body gets (pydantic v2 strict mode, unknown members refused)."""
-
-_UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
-_MISSING = frozenset({"missing", "missing_argument", "missing_keyword_only_argument"})
 _SIMPLE = (str, int, float, bool, object)
 
 
@@ -60,7 +56,7 @@ def parse_json_object(body: bytes) -> JsonObject:
 
 
 def _check_type(tp: Any, seen: set[type[Any]]) -> None:
-    """Refuse field types outside the supported set; give each dataclass :data:`WIRE_CONFIG`."""
+    """Refuse field types outside the supported set; give each dataclass :data:`STRICT`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -87,7 +83,7 @@ def _check_type(tp: Any, seen: set[type[Any]]) -> None:
             return
         seen.add(tp)
         if "__pydantic_config__" not in tp.__dict__:
-            tp.__pydantic_config__ = WIRE_CONFIG  # type: ignore[attr-defined]
+            tp.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
         for field_type in typing.get_type_hints(tp).values():
             _check_type(field_type, seen)
     elif tp not in _SIMPLE:
@@ -112,25 +108,18 @@ def adapter(cls: type[T]) -> TypeAdapter[T]:
     return typing.cast(TypeAdapter[T], found)
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    label = ""
-    for part in loc:
-        label += f"[{part}]" if isinstance(part, int) else (f".{part}" if label else str(part))
-    return label[:96]
-
-
 def _refusal(exc: ValidationError) -> MalformedJson | UnknownField | MissingField | WrongType:
     """The one leaf for the first problem: an unknown member anywhere first, as the decoder
     has always answered, then the first field in declaration order."""
     errors = exc.errors(include_url=False, include_input=False)
     for error in errors:
-        if error["type"] in _UNKNOWN:
-            return UnknownField(f"unknown field {_field(error['loc'])!r}")
+        if error["type"] in UNKNOWN_MEMBER:
+            return UnknownField(f"unknown field {location(error['loc'])[:96]!r}")
     first = errors[0]
-    label = _field(first["loc"])
+    label = location(first["loc"])[:96]
     if first["type"] == "json_invalid":
         return MalformedJson("body is not well-formed UTF-8 JSON")
-    if first["type"] in _MISSING:
+    if first["type"] in MISSING_MEMBER:
         return MissingField(f"field {label!r} is required")
     return WrongType(f"field {label!r}: {first['msg'][:120]}")
 
