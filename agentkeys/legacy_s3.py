@@ -38,7 +38,6 @@ from agentkeys.clients.signer import AwsCredentials, SignerClient
 from agentkeys.envelope import EnvelopeVersion, open_envelope, parse_header, seal_v1, seal_v2_legacy
 from agentkeys.errors import AgentkeysError, EnvelopeError
 from agentkeys.omni import normalize_hex32, normalize_service, normalize_wallet
-from agentkeys.signer import StsCredentials
 from agentkeys.worker._s3 import ObjectStore
 from agentkeys.worker._signer import signer_failures
 from agentkeys.worker.errors import CredentialNotFound, StoredEnvelopeInvalid
@@ -102,7 +101,7 @@ class CredentialSource(Protocol):
 class WebIdentityExchange(Protocol):
     """STS ``AssumeRoleWithWebIdentity`` (``agentkeys.signer.StsExchanger`` satisfies it)."""
 
-    async def exchange(self, token: str, *, session_name: str) -> StsCredentials:
+    async def exchange(self, token: str, *, session_name: str) -> AwsCredentials:
         """Temporary credentials for the token's tags."""
         ...
 
@@ -167,13 +166,7 @@ class BrokerOidcCredentials:
             raise LegacyTokenRefused(f"broker refused {exc.path} ({detail})") from None
         except ClientError as exc:
             raise LegacyTokenRefused(exc.reason) from None
-        creds = await self._sts.exchange(token, session_name=f"agentkeys-legacy-{int(time.time())}")
-        return AwsCredentials(
-            access_key_id=creds.access_key_id,
-            secret_access_key=creds.secret_access_key,
-            session_token=creds.session_token,
-            expiration=creds.expiration,
-        )
+        return await self._sts.exchange(token, session_name=f"agentkeys-legacy-{int(time.time())}")
 
 
 class SignerStsCredentials:

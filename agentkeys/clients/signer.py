@@ -56,12 +56,23 @@ _NOT_REACHED = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocol
 
 @dataclass(frozen=True)
 class AwsCredentials:
-    """Temporary S3 credentials for one (actor, wallet) session."""
+    """Temporary S3 credentials for one (actor, wallet) session: what STS gives the signer,
+    and the ``credentials`` member of its ``/sts-credentials`` answer (written by
+    :meth:`to_json`, read by :meth:`from_answer`)."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
     session_token: str = field(repr=False)
     expiration: datetime.datetime
+
+    def to_json(self) -> dict[str, str]:
+        """The ``credentials`` member of the signer's ``/sts-credentials`` answer."""
+        return {
+            "access_key_id": self.access_key_id,
+            "secret_access_key": self.secret_access_key,
+            "session_token": self.session_token,
+            "expiration": self.expiration.astimezone(datetime.UTC).isoformat(),
+        }
 
     @classmethod
     def from_answer(cls, answer: Answer) -> AwsCredentials:

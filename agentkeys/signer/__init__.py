@@ -16,7 +16,7 @@ from agentkeys.signer._service import (
     SignerService,
 )
 from agentkeys.signer._siwe import SiwePin
-from agentkeys.signer._sts import StsCredentials, StsExchanger
+from agentkeys.signer._sts import StsExchanger
 from agentkeys.signer.config import (
     ChainSettings,
     KeysSettings,
@@ -40,7 +40,6 @@ __all__ = [
     "SignerService",
     "SiwePin",
     "SiweSettings",
-    "StsCredentials",
     "StsExchanger",
     "StsSettings",
     "check_epoch",

@@ -9,39 +9,19 @@ error code (never the token).
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from agentkeys.clients.signer import AwsCredentials
 from agentkeys.signer.errors import StsExchangeFailed
 
 if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
-__all__ = ["StsCredentials", "StsExchanger"]
-
-
-@dataclass(frozen=True)
-class StsCredentials:
-    """Temporary S3 credentials scoped to one actor."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    session_token: str = field(repr=False)
-    expiration: datetime.datetime
-
-    def to_json(self) -> dict[str, str]:
-        """The JSON answer of ``/sts-credentials``."""
-        return {
-            "access_key_id": self.access_key_id,
-            "secret_access_key": self.secret_access_key,
-            "session_token": self.session_token,
-            "expiration": self.expiration.astimezone(datetime.UTC).isoformat(),
-        }
+__all__ = ["StsExchanger"]
 
 
 @contextmanager
@@ -111,7 +91,7 @@ class StsExchanger:
                 )
             return self._client
 
-    async def exchange(self, token: str, *, session_name: str) -> StsCredentials:
+    async def exchange(self, token: str, *, session_name: str) -> AwsCredentials:
         """AssumeRoleWithWebIdentity with ``token``.
 
         Raises:
@@ -131,7 +111,7 @@ class StsExchanger:
         answer = await trio.to_thread.run_sync(call, limiter=self._limiter)
         try:
             creds = answer["Credentials"]
-            return StsCredentials(
+            return AwsCredentials(
                 access_key_id=creds["AccessKeyId"],
                 secret_access_key=creds["SecretAccessKey"],
                 session_token=creds["SessionToken"],
