@@ -4,8 +4,9 @@ Per request, in order: the bearer session is verified against the route's stages
 and subject go into the audit row); a core the deployment lacks (:class:`Disabled`) refuses;
 the body is decoded into the declared request dataclass; the core method is called with plain
 values (the request, the :class:`~agentkeys.broker._sessions.Session`, the audit fields, query
-strings); its answer is encoded as JSON (a declared answer type's fields; ``None`` members
-with a ``None`` default are left out; the ``accepted`` type with 202). Errors, audit rows and
+strings); its answer is encoded as JSON (a declared answer type's fields, of the member it
+is when a union is declared; ``None`` members with a ``None`` default are left out; the
+``accepted`` type with 202). Errors, audit rows and
 metrics are the service base's (``agentkeys.service._app``).
 
 :func:`http_routes` refuses to start (``RouteTableError``) when a core method's parameters or
