@@ -90,17 +90,25 @@ class CachedChainView:
         max_staleness: 0 (the default): every read first asks the node for its head, so a
             change on chain takes effect at the next read. Above 0: the cache is trusted
             without asking while the watcher saw the chain's head, and had applied every
-            event up to it, at most ``max_staleness`` seconds ago (Trio clock), so a hit is
+            event up to it, at most ``max_staleness`` seconds ago (by ``now``), so a hit is
             a dict lookup; a change on chain then takes effect within ``max_staleness`` plus
             the watcher's poll interval. It must exceed the poll interval, or the cache is
             never trusted.
+        now: the clock ``max_staleness`` is measured with (Trio's, seconds).
     """
 
-    def __init__(self, reader: ChainReader, *, max_staleness: float = 0.0) -> None:
+    def __init__(
+        self,
+        reader: ChainReader,
+        *,
+        max_staleness: float = 0.0,
+        now: Callable[[], float] = trio.current_time,
+    ) -> None:
         if max_staleness < 0:
             raise ValueError("max_staleness must be >= 0")
         self._reader = reader
         self._max_staleness = max_staleness
+        self._now = now
         self._devices: dict[str, DeviceEntry | None] = {}
         self._scopes: dict[tuple[str, str], ScopeEntry | None] = {}
         self._agent_operators: dict[str, str] = {}
@@ -110,7 +118,7 @@ class CachedChainView:
         self.synced_through: int | None = None
         #: The chain head last read, by a read of this view or a poll of the watcher.
         self._head: int | None = None
-        #: Trio time until which the cache is trusted without asking the node (bounded mode).
+        #: ``now`` time until which the cache is trusted without asking the node (bounded mode).
         self._trusted_until = float("-inf")
         #: Cache hits and misses (health reporting and tests).
         self.hits = 0
@@ -122,7 +130,7 @@ class CachedChainView:
         if self.synced_through is None:
             return False
         if self._max_staleness > 0:
-            return trio.current_time() <= self._trusted_until
+            return self._now() <= self._trusted_until
         with _chain_errors():
             head = self._head = await self._reader.block_number()
         return head <= self.synced_through
@@ -261,7 +269,7 @@ class CachedChainView:
         started = False
         try:
             while True:
-                polled_at = trio.current_time()
+                polled_at = self._now()
                 try:
                     progressed = await watcher.poll_once()
                 except ChainError as exc:

@@ -8,7 +8,7 @@ always carries both tags (a J1 session has a wallet), and that a refusal answers
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from agentkeys.broker._keys import KeyRing
 from agentkeys.broker.errors import OidcRefused
@@ -26,6 +26,7 @@ __all__ = [
     "AWS_TAGS_CLAIM",
     "FLAT_TAGS_CLAIM",
     "WALLET_TAG",
+    "OidcDiscovery",
     "discovery_document",
     "mint_oidc_token",
 ]
@@ -57,15 +58,27 @@ def mint_oidc_token(
         raise OidcRefused(exc.reason) from exc
 
 
-def discovery_document(issuer: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OidcDiscovery:
+    """The OpenID Connect discovery document (``/.well-known/openid-configuration``)."""
+
+    issuer: str
+    jwks_uri: str
+    response_types_supported: list[str]
+    subject_types_supported: list[str]
+    id_token_signing_alg_values_supported: list[str]
+    claims_supported: list[str]
+
+
+def discovery_document(issuer: str) -> OidcDiscovery:
     """``/.well-known/openid-configuration`` for ``issuer``."""
-    return {
-        "issuer": issuer,
-        "jwks_uri": issuer + "/.well-known/jwks.json",
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "claims_supported": [
+    return OidcDiscovery(
+        issuer=issuer,
+        jwks_uri=issuer + "/.well-known/jwks.json",
+        response_types_supported=["id_token"],
+        subject_types_supported=["public"],
+        id_token_signing_alg_values_supported=["ES256"],
+        claims_supported=[
             "iss",
             "aud",
             "sub",
@@ -78,4 +91,4 @@ def discovery_document(issuer: str) -> dict[str, Any]:
             AWS_TAGS_CLAIM,
             FLAT_TAGS_CLAIM,
         ],
-    }
+    )

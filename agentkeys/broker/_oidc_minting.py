@@ -18,14 +18,13 @@ from agentkeys.broker import _passkey as pk
 from agentkeys.broker._chainview import CachedChainView
 from agentkeys.broker._devices import chain_master_device
 from agentkeys.broker._keys import BrokerKeys, PublishedKeys
-from agentkeys.broker._oidc import discovery_document, mint_oidc_token
+from agentkeys.broker._oidc import OidcDiscovery, discovery_document, mint_oidc_token
 from agentkeys.broker._sessions import Session
 from agentkeys.broker._store import StateStore
 from agentkeys.broker.config import OidcSettings, SiteSettings
 from agentkeys.broker.errors import ChallengeUnknown, PasskeyAssertionRequired
 from agentkeys.errors import AgentkeysError
 from agentkeys.omni import normalize_hex32
-from agentkeys.service import JsonObject
 from agentkeys.service._audit import AuditValue
 
 __all__ = ["MintOidcRequest", "OidcChallenge", "OidcMinting", "OidcToken"]
@@ -81,7 +80,7 @@ class OidcMinting:
         self._extra_fetched = -1e9
         self._clock = clock
 
-    async def configuration(self) -> JsonObject:
+    async def configuration(self) -> OidcDiscovery:
         """The discovery document of this issuer."""
         return discovery_document(self._site.public_url)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType, UnionType
 from typing import Any, Literal
 
 from agentkeys.broker._cap_minting import CapMinted, CapMinting, CapMintRequest
@@ -49,6 +49,7 @@ from agentkeys.broker._enrolment import (
 )
 from agentkeys.broker._health import Health, HealthReport
 from agentkeys.broker._keys import PublishedKeys
+from agentkeys.broker._oidc import OidcDiscovery
 from agentkeys.broker._oidc_minting import MintOidcRequest, OidcChallenge, OidcMinting, OidcToken
 from agentkeys.broker._relay_requests import (
     AgentRegistered,
@@ -61,7 +62,12 @@ from agentkeys.broker._relay_requests import (
     RelayRequests,
     RelayScopeRequest,
 )
-from agentkeys.broker._session_info import SessionInfo, SessionRevoked
+from agentkeys.broker._session_info import (
+    DeviceSessionInfo,
+    OperatorSessionInfo,
+    SessionInfo,
+    SessionRevoked,
+)
 from agentkeys.broker._sessions import DEVICE, J0, J1
 from agentkeys.broker._wallet_signin import (
     J1Issued,
@@ -91,10 +97,11 @@ class BrokerRoute:
         handler: the core method that serves it, e.g. ``EmailSignIn.start``. Its parameters
             say what it is given: ``request`` (the decoded body), ``session`` (the verified
             session), ``audit`` (the request's audit fields) and any other name a query
-            parameter (a string, empty when absent).
+            parameter (a string, empty when absent; published in ``/openapi.json``).
         request: the body it decodes (published in ``/openapi.json``); ``None``: none.
-        response: the dataclass it answers with (its schema published); ``None``: a JSON
-            object of no fixed shape (the discovery document, the session's claims).
+        response: the dataclass it answers with (its schema published), or a union of
+            dataclasses whose members tell them apart (the session's two shapes); ``None``:
+            a JSON object of no fixed shape.
         accepted: a second answer, sent with 202 Accepted (``email_poll``'s pending).
         body_optional: an empty body is the request with its defaults.
     """
@@ -105,7 +112,7 @@ class BrokerRoute:
     sessions: tuple[str, ...]
     handler: Callable[..., Awaitable[Any]]
     request: type[Any] | None = None
-    response: type[Any] | None = None
+    response: type[Any] | UnionType | None = None
     accepted: type[Any] | None = None
     body_optional: bool = False
 
@@ -157,7 +164,10 @@ ROUTES: tuple[BrokerRoute, ...] = (
         "device_session", "POST", "/v1/auth/device/session", PUBLIC_ROUTE,
         DeviceSignIn.sign_in, DeviceSessionRequest, DeviceSignedIn,
     ),
-    BrokerRoute("session_info", "GET", "/v1/auth/session", _ANY_SESSION, SessionInfo.describe),
+    BrokerRoute(
+        "session_info", "GET", "/v1/auth/session", _ANY_SESSION,
+        SessionInfo.describe, response=OperatorSessionInfo | DeviceSessionInfo,
+    ),
     BrokerRoute(
         "session_revoke", "POST", "/v1/auth/session/revoke", _ANY_SESSION,
         SessionInfo.revoke, response=SessionRevoked,
@@ -186,7 +196,7 @@ ROUTES: tuple[BrokerRoute, ...] = (
     # -- OIDC issuer
     BrokerRoute(
         "oidc_configuration", "GET", "/.well-known/openid-configuration", PUBLIC_ROUTE,
-        OidcMinting.configuration,
+        OidcMinting.configuration, response=OidcDiscovery,
     ),
     BrokerRoute(
         "oidc_jwks", "GET", "/.well-known/jwks.json", PUBLIC_ROUTE,

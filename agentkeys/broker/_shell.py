@@ -4,8 +4,9 @@ Per request, in order: the bearer session is verified against the route's stages
 and subject go into the audit row); a core the deployment lacks (:class:`Disabled`) refuses;
 the body is decoded into the declared request dataclass; the core method is called with plain
 values (the request, the :class:`~agentkeys.broker._sessions.Session`, the audit fields, query
-strings); its answer is encoded as JSON (a declared answer type's fields; ``None`` members
-with a ``None`` default are left out; the ``accepted`` type with 202). Errors, audit rows and
+strings); its answer is encoded as JSON (a declared answer type's fields, of the member it
+is when a union is declared; ``None`` members with a ``None`` default are left out; the
+``accepted`` type with 202). Errors, audit rows and
 metrics are the service base's (``agentkeys.service._app``).
 
 :func:`http_routes` refuses to start (``RouteTableError``) when a core method's parameters or
@@ -19,6 +20,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import UnionType
 from typing import Any
 
 from agentkeys.broker._routes import BrokerRoute
@@ -41,9 +43,7 @@ class Disabled:
     reason: str
 
 
-def _encoder(tp: type[Any] | None) -> Callable[[Any], JsonObject]:
-    if tp is None:
-        return lambda answer: typing.cast(JsonObject, answer)
+def _fields_encoder(tp: type[Any]) -> Callable[[Any], JsonObject]:
     fields = dataclasses.fields(tp)
     always = tuple(f.name for f in fields if f.default is not None)
     optional = tuple(f.name for f in fields if f.default is None)
@@ -57,6 +57,15 @@ def _encoder(tp: type[Any] | None) -> Callable[[Any], JsonObject]:
         return out
 
     return encode
+
+
+def _encoder(tp: type[Any] | UnionType | None) -> Callable[[Any], JsonObject]:
+    if tp is None:
+        return lambda answer: typing.cast(JsonObject, answer)
+    if isinstance(tp, type):
+        return _fields_encoder(tp)
+    by_type = {member: _fields_encoder(member) for member in typing.get_args(tp)}
+    return lambda answer: by_type[type(answer)](answer)
 
 
 def check_handler(route: BrokerRoute) -> tuple[str, ...]:
@@ -118,20 +127,28 @@ def http_routes(
     names = [route.name for route in routes]
     if len(set(names)) != len(names):
         raise RouteTableError("broker: a route name is declared twice")
-    return tuple(
-        Route(
-            route.name,
-            route.method,
-            route.path,
-            _serve(route, check_handler(route), _owner(route, cores), sessions, clock),
-            request=route.request,
-            responses={
-                status: tp
-                for status, tp in ((200, route.response), (202, route.accepted))
-                if tp is not None
-            },
-        )
-        for route in routes
+    return tuple(_http_route(route, cores, sessions, clock) for route in routes)
+
+
+def _http_route(
+    route: BrokerRoute,
+    cores: Mapping[type[Any], object],
+    sessions: SessionIssuer,
+    clock: Callable[[], float],
+) -> Route:
+    query = check_handler(route)
+    return Route(
+        route.name,
+        route.method,
+        route.path,
+        _serve(route, query, _owner(route, cores), sessions, clock),
+        request=route.request,
+        query=query,
+        responses={
+            status: tp
+            for status, tp in ((200, route.response), (202, route.accepted))
+            if tp is not None
+        },
     )
 
 

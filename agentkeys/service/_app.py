@@ -35,6 +35,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import UnionType
 from typing import Any, Literal, TypeVar
 
 from quart_trio import QuartTrio
@@ -186,9 +187,10 @@ Handler = Callable[[Call], Awaitable[JsonObject | Reply]]
 class Route:
     """A route: ``name`` is its key in the authorization table and in audit rows.
 
-    ``request`` is the dataclass the handler decodes its body into (``call.decode``) and
-    ``responses`` the dataclass it answers with per status (200: its JSON object); both
-    only document the route (their schemas in ``GET /openapi.json``).
+    ``request`` is the dataclass the handler decodes its body into (``call.decode``),
+    ``query`` the query parameters it reads (strings) and ``responses`` the dataclass (or
+    union of dataclasses) it answers with per status (200: its JSON object); they only
+    document the route (in ``GET /openapi.json``).
     """
 
     name: str
@@ -196,7 +198,8 @@ class Route:
     path: str
     handler: Handler
     request: type[Any] | None = None
-    responses: Mapping[int, type[Any]] = field(default_factory=dict)
+    query: tuple[str, ...] = ()
+    responses: Mapping[int, type[Any] | UnionType] = field(default_factory=dict)
 
 
 def _dumps(obj: Any) -> bytes:

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of a service, generated from its route table (``GET /openapi.json``).
 
 One source of truth: the document is built from what :class:`~agentkeys.service.ServiceApp`
-enforces — each :class:`~agentkeys.service.Route` (name → ``operationId``, method, path),
+enforces — each :class:`~agentkeys.service.Route` (name → ``operationId``, method, path,
+the query parameters it reads: strings, absent read as empty),
 its request dataclass (``Route.request``, decoded by ``Call.decode`` under the rules of
 ``agentkeys.service._json``), its answers' dataclasses (``Route.responses``, by status; a
 route without one answers an open JSON object), the ONE authorization table (public, or
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -57,12 +60,16 @@ def schema_of(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
     """The JSON Schema of a request (or answer) type, as pydantic validates it (``_json.adapter``).
 
     Dataclasses (and the dataclasses they nest) go into ``components`` by class name and
-    are referenced; string enums are written inline. Pydantic's titles and defaults are
+    are referenced; a union of dataclasses (an answer of several shapes) is ``oneOf`` their
+    references; string enums are written inline. Pydantic's titles and defaults are
     left out: the document says what is accepted, field by field.
 
     Raises:
         TypeError: a type the request decoder does not support either.
     """
+    members = typing.get_args(tp) if isinstance(tp, types.UnionType) else ()
+    if members and all(dataclasses.is_dataclass(m) for m in members):
+        return {"oneOf": [schema_of(member, components) for member in members]}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         schema = adapter(tp).json_schema(ref_template=_REF)
         name = tp.__name__
@@ -142,6 +149,9 @@ def openapi_document(
         parameters = [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
             for p in _PATH_PARAM.findall(route.path)
+        ] + [
+            {"name": p, "in": "query", "required": False, "schema": {"type": "string"}}
+            for p in route.query
         ]
         if parameters:
             operation["parameters"] = parameters

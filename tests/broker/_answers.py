@@ -3,13 +3,17 @@
 :class:`AnswerCheck` is an httpx response hook on the broker fixture's client: a 200 (or a
 202) of a route that declares a response dataclass is decoded into it with the strict
 request decoder (every field without a default present, no other member, ``bool`` not an
-integer), so a route answering another shape than its declaration (hence its OpenAPI
-schema) fails the test that made the request. ``seen`` records the routes checked.
+integer); an answer declared as a union of dataclasses must decode into exactly one of
+them (the ``oneOf`` the OpenAPI document publishes). So a route answering another shape
+than its declaration (hence its OpenAPI schema) fails the test that made the request.
+``seen`` records the routes checked.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
+from types import UnionType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,11 +21,31 @@ import httpx
 
 from agentkeys.broker import ROUTES, BrokerRoute
 from agentkeys.service._json import decode
+from agentkeys.service.errors import BadRequest
 
 
-def declared_answer(route: BrokerRoute, status: int) -> type[Any] | None:
+def declared_answer(route: BrokerRoute, status: int) -> type[Any] | UnionType | None:
     """The answer type ``route`` declares for ``status`` (None: none declared)."""
     return {200: route.response, 202: route.accepted}.get(status)
+
+
+def decode_answer(answer: type[Any] | UnionType, body: dict[str, Any]) -> None:
+    """Raises the decoder's BadRequest (MissingField, UnknownField, WrongType) when ``body``
+    is not ``answer``, or AssertionError when it is more than one member of a union."""
+    if isinstance(answer, type):
+        decode(answer, body)
+        return
+    matched, refusals = [], []
+    for member in typing.get_args(answer):
+        try:
+            decode(member, body)
+        except BadRequest as exc:
+            refusals.append(exc)
+        else:
+            matched.append(member)
+    if not matched:
+        raise refusals[0]
+    assert len(matched) == 1, (answer, body)
 
 
 @dataclass
@@ -39,7 +63,7 @@ class AnswerCheck:
         if route is None or answer is None:
             return
         assert isinstance(body, dict), (route.name, body)
-        decode(answer, body)  # MissingField, UnknownField, WrongType: the shapes differ
+        decode_answer(answer, body)  # MissingField, UnknownField, WrongType: shapes differ
         self.seen.add((route.name, status))
 
     async def __call__(self, response: httpx.Response) -> None:

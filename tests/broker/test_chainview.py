@@ -111,15 +111,22 @@ async def test_a_revocation_event_drops_the_scope_within_the_staleness_bound(
 async def test_the_cache_is_not_trusted_once_the_bound_passed(
     chain: Chain, operator: Operator, counting: CountingReader, nursery: trio.Nursery
 ) -> None:
-    view = CachedChainView(counting, max_staleness=0.01)
-    # One poll, then none for a minute: the trust of that poll runs out.
-    await nursery.start(partial(view.follow, _watcher(chain), poll_interval=60))
-    await trio.sleep(0.05)
+    clock = [100.0]
+    view = CachedChainView(counting, max_staleness=0.01, now=lambda: clock[0])
+    watcher = _watcher(chain)
+    while await watcher.poll_once():  # caught up: ``follow`` polls once, then waits a minute
+        pass
+    # its one poll (at 100.0) reached the head: the cache is trusted until 100.01
+    await nursery.start(partial(view.follow, watcher, poll_interval=60))
+    clock[0] = 100.005  # within the bound: a miss, then a hit without asking the node
     calls = counting.calls
     await view.device(operator.master.hash)
     await view.device(operator.master.hash)
-    assert counting.calls == calls + 2
-    assert view.hits == 0
+    assert (counting.calls, view.hits) == (calls + 1, 1)
+    clock[0] = 100.02  # past it: every read asks the node again
+    await view.device(operator.master.hash)
+    await view.device(operator.master.hash)
+    assert (counting.calls, view.hits) == (calls + 3, 1)
 
 
 async def test_a_view_not_following_never_trusts_its_cache(

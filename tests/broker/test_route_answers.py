@@ -8,6 +8,9 @@ that each was checked.
 
 from __future__ import annotations
 
+import typing
+from types import UnionType
+
 import pytest
 from eth_account import Account
 
@@ -36,6 +39,8 @@ MAIN_ROUTES = {
     ("cap_fetch", 200),
     ("mint_oidc_challenge", 200),
     ("mint_oidc_jwt", 200),
+    ("session_info", 200),
+    ("oidc_configuration", 200),
     ("session_revoke", 200),
     ("health", 200),
     ("cap_jwks", 200),
@@ -63,6 +68,10 @@ async def test_the_main_routes_answer_their_declared_types(
     assert token.status_code == 200, token.text
     device = await sign_in(broker, operator.master)
     assert device.status_code == 200, device.text
+    for session in (j1, device.json()["session"]):  # the operator's shape, the device's
+        described = await broker.http.get("/v1/auth/session", headers=bearer(session))
+        assert described.status_code == 200, described.text
+    assert (await broker.http.get("/.well-known/openid-configuration")).status_code == 200
     minted = await mint(
         broker, await j1_for(broker, operator), CapOp.FETCH, operator=operator.omni,
         actor=operator.omni, service="openai", device=operator.master,
@@ -106,6 +115,20 @@ def test_an_answer_of_another_shape_fails_the_check(body: dict[str, object]) -> 
         AnswerCheck().check("POST", "/v1/auth/email/start", 200, body)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"stage": "j1", "subject": "ab", "wallet": None, "expires_at": 1},  # identity_omni
+        {"stage": "device", "subject": "ab", "operator_omni": "cd", "expires_at": 1},
+        {"stage": "j1", "subject": "ab", "wallet": None, "identity_omni": None,
+         "device_key_hash": "ef", "expires_at": 1},  # a member of the other shape
+    ],
+)  # fmt: skip
+def test_a_session_answer_of_neither_shape_fails_the_check(body: dict[str, object]) -> None:
+    with pytest.raises(BadRequest):
+        AnswerCheck().check("GET", "/v1/auth/session", 200, body)
+
+
 async def test_the_openapi_document_publishes_each_declared_answer(
     broker: RunningBroker,
 ) -> None:
@@ -118,9 +141,12 @@ async def test_the_openapi_document_publishes_each_declared_answer(
             if answer is None:
                 assert "$ref" not in schema, route.name
                 continue
-            assert schema == {"$ref": f"#/components/schemas/{answer.__name__}"}, route.name
-            component = doc["components"]["schemas"][answer.__name__]
-            assert component["additionalProperties"] is False
+            members = typing.get_args(answer) if isinstance(answer, UnionType) else (answer,)
+            refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in members]
+            assert schema == (refs[0] if len(refs) == 1 else {"oneOf": refs}), route.name
+            for member in members:
+                component = doc["components"]["schemas"][member.__name__]
+                assert component["additionalProperties"] is False
     minted = doc["components"]["schemas"]["CapMinted"]
     assert set(minted["required"]) == {"cap", "token", "scope_source", "expires_at"}
     siwe = doc["components"]["schemas"]["SiweChallenge"]

@@ -187,10 +187,16 @@ def requests(draw: st.DrawFn, doc: dict[str, Any], bearer: list[str], known: lis
                 ]
             )
         )
+    query: list[str] = []
     for parameter in operation.get("parameters", []):
-        path = path.replace(
-            "{" + parameter["name"] + "}", draw(st.sampled_from(["x", "*", "%24%7B", "a" * 300]))
-        )
+        value = draw(st.sampled_from(["x", "*", "%24%7B", "a" * 300]))
+        if parameter["in"] == "query":
+            if draw(st.booleans()):
+                query.append(f"{parameter['name']}={value}")
+        else:
+            path = path.replace("{" + parameter["name"] + "}", value)
+    if query:
+        path += "?" + "&".join(query)
     headers: dict[str, str] = {}
     token = draw(st.sampled_from([None, "garbage", "a.b.c", *bearer]))
     if token is not None:

@@ -70,6 +70,12 @@ async def test_openapi_document_lists_every_broker_route(broker: RunningBroker) 
         assert operation["operationId"] == route.name
         body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
         assert ("$ref" in body.get("schema", {})) == (route.request is not None), route.name
+        query = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+        assert tuple(query) == check_handler(route), route.name
+    verify = operations[("GET", "/v1/auth/email/verify")]
+    assert verify["parameters"] == [
+        {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}}
+    ]
 
 
 def test_each_route_declares_the_body_its_handler_decodes() -> None:

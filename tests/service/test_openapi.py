@@ -61,7 +61,7 @@ def _app(*routes: Route, access: dict[str, object] | None = None) -> ServiceApp:
 def test_document_describes_routes_bodies_and_access() -> None:
     app = _app(
         Route("make", "POST", "/v1/make", _ok, request=Body),
-        Route("item", "GET", "/v1/items/<item_id>", _ok),
+        Route("item", "GET", "/v1/items/<item_id>", _ok, query=("view",)),
         access={"make": allow(Role.BROKER), "item": allow(Role.WORKER, Role.BROKER)},
     )
     doc = app.openapi
@@ -95,11 +95,23 @@ def test_document_describes_routes_bodies_and_access() -> None:
     assert props["extra"] == {"type": "object", "additionalProperties": {}}
     assert props["maybe"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}
     item = doc["paths"]["/v1/items/{item_id}"]["get"]
-    assert item["parameters"][0]["name"] == "item_id"
+    assert item["parameters"] == [
+        {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "view", "in": "query", "required": False, "schema": {"type": "string"}},
+    ]
     assert "4XX" in item["responses"]
     # the document is only for callers holding a role some route allows
     docs = doc["paths"][OPENAPI_PATH]["get"]
     assert docs["x-agentkeys-roles"] == ["broker", "worker"]
+
+
+def test_an_answer_of_two_shapes_is_one_of_them() -> None:
+    app = _app(Route("either", "GET", "/v1/either", _ok, responses={200: Inner | Body}))
+    answer = app.openapi["paths"]["/v1/either"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"] == {
+        "oneOf": [{"$ref": "#/components/schemas/Inner"}, {"$ref": "#/components/schemas/Body"}]
+    }
+    assert app.openapi["components"]["schemas"]["Inner"]["additionalProperties"] is False
 
 
 def test_schema_matches_what_the_decoder_accepts() -> None:
