@@ -59,10 +59,6 @@ from attest.device_key import DeviceKey
 from attest.k10_signature import k10_raw_from_der
 
 __all__ = [
-    "EMAIL",
-    "K4_WALLET",
-    "MASTER_WALLET",
-    "OWN_WALLET",
     "SESSION_FILE",
     "SESSION_TOKEN_FILE",
     "BrokerSignIn",
@@ -75,12 +71,6 @@ __all__ = [
     "register_master_via_relay",
     "write_session",
 ]
-
-# operator.json: how this operator signs in (``init`` records it; ``session renew`` repeats it)
-EMAIL = "email"
-MASTER_WALLET = "master_wallet"
-OWN_WALLET = "own"  # the operator's own wallet (K5): SIWE signed in the CLI
-K4_WALLET = "k4"  # an email-only operator: the signer-held K4 signs SIWE through the broker
 
 SESSION_FILE = "session.json"
 SESSION_TOKEN_FILE = "session.jwt"  # noqa: S105 (a file name)
