@@ -58,6 +58,17 @@ def _document() -> dict[str, Any]:
     return value
 
 
+def _with(member: str, value: Any) -> str:
+    """The file written before with ``member`` (dotted: ``k10.backend``) set to ``value``."""
+    document = _document()
+    *tables, name = member.split(".")
+    table = document
+    for part in tables:
+        table = table[part]
+    table[name] = value
+    return json.dumps(document)
+
+
 def _refused(home: Path, text: str) -> str:
     _write(home, text)
     with pytest.raises(OperatorStateInvalid) as info:
@@ -114,16 +125,11 @@ def test_nan_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "where"),
-    [((), "top level"), (("k10",), "k10"), (("passkey",), "passkey")],
+    ("table", "where"),
+    [("", "top level"), ("k10", "k10"), ("passkey", "passkey")],
 )
-def test_an_unknown_member_is_refused(tmp_path: Path, path: tuple[str, ...], where: str) -> None:
-    document = _document()
-    table = document
-    for name in path:
-        table = table[name]
-    table["surprise"] = 1
-    message = _refused(tmp_path, json.dumps(document))
+def test_an_unknown_member_is_refused(tmp_path: Path, table: str, where: str) -> None:
+    message = _refused(tmp_path, _with(f"{table}.surprise".lstrip("."), 1))
     assert f"[{where}]: surprise" in message
 
 
@@ -142,13 +148,7 @@ def test_an_unknown_member_is_refused(tmp_path: Path, path: tuple[str, ...], whe
     ],
 )
 def test_a_member_of_the_wrong_type_is_refused(tmp_path: Path, member: str, value: Any) -> None:
-    document = _document()
-    *tables, name = member.split(".")
-    table = document
-    for part in tables:
-        table = table[part]
-    table[name] = value
-    message = _refused(tmp_path, json.dumps(document))
+    message = _refused(tmp_path, _with(member, value))
     assert re.search(rf"malformed: {re.escape(member)}\b", message), message
 
 
@@ -163,13 +163,7 @@ def test_a_member_of_the_wrong_type_is_refused(tmp_path: Path, member: str, valu
     ],
 )
 def test_a_malformed_value_names_its_member(tmp_path: Path, member: str, value: str) -> None:
-    document = _document()
-    *tables, name = member.split(".")
-    table = document
-    for part in tables:
-        table = table[part]
-    table[name] = value
-    message = _refused(tmp_path, json.dumps(document))
+    message = _refused(tmp_path, _with(member, value))
     assert f"malformed: {member} is malformed" in message
 
 
