@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
+from pydantic import TypeAdapter, with_config
 
 from agentkeys._files import write_private
 from agentkeys.b64url import b64url_decode, b64url_encode
@@ -52,17 +53,15 @@ from agentkeys.cli._errors import BrokerRefused, NoSession, peer_failure
 from agentkeys.cli._operator_session import DeviceK10Signer
 from agentkeys.cli._operator_state import PasskeyRecord
 from agentkeys.clients import BrokerClient, ClientError, SessionInfo
-from agentkeys.config import check_private_file
+from agentkeys.config import ConfigError, check_private_file, validate_document
 from agentkeys.omni import actor_omni_for_wallet
 from agentkeys.siwe import SiweMessage
+from agentkeys.strict_json import StrictJsonError, loads_object
+from agentkeys.strict_schema import STRICT
 from attest.device_key import DeviceKey
 from attest.k10_signature import k10_raw_from_der
 
 __all__ = [
-    "EMAIL",
-    "K4_WALLET",
-    "MASTER_WALLET",
-    "OWN_WALLET",
     "SESSION_FILE",
     "SESSION_TOKEN_FILE",
     "BrokerSignIn",
@@ -75,12 +74,6 @@ __all__ = [
     "register_master_via_relay",
     "write_session",
 ]
-
-# operator.json: how this operator signs in (``init`` records it; ``session renew`` repeats it)
-EMAIL = "email"
-MASTER_WALLET = "master_wallet"
-OWN_WALLET = "own"  # the operator's own wallet (K5): SIWE signed in the CLI
-K4_WALLET = "k4"  # an email-only operator: the signer-held K4 signs SIWE through the broker
 
 SESSION_FILE = "session.json"
 SESSION_TOKEN_FILE = "session.jwt"  # noqa: S105 (a file name)
@@ -382,6 +375,21 @@ async def register_master_via_relay(
     return await signin.relay(j1, "first-master", body)
 
 
+@with_config(STRICT)
+@dataclass(frozen=True)
+class _SessionDocument:
+    """``session.json``'s JSON shape (what :func:`write_session` writes; the token itself is
+    in ``session.jwt``), read strictly: no duplicate key, no unknown member, exact types."""
+
+    broker_url: str
+    actor_omni: str
+    wallet: str
+    expires_at: int
+
+
+_SESSION_DOCUMENT = TypeAdapter(_SessionDocument)
+
+
 @dataclass(frozen=True)
 class SessionRecord:
     """The operator's J1 session as kept in the agentkeys home."""
@@ -411,13 +419,13 @@ def write_session(home: Path, answer: Mapping[str, Any], broker_url: str) -> Ses
         expires_at=int(answer.get("expires_at", 0)),
         token_file=token_file,
     )
-    meta = {
-        "broker_url": record.broker_url,
-        "actor_omni": record.actor_omni,
-        "wallet": record.wallet,
-        "expires_at": record.expires_at,
-    }
-    write_private(home / SESSION_FILE, json.dumps(meta, indent=2).encode() + b"\n")
+    meta = _SessionDocument(
+        broker_url=record.broker_url,
+        actor_omni=record.actor_omni,
+        wallet=record.wallet,
+        expires_at=record.expires_at,
+    )
+    write_private(home / SESSION_FILE, json.dumps(asdict(meta), indent=2).encode() + b"\n")
     return record
 
 
@@ -425,7 +433,8 @@ def load_session(home: Path, *, allow_expired: bool = False) -> SessionRecord:
     """The J1 session of ``home``.
 
     Raises:
-        NoSession: none, unreadable, or expired (unless ``allow_expired``).
+        NoSession: none, unreadable, malformed (the reason names the member of
+            ``session.json``), or expired (unless ``allow_expired``).
     """
     meta_file, token_file = home / SESSION_FILE, home / SESSION_TOKEN_FILE
     try:
@@ -437,22 +446,26 @@ def load_session(home: Path, *, allow_expired: bool = False) -> SessionRecord:
             f"no broker session in {home}; sign in: `agentkeys session renew` "
             "(or `agentkeys init` on a new machine)"
         )
+    renew = "sign in again: `agentkeys session renew`"
     try:
         check_private_file(meta_file)
         check_private_file(token_file)
-        meta = json.loads(meta_file.read_text("utf-8"))
-        record = SessionRecord(
-            token=token_file.read_text("ascii").strip(),
-            broker_url=str(meta["broker_url"]),
-            actor_omni=str(meta["actor_omni"]),
-            wallet=str(meta["wallet"]),
-            expires_at=int(meta["expires_at"]),
-            token_file=token_file,
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        raise NoSession(
-            f"the broker session in {home} is unreadable; sign in again: `agentkeys session renew`"
-        ) from None
+        text = meta_file.read_bytes()
+        token = token_file.read_text("ascii").strip()
+    except (OSError, ValueError):
+        raise NoSession(f"the broker session in {home} is unreadable; {renew}") from None
+    try:
+        meta = validate_document(_SESSION_DOCUMENT, loads_object(text, what=SESSION_FILE))
+    except (StrictJsonError, ConfigError) as exc:
+        raise NoSession(f"{meta_file} is malformed: {exc.reason}; {renew}") from None
+    record = SessionRecord(
+        token=token,
+        broker_url=meta.broker_url,
+        actor_omni=meta.actor_omni,
+        wallet=meta.wallet,
+        expires_at=meta.expires_at,
+        token_file=token_file,
+    )
     if record.expired and not allow_expired:
         raise NoSession("the broker session has expired; sign in again: `agentkeys session renew`")
     return record

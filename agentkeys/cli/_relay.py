@@ -20,16 +20,10 @@ import httpx
 from eth_account.signers.local import LocalAccount
 
 from agentkeys.chain import SignedMutation
-from agentkeys.cli._bootstrap import (
-    K4_WALLET,
-    MASTER_WALLET,
-    OWN_WALLET,
-    BrokerSignIn,
-    SessionRecord,
-    load_session,
-)
+from agentkeys.cli._bootstrap import BrokerSignIn, SessionRecord, load_session
 from agentkeys.cli._errors import CliError, NoSession, SecretUnavailable
 from agentkeys.cli._operator_session import OperatorSession
+from agentkeys.cli._operator_state import K4_WALLET, OWN_WALLET
 from agentkeys.cli._secrets import load_wallet, wallet_given
 
 __all__ = ["Sender", "send", "sender_for"]
@@ -51,7 +45,7 @@ def sender_for(args: argparse.Namespace, session: OperatorSession) -> Sender:
     """
     if wallet_given(args):
         return load_wallet(args, session.state.wallet)
-    kind = session.state.extra.get(MASTER_WALLET)
+    kind = session.state.master_wallet
     if kind == OWN_WALLET and session.state.submit != "relay":
         raise SecretUnavailable(
             "your own wallet sends this change: pass --wallet-keystore FILE or "

@@ -47,10 +47,6 @@ from agentkeys.b64url import b64url_decode
 from agentkeys.chain import ChainClient, PasskeyAuthenticator, load_chain_profile
 from agentkeys.chain.errors import ChainConfigError
 from agentkeys.cli._bootstrap import (
-    EMAIL,
-    K4_WALLET,
-    MASTER_WALLET,
-    OWN_WALLET,
     BrokerSignIn,
     SessionRecord,
     find_magic_link,
@@ -63,7 +59,10 @@ from agentkeys.cli._errors import BrokerRefused, Rejected, UsageError
 from agentkeys.cli._operator_session import DeviceK10Signer
 from agentkeys.cli._operator_state import (
     CHAIN_FILE,
+    K4_WALLET,
+    OWN_WALLET,
     STATE_FILE,
+    MasterWallet,
     OperatorState,
     PasskeyRecord,
     agentkeys_home,
@@ -363,12 +362,16 @@ async def _register_master_device(
     wallet: str,
     k10: DeviceKey,
     passkey: _Passkey,
-    extra: Mapping[str, Any],
     submit: Callable[[ChainClient], Awaitable[str]],
+    *,
+    email: str | None,
+    master_wallet: MasterWallet,
+    legacy_identity_omni: str | None = None,
 ) -> tuple[OperatorState, str]:
     """Register ``k10`` + the passkey as the first master of ``wallet``; write operator.json.
 
-    ``submit`` sends the registration (sovereign or relay) and returns the transaction hash.
+    ``submit`` sends the registration (sovereign or relay) and returns the transaction hash;
+    ``email``, ``master_wallet`` and ``legacy_identity_omni`` are recorded in operator.json.
     """
     chain_file = home / CHAIN_FILE
     profile = load_chain_profile(path=chain_file if chain_file.exists() else None)
@@ -392,7 +395,9 @@ async def _register_master_device(
         passkey=passkey.record,
         k10_backend=k10.backend.value,
         k10_key_file=home / "device" / "k10.pem" if k10.backend.value == "software" else None,
-        extra=dict(extra),
+        email=email,
+        master_wallet=master_wallet,
+        legacy_identity_omni=legacy_identity_omni,
     )
     state.write(home)
     return state, tx
@@ -436,11 +441,10 @@ async def _email_operator(
     address: str,
     k10: DeviceKey,
     passkey: _Passkey,
-    extra: Mapping[str, Any],
+    legacy_identity_omni: str | None = None,
 ) -> tuple[OperatorState, str, SessionRecord]:
     """An email-only operator: sign in (link, passkey bound to K10, K4 SIWE), then register
     this device as the first master through the broker's relay."""
-    extra = {EMAIL: address, MASTER_WALLET: K4_WALLET, **extra}
     async with httpx.AsyncClient(base_url=args.broker_url, trust_env=False, timeout=30) as http:
         signin = BrokerSignIn(http)
         j0 = await email_stage(args, signin, address)
@@ -448,7 +452,14 @@ async def _email_operator(
         answer = await signin.siwe_k4(j0, lambda o: passkey.get(b64url_decode(str(o["challenge"]))))
         session = write_session(home, answer, args.broker_url)
         state, tx = await _register_master_device(
-            home, session.wallet, k10, passkey, extra, _relayed(signin, session, k10, passkey)
+            home,
+            session.wallet,
+            k10,
+            passkey,
+            _relayed(signin, session, k10, passkey),
+            email=address,
+            master_wallet=K4_WALLET,
+            legacy_identity_omni=legacy_identity_omni,
         )
     return state, tx, session
 
@@ -475,7 +486,7 @@ def _init(args: argparse.Namespace) -> int:
         try:
             passkey = _Passkey(args, home, args.email)
             if wallet is None:
-                state, tx, session = await _email_operator(args, home, args.email, k10, passkey, {})
+                state, tx, session = await _email_operator(args, home, args.email, k10, passkey)
             else:
                 async with httpx.AsyncClient(
                     base_url=args.broker_url, trust_env=False, timeout=30
@@ -487,9 +498,14 @@ def _init(args: argparse.Namespace) -> int:
                         j0, wallet, lambda o: passkey.get(b64url_decode(str(o["challenge"])))
                     )
                 session = write_session(home, answer, args.broker_url)
-                own = {EMAIL: args.email, MASTER_WALLET: OWN_WALLET}
                 state, tx = await _register_master_device(
-                    home, wallet.address, k10, passkey, own, _sovereign(wallet, k10, passkey)
+                    home,
+                    wallet.address,
+                    k10,
+                    passkey,
+                    _sovereign(wallet, k10, passkey),
+                    email=args.email,
+                    master_wallet=OWN_WALLET,
                 )
         finally:
             await k10.aclose()
@@ -603,21 +619,24 @@ def _register_device(args: argparse.Namespace) -> int:
         _check_chain_profile(home)
         k10 = await _open_k10(args, home)
         try:
-            extra = {"legacy_identity_omni": identity} if identity is not None else {}
             if wallet is None:
                 passkey = _Passkey(args, home, args.legacy_email)
                 state, tx, _ = await _email_operator(
-                    args, home, args.legacy_email, k10, passkey, extra
+                    args, home, args.legacy_email, k10, passkey, identity
                 )
             else:
                 passkey = _Passkey(args, home, args.legacy_email or wallet.address)
                 if passkey.soft is None:
                     await passkey.create(secrets.token_bytes(32))
-                own = {MASTER_WALLET: OWN_WALLET, **extra}
-                if args.legacy_email is not None:
-                    own[EMAIL] = args.legacy_email
                 state, tx = await _register_master_device(
-                    home, wallet.address, k10, passkey, own, _sovereign(wallet, k10, passkey)
+                    home,
+                    wallet.address,
+                    k10,
+                    passkey,
+                    _sovereign(wallet, k10, passkey),
+                    email=args.legacy_email,
+                    master_wallet=OWN_WALLET,
+                    legacy_identity_omni=identity,
                 )
         finally:
             await k10.aclose()

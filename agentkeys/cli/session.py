@@ -23,10 +23,6 @@ import httpx
 
 from agentkeys.b64url import b64url_decode
 from agentkeys.cli._bootstrap import (
-    EMAIL,
-    K4_WALLET,
-    MASTER_WALLET,
-    OWN_WALLET,
     BrokerSignIn,
     SessionRecord,
     load_session,
@@ -34,7 +30,13 @@ from agentkeys.cli._bootstrap import (
 )
 from agentkeys.cli._errors import BrokerSessionRefused, NoSession, Rejected, UsageError
 from agentkeys.cli._operator_session import add_session_options, assertion_json, passkey_for
-from agentkeys.cli._operator_state import OperatorState, agentkeys_home, load_operator_state
+from agentkeys.cli._operator_state import (
+    K4_WALLET,
+    OWN_WALLET,
+    OperatorState,
+    agentkeys_home,
+    load_operator_state,
+)
 from agentkeys.cli._output import add_output_options, emit, run
 from agentkeys.cli._secrets import load_wallet, wallet_given
 from agentkeys.cli.init import add_maildir_option, email_stage
@@ -107,14 +109,15 @@ def _data(
 ) -> dict[str, object]:
     """What ``session`` shows: the broker's view (``info``) over the home's record."""
     expires_at = record.expires_at if info is None else info.expires_at
-    kind = state.extra.get(MASTER_WALLET)
+    kind = state.master_wallet
+    signs_in_with = None if kind is None else {K4_WALLET: "email", OWN_WALLET: "wallet"}[kind]
     return {
         "status": status,
         "stage": stage if info is None else info.stage,
         "actor_omni": record.actor_omni if info is None else info.subject,
         "wallet": (info.wallet if info is not None else None) or record.wallet,
-        "email": state.extra.get(EMAIL),
-        "signs_in_with": {K4_WALLET: "email", OWN_WALLET: "wallet"}.get(str(kind)),
+        "email": state.email,
+        "signs_in_with": signs_in_with,
         "expires_at": expires_at,
         "seconds_left": max(0, expires_at - int(time.time())),
         "broker_url": record.broker_url,
@@ -168,7 +171,7 @@ def _renew(args: argparse.Namespace) -> int:
             previous: SessionRecord | None = load_session(home, allow_expired=True)
         except NoSession:
             previous = None
-        address = args.email or state.extra.get(EMAIL)
+        address = args.email or state.email
         if not address:
             raise UsageError("this home does not record your email: pass --email ADDRESS")
         broker_url = (
@@ -178,7 +181,7 @@ def _renew(args: argparse.Namespace) -> int:
         )
         if not broker_url:
             raise UsageError("no broker: pass --broker-url")
-        own = wallet_given(args) or state.extra.get(MASTER_WALLET) == OWN_WALLET
+        own = wallet_given(args) or state.master_wallet == OWN_WALLET
         wallet = load_wallet(args, state.wallet) if own else None
         passkey = passkey_for(args, state.passkey)
         if isinstance(passkey, PagePasskey):

@@ -659,7 +659,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
             )
     home = agentkeys_home(args.home)
     state = load_operator_state(home)
-    legacy = state.extra.get("legacy_identity_omni")
+    legacy = state.legacy_identity_omni
     chain_file = home / CHAIN_FILE
     chain_path = chain_file if chain_file.exists() else None
     profile = load_chain_profile(path=chain_path)

@@ -216,7 +216,7 @@ def default_backend(state: OperatorState | None) -> str:
     """``s3`` for an operator with v1 data (no operator.json, or one upgraded with
     ``device register --upgrade-from-v1``: SPEC.md section 9 steps 7-8 keep it), else
     ``sidecar`` (an operator set up fresh by ``init``)."""
-    if state is None or "legacy_identity_omni" in state.extra:
+    if state is None or state.legacy_identity_omni is not None:
         return "s3"
     return "sidecar"
 
@@ -233,8 +233,8 @@ async def _backend(args: argparse.Namespace) -> AsyncIterator[_Backend]:
     legacy_identity: str | None = None
     if args.legacy_email is not None:
         legacy_identity = identity_omni("email", args.legacy_email)
-    elif state is not None and isinstance(state.extra.get("legacy_identity_omni"), str):
-        legacy_identity = str(state.extra["legacy_identity_omni"])
+    elif state is not None:
+        legacy_identity = state.legacy_identity_omni
     async with httpx.AsyncClient(base_url=broker_url, trust_env=False, timeout=30) as broker:
         if args.credential_backend == "sidecar":
             assert state is not None
