@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -53,6 +52,7 @@ from agentkeys.errors import (
 )
 from agentkeys.es256 import es256_sign, es256_verify
 from agentkeys.omni import normalize_hex32, normalize_service
+from agentkeys.strict_json import StrictJsonError, loads_object
 
 __all__ = [
     "CAP_VERSION",
@@ -340,19 +340,6 @@ class SignedCap:
         return cls(payload=CapPayload.from_json_dict(obj["payload"]), kid=kid, broker_sig=sig)
 
 
-def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise CapInvalid("duplicate member in cap JSON")
-        result[name] = value
-    return result
-
-
-def _reject_constant(name: str) -> object:
-    raise CapInvalid(f"{name} is not allowed in cap JSON")
-
-
 def parse_cap_token(token: str) -> SignedCap:
     """Decode and strictly parse a cap token (no signature check: see :func:`verify_cap`).
 
@@ -363,14 +350,11 @@ def parse_cap_token(token: str) -> SignedCap:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         raise CapInvalid(f"cap token must be a string of at most {MAX_TOKEN_CHARS} characters")
     try:
-        raw = b64url_decode(token)
-        obj = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (InvalidEncoding, UnicodeDecodeError, ValueError, RecursionError):
+        obj = loads_object(b64url_decode(token), what="cap token")
+    except InvalidEncoding:
         raise CapInvalid("cap token is not base64url of a JSON object") from None
+    except StrictJsonError as exc:  # duplicate members, NaN, too deep, not an object
+        raise CapInvalid(f"cap JSON: {exc.reason}") from None
     return SignedCap.from_wire(obj)
 
 

@@ -9,7 +9,6 @@ without duplicate members, bounded size.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,31 +18,20 @@ from agentkeys.b64url import b64url_decode
 from agentkeys.broker.errors import SessionInvalid
 from agentkeys.errors import FormatError
 from agentkeys.es256 import es256_verify
+from agentkeys.strict_json import StrictJsonError, loads_object
 
 __all__ = ["MAX_JWT_CHARS", "decode_jwt"]
 
 MAX_JWT_CHARS = 8192
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in out:
-            raise SessionInvalid("duplicate member in token JSON")
-        out[name] = value
-    return out
-
-
 def _json_object(part: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(b64url_decode(part).decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except SessionInvalid:
-        raise
-    except (FormatError, UnicodeDecodeError, ValueError, RecursionError):
+        return loads_object(b64url_decode(part), what=f"token {what}")
+    except FormatError:
         raise SessionInvalid(f"token {what} is not base64url JSON") from None
-    if not isinstance(value, dict):
-        raise SessionInvalid(f"token {what} is not a JSON object")
-    return value
+    except StrictJsonError as exc:  # duplicate members, NaN, too deep, not an object
+        raise SessionInvalid(exc.reason) from None
 
 
 def decode_jwt(

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentkeys.b64url import b64url_encode
 from agentkeys.broker import J0, J1, KeyRing, SessionIssuer, SqliteStateStore
+from agentkeys.broker._jwt import decode_jwt
 from agentkeys.broker.errors import SessionInvalid, SessionRevoked, SessionStageMismatch
+from agentkeys.es256 import es256_sign
 
 ISSUER = "http://127.0.0.1:1"
 AUDIENCE = "agentkeys-broker"
@@ -57,3 +60,23 @@ async def test_a_remembered_token_is_refused_once_its_key_is_retired(
     with pytest.raises(SessionInvalid):
         await issuer.verify(token, now=now, stages=(J1,))
     await store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        (b'{"sub": "a", "sub": "b"}', "duplicate key 'sub'"),
+        (b'{"exp": NaN}', "NaN is not allowed"),
+        (b'["sub"]', "token claims must be a JSON object"),
+    ],
+    ids=["duplicate member", "NaN", "not an object"],
+)
+def test_signed_claims_that_are_not_one_strict_json_object_are_refused(
+    claims: bytes, reason: str
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    head = b64url_encode(b'{"alg":"ES256","kid":"k","typ":"JWT"}')
+    signing_input = f"{head}.{b64url_encode(claims)}"
+    token = f"{signing_input}.{b64url_encode(es256_sign(key, signing_input.encode()))}"
+    with pytest.raises(SessionInvalid, match=reason):
+        decode_jwt(token, {"k": key.public_key()})
