@@ -45,6 +45,9 @@ class _Table:
     names: dict[str, str]
 
 
+_TABLE = TypeAdapter(_Table)
+
+
 def _hash_of(name: str) -> str | None:
     """The key ``name`` belongs under; ``None`` unless it is a service name as written."""
     try:
@@ -66,7 +69,7 @@ def _read(home: Path) -> dict[str, str] | None:
     if len(text) > _MAX_BYTES:
         return None
     try:
-        table = validate_document(TypeAdapter(_Table), loads_object(text, what=f"{path.name}"))
+        table = validate_document(_TABLE, loads_object(text, what=path.name))
     except (StrictJsonError, ConfigError):
         return None
     return {key: name for key, name in table.names.items() if _hash_of(name) == key}
